@@ -1,0 +1,135 @@
+# kvtier - tiered KV-cache daemon.  See README.md.
+#
+# Targets: all test check run asan tsan fuzz bench install uninstall clean deps
+# Variables: PREFIX DESTDIR CC CFLAGS LDFLAGS V=1 (verbose) BUILD (output dir)
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD ?= build
+PKG_CONFIG ?= pkg-config
+SOVERSION := 1
+VERSION := 0.1.0
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+PKGS := liburing lmdb libzstd libxxhash
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -MMD -MP \
+	-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wwrite-strings -Wformat=2 -Wvla \
+	-Iproto -Itiers -Idaemon -Iclient
+override CFLAGS += $(EXTRA_CFLAGS)
+override LDFLAGS += $(EXTRA_LDFLAGS)
+
+# pkg-config is only consulted when something is being compiled, so that
+# `make clean` works on a machine without the -dev packages.
+pkgcflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
+pkglibs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
+
+PROTO_SRC := $(wildcard proto/*.c)
+TIERS_SRC := $(wildcard tiers/*.c)
+DAEMON_SRC := $(wildcard daemon/*.c)
+CLIENT_LIB_SRC := $(filter-out client/kvtier_cli%.c,$(wildcard client/*.c))
+CLI_SRC := $(wildcard client/kvtier_cli*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+INTEG_C_SRC := $(wildcard tests/integ/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+PROTO_OBJ := $(call obj,$(PROTO_SRC))
+TIERS_OBJ := $(call obj,$(TIERS_SRC))
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+CLIENT_LIB_OBJ := $(call obj,$(CLIENT_LIB_SRC))
+CLI_OBJ := $(call obj,$(CLI_SRC))
+
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+INTEG_BIN := $(patsubst tests/integ/%.c,$(BUILD)/tests/%,$(INTEG_C_SRC))
+
+TIER_LIBS = $(call pkglibs,$(PKGS)) -lpthread
+DEP_CFLAGS = $(call pkgcflags,$(PKGS))
+
+LIBKVTIER_A := $(BUILD)/libkvtier.a
+LIBKVTIER_SO := $(BUILD)/libkvtier.so
+CORE_A := $(BUILD)/libkvt_core.a
+
+all: $(BUILD)/kvtierd $(BUILD)/kvtier $(LIBKVTIER_A) $(LIBKVTIER_SO)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -c -o $@ $<
+
+# proto + tiers: the storage engine, linked into the daemon and unit tests.
+$(CORE_A): $(PROTO_OBJ) $(TIERS_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/kvtierd: $(DAEMON_OBJ) $(CORE_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(DAEMON_OBJ) $(CORE_A) $(LDFLAGS) $(TIER_LIBS) -lcrypto
+
+$(LIBKVTIER_A): $(CLIENT_LIB_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(LIBKVTIER_SO): $(CLIENT_LIB_OBJ) $(PROTO_OBJ) client/libkvtier.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libkvtier.so.$(SOVERSION) \
+		-Wl,--version-script=client/libkvtier.map \
+		-o $@.$(SOVERSION) $(CLIENT_LIB_OBJ) $(PROTO_OBJ) $(LDFLAGS) -lcrypto
+	$(Q)ln -sf libkvtier.so.$(SOVERSION) $@
+
+$(BUILD)/kvtier: $(CLI_OBJ) $(LIBKVTIER_A)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIBKVTIER_A) $(LDFLAGS) -lcrypto -lpthread -lm
+
+# Unit tests link the whole engine plus the client library objects.
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_A) $(LIBKVTIER_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST-CC $<")
+	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) $(call pkgcflags,cmocka) -o $@ $< \
+		$(CLIENT_LIB_OBJ) $(CORE_A) $(LDFLAGS) $(call pkglibs,cmocka) $(TIER_LIBS) -lcrypto
+
+# Integration test programs use only the public client library.
+$(BUILD)/tests/%: tests/integ/%.c $(LIBKVTIER_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST-CC $<")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVTIER_A) $(LDFLAGS) -lcrypto -lpthread
+
+tests-build: all $(UNIT_BIN) $(INTEG_BIN)
+
+deps:
+	$(Q)sh scripts/deps.sh
+
+test: override CFLAGS += -Werror
+test: deps
+	$(Q)$(MAKE) --no-print-directory tests-build EXTRA_CFLAGS="$(EXTRA_CFLAGS) -Werror"
+	$(Q)BUILD=$(BUILD) sh tests/run.sh
+
+check: test
+
+run: deps all
+	@mkdir -p var
+	./$(BUILD)/kvtierd --socket ./kvtier.sock --data-dir ./var
+
+# Sanitizer builds go to their own folders and run the same suite.
+asan: deps
+	$(Q)$(MAKE) --no-print-directory test BUILD=build/asan \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined"
+
+tsan: deps
+	$(Q)$(MAKE) --no-print-directory test BUILD=build/tsan \
+		EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+		EXTRA_LDFLAGS="-fsanitize=thread"
+
+clean:
+	rm -rf build
+
+.PHONY: all deps test check run asan tsan clean tests-build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

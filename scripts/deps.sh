@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs the Debian packages kvtier needs to build and test, if missing.
+# As root: apt-get install.  Otherwise: print the exact command and fail.
+set -eu
+
+PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
+libssl-dev libxxhash-dev python3"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "deps: installing:$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing
+else
+	echo "deps: missing packages:$missing" >&2
+	echo "deps: run as root:  sudo apt-get install -y$missing" >&2
+	exit 1
+fi

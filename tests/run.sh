@@ -1,0 +1,48 @@
+#!/bin/sh
+# Runs every test under a timeout: cmocka unit binaries, integration test
+# programs and integration shell scripts.  Prints "N passed, N failed".
+# BUILD names the build folder (build, build/asan, ...).
+set -u
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export KVTIERD="$ROOT/$BUILD/kvtierd"
+export KVTIER="$ROOT/$BUILD/kvtier"
+export KVTIER_BUILD="$ROOT/$BUILD"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+pass=0
+fail=0
+failed=""
+
+run_one() {
+	name=$1
+	shift
+	echo "=== $name"
+	if timeout "${TEST_TIMEOUT:-300}" "$@"; then
+		pass=$((pass + 1))
+	else
+		rc=$?
+		echo "--- FAIL: $name (exit $rc)"
+		fail=$((fail + 1))
+		failed="$failed $name"
+	fi
+}
+
+for t in "$ROOT/$BUILD"/tests/test_*; do
+	[ -x "$t" ] || continue
+	run_one "unit/$(basename "$t")" "$t"
+done
+for t in "$ROOT"/tests/integ/*.c; do
+	[ -e "$t" ] || continue
+	b="$ROOT/$BUILD/tests/$(basename "$t" .c)"
+	run_one "integ/$(basename "$b")" "$b"
+done
+for t in "$ROOT"/tests/integ/*.sh; do
+	[ -e "$t" ] || continue
+	run_one "integ/$(basename "$t")" sh "$t"
+done
+
+echo
+[ -n "$failed" ] && echo "failed:$failed"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,124 @@
+/*
+ * kvt_tm.h - the tier manager: the storage engine's only entry point.
+ *
+ * The daemon talks to storage exclusively through this API; tiers below it
+ * (L1 RAM now, L2 compressed RAM and L3 SSD later) are invisible to callers.
+ * Usable without any socket: unit tests drive it directly.
+ *
+ * Threading: one thread (the daemon's event loop) calls every kvt_tm_*
+ * function.  Values are handed out as counted references (struct kvt_ref):
+ * a reference stays readable after the entry is evicted, replaced or deleted,
+ * until its holder calls kvt_ref_release(), which may be called from any
+ * thread.
+ *
+ * Gets complete through a callback so that tiers that need work off the
+ * event loop (decompression, disk reads) can complete later without changing
+ * callers: the callback runs either before kvt_tm_get() returns or later
+ * from kvt_tm_dispatch() on the calling thread.
+ */
+#ifndef KVT_TM_H
+#define KVT_TM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvtier_errors.h"
+
+struct kvt_tm;  /* opaque */
+struct kvt_ref; /* opaque counted reference to a value */
+
+/* A key inside a namespace; the bytes are copied by calls that keep them. */
+struct kvt_key {
+	const uint8_t *ns;
+	size_t ns_len;
+	const uint8_t *key;
+	size_t key_len;
+};
+
+/*
+ * A value whose memory is handed over to the tier manager.  mem is a
+ * malloc() allocation of mem_size bytes (counted against capacity) that
+ * contains the value at data[0..len).  Letting the daemon pass the whole
+ * received frame body avoids copying multi-megabyte values.
+ */
+struct kvt_blob {
+	void *mem;
+	size_t mem_size;
+	const uint8_t *data;
+	size_t len;
+	uint8_t dtype; /* enum kvt_dtype from kvt_frame.h */
+};
+
+struct kvt_tm_config {
+	uint64_t l1_capacity; /* bytes, > 0 */
+	uint64_t l2_capacity; /* bytes, 0 = disabled */
+	uint64_t l3_capacity; /* bytes, 0 = disabled */
+	const char *data_dir; /* for L3; may be NULL while L3 is disabled */
+	/* Clock in seconds for TTLs; NULL = CLOCK_MONOTONIC. Tests fake it. */
+	uint64_t (*now_s)(void);
+};
+
+struct kvt_tier_stats {
+	uint64_t entries;
+	uint64_t bytes;     /* stored bytes counted against capacity */
+	uint64_t raw_bytes; /* uncompressed value bytes */
+	uint64_t capacity_bytes;
+	uint64_t hits;
+};
+
+struct kvt_tm_stats {
+	struct kvt_tier_stats l1, l2, l3;
+	uint64_t gets, puts, dels, misses;
+	uint64_t promotions, demotions, evictions;
+	uint64_t rejected_too_big; /* puts refused with KVT_ENOSPACE */
+};
+
+/*
+ * Opens a tier manager.  Returns 0 and *out, KVT_EINVAL for a bad config,
+ * -ENOMEM, or an error from a tier (with L3, an LMDB or errno code).
+ */
+int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg);
+
+/* Frees everything; outstanding kvt_ref stay valid until released. NULL ok. */
+void kvt_tm_close(struct kvt_tm *tm);
+
+/*
+ * Stores blob under k (ttl_s 0 = no expiry), replacing any previous value
+ * atomically: a get sees the old or the new value, never a mix.  Ownership
+ * of blob->mem passes to the tier manager whatever the result.
+ * Returns 0, KVT_ENOSPACE if the entry can never fit, -ENOMEM.
+ */
+int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
+	       struct kvt_blob *blob, uint32_t ttl_s);
+
+/*
+ * Completion of a get.  status is 0 with ref set (the callee owns one
+ * reference and must kvt_ref_release() it), or KVT_ENOTFOUND / an error
+ * with ref NULL.
+ */
+typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
+
+/*
+ * Looks k up and calls cb exactly once.  Returns 0 if cb already ran, 1 if
+ * it will run later from kvt_tm_dispatch().
+ */
+int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
+	       void *arg);
+
+/* Removes k from every tier.  Returns 0 or KVT_ENOTFOUND. */
+int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
+
+/* Returns 1 if k is present (in any tier, not expired), else 0. */
+int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
+
+/* Fills *st with a consistent snapshot of the counters. */
+void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);
+
+/* Value accessors; valid until kvt_ref_release(). */
+const uint8_t *kvt_ref_data(const struct kvt_ref *r);
+size_t kvt_ref_len(const struct kvt_ref *r);
+uint8_t kvt_ref_dtype(const struct kvt_ref *r);
+/* Drops one reference; frees the value when it was the last.  NULL ok. */
+void kvt_ref_release(struct kvt_ref *r);
+
+#endif /* KVT_TM_H */
