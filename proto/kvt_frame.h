@@ -25,6 +25,9 @@
 
 #include "kvtier_errors.h"
 
+/* Release of kvtier this tree builds (daemon, library and tool). */
+#define KVT_VERSION_STRING "0.1.0"
+
 #define KVT_FRAME_MAGIC 0x5254564bu
 #define KVT_PROTO_VERSION 1
 #define KVT_HDR_SIZE 24
