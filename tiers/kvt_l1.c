@@ -1,0 +1,554 @@
+/*
+ * kvt_l1.c - L1, the RAM tier: hash table + LRU list under a byte capacity.
+ * The API and its invariants are described in kvt_l1.h.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "kvt_l1.h"
+
+/* Smallest bucket array; a power of two like every size the table takes. */
+#define L1_MIN_BUCKETS 64u
+
+/*
+ * One cached value.  This is the struct kvt_ref that kvt_tm.h declares
+ * opaque: callers hold pointers to entries themselves, so a reference costs
+ * no allocation.
+ *
+ * Entries are reference-counted.  The table owns one reference while the
+ * entry is linked (hpprev != NULL); each kvt_l1_get() gives its caller
+ * another.  Unlinking (replace, delete, expiry, eviction) drops or hands
+ * over the table's reference but never frees while other references exist,
+ * so a reader may keep using a value that another thread's holder, or the
+ * event loop, has since removed.  Only refs is shared between threads: the
+ * links are touched by the L1's owning thread alone, and mem, data, len,
+ * dtype, the name and expires_s never change after creation.
+ */
+struct kvt_ref {
+	atomic_uint refs;
+	uint8_t dtype;
+	/* Hash chain: hpprev points at whatever points at us (bucket or the
+	 * previous entry's hnext), so unlinking is O(1) without a back walk. */
+	struct kvt_ref *hnext;
+	struct kvt_ref **hpprev;
+	/* LRU list, most recently used at l1->mru. */
+	struct kvt_ref *lru_prev;
+	struct kvt_ref *lru_next;
+	uint64_t hash;
+	uint64_t expires_s;
+	void *mem;
+	size_t mem_size;
+	const uint8_t *data;
+	size_t len;
+	size_t ns_len;
+	size_t key_len;
+	uint8_t name[]; /* ns_len namespace bytes, then key_len key bytes */
+};
+
+struct kvt_l1 {
+	struct kvt_ref **buckets;
+	size_t nbuckets; /* power of two */
+	struct kvt_ref *mru;
+	struct kvt_ref *lru;
+	uint64_t capacity;
+	uint64_t bytes;
+	uint64_t raw_bytes;
+	uint64_t entries;
+	uint64_t hits;
+	uint64_t misses;
+	uint64_t expired;
+};
+
+/* What kvt_ref_data() returns for an empty value with no memory. */
+static const uint8_t l1_empty_value[1];
+
+size_t kvt_l1_entry_overhead(void)
+{
+	return sizeof(struct kvt_ref);
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+uint64_t kvt_l1_cost(size_t mem_size, size_t ns_len, size_t key_len)
+{
+	uint64_t c = sizeof(struct kvt_ref);
+
+	c = add_sat(c, mem_size);
+	c = add_sat(c, ns_len);
+	return add_sat(c, key_len);
+}
+
+static uint64_t entry_cost(const struct kvt_ref *e)
+{
+	return kvt_l1_cost(e->mem_size, e->ns_len, e->key_len);
+}
+
+static bool key_valid(const struct kvt_key *k)
+{
+	return k && (k->ns || k->ns_len == 0) && (k->key || k->key_len == 0);
+}
+
+/*
+ * The key is hashed with the namespace hash as its seed rather than over
+ * the concatenation, so ("ab", "c") and ("a", "bc") hash apart without a
+ * separator.  Equality still compares both lengths and both byte strings.
+ */
+static uint64_t key_hash(const struct kvt_key *k)
+{
+	const uint8_t *ns = k->ns_len ? k->ns : l1_empty_value;
+	const uint8_t *key = k->key_len ? k->key : l1_empty_value;
+
+	return XXH3_64bits_withSeed(key, k->key_len, XXH3_64bits(ns, k->ns_len));
+}
+
+static bool entry_matches(const struct kvt_ref *e, const struct kvt_key *k,
+			  uint64_t h)
+{
+	if (e->hash != h || e->ns_len != k->ns_len || e->key_len != k->key_len)
+		return false;
+	if (k->ns_len && memcmp(e->name, k->ns, k->ns_len) != 0)
+		return false;
+	return !k->key_len ||
+	       memcmp(e->name + e->ns_len, k->key, k->key_len) == 0;
+}
+
+static bool entry_expired(const struct kvt_ref *e, uint64_t now_s)
+{
+	return e->expires_s != 0 && now_s >= e->expires_s;
+}
+
+static struct kvt_ref *table_find(const struct kvt_l1 *l1,
+				  const struct kvt_key *k, uint64_t h)
+{
+	struct kvt_ref *e = l1->buckets[h & (l1->nbuckets - 1)];
+
+	while (e && !entry_matches(e, k, h))
+		e = e->hnext;
+	return e;
+}
+
+static void bucket_push(struct kvt_ref **b, struct kvt_ref *e)
+{
+	e->hnext = *b;
+	if (e->hnext)
+		e->hnext->hpprev = &e->hnext;
+	*b = e;
+	e->hpprev = b;
+}
+
+static void table_unlink(struct kvt_ref *e)
+{
+	assert(e->hpprev);
+	*e->hpprev = e->hnext;
+	if (e->hnext)
+		e->hnext->hpprev = e->hpprev;
+	e->hnext = NULL;
+	e->hpprev = NULL;
+}
+
+/*
+ * Doubles the bucket array.  Failure to allocate is not an error: chains
+ * just get longer until a later put manages to grow, which keeps puts from
+ * failing (and from having to undo anything) on a rehash.
+ */
+static void table_grow(struct kvt_l1 *l1)
+{
+	size_t n = l1->nbuckets * 2, i;
+	struct kvt_ref **nb;
+
+	if (n < l1->nbuckets || n > SIZE_MAX / sizeof(*nb))
+		return;
+	nb = calloc(n, sizeof(*nb));
+	if (!nb)
+		return;
+	for (i = 0; i < l1->nbuckets; i++) {
+		struct kvt_ref *e = l1->buckets[i], *next;
+
+		for (; e; e = next) {
+			next = e->hnext;
+			bucket_push(&nb[e->hash & (n - 1)], e);
+		}
+	}
+	free(l1->buckets);
+	l1->buckets = nb;
+	l1->nbuckets = n;
+}
+
+static void lru_remove(struct kvt_l1 *l1, struct kvt_ref *e)
+{
+	if (e->lru_prev)
+		e->lru_prev->lru_next = e->lru_next;
+	else
+		l1->mru = e->lru_next;
+	if (e->lru_next)
+		e->lru_next->lru_prev = e->lru_prev;
+	else
+		l1->lru = e->lru_prev;
+	e->lru_prev = NULL;
+	e->lru_next = NULL;
+}
+
+static void lru_push_mru(struct kvt_l1 *l1, struct kvt_ref *e)
+{
+	e->lru_prev = NULL;
+	e->lru_next = l1->mru;
+	if (l1->mru)
+		l1->mru->lru_prev = e;
+	else
+		l1->lru = e;
+	l1->mru = e;
+}
+
+/* Links a new entry as the most recently used and accounts for it. */
+static void entry_link(struct kvt_l1 *l1, struct kvt_ref *e)
+{
+	bucket_push(&l1->buckets[e->hash & (l1->nbuckets - 1)], e);
+	lru_push_mru(l1, e);
+	l1->bytes += entry_cost(e);
+	l1->raw_bytes += e->len;
+	l1->entries++;
+	assert(l1->bytes <= l1->capacity);
+}
+
+/*
+ * Removes e from the table, the LRU list and the accounting.  The table's
+ * reference now belongs to the caller, who releases it or hands it on.
+ */
+static void entry_unlink(struct kvt_l1 *l1, struct kvt_ref *e)
+{
+	uint64_t cost = entry_cost(e);
+
+	table_unlink(e);
+	lru_remove(l1, e);
+	assert(l1->bytes >= cost && l1->raw_bytes >= e->len && l1->entries);
+	l1->bytes -= cost;
+	l1->raw_bytes -= e->len;
+	l1->entries--;
+}
+
+static void entry_drop(struct kvt_l1 *l1, struct kvt_ref *e)
+{
+	entry_unlink(l1, e);
+	kvt_ref_release(e);
+}
+
+/*
+ * Finds a live entry for k.  An expired one is removed on the way and
+ * counted, so every caller treats it as absent without repeating the check.
+ */
+static struct kvt_ref *find_live(struct kvt_l1 *l1, const struct kvt_key *k,
+				 uint64_t now_s)
+{
+	struct kvt_ref *e = table_find(l1, k, key_hash(k));
+
+	if (e && entry_expired(e, now_s)) {
+		entry_drop(l1, e);
+		l1->expired++;
+		e = NULL;
+	}
+	return e;
+}
+
+int kvt_l1_open(struct kvt_l1 **out, uint64_t capacity)
+{
+	struct kvt_l1 *l1;
+
+	if (!out)
+		return KVT_EINVAL;
+	*out = NULL;
+	if (capacity == 0)
+		return KVT_EINVAL;
+	l1 = calloc(1, sizeof(*l1));
+	if (!l1)
+		return -ENOMEM;
+	l1->nbuckets = L1_MIN_BUCKETS;
+	l1->buckets = calloc(l1->nbuckets, sizeof(*l1->buckets));
+	if (!l1->buckets) {
+		free(l1);
+		return -ENOMEM;
+	}
+	l1->capacity = capacity;
+	*out = l1;
+	return 0;
+}
+
+void kvt_l1_close(struct kvt_l1 *l1)
+{
+	struct kvt_ref *e, *next;
+
+	if (!l1)
+		return;
+	/* Every linked entry is on the LRU list; the buckets go wholesale. */
+	for (e = l1->mru; e; e = next) {
+		next = e->lru_next;
+		e->hnext = NULL;
+		e->hpprev = NULL;
+		e->lru_prev = NULL;
+		e->lru_next = NULL;
+		kvt_ref_release(e);
+	}
+	free(l1->buckets);
+	free(l1);
+}
+
+/* data[0..len) must lie inside mem[0..mem_size). */
+static bool blob_valid(const void *mem, size_t mem_size, const uint8_t *data,
+		       size_t len)
+{
+	uintptr_t m = (uintptr_t)mem, d = (uintptr_t)data;
+
+	if (!mem && mem_size)
+		return false;
+	if (len == 0)
+		return true;
+	return mem && data && d >= m && d - m <= mem_size &&
+	       len <= mem_size - (d - m);
+}
+
+int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
+	       struct kvt_blob *blob, uint64_t expires_s,
+	       kvt_l1_victim_fn victim_fn, void *victim_arg)
+{
+	struct kvt_ref *e, *old, *victims = NULL, **vtail = &victims;
+	const uint8_t *data;
+	uint64_t cost;
+	void *mem;
+
+	if (!blob)
+		return KVT_EINVAL;
+	/* Take ownership first so that every error path below frees mem. */
+	mem = blob->mem;
+	data = blob->data;
+	blob->mem = NULL;
+	blob->data = NULL;
+	if (!l1 || !key_valid(k) ||
+	    !blob_valid(mem, blob->mem_size, data, blob->len)) {
+		free(mem);
+		return KVT_EINVAL;
+	}
+	cost = kvt_l1_cost(blob->mem_size, k->ns_len, k->key_len);
+	if (cost > l1->capacity) {
+		free(mem);
+		return KVT_ENOSPACE;
+	}
+
+	/*
+	 * Allocate before touching the table: if this fails, nothing has been
+	 * replaced or evicted.  cost <= capacity bounds the size.
+	 */
+	e = malloc(sizeof(*e) + k->ns_len + k->key_len);
+	if (!e) {
+		free(mem);
+		return -ENOMEM;
+	}
+	atomic_init(&e->refs, 1);
+	e->dtype = blob->dtype;
+	e->hnext = NULL;
+	e->hpprev = NULL;
+	e->lru_prev = NULL;
+	e->lru_next = NULL;
+	e->hash = key_hash(k);
+	e->expires_s = expires_s;
+	e->mem = mem;
+	e->mem_size = blob->mem_size;
+	e->len = blob->len;
+	e->data = e->len ? data : mem ? mem : l1_empty_value;
+	e->ns_len = k->ns_len;
+	e->key_len = k->key_len;
+	if (k->ns_len)
+		memcpy(e->name, k->ns, k->ns_len);
+	if (k->key_len)
+		memcpy(e->name + k->ns_len, k->key, k->key_len);
+
+	/*
+	 * The old value goes first, and is dropped rather than reported: it is
+	 * stale, and demoting it to L2 would resurrect it under the new one.
+	 */
+	old = table_find(l1, k, e->hash);
+	if (old)
+		entry_drop(l1, old);
+
+	/* Collect victims, chained through their now unused lru_next. */
+	while (cost > l1->capacity - l1->bytes) {
+		struct kvt_ref *v = l1->lru;
+
+		assert(v); /* cost <= capacity, so an empty L1 always fits */
+		entry_unlink(l1, v);
+		*vtail = v;
+		vtail = &v->lru_next;
+	}
+
+	entry_link(l1, e);
+	if (l1->entries > l1->nbuckets)
+		table_grow(l1);
+
+	/* Report victims only now, so the callee sees a consistent L1. */
+	while (victims) {
+		struct kvt_ref *v = victims;
+
+		victims = v->lru_next;
+		v->lru_next = NULL;
+		if (victim_fn)
+			victim_fn(victim_arg, v);
+		else
+			kvt_ref_release(v);
+	}
+	return 0;
+}
+
+int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+	       struct kvt_ref **out)
+{
+	struct kvt_ref *e;
+
+	if (!out)
+		return KVT_EINVAL;
+	*out = NULL;
+	if (!l1 || !key_valid(k))
+		return KVT_EINVAL;
+	e = find_live(l1, k, now_s);
+	if (!e) {
+		l1->misses++;
+		return KVT_ENOTFOUND;
+	}
+	if (l1->mru != e) {
+		lru_remove(l1, e);
+		lru_push_mru(l1, e);
+	}
+	l1->hits++;
+	*out = kvt_l1_ref_acquire(e);
+	return 0;
+}
+
+int kvt_l1_exists(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s)
+{
+	if (!l1 || !key_valid(k))
+		return 0;
+	return find_live(l1, k, now_s) != NULL;
+}
+
+int kvt_l1_del(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s)
+{
+	struct kvt_ref *e;
+
+	if (!l1 || !key_valid(k))
+		return KVT_EINVAL;
+	e = find_live(l1, k, now_s);
+	if (!e)
+		return KVT_ENOTFOUND;
+	entry_drop(l1, e);
+	return 0;
+}
+
+int kvt_l1_evict_one(struct kvt_l1 *l1, struct kvt_ref **victim)
+{
+	struct kvt_ref *v;
+
+	if (!victim)
+		return KVT_EINVAL;
+	*victim = NULL;
+	if (!l1)
+		return KVT_EINVAL;
+	v = l1->lru;
+	if (!v)
+		return KVT_ENOTFOUND;
+	entry_unlink(l1, v);
+	*victim = v;
+	return 0;
+}
+
+void kvt_l1_stats(const struct kvt_l1 *l1, struct kvt_l1_stats *st)
+{
+	if (!st)
+		return;
+	memset(st, 0, sizeof(*st));
+	if (!l1)
+		return;
+	st->entries = l1->entries;
+	st->bytes = l1->bytes;
+	st->raw_bytes = l1->raw_bytes;
+	st->capacity = l1->capacity;
+	st->hits = l1->hits;
+	st->misses = l1->misses;
+	st->expired = l1->expired;
+	st->buckets = l1->nbuckets;
+}
+
+struct kvt_ref *kvt_l1_ref_acquire(struct kvt_ref *r)
+{
+	/*
+	 * Relaxed is enough: the caller already holds a reference, so the
+	 * entry cannot be freed concurrently and nothing is published here.
+	 */
+	unsigned prev = atomic_fetch_add_explicit(&r->refs, 1,
+						  memory_order_relaxed);
+
+	assert(prev > 0);
+	(void)prev;
+	return r;
+}
+
+void kvt_l1_ref_key(const struct kvt_ref *r, struct kvt_key *k)
+{
+	k->ns = r->name;
+	k->ns_len = r->ns_len;
+	k->key = r->name + r->ns_len;
+	k->key_len = r->key_len;
+}
+
+uint64_t kvt_l1_ref_expires(const struct kvt_ref *r)
+{
+	return r->expires_s;
+}
+
+uint64_t kvt_l1_ref_cost(const struct kvt_ref *r)
+{
+	return entry_cost(r);
+}
+
+/* The kvt_ref_* accessors of kvt_tm.h live here, beside the struct. */
+
+const uint8_t *kvt_ref_data(const struct kvt_ref *r)
+{
+	return r->data;
+}
+
+size_t kvt_ref_len(const struct kvt_ref *r)
+{
+	return r->len;
+}
+
+uint8_t kvt_ref_dtype(const struct kvt_ref *r)
+{
+	return r->dtype;
+}
+
+void kvt_ref_release(struct kvt_ref *r)
+{
+	unsigned prev;
+
+	if (!r)
+		return;
+	/*
+	 * acq_rel: our earlier reads of the value must happen before another
+	 * thread's free, and the thread that frees must see every other
+	 * holder's reads as done.
+	 */
+	prev = atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel);
+	assert(prev > 0);
+	if (prev == 1) {
+		assert(!r->hpprev); /* the table's reference is gone too */
+		free(r->mem);
+		free(r);
+	}
+}

@@ -1,0 +1,175 @@
+/*
+ * kvt_l1.h - L1, the RAM tier: uncompressed values under a byte capacity,
+ * evicted in least-recently-used order.
+ *
+ * Only the tier manager (kvt_tm.c) uses this API; the daemon never does.
+ *
+ * Structure.  A chained hash table with a power-of-two number of buckets
+ * (doubled whenever there are more entries than buckets, hashed with
+ * XXH3-64) finds entries; an intrusive doubly linked list orders them from
+ * most to least recently used.  get, put, del, exists and evict_one are
+ * O(1), amortized for the table's growth.
+ *
+ * Identity.  An entry is identified by (namespace bytes, key bytes): the same
+ * key bytes in two namespaces are two entries.  Both are copied into the
+ * entry.
+ *
+ * Accounting.  Each entry counts against the capacity for
+ *
+ *     blob.mem_size + ns_len + key_len + kvt_l1_entry_overhead()
+ *
+ * where the overhead is the size of the entry header (refcount, links,
+ * lengths; see struct kvt_ref in kvt_l1.c).  The hash table's bucket array is
+ * not counted: at one pointer per entry it is noise next to 64 KiB-32 MiB
+ * values.  After every call returns, bytes <= capacity.
+ *
+ * Entries are struct kvt_ref.  They are reference-counted: the table holds
+ * one reference while the entry is linked, and every kvt_l1_get() hands the
+ * caller another.  An entry that is replaced, deleted, expired or evicted is
+ * unlinked at once (it stops counting against the capacity) but its memory
+ * stays valid until the last reference is released with kvt_ref_release().
+ *
+ * Eviction hands the table's reference to the caller instead of dropping
+ * it, so that the tier manager can demote victims to L2: kvt_l1_put()
+ * reports each victim to a kvt_l1_victim_fn, and kvt_l1_evict_one() pops the
+ * least recently used entry on demand.  Victims carry their key
+ * (kvt_l1_ref_key), expiry (kvt_l1_ref_expires) and value (kvt_ref_data etc.)
+ * so that they can be re-inserted elsewhere.
+ *
+ * Time.  L1 has no clock.  Expiries are absolute seconds of the manager's
+ * clock (0 = never); calls that may observe expiry take the current time
+ * now_s.  An entry with expires_s != 0 && now_s >= expires_s is expired: get,
+ * exists and del remove it and treat it as absent.  Expired entries nobody
+ * looks up are not scanned for; they age out through the LRU like any other.
+ *
+ * Threading.  One thread calls every kvt_l1_* function on a given handle.
+ * kvt_ref_release() (and kvt_l1_ref_acquire() on a reference the caller
+ * already holds) may be called from any thread: the count is atomic and the
+ * value bytes of an entry never change after it is created.
+ */
+#ifndef KVT_L1_H
+#define KVT_L1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvt_tm.h"
+
+struct kvt_l1; /* opaque */
+
+struct kvt_l1_stats {
+	uint64_t entries;
+	uint64_t bytes;     /* accounted bytes, <= capacity */
+	uint64_t raw_bytes; /* sum of value lengths (blob.len) */
+	uint64_t capacity;
+	uint64_t hits;      /* kvt_l1_get() calls that found a live entry */
+	uint64_t misses;    /* kvt_l1_get() calls that did not */
+	uint64_t expired;   /* entries removed because their TTL had passed */
+	uint64_t buckets;   /* hash table size, for tests and debugging */
+};
+
+/*
+ * Called by kvt_l1_put() once per entry it evicted, after the put has
+ * completed (so the callee may call back into the same L1 handle).  The
+ * callee receives the table's reference to victim and must eventually
+ * kvt_ref_release() it.  victim is already unlinked: it no longer counts
+ * against the capacity and lookups no longer find it.
+ */
+typedef void (*kvt_l1_victim_fn)(void *arg, struct kvt_ref *victim);
+
+/* Bytes an entry of the header's size adds on top of its value and key. */
+size_t kvt_l1_entry_overhead(void);
+
+/*
+ * Bytes an entry with these sizes counts against the capacity; saturates at
+ * UINT64_MAX instead of wrapping.
+ */
+uint64_t kvt_l1_cost(size_t mem_size, size_t ns_len, size_t key_len);
+
+/*
+ * Creates an empty L1 holding at most capacity bytes.  Returns 0 and *out,
+ * KVT_EINVAL if out is NULL or capacity is 0, or -ENOMEM.
+ */
+int kvt_l1_open(struct kvt_l1 **out, uint64_t capacity);
+
+/*
+ * Drops the table's reference to every entry and frees the L1.  Entries
+ * other holders still reference stay valid until released.  NULL ok.
+ */
+void kvt_l1_close(struct kvt_l1 *l1);
+
+/*
+ * Stores blob under k with the given absolute expiry (0 = never).
+ * Ownership of blob->mem passes to L1 whatever the result; on return
+ * blob->mem and blob->data are NULL.  blob->data[0..len) must lie inside
+ * blob->mem[0..mem_size) (len 0 with NULL mem is an empty value).
+ *
+ * An existing entry for k is replaced atomically: it is unlinked (not
+ * reported as a victim, since its value is stale) and the new entry linked
+ * before the call returns; holders of references to the old entry keep
+ * reading the old bytes.  Then least recently used entries are evicted until
+ * the new one fits, and reported to victim_fn after the new entry is linked
+ * (victim_fn NULL: they are released).  The new entry becomes the most
+ * recently used.
+ *
+ * Returns 0; KVT_ENOSPACE if kvt_l1_cost() of the entry exceeds the
+ * capacity; KVT_EINVAL for NULL arguments or a blob whose data is not
+ * inside its mem; -ENOMEM.  On any error the L1 is unchanged (the previous
+ * value of k, if any, stays) and blob->mem has been freed.
+ */
+int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
+	       struct kvt_blob *blob, uint64_t expires_s,
+	       kvt_l1_victim_fn victim_fn, void *victim_arg);
+
+/*
+ * Looks k up.  On a hit, makes the entry the most recently used, counts a
+ * hit, and stores a new reference in *out that the caller must release.
+ * Returns 0, or KVT_ENOTFOUND (absent or expired; an expired entry is
+ * removed) with *out NULL.  KVT_EINVAL for NULL arguments.
+ */
+int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+	       struct kvt_ref **out);
+
+/*
+ * Returns 1 if k is present and not expired, else 0 (an expired entry is
+ * removed).  Unlike get, does not touch the LRU order or the hit counter:
+ * probing for a prefix must not make blocks look hot.
+ */
+int kvt_l1_exists(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s);
+
+/*
+ * Removes k, dropping the table's reference.  Returns 0, or KVT_ENOTFOUND
+ * if it was absent or expired (an expired entry is removed all the same).
+ */
+int kvt_l1_del(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s);
+
+/*
+ * Unlinks the least recently used entry and hands the table's reference to
+ * the caller through *victim (which must eventually be released).  This is
+ * how the manager makes room or spills L1 on shutdown.  Returns 0, or
+ * KVT_ENOTFOUND with *victim NULL when L1 is empty.  The victim may be
+ * expired; check kvt_l1_ref_expires().
+ */
+int kvt_l1_evict_one(struct kvt_l1 *l1, struct kvt_ref **victim);
+
+/* Fills *st.  Counters are cumulative since kvt_l1_open(). */
+void kvt_l1_stats(const struct kvt_l1 *l1, struct kvt_l1_stats *st);
+
+/*
+ * Reference helpers beyond the kvt_ref_* accessors of kvt_tm.h, for the
+ * tier manager.  All require a reference the caller holds.
+ */
+
+/* Takes another reference to r and returns r.  Any thread. */
+struct kvt_ref *kvt_l1_ref_acquire(struct kvt_ref *r);
+
+/* Fills *k with pointers into r; valid while the reference is held. */
+void kvt_l1_ref_key(const struct kvt_ref *r, struct kvt_key *k);
+
+/* The absolute expiry the entry was stored with, 0 = never. */
+uint64_t kvt_l1_ref_expires(const struct kvt_ref *r);
+
+/* kvt_l1_cost() of the entry: what it counted (or counts) against L1. */
+uint64_t kvt_l1_ref_cost(const struct kvt_ref *r);
+
+#endif /* KVT_L1_H */
