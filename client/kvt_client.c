@@ -1,0 +1,893 @@
+/*
+ * kvt_client.c - libkvtier: a blocking client for kvtierd (see kvtier.h).
+ *
+ * One request is in flight per connection: each call sends one frame and
+ * reads its reply before returning.  Frames are built with proto/'s pure
+ * codecs; this file only adds the socket I/O around them.
+ *
+ * Large values never pass through an intermediate buffer: a PUT goes out as
+ * one sendmsg() of [header + body prefix][value], and a GET reply's body is
+ * received straight into the caller's buffer.  Small replies are read
+ * through a per-connection buffer so that header and body usually arrive
+ * in one recv().
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "kvt_frame.h"
+#include "kvt_path.h"
+#include "kvtier.h"
+#include "kvtier_errors.h"
+
+/*
+ * Room for our own words around a daemon message of up to KVT_ERRMSG_MAX
+ * bytes, or around a socket path.
+ */
+#define KVT_CLIENT_MSG_CAP (KVT_ERRMSG_MAX + 256)
+/* Also room for the socket path (< 108 bytes) and our words. */
+#define KVT_CONNECT_MSG_CAP (KVT_CLIENT_MSG_CAP + 160)
+/* Receive buffer; bodies that do not fit are read in place. */
+#define KVT_CLIENT_RBUF 4096
+/* Wire field width of key_len. */
+#define KVT_KEY_FIELD_MAX 0xffffu
+/* Wire field width of body_len. */
+#define KVT_BODY_FIELD_MAX 0xffffffffu
+/* Floor for the reply size limit, whatever the daemon's request limits. */
+#define KVT_CLIENT_REPLY_MIN (1u << 20)
+
+struct kvt_client {
+	int fd;
+	/*
+	 * Set by a connection-level failure: the byte stream is no longer
+	 * at a frame boundary (or gone), so every later call fails fast.
+	 */
+	bool broken;
+	uint64_t next_id;
+	/* The daemon's limits from HELLO, for checking requests. */
+	struct kvt_limits lim;
+	/* Limits used to decode replies: max_body bounds any reply body. */
+	struct kvt_limits rlim;
+	/* Header plus request body prefix (everything but a PUT's value). */
+	uint8_t *sbuf;
+	size_t sbuf_cap;
+	/* Buffered reply bytes not yet consumed: rbuf[rpos..rlen). */
+	size_t rpos, rlen;
+	uint8_t rbuf[KVT_CLIENT_RBUF];
+	char errmsg[KVT_CLIENT_MSG_CAP];
+	/* Why the connection broke, repeated by later calls. */
+	char broken_msg[KVT_CLIENT_MSG_CAP];
+};
+
+/*
+ * A failed kvt_connect() has no handle to keep its message in, so it is kept
+ * per thread: kvtier.h promises no shared mutable state between threads.
+ */
+static _Thread_local char connect_errmsg[KVT_CONNECT_MSG_CAP];
+
+/* ---- Messages ------------------------------------------------------- */
+
+__attribute__((format(printf, 3, 4)))
+static int set_err(kvt_client *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/*
+ * Marks c broken after a connection-level failure, with a message; returns
+ * rc so callers can write `return conn_fail(c, rc, ...)`.
+ */
+__attribute__((format(printf, 3, 4)))
+static int conn_fail(kvt_client *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->errmsg, sizeof(c->errmsg), fmt, ap);
+	va_end(ap);
+	c->broken = true;
+	memcpy(c->broken_msg, c->errmsg, sizeof(c->broken_msg));
+	return rc;
+}
+
+/* Returns KVT_ECLOSED if c cannot carry requests any more, else 0. */
+static int check_usable(kvt_client *c)
+{
+	if (!c->broken)
+		return 0;
+	return set_err(c, KVT_ECLOSED, "connection unusable after an earlier "
+		       "error: %s", c->broken_msg);
+}
+
+/*
+ * Copies a daemon message into dst, replacing control characters: the text
+ * comes from another process and callers print it on terminals.
+ */
+static void copy_daemon_msg(char *dst, size_t cap, const uint8_t *src,
+			    size_t len)
+{
+	size_t i;
+
+	if (cap == 0)
+		return;
+	if (len > cap - 1)
+		len = cap - 1;
+	for (i = 0; i < len; i++)
+		dst[i] = (src[i] < 0x20 || src[i] == 0x7f) ? '?' : (char)src[i];
+	dst[i] = '\0';
+}
+
+/* ---- Socket I/O ----------------------------------------------------- */
+
+/*
+ * Sends every byte described by iov[0..iovcnt), advancing the iovecs past
+ * partial sends.  MSG_NOSIGNAL turns a dead peer into EPIPE instead of a
+ * SIGPIPE that would kill the caller's process.  Returns 0 or -errno.
+ */
+static int send_all(int fd, struct iovec *iov, int iovcnt)
+{
+	struct msghdr msg;
+	ssize_t n;
+
+	while (iovcnt > 0 && iov[0].iov_len == 0) {
+		iov++;
+		iovcnt--;
+	}
+	while (iovcnt > 0) {
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)iovcnt;
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		while (iovcnt > 0 && (size_t)n >= iov[0].iov_len) {
+			n -= (ssize_t)iov[0].iov_len;
+			iov++;
+			iovcnt--;
+		}
+		if (iovcnt > 0) {
+			iov[0].iov_base = (uint8_t *)iov[0].iov_base + n;
+			iov[0].iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/* One recv(); returns bytes read (> 0), KVT_ECLOSED at EOF, or -errno. */
+static ssize_t recv_some(int fd, void *dst, size_t n, int flags)
+{
+	ssize_t r;
+
+	for (;;) {
+		r = recv(fd, dst, n, flags);
+		if (r > 0)
+			return r;
+		if (r == 0)
+			return KVT_ECLOSED;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/*
+ * Reads exactly n bytes of the reply stream into dst (NULL = discard them).
+ * Buffered bytes come first; a large remainder is received in place so a
+ * value is never copied through rbuf.  Returns 0, KVT_ECLOSED or -errno.
+ */
+static int read_exact(kvt_client *c, void *dst, size_t n)
+{
+	uint8_t *p = dst;
+	size_t take;
+	ssize_t r;
+
+	while (n > 0) {
+		if (c->rpos < c->rlen) {
+			take = c->rlen - c->rpos;
+			if (take > n)
+				take = n;
+			if (p) {
+				memcpy(p, c->rbuf + c->rpos, take);
+				p += take;
+			}
+			c->rpos += take;
+			n -= take;
+			continue;
+		}
+		c->rpos = c->rlen = 0;
+		if (p && n >= sizeof(c->rbuf)) {
+			/* MSG_WAITALL: one syscall for a whole value, usually. */
+			r = recv_some(c->fd, p, n, MSG_WAITALL);
+			if (r < 0)
+				return (int)r;
+			p += r;
+			n -= (size_t)r;
+			continue;
+		}
+		r = recv_some(c->fd, c->rbuf, sizeof(c->rbuf), 0);
+		if (r < 0)
+			return (int)r;
+		c->rlen = (size_t)r;
+	}
+	return 0;
+}
+
+/* Reads the rest of a reply body (len bytes) and throws it away. */
+static int discard_body(kvt_client *c, size_t len)
+{
+	int rc = read_exact(c, NULL, len);
+
+	if (rc < 0)
+		return conn_fail(c, rc == KVT_ECLOSED ? KVT_ECLOSED : rc,
+				 "daemon connection lost while reading a reply "
+				 "body: %s", kvt_strerror(rc));
+	return 0;
+}
+
+/* Reads a reply body of len bytes into dst, failing the connection on error. */
+static int read_body(kvt_client *c, void *dst, size_t len)
+{
+	int rc = read_exact(c, dst, len);
+
+	if (rc < 0)
+		return conn_fail(c, rc, "daemon connection lost while reading a "
+				 "reply body: %s", kvt_strerror(rc));
+	return 0;
+}
+
+/* ---- Frames --------------------------------------------------------- */
+
+/*
+ * Reads one reply header and checks that it answers request id/op.  An
+ * error reply (status != 0) is consumed whole: its body is the daemon's
+ * message, which becomes c's message, and -(status) is returned.  On 0,
+ * *h is the header and the body (h->body_len bytes) is still to be read.
+ */
+static int read_reply(kvt_client *c, uint8_t op, uint64_t id,
+		      struct kvt_frame_header *h)
+{
+	uint8_t hb[KVT_HDR_SIZE];
+	uint8_t msg[KVT_ERRMSG_MAX];
+	int rc, code;
+
+	rc = read_exact(c, hb, sizeof(hb));
+	if (rc == KVT_ECLOSED)
+		return conn_fail(c, rc, "daemon closed the connection");
+	if (rc < 0)
+		return conn_fail(c, rc, "cannot read reply from daemon: %s",
+				 kvt_strerror(rc));
+	rc = kvt_frame_header_decode(hb, sizeof(hb), &c->rlim, h);
+	if (rc == KVT_EPROTO)
+		return conn_fail(c, KVT_EPROTO, "reply with bad magic (is this "
+				 "socket a kvtierd?)");
+	if (rc == KVT_EVERSION)
+		return conn_fail(c, KVT_EVERSION, "reply in protocol version %u, "
+				 "this client speaks %u", h->version,
+				 KVT_PROTO_VERSION);
+	if (rc == KVT_ETOOBIG)
+		return conn_fail(c, KVT_EPROTO, "reply body of %u bytes exceeds "
+				 "the limit of %llu", h->body_len,
+				 (unsigned long long)c->rlim.max_body);
+	if (rc < 0)
+		return conn_fail(c, KVT_EPROTO, "bad reply header: %s",
+				 kvt_strerror(rc));
+	if (!(h->flags & KVT_FLAG_REPLY))
+		return conn_fail(c, KVT_EPROTO, "daemon sent a request frame "
+				 "instead of a reply");
+
+	if (h->status != 0) {
+		if (h->status > INT_MAX || h->body_len > KVT_ERRMSG_MAX)
+			return conn_fail(c, KVT_EPROTO, "malformed error reply "
+					 "(status %u, %u byte message)",
+					 h->status, h->body_len);
+		code = -(int)h->status;
+		rc = read_exact(c, msg, h->body_len);
+		if (rc < 0)
+			return conn_fail(c, rc == KVT_ECLOSED ? KVT_ECLOSED : rc,
+					 "daemon connection lost while reading "
+					 "an error reply: %s", kvt_strerror(rc));
+		if (h->body_len > 0)
+			copy_daemon_msg(c->errmsg, sizeof(c->errmsg), msg,
+					h->body_len);
+		else
+			snprintf(c->errmsg, sizeof(c->errmsg), "%s",
+				 kvt_strerror(code));
+		/*
+		 * The daemon answers frames it cannot attribute to a request
+		 * (bad framing, too many connections) with request id 0 and
+		 * then closes the connection: report its reason, and treat
+		 * the connection as gone.
+		 */
+		if (h->request_id == 0 && id != 0) {
+			c->broken = true;
+			memcpy(c->broken_msg, c->errmsg, sizeof(c->broken_msg));
+			return code;
+		}
+		if (h->request_id != id || h->opcode != op)
+			return conn_fail(c, KVT_EPROTO, "error reply for request "
+					 "%llu (%s), expected %llu (%s)",
+					 (unsigned long long)h->request_id,
+					 kvt_op_name(h->opcode),
+					 (unsigned long long)id,
+					 kvt_op_name(op));
+		return code;
+	}
+
+	if (h->request_id != id || h->opcode != op)
+		return conn_fail(c, KVT_EPROTO, "reply for request %llu (%s), "
+				 "expected %llu (%s)",
+				 (unsigned long long)h->request_id,
+				 kvt_op_name(h->opcode), (unsigned long long)id,
+				 kvt_op_name(op));
+	return 0;
+}
+
+/*
+ * Sends one request whose header and body prefix are in c->sbuf (the
+ * header's KVT_HDR_SIZE bytes followed by prefix_len body bytes), followed
+ * by the value val[0..val_len), and reads the reply header.  Returns like
+ * read_reply().
+ */
+static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
+		      const void *val, size_t val_len,
+		      struct kvt_frame_header *rh)
+{
+	struct kvt_frame_header h = {
+		.version = KVT_PROTO_VERSION,
+		.opcode = op,
+	};
+	struct iovec iov[2];
+	int rc, rrc;
+
+	if (val_len > KVT_BODY_FIELD_MAX - prefix_len)
+		return set_err(c, KVT_ETOOBIG, "request body too large");
+	/* Request id 0 is what the daemon uses for unattributable errors. */
+	if (c->next_id == 0)
+		c->next_id = 1;
+	h.request_id = c->next_id++;
+	h.body_len = (uint32_t)(prefix_len + val_len);
+	kvt_frame_header_encode(c->sbuf, &h);
+	iov[0].iov_base = c->sbuf;
+	iov[0].iov_len = KVT_HDR_SIZE + prefix_len;
+	/* sendmsg() does not write through iov_base; the cast is safe. */
+	iov[1].iov_base = (void *)val;
+	iov[1].iov_len = val_len;
+
+	rc = send_all(c->fd, iov, val_len ? 2 : 1);
+	if (rc == 0)
+		return read_reply(c, op, h.request_id, rh);
+
+	if (rc == -EPIPE || rc == -ECONNRESET) {
+		/*
+		 * The daemon may have answered before closing (it rejects an
+		 * oversized frame from its header alone and then hangs up):
+		 * its reply, still queued on our side, says why.  The peer is
+		 * gone, so this read cannot block.
+		 */
+		rrc = read_reply(c, op, h.request_id, rh);
+		if (rrc < 0 && rrc != KVT_ECLOSED && rrc != KVT_EPROTO &&
+		    rrc != -ECONNRESET) {
+			c->broken = true;
+			memcpy(c->broken_msg, c->errmsg, sizeof(c->broken_msg));
+			return rrc;
+		}
+		return conn_fail(c, KVT_ECLOSED, "daemon closed the connection "
+				 "(sending %s: %s)", kvt_op_name(op),
+				 kvt_strerror(rc));
+	}
+	return conn_fail(c, rc, "cannot send %s to daemon: %s",
+			 kvt_op_name(op), kvt_strerror(rc));
+}
+
+/* ---- Argument checks ------------------------------------------------ */
+
+/*
+ * Validates (ns, key) against the wire format and the daemon's limits and
+ * fills *k.  Nothing is sent for a request that fails here, so the
+ * connection stays usable.
+ */
+static int check_key(kvt_client *c, const char *ns, const void *key,
+		     size_t key_len, struct kvt_keyref *k)
+{
+	size_t ns_len = ns ? strlen(ns) : 0;
+
+	if (!key)
+		return set_err(c, KVT_EINVAL, "key is NULL");
+	if (key_len == 0)
+		return set_err(c, KVT_EINVAL, "key is empty");
+	if (ns_len > KVT_NS_MAX)
+		return set_err(c, KVT_EINVAL, "namespace is %zu bytes, the "
+			       "protocol allows at most %d", ns_len,
+			       KVT_NS_MAX);
+	if (ns_len > c->lim.max_ns)
+		return set_err(c, KVT_ETOOBIG, "namespace is %zu bytes, the "
+			       "daemon allows at most %u", ns_len,
+			       c->lim.max_ns);
+	if (key_len > c->lim.max_key)
+		return set_err(c, KVT_ETOOBIG, "key is %zu bytes, the daemon "
+			       "allows at most %u", key_len, c->lim.max_key);
+	if (key_len > KVT_KEY_FIELD_MAX)
+		return set_err(c, KVT_ETOOBIG, "key is %zu bytes, the protocol "
+			       "allows at most %u", key_len, KVT_KEY_FIELD_MAX);
+	k->ns = (const uint8_t *)(ns ? ns : "");
+	k->ns_len = ns_len;
+	k->key = key;
+	k->key_len = key_len;
+	return 0;
+}
+
+/* Checks c and the key, then sends a key request (GET, DEL, EXISTS). */
+static int key_request(kvt_client *c, uint8_t op, const char *ns,
+		       const void *key, size_t key_len,
+		       struct kvt_frame_header *rh)
+{
+	struct kvt_keyref k;
+	size_t len;
+	int rc;
+
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	rc = check_key(c, ns, key, key_len, &k);
+	if (rc < 0)
+		return rc;
+	rc = kvt_key_req_encode(c->sbuf + KVT_HDR_SIZE,
+				c->sbuf_cap - KVT_HDR_SIZE, &k, &len);
+	if (rc < 0)
+		return set_err(c, rc, "cannot encode %s request: %s",
+			       kvt_op_name(op), kvt_strerror(rc));
+	return do_request(c, op, len, NULL, 0, rh);
+}
+
+/* ---- Connecting ----------------------------------------------------- */
+
+/*
+ * connect() interrupted by a signal keeps going in the background, so
+ * retrying it could fail with EALREADY; wait for it instead.
+ */
+static int connect_wait(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	socklen_t sl = sizeof(int);
+	int err = 0;
+
+	for (;;) {
+		int n = poll(&p, 1, -1);
+
+		if (n > 0)
+			break;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0)
+		return -errno;
+	return err ? -err : 0;
+}
+
+static int unix_connect(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd, rc;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		if (rc == -EINTR || rc == -EINPROGRESS || rc == -EALREADY)
+			rc = connect_wait(fd);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+	}
+	return fd;
+}
+
+/*
+ * HELLO: checks the protocol version and learns the daemon's limits, which
+ * size c->sbuf and let requests be checked before they are sent.
+ */
+static int hello(kvt_client *c)
+{
+	struct kvt_frame_header rh;
+	struct kvt_hello hl;
+	uint8_t body[KVT_HELLO_REPLY_SIZE];
+	uint8_t req[KVT_HDR_SIZE + KVT_HELLO_REQ_SIZE];
+	uint64_t rmax;
+	size_t ns_max, key_max;
+	int rc;
+
+	/* Before HELLO only tiny frames are expected; use proto's defaults. */
+	kvt_limits_default(&c->lim);
+	c->rlim = c->lim;
+	c->sbuf = req;
+	c->sbuf_cap = sizeof(req);
+	kvt_hello_req_encode(req + KVT_HDR_SIZE, KVT_PROTO_VERSION, 0);
+	rc = do_request(c, KVT_OP_HELLO, KVT_HELLO_REQ_SIZE, NULL, 0, &rh);
+	c->sbuf = NULL;
+	c->sbuf_cap = 0;
+	if (rc < 0)
+		return rc;
+
+	if (rh.body_len < KVT_HELLO_REPLY_SIZE) {
+		discard_body(c, rh.body_len);
+		return conn_fail(c, KVT_EPROTO, "HELLO reply of %u bytes is too "
+				 "short", rh.body_len);
+	}
+	rc = read_body(c, body, sizeof(body));
+	if (rc < 0)
+		return rc;
+	/* Later protocol versions may append fields: skip what we do not know. */
+	rc = discard_body(c, rh.body_len - sizeof(body));
+	if (rc < 0)
+		return rc;
+	rc = kvt_hello_reply_parse(body, sizeof(body), &hl);
+	if (rc < 0)
+		return conn_fail(c, KVT_EPROTO, "daemon sent unusable limits in "
+				 "its HELLO reply");
+	if (hl.version != KVT_PROTO_VERSION)
+		return conn_fail(c, KVT_EVERSION, "daemon speaks protocol "
+				 "version %u, this client %u", hl.version,
+				 KVT_PROTO_VERSION);
+	c->lim = hl.lim;
+
+	/*
+	 * Replies may be larger than requests (a GET reply is a value) but
+	 * are bounded by the daemon's own limits; the floor leaves room for
+	 * STATS documents whatever the configured limits are.
+	 */
+	rmax = c->lim.max_body;
+	if (rmax < c->lim.max_value)
+		rmax = c->lim.max_value;
+	if (rmax < KVT_CLIENT_REPLY_MIN)
+		rmax = KVT_CLIENT_REPLY_MIN;
+	if (rmax > KVT_BODY_FIELD_MAX)
+		rmax = KVT_BODY_FIELD_MAX;
+	c->rlim.max_body = rmax;
+
+	ns_max = c->lim.max_ns < KVT_NS_MAX ? c->lim.max_ns : KVT_NS_MAX;
+	key_max = c->lim.max_key < KVT_KEY_FIELD_MAX ? c->lim.max_key
+						     : KVT_KEY_FIELD_MAX;
+	/* The PUT prefix is the largest request prefix we build. */
+	c->sbuf_cap = KVT_HDR_SIZE + kvt_put_req_prefix_size(ns_max, key_max);
+	if (c->sbuf_cap < KVT_HDR_SIZE + kvt_key_req_size(ns_max, key_max))
+		c->sbuf_cap = KVT_HDR_SIZE + kvt_key_req_size(ns_max, key_max);
+	c->sbuf = malloc(c->sbuf_cap);
+	if (!c->sbuf) {
+		c->sbuf_cap = 0;
+		return set_err(c, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+int kvt_connect(kvt_client **out, const char *socket_path)
+{
+	char defpath[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	kvt_client *c;
+	int rc;
+
+	connect_errmsg[0] = '\0';
+	if (!out) {
+		snprintf(connect_errmsg, sizeof(connect_errmsg),
+			 "kvt_connect: out is NULL");
+		return KVT_EINVAL;
+	}
+	*out = NULL;
+	if (!socket_path) {
+		rc = kvt_socket_default(defpath, sizeof(defpath));
+		if (rc < 0) {
+			snprintf(connect_errmsg, sizeof(connect_errmsg),
+				 "cannot determine the default socket path "
+				 "(KVTIER_SOCKET or XDG_RUNTIME_DIR too long?)");
+			return rc;
+		}
+		socket_path = defpath;
+	}
+	if (!*socket_path) {
+		snprintf(connect_errmsg, sizeof(connect_errmsg),
+			 "empty socket path");
+		return KVT_EINVAL;
+	}
+
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(connect_errmsg, sizeof(connect_errmsg),
+			 "out of memory");
+		return -ENOMEM;
+	}
+	c->next_id = 1;
+	c->fd = unix_connect(socket_path);
+	if (c->fd < 0) {
+		rc = c->fd;
+		snprintf(connect_errmsg, sizeof(connect_errmsg),
+			 "cannot connect to %s: %s", socket_path,
+			 kvt_strerror(rc));
+		free(c);
+		return rc;
+	}
+	rc = hello(c);
+	if (rc < 0) {
+		snprintf(connect_errmsg, sizeof(connect_errmsg),
+			 "handshake with daemon at %s failed: %s", socket_path,
+			 c->errmsg);
+		kvt_close(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void kvt_close(kvt_client *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->sbuf);
+	free(c);
+}
+
+const char *kvt_client_errmsg(const kvt_client *c)
+{
+	if (c)
+		return c->errmsg;
+	if (connect_errmsg[0])
+		return connect_errmsg;
+	return "no connection (kvt_connect() was not called or did not fail)";
+}
+
+/* ---- Requests ------------------------------------------------------- */
+
+int kvt_ping(kvt_client *c)
+{
+	struct kvt_frame_header rh;
+	int rc;
+
+	if (!c)
+		return KVT_EINVAL;
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	rc = do_request(c, KVT_OP_PING, 0, NULL, 0, &rh);
+	if (rc < 0)
+		return rc;
+	return discard_body(c, rh.body_len);
+}
+
+int kvt_put(kvt_client *c, const char *ns, const void *key, size_t key_len,
+	    const void *val, size_t val_len, const struct kvt_put_opts *opts)
+{
+	struct kvt_frame_header rh;
+	struct kvt_put_req r;
+	size_t len;
+	int rc;
+
+	if (!c)
+		return KVT_EINVAL;
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	memset(&r, 0, sizeof(r));
+	rc = check_key(c, ns, key, key_len, &r.k);
+	if (rc < 0)
+		return rc;
+	if (!val && val_len)
+		return set_err(c, KVT_EINVAL, "value is NULL");
+	if (opts && opts->dtype >= KVT_DTYPE_END_)
+		return set_err(c, KVT_EINVAL, "unknown dtype %u", opts->dtype);
+	if (val_len > c->lim.max_value)
+		return set_err(c, KVT_ETOOBIG, "value is %zu bytes, the daemon "
+			       "allows at most %llu", val_len,
+			       (unsigned long long)c->lim.max_value);
+	len = kvt_put_req_prefix_size(r.k.ns_len, r.k.key_len);
+	if (val_len > c->lim.max_body || len > c->lim.max_body - val_len)
+		return set_err(c, KVT_ETOOBIG, "request of %zu bytes exceeds "
+			       "the daemon's frame limit of %llu bytes",
+			       len + val_len,
+			       (unsigned long long)c->lim.max_body);
+	r.dtype = opts ? opts->dtype : KVT_DTYPE_NONE;
+	r.ttl_s = opts ? opts->ttl_s : 0;
+	r.value = val;
+	r.value_len = val_len;
+	rc = kvt_put_req_encode_prefix(c->sbuf + KVT_HDR_SIZE,
+				       c->sbuf_cap - KVT_HDR_SIZE, &r, &len);
+	if (rc < 0)
+		return set_err(c, rc, "cannot encode PUT request: %s",
+			       kvt_strerror(rc));
+	rc = do_request(c, KVT_OP_PUT, len, val, val_len, &rh);
+	if (rc < 0)
+		return rc;
+	return discard_body(c, rh.body_len);
+}
+
+int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
+	    void *buf, size_t cap, size_t *val_len)
+{
+	struct kvt_frame_header rh;
+	int rc;
+
+	if (val_len)
+		*val_len = 0;
+	if (!c)
+		return KVT_EINVAL;
+	if (!val_len || (!buf && cap))
+		return set_err(c, KVT_EINVAL, "%s is NULL",
+			       val_len ? "buf" : "val_len");
+	rc = key_request(c, KVT_OP_GET, ns, key, key_len, &rh);
+	if (rc < 0)
+		return rc;
+	if (rh.body_len > cap) {
+		/* Drain the value so the next reply starts on a frame. */
+		rc = discard_body(c, rh.body_len);
+		if (rc < 0)
+			return rc;
+		*val_len = rh.body_len;
+		return set_err(c, KVT_ERANGE, "value is %u bytes, the buffer "
+			       "holds %zu", rh.body_len, cap);
+	}
+	rc = read_body(c, buf, rh.body_len);
+	if (rc < 0)
+		return rc;
+	*val_len = rh.body_len;
+	return 0;
+}
+
+int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
+		  size_t key_len, void **val, size_t *val_len)
+{
+	struct kvt_frame_header rh;
+	void *p;
+	int rc;
+
+	if (val)
+		*val = NULL;
+	if (val_len)
+		*val_len = 0;
+	if (!c)
+		return KVT_EINVAL;
+	if (!val || !val_len)
+		return set_err(c, KVT_EINVAL, "%s is NULL",
+			       val ? "val_len" : "val");
+	rc = key_request(c, KVT_OP_GET, ns, key, key_len, &rh);
+	if (rc < 0)
+		return rc;
+	/* malloc(0) may return NULL; the caller is promised a pointer. */
+	p = malloc(rh.body_len ? rh.body_len : 1);
+	if (!p) {
+		rc = discard_body(c, rh.body_len);
+		if (rc < 0)
+			return rc;
+		return set_err(c, -ENOMEM, "cannot allocate %u bytes for the "
+			       "value", rh.body_len);
+	}
+	rc = read_body(c, p, rh.body_len);
+	if (rc < 0) {
+		free(p);
+		return rc;
+	}
+	*val = p;
+	*val_len = rh.body_len;
+	return 0;
+}
+
+int kvt_del(kvt_client *c, const char *ns, const void *key, size_t key_len)
+{
+	struct kvt_frame_header rh;
+	int rc;
+
+	if (!c)
+		return KVT_EINVAL;
+	rc = key_request(c, KVT_OP_DEL, ns, key, key_len, &rh);
+	if (rc < 0)
+		return rc;
+	return discard_body(c, rh.body_len);
+}
+
+int kvt_exists(kvt_client *c, const char *ns, const void *key,
+	       size_t key_len)
+{
+	struct kvt_frame_header rh;
+	uint8_t b[8];
+	size_t n;
+	int rc, present;
+
+	if (!c)
+		return KVT_EINVAL;
+	rc = key_request(c, KVT_OP_EXISTS, ns, key, key_len, &rh);
+	if (rc == KVT_ENOTFOUND)
+		return 0;
+	if (rc < 0)
+		return rc;
+	/*
+	 * A present key is a status-0 reply; a body, if the daemon sends
+	 * one, is a little-endian flag (u8 to u64) that may still say 0.
+	 */
+	if (rh.body_len == 0)
+		return 1;
+	n = rh.body_len < sizeof(b) ? rh.body_len : sizeof(b);
+	rc = read_body(c, b, n);
+	if (rc < 0)
+		return rc;
+	rc = discard_body(c, rh.body_len - n);
+	if (rc < 0)
+		return rc;
+	present = 0;
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			present = 1;
+	return present;
+}
+
+int kvt_stats_json(kvt_client *c, char **json, size_t *len)
+{
+	struct kvt_frame_header rh;
+	char *p;
+	int rc;
+
+	if (json)
+		*json = NULL;
+	if (len)
+		*len = 0;
+	if (!c)
+		return KVT_EINVAL;
+	if (!json)
+		return set_err(c, KVT_EINVAL, "json is NULL");
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	rc = do_request(c, KVT_OP_STATS, 0, NULL, 0, &rh);
+	if (rc < 0)
+		return rc;
+	p = malloc((size_t)rh.body_len + 1);
+	if (!p) {
+		rc = discard_body(c, rh.body_len);
+		if (rc < 0)
+			return rc;
+		return set_err(c, -ENOMEM, "cannot allocate %u bytes for the "
+			       "stats document", rh.body_len);
+	}
+	rc = read_body(c, p, rh.body_len);
+	if (rc < 0) {
+		free(p);
+		return rc;
+	}
+	p[rh.body_len] = '\0';
+	*json = p;
+	if (len)
+		*len = rh.body_len;
+	return 0;
+}
+
+int kvt_socket_path_default(char *buf, size_t cap)
+{
+	return kvt_socket_default(buf, cap);
+}
+
+const char *kvt_version(void)
+{
+	return KVT_VERSION_STRING;
+}

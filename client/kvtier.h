@@ -1,0 +1,345 @@
+/*
+ * kvtier.h - libkvtier, the client library of the kvtier KV-cache daemon.
+ *
+ * This header is the library's manual.
+ *
+ * OVERVIEW
+ *
+ * kvtierd keeps byte values (typically serialized attention K/V blocks of
+ * 64 KiB to 32 MiB) under binary keys, in RAM and on SSD, and shares them
+ * between the processes of one host.  libkvtier talks to it over a Unix
+ * socket.  A typical session:
+ *
+ *	kvt_client *c;
+ *	int rc = kvt_connect(&c, NULL);            // default socket
+ *	if (rc < 0) {
+ *		fprintf(stderr, "kvtier: %s\n", kvt_client_errmsg(NULL));
+ *		return -1;
+ *	}
+ *	rc = kvt_put(c, "llama3-8b", key, 32, block, block_len, NULL);
+ *	...
+ *	size_t n;
+ *	rc = kvt_get(c, "llama3-8b", key, 32, buf, buf_cap, &n);
+ *	if (rc == 0)
+ *		use(buf, n);                       // a hit
+ *	else if (rc == KVT_ENOTFOUND)
+ *		recompute();                       // a miss
+ *	else
+ *		fprintf(stderr, "kvtier: %s\n", kvt_client_errmsg(c));
+ *	kvt_close(c);
+ *
+ * CONNECTING
+ *
+ * kvt_connect() opens a connection and performs the HELLO handshake, in
+ * which client and daemon check that they speak the same protocol version
+ * and the daemon reports its limits (longest key and namespace, largest
+ * value).  Arguments that break those limits are refused by the library
+ * before anything is sent.  With a NULL socket path the library uses the
+ * same default as the daemon: $KVTIER_SOCKET if set, else
+ * $XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock.
+ *
+ * KEYS, NAMESPACES AND VALUES
+ *
+ * A key is 1 to max_key bytes of any content (binary keys such as SHA-256
+ * digests are the norm).  A namespace is a NUL-terminated string of at most
+ * 255 bytes (the daemon may allow fewer); NULL means the empty namespace.
+ * The same key in two namespaces names two entries.  A value is 0 or more
+ * bytes, at most the daemon's max_value (256 MiB by default).
+ *
+ * PUT AND GET
+ *
+ * kvt_put() stores a value, replacing any previous value of the key.  The
+ * value is sent straight from the caller's memory (no copy).  kvt_get()
+ * receives a value straight into a caller buffer; kvt_get_alloc() returns a
+ * malloc()ed copy.  Either may miss (KVT_ENOTFOUND): the daemon is a cache
+ * and may evict any entry at any time, so a miss is a normal outcome that
+ * callers must handle, not a failure.
+ *
+ * ERRORS
+ *
+ * Every fallible function returns an int: 0 (or a documented non-negative
+ * value) on success, else a negative kvtier code KVT_E* (kvtier_errors.h)
+ * or a negative errno value such as -ECONNREFUSED.  kvt_strerror() turns
+ * either kind into a static message.  In addition each connection keeps a
+ * human-readable message about its last failure, with detail such as sizes
+ * or the daemon's own explanation: kvt_client_errmsg().  The library never
+ * prints, never aborts, and never raises SIGPIPE: a dead daemon shows up as
+ * an error return (KVT_ECLOSED), not as a signal.
+ *
+ * Errors come in two kinds:
+ *
+ *   - Request errors leave the connection usable: KVT_ENOTFOUND, KVT_ERANGE,
+ *     KVT_EINVAL and KVT_ETOOBIG detected locally, -ENOMEM from
+ *     kvt_get_alloc(), and error replies of the daemon (KVT_ETOOBIG,
+ *     KVT_ENOSPACE, KVT_EBUSY, KVT_ESERVER, ...).
+ *   - Connection errors (the daemon closed the connection or died, an I/O
+ *     error, a reply that breaks the protocol: KVT_ECLOSED, KVT_EPROTO,
+ *     -ECONNRESET, -EIO...) leave the connection broken.  Every later call
+ *     on it fails at once with KVT_ECLOSED; the caller should kvt_close()
+ *     it and kvt_connect() again.  Whether a PUT or DEL that failed this way
+ *     took effect is unknown.
+ *
+ * Some daemon error replies end the connection too (a frame larger than the
+ * daemon's limits, for example): the call returns the daemon's code and
+ * message, and the next call returns KVT_ECLOSED.
+ *
+ * MEMORY OWNERSHIP
+ *
+ * Arguments (namespaces, keys, values, buffers) are only borrowed for the
+ * duration of the call.  Memory returned through kvt_get_alloc() and
+ * kvt_stats_json() comes from malloc() and belongs to the caller, who
+ * releases it with free().  The string from kvt_client_errmsg() belongs to
+ * the handle.  A kvt_client belongs to the caller until kvt_close().
+ *
+ * THREADING
+ *
+ * One kvt_client per thread: a handle must not be used by two threads at
+ * the same time (it holds one socket with one request in flight, and its
+ * error message).  Different handles are independent and may be used
+ * concurrently from different threads; the library has no global mutable
+ * state apart from the per-thread message of a failed kvt_connect().
+ * A handle may be handed from one thread to another between calls.
+ * Calls block until the daemon answers; there are no timeouts.
+ *
+ * A connection must not be used in a child process after fork(): parent and
+ * child would share one socket and interleave their requests.
+ *
+ * LINKING
+ *
+ * pkg-config --cflags --libs kvtier, or -lkvtier.  Symbols are versioned
+ * (KVTIER_1) and all start with kvt_.
+ */
+#ifndef KVTIER_H
+#define KVTIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvtier_errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVT_VERSION_MAJOR 0
+#define KVT_VERSION_MINOR 1
+#define KVT_VERSION_PATCH 0
+#define KVT_VERSION_STRING "0.1.0"
+
+/* A connection to kvtierd.  Opaque; created by kvt_connect(). */
+typedef struct kvt_client kvt_client;
+
+/*
+ * Options of kvt_put().  Zero-initialise the struct ("= {0}") and set the
+ * fields you need: zero always means the default.
+ */
+struct kvt_put_opts {
+	/*
+	 * Time to live in seconds, after which the entry counts as absent.
+	 * 0 = no expiry (the entry lives until evicted or deleted).
+	 */
+	uint32_t ttl_s;
+	/*
+	 * Element type of the value, a hint that lets the daemon compress it
+	 * better (16-bit types are byte-shuffled before zstd).  One of
+	 * enum kvt_dtype: 0 none, 1 u8, 2 bf16, 3 fp16, 4 fp32.
+	 */
+	uint8_t dtype;
+};
+
+/*
+ * kvt_connect - connects to the daemon.
+ *
+ * socket_path: path of the daemon's Unix socket, or NULL for the default
+ * (see kvt_socket_path_default()).  On success *out is a new handle, to be
+ * released with kvt_close(); on failure *out is NULL.  Connecting includes
+ * the HELLO handshake, so a success means the daemon answered.
+ *
+ * Returns 0, or:
+ *   KVT_EINVAL        out is NULL or socket_path is empty
+ *   KVT_ERANGE        the default socket path is too long for a Unix
+ *                     socket address
+ *   -ENAMETOOLONG     socket_path is too long for a Unix socket address
+ *   -ENOENT           no socket at that path (daemon not started?)
+ *   -ECONNREFUSED     a socket file but no daemon listening on it
+ *   -EACCES           no permission to use the socket
+ *   -ENOMEM, -EMFILE  and other errno values from socket() and connect()
+ *   KVT_EVERSION      the daemon speaks another protocol version
+ *   KVT_EBUSY         the daemon refused the connection (too many clients)
+ *   KVT_ECLOSED       the daemon closed the connection during the handshake
+ *   KVT_EPROTO        the daemon's answer broke the protocol (not kvtierd?)
+ *   any other code the daemon answers HELLO with
+ *
+ * Because there is no handle on failure, the failure's message is kept per
+ * thread: kvt_client_errmsg(NULL) returns it until the thread's next
+ * kvt_connect().
+ */
+int kvt_connect(kvt_client **out, const char *socket_path);
+
+/*
+ * kvt_close - closes the connection and frees the handle.  c may be NULL.
+ * Never fails.  Requests already answered are not affected.
+ */
+void kvt_close(kvt_client *c);
+
+/*
+ * kvt_client_errmsg - a message describing the last failure on c, or "" if
+ * no call on c has failed yet.  A call that succeeds does not clear it;
+ * check return codes first, then ask for the message.  The string belongs
+ * to c and stays valid until the next call on c or kvt_close(c).
+ *
+ * For c == NULL: the message of the calling thread's last failed
+ * kvt_connect() (for example "cannot connect to /run/user/1000/kvtier.sock:
+ * Connection refused"), or a fixed message if there was none.  That string
+ * stays valid until the thread's next kvt_connect() or its exit.
+ *
+ * Never returns NULL.
+ */
+const char *kvt_client_errmsg(const kvt_client *c);
+
+/*
+ * kvt_ping - a round trip to the daemon, to check that it is alive.
+ *
+ * Returns 0, or KVT_EINVAL (c is NULL), KVT_ECLOSED (the connection is
+ * closed or was broken by an earlier error), or a connection error
+ * (see ERRORS above).
+ */
+int kvt_ping(kvt_client *c);
+
+/*
+ * kvt_put - stores val[0..val_len) under (ns, key), replacing any previous
+ * value.
+ *
+ * ns:   namespace, NUL-terminated, NULL = "".
+ * key:  key_len bytes, 1 <= key_len <= the daemon's max_key (1 KiB by
+ *       default).
+ * val:  val_len bytes; may be NULL when val_len is 0.  Sent without being
+ *       copied; must not be modified during the call.
+ * opts: NULL for defaults (no TTL, dtype none).
+ *
+ * Returns 0 once the daemon has stored the value, or:
+ *   KVT_EINVAL    c or key is NULL, key_len is 0, val is NULL with
+ *                 val_len > 0, ns is longer than 255 bytes, or opts->dtype
+ *                 is not an enum kvt_dtype value (nothing sent)
+ *   KVT_ETOOBIG   the key, namespace or value exceeds the daemon's limits
+ *                 (nothing sent), or the daemon says so
+ *   KVT_ENOSPACE  the value is larger than the cache can hold at all
+ *   KVT_EBUSY, KVT_EDENIED, KVT_ESERVER  the daemon refused or failed; the
+ *                 message tells why
+ *   KVT_ECLOSED or another connection error
+ */
+int kvt_put(kvt_client *c, const char *ns, const void *key, size_t key_len,
+	    const void *val, size_t val_len, const struct kvt_put_opts *opts);
+
+/*
+ * kvt_get - fetches the value of (ns, key) into buf.
+ *
+ * ns, key:  as for kvt_put().
+ * buf, cap: destination and its capacity in bytes; buf may be NULL when
+ *           cap is 0 (a way to learn a value's size, at the price of
+ *           transferring it).
+ * val_len:  receives the value's length; must not be NULL.
+ *
+ * The value is received straight into buf, without intermediate copies.
+ *
+ * Returns:
+ *   0              a hit: buf[0..*val_len) holds the value
+ *   KVT_ENOTFOUND  a miss (not in the cache, expired or evicted);
+ *                  *val_len = 0
+ *   KVT_ERANGE     the value is larger than cap: *val_len = its size.  The
+ *                  value was read and discarded, so the connection stays
+ *                  usable; call again with a larger buffer (the value may
+ *                  have changed or gone by then).  buf's content is
+ *                  unspecified.
+ *   KVT_EINVAL     c, key or val_len is NULL, buf is NULL with cap > 0,
+ *                  key_len is 0, ns longer than 255 bytes (nothing sent)
+ *   KVT_ETOOBIG    key or namespace exceed the daemon's limits (nothing
+ *                  sent)
+ *   KVT_ECORRUPT   the stored block failed its checksum and was dropped
+ *   KVT_EBUSY, KVT_ESERVER, KVT_ECLOSED or another connection error
+ * On every error except KVT_ERANGE, *val_len is 0 (when val_len is not
+ * NULL).  On connection errors buf may have been partly written.
+ */
+int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
+	    void *buf, size_t cap, size_t *val_len);
+
+/*
+ * kvt_get_alloc - like kvt_get(), but the value is returned in a buffer
+ * from malloc() that the caller must free().
+ *
+ * On 0, *val points to *val_len bytes (a valid, free()able pointer even
+ * for an empty value).  On any error *val is NULL and *val_len is 0.
+ *
+ * Returns 0, KVT_ENOTFOUND, KVT_EINVAL (also: val or val_len is NULL),
+ * KVT_ETOOBIG, -ENOMEM (the value could not be allocated; it was read and
+ * discarded and the connection stays usable), or the daemon and connection
+ * errors listed for kvt_get().
+ */
+int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
+		  size_t key_len, void **val, size_t *val_len);
+
+/*
+ * kvt_del - removes (ns, key) from every tier.
+ *
+ * Returns 0 (it was present and is gone), KVT_ENOTFOUND (it was not
+ * present), KVT_EINVAL, KVT_ETOOBIG (as for kvt_get()), or a daemon or
+ * connection error.
+ */
+int kvt_del(kvt_client *c, const char *ns, const void *key, size_t key_len);
+
+/*
+ * kvt_exists - tells whether (ns, key) is in the cache, without
+ * transferring its value and without promoting it between tiers.
+ *
+ * Returns 1 (present), 0 (absent), or a negative error: KVT_EINVAL,
+ * KVT_ETOOBIG (as for kvt_get()), a daemon or a connection error.
+ * An entry reported present may still be evicted before a later get.
+ */
+int kvt_exists(kvt_client *c, const char *ns, const void *key,
+	       size_t key_len);
+
+/*
+ * kvt_stats_json - fetches the daemon's counters as one JSON object: per
+ * tier ("l1", "l2", "l3") entries, bytes, raw_bytes, capacity_bytes, hits;
+ * top level gets, puts, dels, misses, promotions, demotions, evictions,
+ * uptime_s, version and more (see `kvtier stats --json`).  Fields may be
+ * added in later versions.
+ *
+ * On 0, *json is a malloc()ed, NUL-terminated string the caller free()s,
+ * and *len (if len is not NULL) its length without the NUL.  On error
+ * *json is NULL.
+ *
+ * Returns 0, KVT_EINVAL (c or json is NULL), -ENOMEM, or a daemon or
+ * connection error.
+ */
+int kvt_stats_json(kvt_client *c, char **json, size_t *len);
+
+/*
+ * kvt_socket_path_default - writes the default socket path, the one that
+ * kvt_connect(&c, NULL) and kvtierd without --socket use, into buf of
+ * capacity cap (NUL-terminated):
+ *
+ *   1. $KVTIER_SOCKET, if set and non-empty;
+ *   2. else $XDG_RUNTIME_DIR/kvtier.sock, if XDG_RUNTIME_DIR is set and
+ *      non-empty;
+ *   3. else /tmp/kvtier-$UID.sock.
+ *
+ * 108 bytes are always enough.  Returns 0, KVT_EINVAL (buf is NULL) or
+ * KVT_ERANGE (the path does not fit in cap, or is too long for a Unix
+ * socket address; buf then holds "").  Reads the environment: do not call
+ * it while another thread calls setenv().
+ */
+int kvt_socket_path_default(char *buf, size_t cap);
+
+/* kvt_version - the library's version, "0.1.0" (KVT_VERSION_STRING). */
+const char *kvt_version(void);
+
+/*
+ * kvt_strerror (declared in kvtier_errors.h) - a static message for any
+ * code returned by this library, KVT_E* or -errno.  Thread safe.
+ */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVTIER_H */

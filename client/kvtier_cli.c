@@ -1,0 +1,1029 @@
+/*
+ * kvtier_cli.c - the kvtier command-line tool: arguments and commands.
+ *
+ *   kvtier [-s SOCKET] ping | put | get | del | exists | stats
+ *
+ * The tool only uses the public libkvtier API, like any other client.
+ * Arguments are checked completely before connecting, so that a usage
+ * error (exit 2) never has side effects.  Every failure prints exactly one
+ * line on stderr, "kvtier: COMMAND: what happened".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvt_frame.h"
+#include "kvtier.h"
+#include "kvtier_cli.h"
+
+/* Fits any Unix socket path (sun_path is 108 bytes on Linux). */
+#define CLI_PATH_MAX 128
+/* First read size for put from a pipe; doubles as needed. */
+#define CLI_READ_CHUNK (64 * 1024)
+/* A value's length travels in a u32 body_len, so nothing larger can go. */
+#define CLI_VALUE_MAX 0xffffffffull
+/* Longest --watch period accepted, a day. */
+#define CLI_WATCH_MAX 86400.0
+
+struct cli {
+	const char *cmd; /* command name, for messages */
+	const char *socket;
+	char sockbuf[CLI_PATH_MAX];
+	kvt_client *c;
+};
+
+/* A KEY argument, decoded. */
+struct cli_key {
+	const char *arg; /* as typed, for messages */
+	const void *data;
+	size_t len;
+	uint8_t *owned; /* decoded hex, freed with the key */
+};
+
+/* ---- Messages ------------------------------------------------------- */
+
+__attribute__((format(printf, 2, 3)))
+static void say(const struct cli *cl, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kvtier: ", stderr);
+	if (cl && cl->cmd)
+		fprintf(stderr, "%s: ", cl->cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Prints a usage error and returns KVT_CLI_USAGE. */
+__attribute__((format(printf, 2, 3)))
+static int usage_err(const struct cli *cl, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kvtier: ", stderr);
+	if (cl->cmd)
+		fprintf(stderr, "%s: ", cl->cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see 'kvtier %s%s--help')\n", cl->cmd ? cl->cmd : "",
+		cl->cmd ? " " : "");
+	return KVT_CLI_USAGE;
+}
+
+/*
+ * Exit status for a failed library call: an argument the library refused
+ * is a usage error, anything else a failure of the daemon or connection.
+ */
+static int fail_status(int rc)
+{
+	return rc == KVT_EINVAL ? KVT_CLI_USAGE : KVT_CLI_FAIL;
+}
+
+/* Reports a failed request on cl->c, naming the key if there is one. */
+static int request_failed(const struct cli *cl, const struct cli_key *k,
+			  int rc)
+{
+	const char *msg = kvt_client_errmsg(cl->c);
+
+	if (!*msg)
+		msg = kvt_strerror(rc);
+	if (k)
+		say(cl, "%s: %s", k->arg, msg);
+	else
+		say(cl, "%s", msg);
+	return fail_status(rc);
+}
+
+/* ---- Help ----------------------------------------------------------- */
+
+struct cmd_help {
+	const char *name;
+	const char *synopsis;
+	const char *text;
+};
+
+static const struct cmd_help helps[] = {
+	{ "ping", "ping",
+	  "Checks that the daemon answers; prints \"pong\".\n" },
+	{ "put",
+	  "put [--ns NS] [--ttl SECONDS] [--dtype bf16|fp16|fp32|u8] KEY [FILE]",
+	  "Stores the contents of FILE (stdin if FILE is absent or \"-\") under\n"
+	  "KEY, replacing any previous value.\n"
+	  "\n"
+	  "  --ns NS          namespace (default: the empty namespace)\n"
+	  "  --ttl SECONDS    expire the entry after SECONDS (default: never)\n"
+	  "  --dtype TYPE     element type of the value, a compression hint:\n"
+	  "                   bf16, fp16, fp32 or u8\n" },
+	{ "get", "get [--ns NS] KEY [-o FILE]",
+	  "Writes the value of KEY to FILE, or to stdout.  Exits with 1 if KEY\n"
+	  "is not in the cache (FILE is then left untouched).\n"
+	  "\n"
+	  "  --ns NS              namespace (default: the empty namespace)\n"
+	  "  -o, --output FILE    write the value to FILE instead of stdout\n" },
+	{ "del", "del [--ns NS] KEY...",
+	  "Deletes each KEY.  Exits with 1 if any KEY was not present.\n"
+	  "\n"
+	  "  --ns NS          namespace (default: the empty namespace)\n" },
+	{ "exists", "exists [--ns NS] KEY...",
+	  "Prints one line per KEY: 1 if it is in the cache, else 0.\n"
+	  "\n"
+	  "  --ns NS          namespace (default: the empty namespace)\n" },
+	{ "stats", "stats [--json | --prometheus] [--watch SECONDS]",
+	  "Shows the daemon's counters: per tier entries, bytes, capacity, fill\n"
+	  "and hits, then request totals.\n"
+	  "\n"
+	  "  --json             print the daemon's JSON document as is\n"
+	  "  --prometheus       print in the Prometheus text format\n"
+	  "  --watch SECONDS    repeat every SECONDS until interrupted\n" },
+};
+
+static const struct cmd_help *find_help(const char *name)
+{
+	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++)
+		if (strcmp(helps[i].name, name) == 0)
+			return &helps[i];
+	return NULL;
+}
+
+static void print_common_help(FILE *out)
+{
+	char def[CLI_PATH_MAX];
+
+	if (kvt_socket_path_default(def, sizeof(def)) < 0)
+		snprintf(def, sizeof(def), "(too long)");
+	fprintf(out,
+		"KEY is text, or hex bytes after a \"hex:\" prefix (hex:0a1b...).\n"
+		"Keys starting with '-' go after \"--\".\n"
+		"\n"
+		"The default socket is $KVTIER_SOCKET, else\n"
+		"$XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock;\n"
+		"here: %s\n"
+		"\n"
+		"Exit status: 0 ok, 1 miss (get, del), 2 usage error (including an\n"
+		"unopenable FILE), 3 daemon unreachable or request failed.\n",
+		def);
+}
+
+static void print_help(FILE *out)
+{
+	fprintf(out,
+		"Usage: kvtier [-s SOCKET] COMMAND [ARGS...]\n"
+		"\n"
+		"Talks to kvtierd, the tiered KV-cache daemon.\n"
+		"\n"
+		"Commands:\n");
+	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++)
+		fprintf(out, "  kvtier %s\n", helps[i].synopsis);
+	fprintf(out,
+		"\n"
+		"Options:\n"
+		"  -s, --socket SOCKET  the daemon's socket\n"
+		"  -h, --help           this help; `kvtier COMMAND --help` for a\n"
+		"                       command's\n"
+		"      --version        the version\n"
+		"\n");
+	print_common_help(out);
+}
+
+static int cmd_help_exit(const char *name)
+{
+	const struct cmd_help *h = find_help(name);
+
+	printf("Usage: kvtier [-s SOCKET] %s\n\n%s\n", h->synopsis, h->text);
+	print_common_help(stdout);
+	return KVT_CLI_OK;
+}
+
+/* ---- Option parsing ------------------------------------------------- */
+
+/*
+ * A small parser instead of getopt_long: options may come before or after
+ * positional arguments within a command, "--" ends options, and "-" is a
+ * positional argument (stdin), all without resetting getopt's global
+ * state between the global and the command's options.
+ */
+enum {
+	OPT_END = -1,
+	OPT_ERR = -2,
+	OPT_POS = 0, /* *val is a positional argument */
+	OPT_HELP = 1,
+	OPT_NS,
+	OPT_TTL,
+	OPT_DTYPE,
+	OPT_OUT,
+	OPT_JSON,
+	OPT_PROM,
+	OPT_WATCH,
+	OPT_SOCKET,
+	OPT_VERSION,
+};
+
+struct opt_def {
+	const char *lng; /* "--ns" */
+	char shrt;	 /* 'o', or 0 */
+	bool has_arg;
+	int id;
+};
+
+struct args {
+	const struct cli *cl;
+	int argc;
+	char **argv;
+	int i;
+	bool only_pos; /* after "--" */
+	bool stop_at_pos; /* global options end at the command name */
+};
+
+static int next_opt(struct args *a, const struct opt_def *defs,
+		    const char **val)
+{
+	const struct opt_def *d;
+	const char *s, *eq;
+	size_t n;
+
+	*val = NULL;
+	for (;;) {
+		if (a->i >= a->argc)
+			return OPT_END;
+		s = a->argv[a->i];
+		if (a->only_pos || s[0] != '-' || s[1] == '\0') {
+			if (a->stop_at_pos)
+				return OPT_END;
+			a->i++;
+			*val = s;
+			return OPT_POS;
+		}
+		a->i++;
+		if (strcmp(s, "--") != 0)
+			break;
+		a->only_pos = true;
+	}
+	if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0)
+		return OPT_HELP;
+
+	if (s[1] == '-') {
+		eq = strchr(s, '=');
+		n = eq ? (size_t)(eq - s) : strlen(s);
+		for (d = defs; d->lng; d++)
+			if (strlen(d->lng) == n && strncmp(d->lng, s, n) == 0)
+				break;
+		if (!d->lng) {
+			usage_err(a->cl, "unknown option '%.*s'", (int)n, s);
+			return OPT_ERR;
+		}
+		if (!d->has_arg) {
+			if (eq) {
+				usage_err(a->cl, "option '%s' takes no value",
+					  d->lng);
+				return OPT_ERR;
+			}
+			return d->id;
+		}
+		if (eq) {
+			*val = eq + 1;
+			return d->id;
+		}
+	} else {
+		for (d = defs; d->lng; d++)
+			if (d->shrt && d->shrt == s[1])
+				break;
+		if (!d->lng) {
+			usage_err(a->cl, "unknown option '%s'", s);
+			return OPT_ERR;
+		}
+		if (!d->has_arg) {
+			if (s[2]) {
+				usage_err(a->cl, "unknown option '%s'", s);
+				return OPT_ERR;
+			}
+			return d->id;
+		}
+		if (s[2]) {
+			*val = s + 2;
+			return d->id;
+		}
+	}
+	if (a->i >= a->argc) {
+		usage_err(a->cl, "option '%s' needs a value", s);
+		return OPT_ERR;
+	}
+	*val = a->argv[a->i++];
+	return d->id;
+}
+
+/* ---- Argument values ------------------------------------------------ */
+
+static int hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Decodes KEY: text, or hex after "hex:". Returns 0 or KVT_CLI_USAGE. */
+static int key_parse(const struct cli *cl, const char *arg, struct cli_key *k)
+{
+	const char *h;
+	size_t n;
+
+	memset(k, 0, sizeof(*k));
+	k->arg = arg;
+	if (strncmp(arg, "hex:", 4) != 0) {
+		if (!*arg)
+			return usage_err(cl, "empty KEY");
+		k->data = arg;
+		k->len = strlen(arg);
+		return 0;
+	}
+	h = arg + 4;
+	n = strlen(h);
+	if (n == 0)
+		return usage_err(cl, "empty hex KEY '%s'", arg);
+	if (n % 2)
+		return usage_err(cl, "hex KEY '%s' has an odd number of "
+				 "digits", arg);
+	k->owned = malloc(n / 2);
+	if (!k->owned) {
+		say(cl, "out of memory");
+		return KVT_CLI_FAIL;
+	}
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hex_digit(h[2 * i]), lo = hex_digit(h[2 * i + 1]);
+
+		if (hi < 0 || lo < 0) {
+			free(k->owned);
+			k->owned = NULL;
+			return usage_err(cl, "bad hex KEY '%s'", arg);
+		}
+		k->owned[i] = (uint8_t)(hi << 4 | lo);
+	}
+	k->data = k->owned;
+	k->len = n / 2;
+	return 0;
+}
+
+static void keys_free(struct cli_key *keys, int n)
+{
+	if (!keys)
+		return;
+	for (int i = 0; i < n; i++)
+		free(keys[i].owned);
+	free(keys);
+}
+
+static int ns_check(const struct cli *cl, const char *ns)
+{
+	if (strlen(ns) > KVT_NS_MAX)
+		return usage_err(cl, "namespace longer than %d bytes",
+				 KVT_NS_MAX);
+	return 0;
+}
+
+/* Parses a decimal u32 ("--ttl"). */
+static int parse_u32(const char *s, uint32_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > UINT32_MAX)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* ---- Connecting ----------------------------------------------------- */
+
+static int cli_connect(struct cli *cl)
+{
+	int rc = kvt_connect(&cl->c, cl->socket);
+
+	if (rc == 0)
+		return 0;
+	/*
+	 * errno codes come from socket()/connect(): the daemon is not there.
+	 * kvtier codes mean something answered but the handshake failed;
+	 * the library's message says how.
+	 */
+	if (rc > -1000)
+		say(cl, "daemon unreachable at %s: %s", cl->socket,
+		    kvt_strerror(rc));
+	else
+		say(cl, "%s", kvt_client_errmsg(NULL));
+	return KVT_CLI_FAIL;
+}
+
+/* ---- Local files ---------------------------------------------------- */
+
+/*
+ * Reads all of fd into a malloc'd buffer.  A regular file's size sizes the
+ * buffer up front (one extra byte so EOF is seen without a realloc); pipes
+ * grow it by doubling.
+ */
+static int read_all(int fd, uint8_t **out, size_t *len)
+{
+	struct stat st;
+	uint8_t *buf = NULL, *nb;
+	size_t cap = CLI_READ_CHUNK, n = 0;
+	ssize_t r;
+
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+		if ((unsigned long long)st.st_size > CLI_VALUE_MAX)
+			return -EFBIG;
+		cap = (size_t)st.st_size + 1;
+	}
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		if (n == cap) {
+			if (cap > CLI_VALUE_MAX) {
+				free(buf);
+				return -EFBIG;
+			}
+			nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return -ENOMEM;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			free(buf);
+			return (int)r;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > CLI_VALUE_MAX) {
+		free(buf);
+		return -EFBIG;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Flushes stdout and reports a failure to write it (full disk, closed). */
+static int finish_stdout(const struct cli *cl, int status)
+{
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		say(cl, "cannot write to stdout: %s", strerror(errno));
+		return status == KVT_CLI_OK ? KVT_CLI_FAIL : status;
+	}
+	return status;
+}
+
+/* ---- Commands ------------------------------------------------------- */
+
+static const struct opt_def no_opts[] = { { NULL, 0, false, 0 } };
+
+static int cmd_ping(struct cli *cl, int argc, char **argv)
+{
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	const char *v;
+	int o, rc;
+
+	while ((o = next_opt(&a, no_opts, &v)) != OPT_END) {
+		if (o == OPT_ERR)
+			return KVT_CLI_USAGE;
+		if (o == OPT_HELP)
+			return cmd_help_exit(cl->cmd);
+		return usage_err(cl, "unexpected argument '%s'", v);
+	}
+	rc = cli_connect(cl);
+	if (rc)
+		return rc;
+	rc = kvt_ping(cl->c);
+	if (rc < 0)
+		return request_failed(cl, NULL, rc);
+	printf("pong\n");
+	return finish_stdout(cl, KVT_CLI_OK);
+}
+
+static int cmd_put(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--ns", 0, true, OPT_NS },
+		{ "--ttl", 0, true, OPT_TTL },
+		{ "--dtype", 0, true, OPT_DTYPE },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	struct kvt_put_opts po = { 0 };
+	struct cli_key key;
+	const char *v, *ns = "", *keyarg = NULL, *file = NULL;
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int o, rc, fd, dt;
+
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			return cmd_help_exit(cl->cmd);
+		case OPT_NS:
+			ns = v;
+			break;
+		case OPT_TTL:
+			if (parse_u32(v, &po.ttl_s) < 0)
+				return usage_err(cl, "bad --ttl '%s' (seconds, "
+						 "0 to %u)", v, UINT32_MAX);
+			break;
+		case OPT_DTYPE:
+			dt = kvt_dtype_parse(v);
+			if (dt < 0)
+				return usage_err(cl, "bad --dtype '%s' (bf16, "
+						 "fp16, fp32 or u8)", v);
+			po.dtype = (uint8_t)dt;
+			break;
+		case OPT_POS:
+			if (!keyarg)
+				keyarg = v;
+			else if (!file)
+				file = v;
+			else
+				return usage_err(cl, "unexpected argument '%s'",
+						 v);
+			break;
+		}
+	}
+	if (!keyarg)
+		return usage_err(cl, "missing KEY");
+	if (ns_check(cl, ns))
+		return KVT_CLI_USAGE;
+	rc = key_parse(cl, keyarg, &key);
+	if (rc)
+		return rc;
+
+	/* Read the input before connecting: a bad FILE is a usage error. */
+	if (file && strcmp(file, "-") != 0) {
+		fd = open(file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			rc = usage_err(cl, "cannot open %s: %s", file,
+				       strerror(errno));
+			goto out;
+		}
+	} else {
+		file = "stdin";
+		fd = STDIN_FILENO;
+	}
+	rc = read_all(fd, &val, &len);
+	if (fd != STDIN_FILENO)
+		close(fd);
+	if (rc < 0) {
+		say(cl, "cannot read %s: %s", file,
+		    rc == -EFBIG ? "larger than 4 GiB" : strerror(-rc));
+		rc = rc == -EFBIG ? KVT_CLI_USAGE : KVT_CLI_FAIL;
+		goto out;
+	}
+
+	rc = cli_connect(cl);
+	if (rc)
+		goto out;
+	rc = kvt_put(cl->c, ns, key.data, key.len, val, len, &po);
+	if (rc < 0) {
+		rc = request_failed(cl, &key, rc);
+		goto out;
+	}
+	rc = KVT_CLI_OK;
+out:
+	free(val);
+	free(key.owned);
+	return rc;
+}
+
+/*
+ * Writes a value to path.  The file is only opened once the value is in
+ * hand, so a miss or a daemon error leaves an existing file untouched.  A
+ * regular file left half-written by a failure is removed rather than left
+ * looking like a complete value.
+ */
+static int write_file(const struct cli *cl, const char *path,
+		      const uint8_t *val, size_t len)
+{
+	struct stat st;
+	bool regular;
+	int fd, rc;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return usage_err(cl, "cannot open %s: %s", path,
+				 strerror(errno));
+	regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	rc = write_all(fd, val, len);
+	/* close() reports delayed write errors (NFS, quotas): check it. */
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc < 0) {
+		say(cl, "cannot write %s: %s", path, strerror(-rc));
+		if (regular)
+			unlink(path);
+		return KVT_CLI_FAIL;
+	}
+	return KVT_CLI_OK;
+}
+
+static int cmd_get(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--ns", 0, true, OPT_NS },
+		{ "--output", 'o', true, OPT_OUT },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	struct cli_key key;
+	const char *v, *ns = "", *keyarg = NULL, *outpath = NULL;
+	void *val = NULL;
+	size_t len = 0;
+	int o, rc;
+
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			return cmd_help_exit(cl->cmd);
+		case OPT_NS:
+			ns = v;
+			break;
+		case OPT_OUT:
+			if (!*v)
+				return usage_err(cl, "empty -o FILE");
+			outpath = v;
+			break;
+		case OPT_POS:
+			if (keyarg)
+				return usage_err(cl, "unexpected argument '%s'",
+						 v);
+			keyarg = v;
+			break;
+		}
+	}
+	if (!keyarg)
+		return usage_err(cl, "missing KEY");
+	if (ns_check(cl, ns))
+		return KVT_CLI_USAGE;
+	rc = key_parse(cl, keyarg, &key);
+	if (rc)
+		return rc;
+
+	rc = cli_connect(cl);
+	if (rc)
+		goto out;
+	rc = kvt_get_alloc(cl->c, ns, key.data, key.len, &val, &len);
+	if (rc == KVT_ENOTFOUND) {
+		say(cl, "%s: not found", key.arg);
+		rc = KVT_CLI_MISS;
+		goto out;
+	}
+	if (rc < 0) {
+		rc = request_failed(cl, &key, rc);
+		goto out;
+	}
+	if (outpath) {
+		rc = write_file(cl, outpath, val, len);
+	} else {
+		rc = write_all(STDOUT_FILENO, val, len);
+		if (rc < 0) {
+			say(cl, "cannot write to stdout: %s", strerror(-rc));
+			rc = KVT_CLI_FAIL;
+		}
+	}
+out:
+	free(val);
+	free(key.owned);
+	return rc;
+}
+
+/*
+ * Shared by del and exists: parses [--ns NS] KEY... into *keys (all of
+ * them decoded before anything is sent).  Returns 0 or an exit status.
+ */
+static int parse_multi(struct cli *cl, int argc, char **argv,
+		       const char **ns, struct cli_key **keys, int *nkeys)
+{
+	static const struct opt_def opts[] = {
+		{ "--ns", 0, true, OPT_NS },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	struct cli_key *k;
+	const char *v;
+	int o, n = 0, rc;
+
+	*keys = NULL;
+	*nkeys = 0;
+	*ns = "";
+	/* At most argc keys; one allocation up front. */
+	k = calloc((size_t)argc + 1, sizeof(*k));
+	if (!k) {
+		say(cl, "out of memory");
+		return KVT_CLI_FAIL;
+	}
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			keys_free(k, n);
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			keys_free(k, n);
+			return cmd_help_exit(cl->cmd);
+		case OPT_NS:
+			*ns = v;
+			break;
+		case OPT_POS:
+			rc = key_parse(cl, v, &k[n]);
+			if (rc) {
+				keys_free(k, n);
+				return rc;
+			}
+			n++;
+			break;
+		}
+	}
+	if (n == 0) {
+		keys_free(k, n);
+		return usage_err(cl, "missing KEY");
+	}
+	if (ns_check(cl, *ns)) {
+		keys_free(k, n);
+		return KVT_CLI_USAGE;
+	}
+	*keys = k;
+	*nkeys = n;
+	return 0;
+}
+
+static int cmd_del(struct cli *cl, int argc, char **argv)
+{
+	struct cli_key *keys;
+	const char *ns;
+	int n, rc, status = KVT_CLI_OK;
+
+	rc = parse_multi(cl, argc, argv, &ns, &keys, &n);
+	if (rc || !keys)
+		return rc;
+	rc = cli_connect(cl);
+	if (rc) {
+		keys_free(keys, n);
+		return rc;
+	}
+	for (int i = 0; i < n; i++) {
+		rc = kvt_del(cl->c, ns, keys[i].data, keys[i].len);
+		if (rc == KVT_ENOTFOUND) {
+			say(cl, "%s: not found", keys[i].arg);
+			status = KVT_CLI_MISS;
+		} else if (rc < 0) {
+			/* Stop: later keys would most likely fail the same way. */
+			status = request_failed(cl, &keys[i], rc);
+			break;
+		}
+	}
+	keys_free(keys, n);
+	return status;
+}
+
+static int cmd_exists(struct cli *cl, int argc, char **argv)
+{
+	struct cli_key *keys;
+	const char *ns;
+	int n, rc, status = KVT_CLI_OK;
+
+	rc = parse_multi(cl, argc, argv, &ns, &keys, &n);
+	if (rc || !keys)
+		return rc;
+	rc = cli_connect(cl);
+	if (rc) {
+		keys_free(keys, n);
+		return rc;
+	}
+	for (int i = 0; i < n; i++) {
+		rc = kvt_exists(cl->c, ns, keys[i].data, keys[i].len);
+		if (rc < 0) {
+			/*
+			 * Lines already printed stay correct; flush them so
+			 * a reader can tell which key failed.
+			 */
+			fflush(stdout);
+			status = request_failed(cl, &keys[i], rc);
+			break;
+		}
+		printf("%d\n", rc);
+	}
+	keys_free(keys, n);
+	return finish_stdout(cl, status);
+}
+
+/* Sleeps for s seconds, resuming after signals that did not kill us. */
+static void sleep_s(double s)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)s,
+		.tv_nsec = (long)((s - (double)(time_t)s) * 1e9),
+	};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static int cmd_stats(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--json", 0, false, OPT_JSON },
+		{ "--prometheus", 0, false, OPT_PROM },
+		{ "--watch", 0, true, OPT_WATCH },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	enum kvt_cli_stats_format fmt = KVT_CLI_STATS_TABLE;
+	const char *v;
+	char *json, *end;
+	size_t len;
+	double watch = 0;
+	bool have_fmt = false;
+	int o, rc;
+
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			return cmd_help_exit(cl->cmd);
+		case OPT_JSON:
+		case OPT_PROM:
+			if (have_fmt)
+				return usage_err(cl, "--json and --prometheus "
+						 "exclude each other");
+			have_fmt = true;
+			fmt = o == OPT_JSON ? KVT_CLI_STATS_JSON
+					    : KVT_CLI_STATS_PROMETHEUS;
+			break;
+		case OPT_WATCH:
+			errno = 0;
+			watch = strtod(v, &end);
+			if (errno || end == v || *end || !(watch > 0) ||
+			    watch > CLI_WATCH_MAX)
+				return usage_err(cl, "bad --watch '%s' (seconds, "
+						 "more than 0)", v);
+			break;
+		case OPT_POS:
+			return usage_err(cl, "unexpected argument '%s'", v);
+		}
+	}
+
+	rc = cli_connect(cl);
+	if (rc)
+		return rc;
+	for (;;) {
+		rc = kvt_stats_json(cl->c, &json, &len);
+		if (rc < 0)
+			return finish_stdout(cl, request_failed(cl, NULL, rc));
+		rc = kvt_cli_stats_print(stdout, json, len, fmt);
+		free(json);
+		if (rc < 0) {
+			say(cl, "daemon sent a stats document that is not a "
+			    "JSON object");
+			return finish_stdout(cl, KVT_CLI_FAIL);
+		}
+		if (watch <= 0)
+			break;
+		/* Separate tables; JSON stays one document per line. */
+		if (fmt != KVT_CLI_STATS_JSON)
+			putchar('\n');
+		if (fflush(stdout) != 0)
+			return finish_stdout(cl, KVT_CLI_FAIL);
+		sleep_s(watch);
+	}
+	return finish_stdout(cl, KVT_CLI_OK);
+}
+
+/* ---- Main ----------------------------------------------------------- */
+
+struct command {
+	const char *name;
+	int (*fn)(struct cli *cl, int argc, char **argv);
+};
+
+static const struct command commands[] = {
+	{ "ping", cmd_ping },
+	{ "put", cmd_put },
+	{ "get", cmd_get },
+	{ "del", cmd_del },
+	{ "exists", cmd_exists },
+	{ "stats", cmd_stats },
+};
+
+/* Contract commands this version of the tool does not provide yet. */
+static const char *const later[] = { "match", "drop", "hot", "keys",
+				     "bench" };
+
+int main(int argc, char **argv)
+{
+	static const struct opt_def gopts[] = {
+		{ "--socket", 's', true, OPT_SOCKET },
+		{ "--version", 0, false, OPT_VERSION },
+		{ NULL, 0, false, 0 },
+	};
+	struct cli cl = { 0 };
+	struct args a = { .cl = &cl, .argc = argc, .argv = argv, .i = 1,
+			  .stop_at_pos = true };
+	const char *v, *name;
+	int o, rc;
+
+	while ((o = next_opt(&a, gopts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			print_help(stdout);
+			return KVT_CLI_OK;
+		case OPT_VERSION:
+			printf("kvtier %s\n", kvt_version());
+			return KVT_CLI_OK;
+		case OPT_SOCKET:
+			if (!*v)
+				return usage_err(&cl, "empty socket path");
+			cl.socket = v;
+			break;
+		}
+	}
+	if (a.i >= argc)
+		return usage_err(&cl, "missing COMMAND");
+	name = argv[a.i];
+	/* "kvtier help [COMMAND]" for those who type it. */
+	if (strcmp(name, "help") == 0) {
+		if (a.i + 1 < argc && find_help(argv[a.i + 1]))
+			return cmd_help_exit(argv[a.i + 1]);
+		print_help(stdout);
+		return KVT_CLI_OK;
+	}
+
+	if (!cl.socket) {
+		if (kvt_socket_path_default(cl.sockbuf, sizeof(cl.sockbuf)) < 0)
+			return usage_err(&cl, "default socket path too long "
+					 "(KVTIER_SOCKET or XDG_RUNTIME_DIR); "
+					 "use -s SOCKET");
+		cl.socket = cl.sockbuf;
+	}
+
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(commands[i].name, name) != 0)
+			continue;
+		cl.cmd = name;
+		rc = commands[i].fn(&cl, argc - a.i - 1, argv + a.i + 1);
+		kvt_close(cl.c);
+		return rc;
+	}
+	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
+		if (strcmp(later[i], name) == 0) {
+			cl.cmd = name;
+			say(&cl, "not supported by this version of kvtier (%s)",
+			    kvt_version());
+			return KVT_CLI_USAGE;
+		}
+	}
+	return usage_err(&cl, "unknown command '%s'", name);
+}

@@ -1,0 +1,36 @@
+/*
+ * kvtier_cli.h - pieces of the kvtier tool shared between its files
+ * (kvtier_cli.c: arguments and commands; kvtier_cli_stats.c: rendering
+ * the daemon's STATS document).  Not part of libkvtier.
+ */
+#ifndef KVTIER_CLI_H
+#define KVTIER_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* Exit statuses, part of the tool's contract (DESIGN.md). */
+enum kvt_cli_exit {
+	KVT_CLI_OK = 0,
+	KVT_CLI_MISS = 1,  /* get/del: a key was not in the cache */
+	KVT_CLI_USAGE = 2, /* bad arguments; nothing was sent */
+	KVT_CLI_FAIL = 3,  /* daemon unreachable, or a request failed */
+};
+
+enum kvt_cli_stats_format {
+	KVT_CLI_STATS_TABLE,
+	KVT_CLI_STATS_JSON,
+	KVT_CLI_STATS_PROMETHEUS,
+};
+
+/*
+ * Prints the daemon's STATS document json[0..len) to out: as a table for
+ * people, verbatim (one line), or in the Prometheus text format.  Fields
+ * the document lacks print as "-" (table) or are left out (Prometheus), so
+ * that older and newer daemons both work.  Returns 0, or KVT_EPROTO if the
+ * document is not a JSON object (nothing printed).
+ */
+int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
+			enum kvt_cli_stats_format fmt);
+
+#endif /* KVTIER_CLI_H */

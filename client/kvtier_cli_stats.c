@@ -1,0 +1,263 @@
+/*
+ * kvtier_cli_stats.c - `kvtier stats`: renders the daemon's STATS JSON.
+ *
+ * The document is read field by field through kvtier_cli_json.h, and every
+ * field is optional here: a daemon older or newer than the tool may lack a
+ * counter or add others, and a stats command that fails over one missing
+ * number is useless exactly when someone needs it.
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kvt_size.h"
+#include "kvtier_cli.h"
+#include "kvtier_cli_json.h"
+#include "kvtier_errors.h"
+
+static const char *const tiers[] = { "l1", "l2", "l3" };
+
+struct doc {
+	const char *json;
+	size_t len;
+};
+
+/* Reads a counter; false if absent or not a non-negative integer. */
+static bool get_u64(const struct doc *d, const char *path, uint64_t *out)
+{
+	return kvt_json_get_u64(d->json, d->len, path, out) == 0;
+}
+
+static bool get_tier_u64(const struct doc *d, const char *tier,
+			 const char *field, uint64_t *out)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "%s.%s", tier, field);
+	return get_u64(d, path, out);
+}
+
+/* ---- Table ---------------------------------------------------------- */
+
+static void fmt_u64(char *buf, size_t cap, bool ok, uint64_t v)
+{
+	if (ok)
+		snprintf(buf, cap, "%" PRIu64, v);
+	else
+		snprintf(buf, cap, "-");
+}
+
+static void fmt_size(char *buf, size_t cap, bool ok, uint64_t v)
+{
+	if (ok)
+		kvt_size_format(v, buf, cap);
+	else
+		snprintf(buf, cap, "-");
+}
+
+/* part/whole as a percentage, "-" when unknown or whole is 0. */
+static void fmt_pct(char *buf, size_t cap, bool ok, uint64_t part,
+		    uint64_t whole)
+{
+	if (ok && whole > 0)
+		snprintf(buf, cap, "%.1f%%", 100.0 * (double)part /
+			 (double)whole);
+	else
+		snprintf(buf, cap, "-");
+}
+
+/* "12s", "5m 03s", "2h 05m 03s", "3d 02h 05m". */
+static void fmt_uptime(char *buf, size_t cap, uint64_t s)
+{
+	uint64_t d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60;
+
+	if (s < 60)
+		snprintf(buf, cap, "%" PRIu64 "s", s);
+	else if (s < 3600)
+		snprintf(buf, cap, "%" PRIu64 "m %02" PRIu64 "s", m, s % 60);
+	else if (s < 86400)
+		snprintf(buf, cap, "%" PRIu64 "h %02" PRIu64 "m %02" PRIu64 "s",
+			 h, m, s % 60);
+	else
+		snprintf(buf, cap, "%" PRIu64 "d %02" PRIu64 "h %02" PRIu64 "m",
+			 d, h, m);
+}
+
+static void print_tier_row(FILE *out, const struct doc *d, const char *tier,
+			   bool have_gets, uint64_t gets)
+{
+	char entries[24], bytes[32], cap[32], fill[16], hits[24], rate[16];
+	uint64_t ne, nb, nc, nh;
+	bool he = get_tier_u64(d, tier, "entries", &ne);
+	bool hb = get_tier_u64(d, tier, "bytes", &nb);
+	bool hc = get_tier_u64(d, tier, "capacity_bytes", &nc);
+	bool hh = get_tier_u64(d, tier, "hits", &nh);
+
+	fmt_u64(entries, sizeof(entries), he, ne);
+	fmt_size(bytes, sizeof(bytes), hb, nb);
+	/* Capacity 0 is how the daemon reports a disabled tier. */
+	if (hc && nc == 0)
+		snprintf(cap, sizeof(cap), "off");
+	else
+		fmt_size(cap, sizeof(cap), hc, nc);
+	fmt_pct(fill, sizeof(fill), hb && hc, nb, nc);
+	fmt_u64(hits, sizeof(hits), hh, nh);
+	fmt_pct(rate, sizeof(rate), hh && have_gets, nh, gets);
+	fprintf(out, "%-5s %10s %12s %12s %7s %12s %9s\n", tier, entries,
+		bytes, cap, fill, hits, rate);
+}
+
+static void print_counter(FILE *out, const struct doc *d, const char *label,
+			  const char *path)
+{
+	uint64_t v;
+
+	if (get_u64(d, path, &v))
+		fprintf(out, "%-12s %" PRIu64 "\n", label, v);
+	else
+		fprintf(out, "%-12s -\n", label);
+}
+
+static void print_table(FILE *out, const struct doc *d)
+{
+	char version[64], up[48], pct[16];
+	uint64_t gets = 0, misses = 0, uptime;
+	bool have_gets = get_u64(d, "gets", &gets);
+	bool have_misses = get_u64(d, "misses", &misses);
+
+	if (kvt_json_get_string(d->json, d->len, "version", version,
+				sizeof(version)) != 0)
+		snprintf(version, sizeof(version), "-");
+	if (get_u64(d, "uptime_s", &uptime))
+		fmt_uptime(up, sizeof(up), uptime);
+	else
+		snprintf(up, sizeof(up), "-");
+	fprintf(out, "kvtierd %s, up %s\n\n", version, up);
+
+	fprintf(out, "%-5s %10s %12s %12s %7s %12s %9s\n", "tier", "entries",
+		"bytes", "capacity", "fill", "hits", "hit rate");
+	for (size_t i = 0; i < sizeof(tiers) / sizeof(tiers[0]); i++)
+		print_tier_row(out, d, tiers[i], have_gets, gets);
+	fputc('\n', out);
+
+	print_counter(out, d, "gets", "gets");
+	print_counter(out, d, "puts", "puts");
+	print_counter(out, d, "dels", "dels");
+	fmt_pct(pct, sizeof(pct), have_misses && have_gets, misses, gets);
+	if (have_misses)
+		fprintf(out, "%-12s %" PRIu64 " (%s of gets)\n", "misses",
+			misses, pct);
+	else
+		fprintf(out, "%-12s -\n", "misses");
+	print_counter(out, d, "promotions", "promotions");
+	print_counter(out, d, "demotions", "demotions");
+	print_counter(out, d, "evictions", "evictions");
+	print_counter(out, d, "connections", "connections");
+	fprintf(out, "%-12s %s\n", "uptime", up);
+}
+
+/* ---- Prometheus ----------------------------------------------------- */
+
+struct prom_metric {
+	const char *field; /* JSON member */
+	const char *name;  /* metric name after "kvtier_" (conventions) */
+	const char *type;  /* counter or gauge */
+	const char *help;
+};
+
+static const struct prom_metric prom_top[] = {
+	{ "gets", "gets_total", "counter", "GET requests." },
+	{ "puts", "puts_total", "counter", "PUT requests." },
+	{ "dels", "dels_total", "counter", "DEL requests." },
+	{ "misses", "misses_total", "counter",
+	  "GET requests that found nothing." },
+	{ "promotions", "promotions_total", "counter",
+	  "Blocks moved to a faster tier." },
+	{ "demotions", "demotions_total", "counter",
+	  "Blocks moved to a slower tier." },
+	{ "evictions", "evictions_total", "counter",
+	  "Blocks dropped from the cache." },
+	{ "connections", "connections", "gauge", "Open client connections." },
+	{ "uptime_s", "uptime_seconds", "gauge",
+	  "Seconds since the daemon started." },
+};
+
+static const struct prom_metric prom_tier[] = {
+	{ "entries", "tier_entries", "gauge", "Blocks held by the tier." },
+	{ "bytes", "tier_bytes", "gauge",
+	  "Bytes the tier's blocks take, as counted against its capacity." },
+	{ "raw_bytes", "tier_raw_bytes", "gauge",
+	  "Uncompressed bytes of the tier's blocks." },
+	{ "capacity_bytes", "tier_capacity_bytes", "gauge",
+	  "Capacity of the tier in bytes (0: disabled)." },
+	{ "hits", "tier_hits_total", "counter",
+	  "GET requests served by the tier." },
+};
+
+static void prom_header(FILE *out, const struct prom_metric *m)
+{
+	fprintf(out, "# HELP kvtier_%s %s\n", m->name, m->help);
+	fprintf(out, "# TYPE kvtier_%s %s\n", m->name, m->type);
+}
+
+static void print_prometheus(FILE *out, const struct doc *d)
+{
+	const struct prom_metric *m;
+	bool any;
+	uint64_t v;
+
+	for (size_t i = 0; i < sizeof(prom_top) / sizeof(prom_top[0]); i++) {
+		m = &prom_top[i];
+		if (!get_u64(d, m->field, &v))
+			continue;
+		prom_header(out, m);
+		fprintf(out, "kvtier_%s %" PRIu64 "\n", m->name, v);
+	}
+	for (size_t i = 0; i < sizeof(prom_tier) / sizeof(prom_tier[0]); i++) {
+		m = &prom_tier[i];
+		any = false;
+		for (size_t t = 0; t < sizeof(tiers) / sizeof(tiers[0]); t++) {
+			if (!get_tier_u64(d, tiers[t], m->field, &v))
+				continue;
+			/* One HELP/TYPE per family, only if it has samples. */
+			if (!any)
+				prom_header(out, m);
+			any = true;
+			fprintf(out, "kvtier_%s{tier=\"%s\"} %" PRIu64 "\n",
+				m->name, tiers[t], v);
+		}
+	}
+}
+
+int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
+			enum kvt_cli_stats_format fmt)
+{
+	struct doc d = { .json = json, .len = len };
+	size_t n = len;
+
+	if (kvt_json_check(json, len) < 0)
+		return KVT_EPROTO;
+	/* Skip leading whitespace to see the document's kind. */
+	while (n > 0 && (json[len - n] == ' ' || json[len - n] == '\t' ||
+			 json[len - n] == '\n' || json[len - n] == '\r'))
+		n--;
+	if (n == 0 || json[len - n] != '{')
+		return KVT_EPROTO;
+
+	switch (fmt) {
+	case KVT_CLI_STATS_JSON:
+		/* Verbatim, newline-terminated, so `| jq` and diffs work. */
+		fwrite(json, 1, len, out);
+		if (len == 0 || json[len - 1] != '\n')
+			fputc('\n', out);
+		break;
+	case KVT_CLI_STATS_PROMETHEUS:
+		print_prometheus(out, &d);
+		break;
+	case KVT_CLI_STATS_TABLE:
+		print_table(out, &d);
+		break;
+	}
+	return 0;
+}
