@@ -1,0 +1,324 @@
+/* kvt_config.c - see kvt_config.h. */
+#include "kvt_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvt_frame.h"
+#include "kvt_log.h"
+#include "kvt_path.h"
+#include "kvt_size.h"
+#include "kvtier_errors.h"
+
+
+/*
+ * One table drives both the flags and the config file so the two can never
+ * disagree about what exists.
+ */
+enum opt_kind { OPT_PATH_SOCKET, OPT_PATH_DATA, OPT_SIZE, OPT_LEVEL, OPT_UINT };
+
+struct opt {
+	const char *name;
+	enum opt_kind kind;
+	size_t offset; /* into struct kvt_config, for sizes and uints */
+	const char *help;
+};
+
+static const struct opt opts[] = {
+	{ "socket", OPT_PATH_SOCKET, 0,
+	  "Unix socket path (default: $KVTIER_SOCKET, else\n"
+	  "\t\t\t$XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock)" },
+	{ "data-dir", OPT_PATH_DATA, 0,
+	  "directory for L3 data (default: $STATE_DIRECTORY, else\n"
+	  "\t\t\t/var/lib/kvtier as root, else ~/.local/state/kvtier)" },
+	{ "l1-size", OPT_SIZE, offsetof(struct kvt_config, l1_size),
+	  "L1 RAM tier capacity (default 1G)" },
+	{ "l2-size", OPT_SIZE, offsetof(struct kvt_config, l2_size),
+	  "L2 compressed RAM tier capacity, 0 disables (default 1G)" },
+	{ "l3-size", OPT_SIZE, offsetof(struct kvt_config, l3_size),
+	  "L3 SSD tier capacity, 0 disables (default 16G)" },
+	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)" },
+	{ "max-connections", OPT_UINT,
+	  offsetof(struct kvt_config, max_connections),
+	  "most client connections at once (default 4096)" },
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static void default_data_dir(char *buf, size_t cap)
+{
+	const char *s = getenv("STATE_DIRECTORY");
+	const char *home = getenv("HOME");
+	const char *xdg = getenv("XDG_STATE_HOME");
+
+	if (s && *s)
+		snprintf(buf, cap, "%s", s);
+	else if (geteuid() == 0)
+		snprintf(buf, cap, "/var/lib/kvtier");
+	else if (xdg && *xdg)
+		snprintf(buf, cap, "%s/kvtier", xdg);
+	else if (home && *home)
+		snprintf(buf, cap, "%s/.local/state/kvtier", home);
+	else
+		snprintf(buf, cap, "./kvtier-data");
+}
+
+void kvt_config_defaults(struct kvt_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	if (kvt_socket_default(cfg->socket_path, sizeof(cfg->socket_path)))
+		snprintf(cfg->socket_path, sizeof(cfg->socket_path),
+			 "/tmp/kvtier-%u.sock", (unsigned)getuid());
+	default_data_dir(cfg->data_dir, sizeof(cfg->data_dir));
+	cfg->l1_size = 1ull << 30;
+	cfg->l2_size = 1ull << 30;
+	cfg->l3_size = 16ull << 30;
+	cfg->log_level = KVT_LOG_INFO;
+	cfg->max_connections = 4096;
+}
+
+void kvt_config_usage(FILE *f)
+{
+	fprintf(f, "usage: kvtierd [--config FILE] [--socket PATH] "
+		   "[--data-dir DIR]\n"
+		   "               [--l1-size SIZE] [--l2-size SIZE] "
+		   "[--l3-size SIZE] [--log-level LEVEL]\n"
+		   "               [--max-connections N]\n\n"
+		   "kvtierd is the kvtier tiered KV-cache daemon. It runs in "
+		   "the foreground,\nlogs to stderr and serves clients on a "
+		   "Unix socket.\n\n"
+		   "  --config FILE\t\tread settings from FILE first "
+		   "(flags override it)\n");
+	for (size_t i = 0; i < NOPTS; i++)
+		fprintf(f, "  --%s %s\t%s%s\n", opts[i].name,
+			opts[i].kind == OPT_SIZE	  ? "SIZE" :
+			opts[i].kind == OPT_LEVEL	  ? "LEVEL" :
+			opts[i].kind == OPT_UINT	  ? "N" :
+			opts[i].kind == OPT_PATH_DATA ? "DIR" :
+							  "PATH",
+			strlen(opts[i].name) < 8 ? "\t" : "", opts[i].help);
+	fprintf(f, "  -h, --help\t\tshow this help\n"
+		   "  --version\t\tprint the version\n\n"
+		   "SIZE takes K, M, G or T suffixes (powers of 1024), e.g. "
+		   "512M or 4G.\n");
+}
+
+static const struct opt *find_opt(const char *name, size_t len)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (strlen(opts[i].name) == len &&
+		    memcmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+/* Applies one option; on error writes a reason into err and returns -1. */
+static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
+		 char *err, size_t errcap)
+{
+	uint64_t n;
+	int rc;
+
+	switch (o->kind) {
+	case OPT_PATH_SOCKET:
+		if (!*val || strlen(val) >= sizeof(cfg->socket_path)) {
+			snprintf(err, errcap,
+				 "socket path must be 1 to %zu bytes",
+				 sizeof(cfg->socket_path) - 1);
+			return -1;
+		}
+		snprintf(cfg->socket_path, sizeof(cfg->socket_path), "%s", val);
+		return 0;
+	case OPT_PATH_DATA:
+		if (!*val || strlen(val) >= sizeof(cfg->data_dir)) {
+			snprintf(err, errcap, "bad data directory");
+			return -1;
+		}
+		snprintf(cfg->data_dir, sizeof(cfg->data_dir), "%s", val);
+		return 0;
+	case OPT_SIZE:
+		rc = kvt_size_parse(val, &n);
+		if (rc) {
+			snprintf(err, errcap, "bad size '%s' for %s: %s", val,
+				 o->name, kvt_strerror(rc));
+			return -1;
+		}
+		*(uint64_t *)((char *)cfg + o->offset) = n;
+		return 0;
+	case OPT_LEVEL:
+		rc = kvt_log_level_parse(val);
+		if (rc < 0) {
+			snprintf(err, errcap,
+				 "bad log level '%s' (error, warn, info, debug)",
+				 val);
+			return -1;
+		}
+		cfg->log_level = rc;
+		return 0;
+	case OPT_UINT: {
+		char *end;
+		errno = 0;
+		unsigned long v = strtoul(val, &end, 10);
+		if (errno || end == val || *end || v == 0 || v > 1000000 ||
+		    val[0] == '-') {
+			snprintf(err, errcap,
+				 "bad number '%s' for %s (1 to 1000000)", val,
+				 o->name);
+			return -1;
+		}
+		*(unsigned *)((char *)cfg + o->offset) = (unsigned)v;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int load_file(struct kvt_config *cfg, const char *path)
+{
+	char line[PATH_MAX + 128], err[256];
+	unsigned lineno = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		fprintf(stderr, "kvtierd: cannot open config %s: %s\n", path,
+			strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *s, *eq, *name, *val;
+		const struct opt *o;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			fprintf(stderr, "kvtierd: %s:%u: line too long\n", path,
+				lineno);
+			goto fail;
+		}
+		s = line;
+		if ((eq = strchr(s, '#')))
+			*eq = '\0';
+		s = trim(s);
+		if (!*s)
+			continue;
+		eq = strchr(s, '=');
+		if (!eq) {
+			fprintf(stderr, "kvtierd: %s:%u: expected 'name = value'\n",
+				path, lineno);
+			goto fail;
+		}
+		*eq = '\0';
+		name = trim(s);
+		val = trim(eq + 1);
+		o = find_opt(name, strlen(name));
+		if (!o) {
+			fprintf(stderr, "kvtierd: %s:%u: unknown setting '%s'\n",
+				path, lineno, name);
+			goto fail;
+		}
+		if (apply(cfg, o, val, err, sizeof(err))) {
+			fprintf(stderr, "kvtierd: %s:%u: %s\n", path, lineno,
+				err);
+			goto fail;
+		}
+	}
+	fclose(f);
+	return 0;
+fail:
+	fclose(f);
+	return -1;
+}
+
+/* Splits "--name=value" or "--name value"; returns the value or NULL. */
+static const char *flag_value(int argc, char **argv, int *i, size_t *namelen)
+{
+	const char *a = argv[*i] + 2;
+	const char *eq = strchr(a, '=');
+
+	if (eq) {
+		*namelen = (size_t)(eq - a);
+		return eq + 1;
+	}
+	*namelen = strlen(a);
+	if (*i + 1 >= argc)
+		return NULL;
+	return argv[++*i];
+}
+
+int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
+{
+	char err[256];
+
+	/* First pass: --help, --version and --config, which come first. */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			kvt_config_usage(stdout);
+			return 1;
+		}
+		if (!strcmp(a, "--version")) {
+			printf("kvtierd %s\n", KVT_VERSION_STRING);
+			return 1;
+		}
+		if (!strncmp(a, "--config", 8) && (a[8] == '\0' || a[8] == '=')) {
+			size_t nl;
+			const char *v = flag_value(argc, argv, &i, &nl);
+			if (!v || !*v) {
+				fprintf(stderr, "kvtierd: --config needs a FILE\n");
+				return -1;
+			}
+			snprintf(cfg->config_path, sizeof(cfg->config_path),
+				 "%s", v);
+		}
+	}
+	if (cfg->config_path[0] && load_file(cfg, cfg->config_path))
+		return -1;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v;
+		const struct opt *o;
+		size_t nl;
+
+		if (strncmp(a, "--", 2) != 0) {
+			fprintf(stderr, "kvtierd: unexpected argument '%s' "
+					"(see --help)\n", a);
+			return -1;
+		}
+		v = flag_value(argc, argv, &i, &nl);
+		if (nl == 6 && !strncmp(a + 2, "config", 6))
+			continue;
+		o = find_opt(a + 2, nl);
+		if (!o) {
+			fprintf(stderr, "kvtierd: unknown option '%.*s' "
+					"(see --help)\n", (int)nl + 2, a);
+			return -1;
+		}
+		if (!v) {
+			fprintf(stderr, "kvtierd: --%s needs a value\n", o->name);
+			return -1;
+		}
+		if (apply(cfg, o, v, err, sizeof(err))) {
+			fprintf(stderr, "kvtierd: --%s: %s\n", o->name, err);
+			return -1;
+		}
+	}
+	if (cfg->l1_size == 0) {
+		fprintf(stderr, "kvtierd: --l1-size must be greater than 0\n");
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,43 @@
+/*
+ * kvt_config.h - kvtierd's settings: defaults, config file, command line.
+ *
+ * Precedence: built-in defaults < config file (--config FILE) < flags.
+ * The config file holds `name = value` lines whose names are the long flags
+ * without their dashes (`l1-size = 4G`); `#` starts a comment.  Unknown names
+ * and bad values are errors that name the file and line.
+ */
+#ifndef KVT_CONFIG_H
+#define KVT_CONFIG_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/un.h>
+
+#define KVT_SOCKET_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
+
+struct kvt_config {
+	char socket_path[KVT_SOCKET_PATH_MAX];
+	char data_dir[PATH_MAX];
+	char config_path[PATH_MAX]; /* "" if none */
+	uint64_t l1_size;
+	uint64_t l2_size;
+	uint64_t l3_size;
+	int log_level;
+	unsigned max_connections;
+};
+
+/* Fills in the built-in defaults (socket: kvt_socket_default()). */
+void kvt_config_defaults(struct kvt_config *cfg);
+
+/*
+ * Applies the config file (if --config is given) and then the flags in
+ * argv to cfg.  Returns 0 to run, 1 if --help or --version was printed
+ * (exit 0), or -1 after printing a usage error to stderr (exit 2).
+ */
+int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv);
+
+/* Prints the usage text to f. */
+void kvt_config_usage(FILE *f);
+
+#endif /* KVT_CONFIG_H */

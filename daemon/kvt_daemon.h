@@ -1,0 +1,138 @@
+/*
+ * kvt_daemon.h - kvtierd internals shared by the socket loop (kvt_server.c),
+ * request dispatch (kvt_request.c) and stats (kvt_stats.c).
+ *
+ * One thread runs an io_uring event loop.  Each connection has at most one
+ * recv and one send in flight.  Replies are queued in request order: a
+ * request reserves its reply slot when it is decoded and fills it when the
+ * answer is known (at once for L1, later for work done off the loop), and
+ * the sender never passes an unfilled slot, so pipelined replies always
+ * come back in order.
+ */
+#ifndef KVT_DAEMON_H
+#define KVT_DAEMON_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "kvt_config.h"
+#include "kvt_frame.h"
+#include "kvt_tm.h"
+
+/* Most iovecs gathered into one sendmsg. */
+#define KVT_SEND_IOV 64
+/* Read buffer per connection; bodies larger than this are read in place. */
+#define KVT_RBUF_SIZE (64 * 1024)
+/*
+ * Stop reading requests from a client while this many reply bytes wait for
+ * it to read them: a client that pipelines GETs but never reads cannot make
+ * the daemon pin unbounded memory.
+ */
+#define KVT_OUT_HIGH_WATER (64u << 20)
+
+struct kvt_server;
+
+/* One reply waiting to be sent.  Holds a reference on a value it sends. */
+struct kvt_reply {
+	struct kvt_reply *next;
+	bool ready;
+	uint8_t opcode;
+	uint64_t request_id;
+	uint8_t hdr[KVT_HDR_SIZE]; /* encoded when the reply is finished */
+	const uint8_t *data; /* body: into owned or ref */
+	size_t len;
+	uint8_t *owned; /* malloc'd body, freed with the reply */
+	struct kvt_ref *ref; /* value reference, released with the reply */
+	size_t sent;	     /* bytes of hdr + body already sent */
+};
+
+struct kvt_conn {
+	struct kvt_server *srv;
+	int fd;
+	uint64_t id;
+	unsigned inflight; /* io_uring ops and unfinished replies */
+	bool recv_armed;
+	bool recv_direct; /* the armed recv writes into body, not rbuf */
+	bool send_armed;
+	bool closing;	  /* no more reading; free once drained */
+	bool close_after; /* close once the reply queue is sent */
+	struct kvt_conn *prev, *next; /* server's list of live connections */
+
+	struct kvt_decoder dec;
+	uint8_t *rbuf;
+	size_t rlen, roff;
+	uint8_t *body; /* body of the frame being received */
+
+	struct kvt_reply *out_head, *out_tail;
+	size_t out_bytes; /* bytes queued in replies not yet sent */
+	struct iovec iov[KVT_SEND_IOV];
+	struct msghdr msg;
+};
+
+/* Counters kept by the daemon itself (the tiers keep their own). */
+struct kvt_server_stats {
+	uint64_t connections_total;
+	uint64_t connections_refused; /* over max_connections */
+	uint64_t protocol_errors;
+	uint64_t requests;
+	uint64_t bytes_in, bytes_out;
+};
+
+struct kvt_server {
+	struct io_uring ring;
+	const struct kvt_config *cfg;
+	struct kvt_tm *tm;
+	struct kvt_limits lim;
+	int listen_fd;
+	int signal_fd;
+	unsigned nconns;
+	uint64_t next_conn_id;
+	struct kvt_conn *conns;
+	bool stopping;
+	uint64_t start_ns;
+	struct kvt_server_stats st;
+};
+
+/* ---- kvt_server.c: loop, connections, reply queue ---------------------- */
+
+int kvt_server_open(struct kvt_server **out, const struct kvt_config *cfg,
+		    struct kvt_tm *tm);
+/* Serves until SIGTERM or SIGINT.  Returns 0 or a negative error. */
+int kvt_server_run(struct kvt_server *s);
+void kvt_server_close(struct kvt_server *s);
+
+/* Reserves the next reply slot on c, in request order. NULL if out of memory. */
+struct kvt_reply *kvt_reply_reserve(struct kvt_conn *c, uint64_t request_id,
+				    uint8_t opcode);
+/*
+ * Completes a reserved reply; the body (if any) is given as one of: a
+ * malloc'd buffer whose ownership passes (owned), or a value reference whose
+ * ownership passes (ref).  status is 0 or a KVT_E* code.
+ */
+void kvt_reply_finish(struct kvt_conn *c, struct kvt_reply *r, int status,
+		      uint16_t flags, uint8_t *owned, size_t len,
+		      struct kvt_ref *ref);
+/* Completes a reserved reply with an error status and a printf message. */
+void kvt_reply_error(struct kvt_conn *c, struct kvt_reply *r, int status,
+		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- kvt_request.c: dispatch -------------------------------------------- */
+
+/*
+ * Handles one decoded request frame.  body (malloc'd, body_len bytes, or
+ * NULL when empty) passes to the handler.
+ */
+void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
+			uint8_t *body);
+
+/* ---- kvt_stats.c -------------------------------------------------------- */
+
+/* Returns the stats document as malloc'd JSON (NUL-terminated), or NULL. */
+char *kvt_stats_json(struct kvt_server *s, size_t *len);
+
+uint64_t kvt_now_ns(void);
+
+#endif /* KVT_DAEMON_H */

@@ -1,0 +1,181 @@
+/*
+ * kvt_request.c - request dispatch: one decoded frame in, one reply slot
+ * filled.  Knows storage only through the tier manager (kvt_tm.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvt_daemon.h"
+#include "kvt_log.h"
+
+/* Context of a GET whose value may arrive after kvt_tm_get() returns. */
+struct get_ctx {
+	struct kvt_conn *c;
+	struct kvt_reply *r;
+};
+
+static void get_done(void *arg, int status, struct kvt_ref *ref)
+{
+	struct get_ctx *g = arg;
+
+	if (status == 0)
+		kvt_reply_finish(g->c, g->r, 0,
+				 (uint16_t)(kvt_ref_dtype(ref) &
+					    KVT_FLAG_DTYPE_MASK),
+				 NULL, kvt_ref_len(ref), ref);
+	else if (status == KVT_ENOTFOUND)
+		kvt_reply_finish(g->c, g->r, status, 0, NULL, 0, NULL);
+	else
+		kvt_reply_error(g->c, g->r, status, "get failed: %s",
+				kvt_strerror(status));
+	free(g);
+}
+
+static void key_from_ref(struct kvt_key *k, const struct kvt_keyref *kr)
+{
+	k->ns = kr->ns;
+	k->ns_len = kr->ns_len;
+	k->key = kr->key;
+	k->key_len = kr->key_len;
+}
+
+static void handle_hello(struct kvt_conn *c, struct kvt_reply *r,
+			 const uint8_t *body, size_t len)
+{
+	struct kvt_hello h = { .version = KVT_PROTO_VERSION,
+			       .features = 0,
+			       .lim = c->srv->lim };
+	uint32_t version, features;
+	uint8_t *out;
+	int rc = kvt_hello_req_parse(body, len, &version, &features);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "malformed HELLO body");
+		return;
+	}
+	if (version != KVT_PROTO_VERSION) {
+		kvt_reply_error(c, r, KVT_EVERSION, "client speaks protocol %u, "
+				"daemon speaks %u", version, KVT_PROTO_VERSION);
+		return;
+	}
+	out = malloc(KVT_HELLO_REPLY_SIZE);
+	if (!out) {
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	kvt_hello_reply_encode(out, &h);
+	kvt_reply_finish(c, r, 0, 0, out, KVT_HELLO_REPLY_SIZE, NULL);
+}
+
+static void handle_put(struct kvt_conn *c, struct kvt_reply *r, uint8_t *body,
+		       size_t len)
+{
+	struct kvt_put_req pr;
+	struct kvt_blob blob;
+	struct kvt_key k;
+	int rc = kvt_put_req_parse(body, len, &c->srv->lim, &pr);
+
+	if (rc) {
+		free(body);
+		kvt_reply_error(c, r, rc, "bad PUT: %s", kvt_strerror(rc));
+		return;
+	}
+	key_from_ref(&k, &pr.k);
+	/* The frame body becomes the stored value: no copy of the bytes. */
+	blob.mem = body;
+	blob.mem_size = len;
+	blob.data = pr.value;
+	blob.len = (size_t)pr.value_len;
+	blob.dtype = pr.dtype;
+	rc = kvt_tm_put(c->srv->tm, &k, &blob, pr.ttl_s);
+	if (rc == KVT_ENOSPACE)
+		kvt_reply_error(c, r, rc, "value of %llu bytes cannot fit in "
+				"the cache", (unsigned long long)pr.value_len);
+	else if (rc)
+		kvt_reply_error(c, r, rc, "put failed: %s", kvt_strerror(rc));
+	else
+		kvt_reply_finish(c, r, 0, 0, NULL, 0, NULL);
+}
+
+static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
+			  uint8_t op, const uint8_t *body, size_t len)
+{
+	struct kvt_keyref kr;
+	struct kvt_key k;
+	struct get_ctx *g;
+	int rc = kvt_key_req_parse(body, len, &c->srv->lim, &kr);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
+				kvt_strerror(rc));
+		return;
+	}
+	key_from_ref(&k, &kr);
+	switch (op) {
+	case KVT_OP_GET:
+		g = malloc(sizeof(*g));
+		if (!g) {
+			kvt_reply_error(c, r, -ENOMEM, "out of memory");
+			return;
+		}
+		g->c = c;
+		g->r = r;
+		kvt_tm_get(c->srv->tm, &k, get_done, g);
+		return;
+	case KVT_OP_DEL:
+		rc = kvt_tm_del(c->srv->tm, &k);
+		kvt_reply_finish(c, r, rc, 0, NULL, 0, NULL);
+		return;
+	case KVT_OP_EXISTS:
+		rc = kvt_tm_exists(c->srv->tm, &k);
+		kvt_reply_finish(c, r, rc > 0 ? 0 : KVT_ENOTFOUND, 0, NULL, 0,
+				 NULL);
+		return;
+	}
+}
+
+void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
+			uint8_t *body)
+{
+	struct kvt_reply *r = kvt_reply_reserve(c, h->request_id, h->opcode);
+	size_t len = h->body_len;
+
+	if (!r) {
+		kvt_log(KVT_LOG_ERROR, "event=oom where=reply conn=%llu",
+			(unsigned long long)c->id);
+		free(body);
+		return;
+	}
+	switch (h->opcode) {
+	case KVT_OP_HELLO:
+		handle_hello(c, r, body, len);
+		break;
+	case KVT_OP_PING:
+		/* Echo the body back: lets clients measure round trips. */
+		kvt_reply_finish(c, r, 0, 0, body, len, NULL);
+		return;
+	case KVT_OP_PUT:
+		handle_put(c, r, body, len);
+		return;
+	case KVT_OP_GET:
+	case KVT_OP_DEL:
+	case KVT_OP_EXISTS:
+		handle_key_op(c, r, h->opcode, body, len);
+		break;
+	case KVT_OP_STATS: {
+		size_t n;
+		char *json = kvt_stats_json(c->srv, &n);
+		if (!json)
+			kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		else
+			kvt_reply_finish(c, r, 0, 0, (uint8_t *)json, n, NULL);
+		break;
+	}
+	default:
+		kvt_reply_error(c, r, KVT_EUNKNOWNOP, "unknown opcode %u",
+				h->opcode);
+		break;
+	}
+	free(body);
+}

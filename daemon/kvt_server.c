@@ -1,0 +1,756 @@
+/*
+ * kvt_server.c - the socket side of kvtierd: listening socket, io_uring event
+ * loop (accept, recv, send, signals), connections and their reply queues.
+ *
+ * Every io_uring operation carries its owner and kind in user_data: the
+ * owner pointer (a connection, or NULL for the server's own operations) with
+ * the kind in the low bits, which are always zero in an aligned pointer.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvt_daemon.h"
+#include "kvt_log.h"
+
+enum op_kind {
+	OP_ACCEPT = 1,
+	OP_SIGNAL = 2,
+	OP_RECV = 3,
+	OP_SEND = 4,
+	OP_CANCEL = 5,
+};
+#define OP_MASK 7u
+
+/* Queue depth: every connection has at most a recv and a send in flight. */
+#define RING_ENTRIES 4096
+/* How long a graceful stop waits for replies to drain. */
+#define STOP_GRACE_NS (5ull * 1000000000ull)
+
+struct stop_state {
+	bool accept_armed;
+	bool signal_armed;
+	struct signalfd_siginfo si;
+	uint64_t stop_deadline;
+};
+static struct stop_state g_stop;
+
+uint64_t kvt_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t tag(void *p, enum op_kind k)
+{
+	return (uint64_t)(uintptr_t)p | (uint64_t)k;
+}
+
+/*
+ * Returns a submission queue entry, submitting what is queued to make room
+ * if the queue is full.  With RING_ENTRIES sized for two operations per
+ * connection this only spins in pathological cases.
+ */
+static struct io_uring_sqe *get_sqe(struct kvt_server *s)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+
+	while (!sqe) {
+		io_uring_submit(&s->ring);
+		sqe = io_uring_get_sqe(&s->ring);
+	}
+	return sqe;
+}
+
+/* ---- listening socket ----------------------------------------------- */
+
+/*
+ * Binds the Unix socket.  A socket file left by a dead daemon is replaced;
+ * one a live daemon answers on is never stolen, and a path that is not a
+ * socket is never deleted.
+ */
+static int listen_unix(const char *path, int backlog)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int fd, rc;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		kvt_log(KVT_LOG_ERROR, "event=listen_failed socket=%s "
+				       "error=\"path too long\"", path);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			kvt_log(KVT_LOG_ERROR,
+				"event=listen_failed socket=%s error=\"path "
+				"exists and is not a socket; refusing to "
+				"remove it\"", path);
+			return -EEXIST;
+		}
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		int err = errno;
+		close(fd);
+		if (rc == 0) {
+			kvt_log(KVT_LOG_ERROR,
+				"event=listen_failed socket=%s error=\"another "
+				"kvtierd is already serving this socket\"",
+				path);
+			return -EADDRINUSE;
+		}
+		if (err != ECONNREFUSED) {
+			kvt_log(KVT_LOG_ERROR,
+				"event=listen_failed socket=%s error=\"cannot "
+				"probe existing socket: %s\"", path,
+				strerror(err));
+			return -err;
+		}
+		kvt_log(KVT_LOG_WARN, "event=stale_socket_removed socket=%s",
+			path);
+		if (unlink(path) && errno != ENOENT)
+			return -errno;
+	}
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Create the file 0600 from the start: no window where others can
+	 * connect before a chmod. */
+	old = umask(0177);
+	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (rc || listen(fd, backlog)) {
+		int err = errno;
+		kvt_log(KVT_LOG_ERROR, "event=listen_failed socket=%s error=\"%s\"",
+			path, strerror(err));
+		close(fd);
+		return -err;
+	}
+	return fd;
+}
+
+/* ---- connections ---------------------------------------------------- */
+
+static void reply_free(struct kvt_reply *r)
+{
+	free(r->owned);
+	kvt_ref_release(r->ref);
+	free(r);
+}
+
+static void conn_free_if_done(struct kvt_conn *c)
+{
+	struct kvt_server *s = c->srv;
+
+	if (!c->closing || c->inflight > 0)
+		return;
+	while (c->out_head) {
+		struct kvt_reply *r = c->out_head;
+		c->out_head = r->next;
+		reply_free(r);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	close(c->fd);
+	s->nconns--;
+	kvt_log(KVT_LOG_DEBUG, "event=disconnect conn=%llu conns=%u",
+		(unsigned long long)c->id, s->nconns);
+	free(c->body);
+	free(c->rbuf);
+	free(c);
+}
+
+/*
+ * Stops reading from c and lets it be freed once its in-flight operations
+ * complete.  shutdown() makes an armed recv complete at once.
+ */
+static void conn_close(struct kvt_conn *c)
+{
+	if (!c->closing) {
+		c->closing = true;
+		shutdown(c->fd, SHUT_RDWR);
+	}
+	conn_free_if_done(c);
+}
+
+static void arm_recv(struct kvt_conn *c)
+{
+	struct kvt_server *s = c->srv;
+	struct io_uring_sqe *sqe;
+	uint8_t *p;
+	size_t room;
+
+	if (c->recv_armed || c->closing || c->close_after || s->stopping)
+		return;
+	if (c->out_bytes > KVT_OUT_HIGH_WATER)
+		return; /* resumed by on_send once the client reads */
+	c->recv_direct = c->body && c->roff == c->rlen;
+	if (c->recv_direct) {
+		/* Large values go straight from the socket into the body. */
+		p = kvt_decoder_body_tail(&c->dec, &room);
+		c->roff = c->rlen = 0;
+	} else {
+		if (c->roff == c->rlen) {
+			c->roff = c->rlen = 0;
+		} else if (c->rlen == KVT_RBUF_SIZE) {
+			memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
+			c->rlen -= c->roff;
+			c->roff = 0;
+		}
+		p = c->rbuf + c->rlen;
+		room = KVT_RBUF_SIZE - c->rlen;
+	}
+	sqe = get_sqe(s);
+	io_uring_prep_recv(sqe, c->fd, p, room, 0);
+	io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
+	c->recv_armed = true;
+	c->inflight++;
+}
+
+static void flush(struct kvt_conn *c)
+{
+	struct kvt_server *s = c->srv;
+	struct io_uring_sqe *sqe;
+	int n = 0;
+
+	if (c->send_armed)
+		return;
+	for (struct kvt_reply *r = c->out_head;
+	     r && r->ready && n < KVT_SEND_IOV - 1; r = r->next) {
+		if (r->sent < KVT_HDR_SIZE) {
+			c->iov[n].iov_base = r->hdr + r->sent;
+			c->iov[n].iov_len = KVT_HDR_SIZE - r->sent;
+			n++;
+		}
+		size_t off = r->sent > KVT_HDR_SIZE ? r->sent - KVT_HDR_SIZE : 0;
+		if (r->len > off) {
+			c->iov[n].iov_base = (void *)(r->data + off);
+			c->iov[n].iov_len = r->len - off;
+			n++;
+		}
+	}
+	if (n == 0) {
+		if (!c->out_head && c->close_after)
+			conn_close(c);
+		return;
+	}
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = (size_t)n;
+	sqe = get_sqe(s);
+	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, tag(c, OP_SEND));
+	c->send_armed = true;
+	c->inflight++;
+}
+
+struct kvt_reply *kvt_reply_reserve(struct kvt_conn *c, uint64_t request_id,
+				    uint8_t opcode)
+{
+	struct kvt_reply *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->opcode = opcode;
+	r->request_id = request_id;
+	if (c->out_tail)
+		c->out_tail->next = r;
+	else
+		c->out_head = r;
+	c->out_tail = r;
+	c->inflight++; /* until finished: keeps c alive for async replies */
+	return r;
+}
+
+void kvt_reply_finish(struct kvt_conn *c, struct kvt_reply *r, int status,
+		      uint16_t flags, uint8_t *owned, size_t len,
+		      struct kvt_ref *ref)
+{
+	struct kvt_frame_header h = {
+		.version = KVT_PROTO_VERSION,
+		.opcode = r->opcode,
+		.flags = (uint16_t)(KVT_FLAG_REPLY | flags),
+		.request_id = r->request_id,
+		.status = (uint32_t)(status < 0 ? -status : status),
+		.body_len = (uint32_t)len,
+	};
+
+	kvt_frame_header_encode(r->hdr, &h);
+	r->owned = owned;
+	r->ref = ref;
+	r->data = ref ? kvt_ref_data(ref) : owned;
+	r->len = len;
+	r->ready = true;
+	c->out_bytes += KVT_HDR_SIZE + len;
+	c->inflight--;
+	if (c->closing) {
+		conn_free_if_done(c);
+		return;
+	}
+	flush(c);
+}
+
+void kvt_reply_error(struct kvt_conn *c, struct kvt_reply *r, int status,
+		     const char *fmt, ...)
+{
+	char msg[KVT_ERRMSG_MAX];
+	uint8_t *owned;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(msg))
+		n = (int)sizeof(msg) - 1;
+	owned = malloc((size_t)n + 1);
+	if (!owned)
+		n = 0;
+	else
+		memcpy(owned, msg, (size_t)n);
+	kvt_reply_finish(c, r, status, 0, owned, (size_t)n, NULL);
+}
+
+/*
+ * A frame broke the protocol: answer with the reason, then close, because
+ * after a bad header the byte stream cannot be resynchronised.
+ */
+static void protocol_error(struct kvt_conn *c, int err)
+{
+	const struct kvt_frame_header *h = kvt_decoder_header(&c->dec);
+	uint64_t rid = err == KVT_EPROTO ? 0 : h->request_id;
+	uint8_t op = err == KVT_EPROTO ? 0 : h->opcode;
+	struct kvt_reply *r;
+
+	c->srv->st.protocol_errors++;
+	kvt_log(KVT_LOG_WARN, "event=protocol_error conn=%llu error=\"%s\"",
+		(unsigned long long)c->id, kvt_strerror(err));
+	c->close_after = true;
+	r = kvt_reply_reserve(c, rid, op);
+	if (!r) {
+		conn_close(c);
+		return;
+	}
+	if (err == KVT_ETOOBIG)
+		kvt_reply_error(c, r, err, "frame body of %u bytes exceeds the "
+			"limit of %llu bytes", h->body_len,
+			(unsigned long long)c->srv->lim.max_body);
+	else if (err == KVT_EVERSION)
+		kvt_reply_error(c, r, err, "protocol version %u not supported "
+			"(daemon speaks %u)", h->version, KVT_PROTO_VERSION);
+	else
+		kvt_reply_error(c, r, err, "malformed frame: %s",
+				kvt_strerror(err));
+}
+
+static void complete_frame(struct kvt_conn *c)
+{
+	struct kvt_frame_header h = *kvt_decoder_header(&c->dec);
+	uint8_t *body = c->body;
+
+	c->body = NULL;
+	c->srv->st.requests++;
+	kvt_request_handle(c, &h, body);
+}
+
+/* Decodes every complete frame in the read buffer. */
+static void process_input(struct kvt_conn *c)
+{
+	while (!c->closing && !c->close_after && c->roff < c->rlen &&
+	       c->out_bytes <= KVT_OUT_HIGH_WATER) {
+		size_t used = 0;
+		int ev = kvt_decoder_feed(&c->dec, c->rbuf + c->roff,
+					  c->rlen - c->roff, &used);
+		c->roff += used;
+		if (ev < 0) {
+			protocol_error(c, ev);
+			return;
+		}
+		if (ev == KVT_DEC_HEADER) {
+			size_t len = kvt_decoder_header(&c->dec)->body_len;
+			c->body = malloc(len);
+			if (!c->body) {
+				kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu "
+					"bytes=%zu", (unsigned long long)c->id,
+					len);
+				protocol_error(c, -ENOMEM);
+				return;
+			}
+			kvt_decoder_set_body(&c->dec, c->body, len);
+		} else if (ev == KVT_DEC_FRAME) {
+			complete_frame(c);
+		}
+	}
+	if (c->roff == c->rlen)
+		c->roff = c->rlen = 0;
+}
+
+static void on_recv(struct kvt_conn *c, int res)
+{
+	bool direct = c->recv_direct;
+
+	c->recv_armed = false;
+	c->recv_direct = false;
+	c->inflight--;
+	if (res <= 0 || c->closing) {
+		if (res < 0 && res != -ECONNRESET && !c->closing)
+			kvt_log(KVT_LOG_DEBUG, "event=recv_error conn=%llu "
+				"error=\"%s\"", (unsigned long long)c->id,
+				strerror(-res));
+		conn_close(c);
+		return;
+	}
+	c->srv->st.bytes_in += (uint64_t)res;
+	if (direct) {
+		if (kvt_decoder_body_advance(&c->dec, (size_t)res) ==
+		    KVT_DEC_FRAME)
+			complete_frame(c);
+	} else {
+		c->rlen += (size_t)res;
+	}
+	process_input(c);
+	if (!c->closing)
+		arm_recv(c);
+}
+
+static void on_send(struct kvt_conn *c, int res)
+{
+	size_t n;
+
+	c->send_armed = false;
+	c->inflight--;
+	if (res < 0) {
+		if (res != -EPIPE && res != -ECONNRESET)
+			kvt_log(KVT_LOG_DEBUG, "event=send_error conn=%llu "
+				"error=\"%s\"", (unsigned long long)c->id,
+				strerror(-res));
+		conn_close(c);
+		return;
+	}
+	c->srv->st.bytes_out += (uint64_t)res;
+	n = (size_t)res;
+	c->out_bytes -= n;
+	while (n > 0 && c->out_head) {
+		struct kvt_reply *r = c->out_head;
+		size_t total = KVT_HDR_SIZE + r->len;
+		size_t take = total - r->sent < n ? total - r->sent : n;
+
+		r->sent += take;
+		n -= take;
+		if (r->sent == total) {
+			c->out_head = r->next;
+			if (!c->out_head)
+				c->out_tail = NULL;
+			reply_free(r);
+		}
+	}
+	if (c->closing) {
+		conn_free_if_done(c);
+		return;
+	}
+	/* The client is reading again: resume requests parked by backpressure. */
+	if (c->out_bytes <= KVT_OUT_HIGH_WATER) {
+		process_input(c);
+		if (!c->closing)
+			arm_recv(c);
+	}
+	if (!c->closing)
+		flush(c);
+}
+
+/* Refuses a client over the connection limit with a reply it can show. */
+static void refuse(struct kvt_server *s, int fd)
+{
+	static const char msg[] = "too many connections";
+	uint8_t buf[KVT_HDR_SIZE + sizeof(msg) - 1];
+	struct kvt_frame_header h = {
+		.version = KVT_PROTO_VERSION,
+		.opcode = KVT_OP_HELLO,
+		.flags = KVT_FLAG_REPLY,
+		.status = (uint32_t)-KVT_EBUSY,
+		.body_len = sizeof(msg) - 1,
+	};
+
+	kvt_frame_header_encode(buf, &h);
+	memcpy(buf + KVT_HDR_SIZE, msg, sizeof(msg) - 1);
+	/* A fresh socket's buffer always has room; never block the loop. */
+	if (send(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		kvt_log(KVT_LOG_DEBUG, "event=refuse_send_failed");
+	close(fd);
+	s->st.connections_refused++;
+	kvt_log(KVT_LOG_WARN, "event=connection_refused reason=max_connections "
+		"limit=%u", s->cfg->max_connections);
+}
+
+static void on_accept(struct kvt_server *s, int res, unsigned flags)
+{
+	struct kvt_conn *c;
+
+	if (!(flags & IORING_CQE_F_MORE))
+		g_stop.accept_armed = false;
+	if (res < 0) {
+		if (res != -ECANCELED && !s->stopping)
+			kvt_log(KVT_LOG_WARN, "event=accept_failed error=\"%s\"",
+				strerror(-res));
+		return;
+	}
+	if (s->stopping) {
+		close(res);
+		return;
+	}
+	if (s->nconns >= s->cfg->max_connections) {
+		refuse(s, res);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c)
+		c->rbuf = malloc(KVT_RBUF_SIZE);
+	if (!c || !c->rbuf) {
+		kvt_log(KVT_LOG_ERROR, "event=oom where=accept");
+		if (c)
+			free(c);
+		close(res);
+		return;
+	}
+	c->srv = s;
+	c->fd = res;
+	c->id = ++s->next_conn_id;
+	kvt_decoder_init(&c->dec, &s->lim);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	s->st.connections_total++;
+	kvt_log(KVT_LOG_DEBUG, "event=connect conn=%llu conns=%u",
+		(unsigned long long)c->id, s->nconns);
+	arm_recv(c);
+}
+
+static void arm_accept(struct kvt_server *s)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+
+	io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL,
+				       SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, tag(NULL, OP_ACCEPT));
+	g_stop.accept_armed = true;
+}
+
+static void arm_signal(struct kvt_server *s)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+
+	io_uring_prep_read(sqe, s->signal_fd, &g_stop.si, sizeof(g_stop.si), 0);
+	io_uring_sqe_set_data64(sqe, tag(NULL, OP_SIGNAL));
+	g_stop.signal_armed = true;
+}
+
+/*
+ * Graceful stop: accept nothing new, read no new requests, let queued
+ * replies drain for up to STOP_GRACE_NS, then close everything.
+ */
+static void begin_stop(struct kvt_server *s, const char *why)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	g_stop.stop_deadline = kvt_now_ns() + STOP_GRACE_NS;
+	kvt_log(KVT_LOG_INFO, "event=stopping reason=%s conns=%u", why,
+		s->nconns);
+	if (g_stop.accept_armed) {
+		sqe = get_sqe(s);
+		io_uring_prep_cancel64(sqe, tag(NULL, OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, tag(NULL, OP_CANCEL));
+	}
+	for (struct kvt_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		c->close_after = true;
+		/* Wakes an armed recv with EOF; queued replies still go out. */
+		shutdown(c->fd, SHUT_RD);
+		if (!c->out_head)
+			conn_close(c);
+	}
+}
+
+static void on_signal(struct kvt_server *s, int res)
+{
+	g_stop.signal_armed = false;
+	if (res != (int)sizeof(g_stop.si)) {
+		if (!s->stopping)
+			arm_signal(s);
+		return;
+	}
+	switch (g_stop.si.ssi_signo) {
+	case SIGTERM:
+		begin_stop(s, "SIGTERM");
+		break;
+	case SIGINT:
+		begin_stop(s, "SIGINT");
+		break;
+	default:
+		kvt_log(KVT_LOG_INFO, "event=signal_ignored signo=%u",
+			g_stop.si.ssi_signo);
+		break;
+	}
+	if (!s->stopping)
+		arm_signal(s);
+}
+
+static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	struct kvt_conn *c = (struct kvt_conn *)(uintptr_t)(ud & ~(uint64_t)OP_MASK);
+
+	switch ((enum op_kind)(ud & OP_MASK)) {
+	case OP_ACCEPT:
+		on_accept(s, cqe->res, cqe->flags);
+		if (!g_stop.accept_armed && !s->stopping)
+			arm_accept(s);
+		break;
+	case OP_SIGNAL:
+		on_signal(s, cqe->res);
+		break;
+	case OP_RECV:
+		on_recv(c, cqe->res);
+		break;
+	case OP_SEND:
+		on_send(c, cqe->res);
+		break;
+	case OP_CANCEL:
+		break;
+	}
+}
+
+int kvt_server_open(struct kvt_server **out, const struct kvt_config *cfg,
+		    struct kvt_tm *tm)
+{
+	struct io_uring_params p;
+	struct kvt_server *s;
+	sigset_t mask;
+	int rc;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->cfg = cfg;
+	s->tm = tm;
+	s->listen_fd = -1;
+	s->signal_fd = -1;
+	s->start_ns = kvt_now_ns();
+	kvt_limits_default(&s->lim);
+
+	memset(&p, 0, sizeof(p));
+	rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
+	if (rc < 0) {
+		kvt_log(KVT_LOG_ERROR,
+			"event=io_uring_unavailable error=\"%s\" "
+			"hint=\"io_uring_setup was refused; the kernel may be "
+			"too old, or a container/seccomp profile or "
+			"kernel.io_uring_disabled blocks it. kvtierd needs "
+			"io_uring.\"", strerror(-rc));
+		free(s);
+		return rc;
+	}
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	s->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (s->signal_fd < 0) {
+		rc = -errno;
+		kvt_server_close(s);
+		return rc;
+	}
+
+	s->listen_fd = listen_unix(cfg->socket_path, 1024);
+	if (s->listen_fd < 0) {
+		rc = s->listen_fd;
+		s->listen_fd = -1;
+		kvt_server_close(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+int kvt_server_run(struct kvt_server *s)
+{
+	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 100000000 };
+
+	arm_accept(s);
+	arm_signal(s);
+	kvt_log(KVT_LOG_INFO, "event=listening socket=%s pid=%d",
+		s->cfg->socket_path, (int)getpid());
+	while (!s->stopping || s->nconns > 0 || g_stop.accept_armed) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		int rc;
+
+		rc = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1,
+						      s->stopping ? &ts : NULL,
+						      NULL);
+		if (rc < 0 && rc != -ETIME && rc != -EINTR) {
+			kvt_log(KVT_LOG_ERROR, "event=loop_failed error=\"%s\"",
+				strerror(-rc));
+			return rc;
+		}
+		io_uring_for_each_cqe(&s->ring, head, cqe) {
+			dispatch_cqe(s, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&s->ring, n);
+		if (s->stopping && kvt_now_ns() > g_stop.stop_deadline) {
+			/* Clients that will not read their replies lose them. */
+			for (struct kvt_conn *c = s->conns, *next; c; c = next) {
+				next = c->next;
+				conn_close(c);
+			}
+		}
+	}
+	kvt_log(KVT_LOG_INFO, "event=stopped requests=%llu",
+		(unsigned long long)s->st.requests);
+	return 0;
+}
+
+void kvt_server_close(struct kvt_server *s)
+{
+	if (!s)
+		return;
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		unlink(s->cfg->socket_path);
+	}
+	if (s->signal_fd >= 0)
+		close(s->signal_fd);
+	io_uring_queue_exit(&s->ring);
+	free(s);
+}

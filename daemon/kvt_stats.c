@@ -1,0 +1,101 @@
+/*
+ * kvt_stats.c - the STATS document.  Field names are part of the contract
+ * (DESIGN.md): add fields freely, never rename or remove one.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvt_daemon.h"
+
+
+struct jbuf {
+	char *p;
+	size_t len, cap;
+	int failed;
+};
+
+static void jput(struct jbuf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void jput(struct jbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->failed)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->failed = 1;
+			return;
+		}
+		if ((size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t ncap = b->cap * 2 + (size_t)n;
+		char *np = realloc(b->p, ncap);
+		if (!np) {
+			b->failed = 1;
+			return;
+		}
+		b->p = np;
+		b->cap = ncap;
+	}
+}
+
+static void jtier(struct jbuf *b, const char *name,
+		  const struct kvt_tier_stats *t, int last)
+{
+	jput(b, "\"%s\":{\"entries\":%llu,\"bytes\":%llu,\"raw_bytes\":%llu,"
+		"\"capacity_bytes\":%llu,\"hits\":%llu}%s",
+	     name, (unsigned long long)t->entries,
+	     (unsigned long long)t->bytes, (unsigned long long)t->raw_bytes,
+	     (unsigned long long)t->capacity_bytes,
+	     (unsigned long long)t->hits, last ? "" : ",");
+}
+
+char *kvt_stats_json(struct kvt_server *s, size_t *len)
+{
+	struct kvt_tm_stats ts;
+	struct jbuf b = { .cap = 1024 };
+
+	b.p = malloc(b.cap);
+	if (!b.p)
+		return NULL;
+	kvt_tm_stats(s->tm, &ts);
+	jput(&b, "{\"version\":\"%s\",\"uptime_s\":%llu,", KVT_VERSION_STRING,
+	     (unsigned long long)((kvt_now_ns() - s->start_ns) / 1000000000ull));
+	jput(&b, "\"gets\":%llu,\"puts\":%llu,\"dels\":%llu,\"misses\":%llu,"
+		 "\"promotions\":%llu,\"demotions\":%llu,\"evictions\":%llu,"
+		 "\"rejected_too_big\":%llu,",
+	     (unsigned long long)ts.gets, (unsigned long long)ts.puts,
+	     (unsigned long long)ts.dels, (unsigned long long)ts.misses,
+	     (unsigned long long)ts.promotions,
+	     (unsigned long long)ts.demotions,
+	     (unsigned long long)ts.evictions,
+	     (unsigned long long)ts.rejected_too_big);
+	jtier(&b, "l1", &ts.l1, 0);
+	jtier(&b, "l2", &ts.l2, 0);
+	jtier(&b, "l3", &ts.l3, 0);
+	jput(&b, "\"connections\":%u,\"connections_total\":%llu,"
+		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
+		 "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu}",
+	     s->nconns, (unsigned long long)s->st.connections_total,
+	     (unsigned long long)s->st.connections_refused,
+	     (unsigned long long)s->st.protocol_errors,
+	     (unsigned long long)s->st.requests,
+	     (unsigned long long)s->st.bytes_in,
+	     (unsigned long long)s->st.bytes_out);
+	if (b.failed) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
