@@ -36,7 +36,7 @@ DAEMON_SRC := $(wildcard daemon/*.c)
 CLIENT_LIB_SRC := $(filter-out client/kvtier_cli%.c,$(wildcard client/*.c))
 CLI_SRC := $(wildcard client/kvtier_cli*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
-INTEG_C_SRC := $(wildcard tests/integ/*.c)
+INTEG_C_SRC := $(wildcard tests/integ/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -46,8 +46,8 @@ DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLIENT_LIB_OBJ := $(call obj,$(CLIENT_LIB_SRC))
 CLI_OBJ := $(call obj,$(CLI_SRC))
 
-UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
-INTEG_BIN := $(patsubst tests/integ/%.c,$(BUILD)/tests/%,$(INTEG_C_SRC))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+INTEG_BIN := $(patsubst tests/integ/%.c,$(BUILD)/tests/integ/%,$(INTEG_C_SRC))
 
 TIER_LIBS = $(call pkglibs,$(PKGS)) -lpthread
 DEP_CFLAGS = $(call pkgcflags,$(PKGS))
@@ -88,17 +88,18 @@ $(BUILD)/kvtier: $(CLI_OBJ) $(LIBKVTIER_A)
 	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIBKVTIER_A) $(LDFLAGS) -lcrypto -lpthread -lm
 
 # Unit tests link the whole engine plus the client library objects.
-$(BUILD)/tests/test_%: tests/unit/test_%.c $(CORE_A) $(LIBKVTIER_A)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_A) $(LIBKVTIER_A)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST-CC $<")
 	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) $(call pkgcflags,cmocka) -o $@ $< \
 		$(CLIENT_LIB_OBJ) $(CORE_A) $(LDFLAGS) $(call pkglibs,cmocka) $(TIER_LIBS) -lcrypto
 
 # Integration test programs use only the public client library.
-$(BUILD)/tests/%: tests/integ/%.c $(LIBKVTIER_A)
+$(BUILD)/tests/integ/%: tests/integ/%.c $(LIBKVTIER_A)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST-CC $<")
-	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIBKVTIER_A) $(LDFLAGS) -lcrypto -lpthread
+	$(Q)$(CC) $(CFLAGS) $(call pkgcflags,cmocka) -o $@ $< $(LIBKVTIER_A) \
+		$(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
 tests-build: all $(UNIT_BIN) $(INTEG_BIN)
 

@@ -28,16 +28,17 @@ run_one() {
 	fi
 }
 
-for t in "$ROOT/$BUILD"/tests/test_*; do
-	[ -x "$t" ] || continue
+for t in "$ROOT"/tests/unit/test_*.c; do
+	[ -e "$t" ] || continue
+	t="$ROOT/$BUILD/tests/unit/$(basename "$t" .c)"
 	run_one "unit/$(basename "$t")" "$t"
 done
-for t in "$ROOT"/tests/integ/*.c; do
+for t in "$ROOT"/tests/integ/test_*.c; do
 	[ -e "$t" ] || continue
-	b="$ROOT/$BUILD/tests/$(basename "$t" .c)"
+	b="$ROOT/$BUILD/tests/integ/$(basename "$t" .c)"
 	run_one "integ/$(basename "$b")" "$b"
 done
-for t in "$ROOT"/tests/integ/*.sh; do
+for t in "$ROOT"/tests/integ/test_*.sh; do
 	[ -e "$t" ] || continue
 	run_one "integ/$(basename "$t")" sh "$t"
 done

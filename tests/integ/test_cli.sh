@@ -1,0 +1,106 @@
+#!/bin/sh
+# Integration: the kvtier tool against a real kvtierd on a temporary socket,
+# plus the daemon's lifecycle (socket mode, stale socket, live socket not
+# stolen, SIGTERM).  Uses $KVTIERD and $KVTIER from tests/run.sh.
+set -u
+KVTIERD=${KVTIERD:-build/kvtierd}
+KVTIER=${KVTIER:-build/kvtier}
+dir=$(mktemp -d /tmp/kvtier-cli-XXXXXX)
+sock="$dir/kvtier.sock"
+pid=""
+fails=0
+
+cleanup() {
+	[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { echo "ok: $*"; }
+
+start() {
+	"$KVTIERD" --socket "$sock" --data-dir "$dir/var" --log-level warn \
+		2>>"$dir/daemon.log" &
+	pid=$!
+	# Wait for an answer, not for the file: a stale socket file from a
+	# killed daemon exists before the new one has bound it.
+	i=0
+	while ! "$KVTIER" -s "$sock" ping >/dev/null 2>&1 && [ $i -lt 500 ]; do
+		sleep 0.01; i=$((i + 1)); done
+	"$KVTIER" -s "$sock" ping >/dev/null 2>&1 || { cat "$dir/daemon.log"; echo "daemon did not start"; exit 1; }
+}
+
+expect_rc() { # expected-rc description command...
+	want=$1; what=$2; shift 2
+	"$@" >"$dir/out" 2>"$dir/err"
+	rc=$?
+	if [ "$rc" -eq "$want" ]; then ok "$what"; else
+		fail "$what: exit $rc, wanted $want"; cat "$dir/err"; fi
+}
+
+start
+K="$KVTIER -s $sock"
+
+# Socket created 0600.
+mode=$(stat -c %a "$sock")
+[ "$mode" = "600" ] && ok "socket mode 600" || fail "socket mode is $mode"
+
+expect_rc 0 "ping" $K ping
+head -c 3000000 /dev/urandom >"$dir/blob"
+expect_rc 0 "put from file" $K put k "$dir/blob"
+$K get k | cmp - "$dir/blob" && ok "get to stdout matches" || fail "get mismatch"
+expect_rc 0 "get -o" $K get k -o "$dir/back"
+cmp "$dir/back" "$dir/blob" && ok "get -o matches" || fail "get -o mismatch"
+printf 'from stdin' | $K put --ns demo hex:00ff10 >/dev/null && ok "put stdin hex key" || fail "put stdin"
+[ "$($K get --ns demo hex:00ff10)" = "from stdin" ] && ok "hex key + ns" || fail "hex key + ns"
+expect_rc 1 "get in other ns misses" $K get hex:00ff10
+expect_rc 0 "put --dtype --ttl" $K put --dtype bf16 --ttl 100 t "$dir/blob"
+printf '1\n0\n' >"$dir/want"
+$K exists k nothere >"$dir/got" && cmp -s "$dir/got" "$dir/want" && ok "exists" || fail "exists output"
+expect_rc 1 "get miss exits 1" $K get nothere
+expect_rc 0 "del" $K del k
+expect_rc 1 "del again exits 1" $K del k
+expect_rc 2 "usage error exits 2" $K frobnicate
+expect_rc 2 "bad hex exits 2" $K get hex:zz
+expect_rc 2 "missing key exits 2" $K get
+expect_rc 3 "unreachable exits 3" "$KVTIER" -s "$dir/none.sock" ping
+expect_rc 0 "stats --json" $K stats --json
+grep -q '"l1":{' "$dir/out" && grep -q '"puts":' "$dir/out" && ok "stats json fields" || fail "stats json"
+expect_rc 0 "stats table" $K stats
+grep -qi "l1" "$dir/out" && ok "stats table shows l1" || fail "stats table"
+cat "$dir/out"
+expect_rc 0 "help" $K --help
+
+# A live daemon's socket is not stolen.
+"$KVTIERD" --socket "$sock" --data-dir "$dir/var2" --log-level warn 2>"$dir/second.log"
+rc=$?
+[ $rc -ne 0 ] && grep -q "another kvtierd" "$dir/second.log" && ok "live socket not stolen" || { fail "second daemon rc=$rc"; cat "$dir/second.log"; }
+$K ping >/dev/null && ok "first daemon still serving" || fail "first daemon lost"
+
+# SIGTERM: graceful exit 0, socket removed.
+kill -TERM "$pid"; wait "$pid"; rc=$?; pid=""
+[ $rc -eq 0 ] && ok "SIGTERM exit 0" || fail "SIGTERM exit $rc"
+[ ! -e "$sock" ] && ok "socket removed on exit" || fail "socket left behind"
+
+# A stale socket file left by a killed daemon is replaced.
+start
+kill -9 "$pid"; wait "$pid" 2>/dev/null; pid=""
+[ -S "$sock" ] || fail "kill -9 should leave the socket file"
+start
+$K ping >/dev/null && ok "stale socket replaced" || fail "restart over stale socket"
+grep -q "stale_socket_removed" "$dir/daemon.log" && ok "stale socket logged" || fail "no stale log line"
+
+# A path that is not a socket is never deleted.
+kill -TERM "$pid"; wait "$pid"; pid=""
+echo precious >"$dir/notasock"
+"$KVTIERD" --socket "$dir/notasock" --data-dir "$dir/var" 2>/dev/null && fail "started on a regular file" || ok "refuses non-socket path"
+[ "$(cat "$dir/notasock")" = precious ] && ok "regular file untouched" || fail "regular file changed"
+
+# Bad flags are usage errors.
+"$KVTIERD" --l1-size 12Q >/dev/null 2>&1; [ $? -eq 2 ] && ok "bad size exits 2" || fail "bad size"
+"$KVTIERD" --bogus >/dev/null 2>&1; [ $? -eq 2 ] && ok "unknown flag exits 2" || fail "unknown flag"
+"$KVTIERD" --help | grep -q -- "--l1-size" && ok "kvtierd --help" || fail "kvtierd --help"
+
+echo "cli: $fails failure(s)"
+[ $fails -eq 0 ]
