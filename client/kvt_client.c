@@ -43,6 +43,9 @@
 #define KVT_KEY_FIELD_MAX 0xffffu
 /* Wire field width of body_len. */
 #define KVT_BODY_FIELD_MAX 0xffffffffu
+/* Discards at least this large use a temporary buffer of _BUF bytes. */
+#define KVT_CLIENT_DISCARD_MIN (64u << 10)
+#define KVT_CLIENT_DISCARD_BUF (1u << 20)
 /* Floor for the reply size limit, whatever the daemon's request limits. */
 #define KVT_CLIENT_REPLY_MIN (1u << 20)
 
@@ -112,6 +115,24 @@ static int check_usable(kvt_client *c)
 		return 0;
 	return set_err(c, KVT_ECLOSED, "connection unusable after an earlier "
 		       "error: %s", c->broken_msg);
+}
+
+/*
+ * A read or write on the socket failed while doing `when`.  A peer that is
+ * gone shows up as EOF, as ECONNRESET (it closed with our request unread)
+ * or as EPIPE; callers get KVT_ECLOSED for all three, since all they need
+ * to know is to reconnect.  The message keeps the detail.
+ */
+static int conn_lost(kvt_client *c, int rc, const char *when)
+{
+	if (rc == KVT_ECLOSED)
+		return conn_fail(c, KVT_ECLOSED, "daemon closed the connection "
+				 "(%s)", when);
+	if (rc == -ECONNRESET || rc == -EPIPE)
+		return conn_fail(c, KVT_ECLOSED, "daemon closed the connection "
+				 "(%s: %s)", when, kvt_strerror(rc));
+	return conn_fail(c, rc, "connection to daemon failed (%s: %s)", when,
+			 kvt_strerror(rc));
 }
 
 /*
@@ -229,15 +250,49 @@ static int read_exact(kvt_client *c, void *dst, size_t n)
 	return 0;
 }
 
+/*
+ * Reads len bytes of the reply stream and throws them away.  Large amounts
+ * (a value that did not fit the caller's buffer) go through a temporary
+ * heap buffer: 4 KiB reads would cost thousands of syscalls for one block,
+ * and a big stack buffer could overflow a caller thread's small stack.
+ */
+static int discard(kvt_client *c, size_t len)
+{
+	size_t buffered = c->rlen - c->rpos, chunk;
+	uint8_t *scratch;
+	int rc;
+
+	if (len <= buffered || len - buffered < KVT_CLIENT_DISCARD_MIN)
+		return read_exact(c, NULL, len);
+	rc = read_exact(c, NULL, buffered);
+	if (rc < 0)
+		return rc;
+	len -= buffered;
+	chunk = len < KVT_CLIENT_DISCARD_BUF ? len : KVT_CLIENT_DISCARD_BUF;
+	scratch = malloc(chunk);
+	if (!scratch)
+		return read_exact(c, NULL, len);
+	while (len > 0) {
+		ssize_t r = recv_some(c->fd, scratch, len < chunk ? len : chunk,
+				      0);
+
+		if (r < 0) {
+			free(scratch);
+			return (int)r;
+		}
+		len -= (size_t)r;
+	}
+	free(scratch);
+	return 0;
+}
+
 /* Reads the rest of a reply body (len bytes) and throws it away. */
 static int discard_body(kvt_client *c, size_t len)
 {
-	int rc = read_exact(c, NULL, len);
+	int rc = discard(c, len);
 
 	if (rc < 0)
-		return conn_fail(c, rc == KVT_ECLOSED ? KVT_ECLOSED : rc,
-				 "daemon connection lost while reading a reply "
-				 "body: %s", kvt_strerror(rc));
+		return conn_lost(c, rc, "reading a reply body");
 	return 0;
 }
 
@@ -247,8 +302,7 @@ static int read_body(kvt_client *c, void *dst, size_t len)
 	int rc = read_exact(c, dst, len);
 
 	if (rc < 0)
-		return conn_fail(c, rc, "daemon connection lost while reading a "
-				 "reply body: %s", kvt_strerror(rc));
+		return conn_lost(c, rc, "reading a reply body");
 	return 0;
 }
 
@@ -268,11 +322,8 @@ static int read_reply(kvt_client *c, uint8_t op, uint64_t id,
 	int rc, code;
 
 	rc = read_exact(c, hb, sizeof(hb));
-	if (rc == KVT_ECLOSED)
-		return conn_fail(c, rc, "daemon closed the connection");
 	if (rc < 0)
-		return conn_fail(c, rc, "cannot read reply from daemon: %s",
-				 kvt_strerror(rc));
+		return conn_lost(c, rc, "waiting for the reply");
 	rc = kvt_frame_header_decode(hb, sizeof(hb), &c->rlim, h);
 	if (rc == KVT_EPROTO)
 		return conn_fail(c, KVT_EPROTO, "reply with bad magic (is this "
@@ -300,9 +351,7 @@ static int read_reply(kvt_client *c, uint8_t op, uint64_t id,
 		code = -(int)h->status;
 		rc = read_exact(c, msg, h->body_len);
 		if (rc < 0)
-			return conn_fail(c, rc == KVT_ECLOSED ? KVT_ECLOSED : rc,
-					 "daemon connection lost while reading "
-					 "an error reply: %s", kvt_strerror(rc));
+			return conn_lost(c, rc, "reading an error reply");
 		if (h->body_len > 0)
 			copy_daemon_msg(c->errmsg, sizeof(c->errmsg), msg,
 					h->body_len);
@@ -354,6 +403,7 @@ static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
 		.opcode = op,
 	};
 	struct iovec iov[2];
+	char when[32];
 	int rc, rrc;
 
 	if (val_len > KVT_BODY_FIELD_MAX - prefix_len)
@@ -382,18 +432,14 @@ static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
 		 * gone, so this read cannot block.
 		 */
 		rrc = read_reply(c, op, h.request_id, rh);
-		if (rrc < 0 && rrc != KVT_ECLOSED && rrc != KVT_EPROTO &&
-		    rrc != -ECONNRESET) {
+		if (rrc < 0 && rrc != KVT_ECLOSED && rrc != KVT_EPROTO) {
 			c->broken = true;
 			memcpy(c->broken_msg, c->errmsg, sizeof(c->broken_msg));
 			return rrc;
 		}
-		return conn_fail(c, KVT_ECLOSED, "daemon closed the connection "
-				 "(sending %s: %s)", kvt_op_name(op),
-				 kvt_strerror(rc));
 	}
-	return conn_fail(c, rc, "cannot send %s to daemon: %s",
-			 kvt_op_name(op), kvt_strerror(rc));
+	snprintf(when, sizeof(when), "sending %s", kvt_op_name(op));
+	return conn_lost(c, rc, when);
 }
 
 /* ---- Argument checks ------------------------------------------------ */

@@ -72,12 +72,12 @@
  *     KVT_EINVAL and KVT_ETOOBIG detected locally, -ENOMEM from
  *     kvt_get_alloc(), and error replies of the daemon (KVT_ETOOBIG,
  *     KVT_ENOSPACE, KVT_EBUSY, KVT_ESERVER, ...).
- *   - Connection errors (the daemon closed the connection or died, an I/O
- *     error, a reply that breaks the protocol: KVT_ECLOSED, KVT_EPROTO,
- *     -ECONNRESET, -EIO...) leave the connection broken.  Every later call
- *     on it fails at once with KVT_ECLOSED; the caller should kvt_close()
- *     it and kvt_connect() again.  Whether a PUT or DEL that failed this way
- *     took effect is unknown.
+ *   - Connection errors leave the connection broken: KVT_ECLOSED (the
+ *     daemon closed or reset the connection, or died), KVT_EPROTO (a reply
+ *     that broke the protocol), and rarer I/O errors (-EIO...).  Every
+ *     later call on it fails at once with KVT_ECLOSED; the caller should
+ *     kvt_close() it and kvt_connect() again.  Whether a PUT or DEL that
+ *     failed this way took effect is unknown.
  *
  * Some daemon error replies end the connection too (a frame larger than the
  * daemon's limits, for example): the call returns the daemon's code and
@@ -166,7 +166,8 @@ struct kvt_put_opts {
  *   -ENOMEM, -EMFILE  and other errno values from socket() and connect()
  *   KVT_EVERSION      the daemon speaks another protocol version
  *   KVT_EBUSY         the daemon refused the connection (too many clients)
- *   KVT_ECLOSED       the daemon closed the connection during the handshake
+ *   KVT_ECLOSED       the daemon closed (or reset) the connection during
+ *                     the handshake
  *   KVT_EPROTO        the daemon's answer broke the protocol (not kvtierd?)
  *   any other code the daemon answers HELLO with
  *

@@ -90,6 +90,22 @@ static int fail_status(int rc)
 	return rc == KVT_EINVAL ? KVT_CLI_USAGE : KVT_CLI_FAIL;
 }
 
+/*
+ * How a key appears in messages: as typed, but cut short, since a key may
+ * be a kilobyte long and a message should stay one readable line.
+ */
+#define CLI_KEY_SHOWN 48
+static int key_shown_len(const struct cli_key *k)
+{
+	return strlen(k->arg) > CLI_KEY_SHOWN ? CLI_KEY_SHOWN
+					      : (int)strlen(k->arg);
+}
+
+static const char *key_ellipsis(const struct cli_key *k)
+{
+	return strlen(k->arg) > CLI_KEY_SHOWN ? "..." : "";
+}
+
 /* Reports a failed request on cl->c, naming the key if there is one. */
 static int request_failed(const struct cli *cl, const struct cli_key *k,
 			  int rc)
@@ -99,10 +115,18 @@ static int request_failed(const struct cli *cl, const struct cli_key *k,
 	if (!*msg)
 		msg = kvt_strerror(rc);
 	if (k)
-		say(cl, "%s: %s", k->arg, msg);
+		say(cl, "%.*s%s: %s", key_shown_len(k), k->arg,
+		    key_ellipsis(k), msg);
 	else
 		say(cl, "%s", msg);
 	return fail_status(rc);
+}
+
+/* Reports a miss. */
+static void not_found(const struct cli *cl, const struct cli_key *k)
+{
+	say(cl, "%.*s%s: not found", key_shown_len(k), k->arg,
+	    key_ellipsis(k));
 }
 
 /* ---- Help ----------------------------------------------------------- */
@@ -602,8 +626,8 @@ static int cmd_put(struct cli *cl, int argc, char **argv)
 	if (file && strcmp(file, "-") != 0) {
 		fd = open(file, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
-			rc = usage_err(cl, "cannot open %s: %s", file,
-				       strerror(errno));
+			say(cl, "cannot open %s: %s", file, strerror(errno));
+			rc = KVT_CLI_USAGE;
 			goto out;
 		}
 	} else {
@@ -649,9 +673,10 @@ static int write_file(const struct cli *cl, const char *path,
 	int fd, rc;
 
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return usage_err(cl, "cannot open %s: %s", path,
-				 strerror(errno));
+	if (fd < 0) {
+		say(cl, "cannot open %s: %s", path, strerror(errno));
+		return KVT_CLI_USAGE;
+	}
 	regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 	rc = write_all(fd, val, len);
 	/* close() reports delayed write errors (NFS, quotas): check it. */
@@ -715,7 +740,7 @@ static int cmd_get(struct cli *cl, int argc, char **argv)
 		goto out;
 	rc = kvt_get_alloc(cl->c, ns, key.data, key.len, &val, &len);
 	if (rc == KVT_ENOTFOUND) {
-		say(cl, "%s: not found", key.arg);
+		not_found(cl, &key);
 		rc = KVT_CLI_MISS;
 		goto out;
 	}
@@ -814,7 +839,7 @@ static int cmd_del(struct cli *cl, int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		rc = kvt_del(cl->c, ns, keys[i].data, keys[i].len);
 		if (rc == KVT_ENOTFOUND) {
-			say(cl, "%s: not found", keys[i].arg);
+			not_found(cl, &keys[i]);
 			status = KVT_CLI_MISS;
 		} else if (rc < 0) {
 			/* Stop: later keys would most likely fail the same way. */
