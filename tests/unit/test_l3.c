@@ -1,0 +1,962 @@
+/*
+ * test_l3.c - unit tests for the L3 SSD tier (tiers/kvt_l3.c).
+ *
+ * Each test works in its own mkdtemp() folder under /tmp, removed at the end.
+ * I/O failures are injected through struct kvt_l3_faults; a crash is
+ * simulated both in-process (skip_commit) and for real (a child process is
+ * SIGKILLed in the middle of a stream of batches).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvt_l3.h"
+#include "kvtier_errors.h"
+
+#define KIB ((size_t)1024)
+#define MIB (KIB * 1024)
+
+/* ---- fixture ------------------------------------------------------------ */
+
+static uint64_t fake_now = 1000000;
+
+static uint64_t fake_clock(void)
+{
+	return fake_now;
+}
+
+/* I/O modes the round-trip tests run in. */
+enum mode { MODE_DEFAULT, MODE_BUFFERED, MODE_SYNC_READS };
+
+struct fx {
+	char dir[64];
+	struct kvt_l3_config cfg;
+	struct kvt_l3_faults faults;
+	char err[256];
+	struct kvt_l3 *l3;
+};
+
+static int rm_cb(const char *path, const struct stat *sb, int flag,
+		 struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static struct fx *fx_new(uint64_t capacity, uint64_t region_size, int mode)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/kvt_l3_test.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	f->cfg.dir = f->dir;
+	f->cfg.capacity = capacity;
+	f->cfg.region_size = region_size;
+	f->cfg.no_sync = mode != MODE_DEFAULT;
+	f->cfg.no_direct = mode == MODE_BUFFERED;
+	f->cfg.no_uring = mode == MODE_SYNC_READS;
+	f->cfg.now_s = fake_clock;
+	f->cfg.faults = &f->faults;
+	f->cfg.errmsg = f->err;
+	f->cfg.errmsg_len = sizeof(f->err);
+	fake_now = 1000000;
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	return f;
+}
+
+static void fx_reopen(struct fx *f)
+{
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+}
+
+static void fx_free(struct fx *f)
+{
+	kvt_l3_close(f->l3);
+	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+}
+
+/* ---- data helpers ------------------------------------------------------- */
+
+static struct kvt_key mkkey(const char *s)
+{
+	struct kvt_key k = { (const uint8_t *)"ns", 2, (const uint8_t *)s,
+			     strlen(s) };
+	return k;
+}
+
+/* Deterministic contents for (key, len) so any read can be checked. */
+static uint8_t *mkdata(const char *key, size_t len)
+{
+	uint8_t *p = malloc(len ? len : 1);
+	uint32_t x = 2166136261u;
+
+	assert_non_null(p);
+	for (const char *c = key; *c; c++)
+		x = (x ^ (uint8_t)*c) * 16777619u;
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		p[i] = (uint8_t)(x >> 16);
+	}
+	return p;
+}
+
+static int put_one(struct fx *f, const char *key, size_t len, uint64_t expiry)
+{
+	uint8_t *d = mkdata(key, len);
+	struct kvt_l3_item it = { mkkey(key), d, len, 7, 3, len * 2, expiry };
+	int rc = kvt_l3_put_batch(f->l3, &it, 1);
+
+	free(d);
+	return rc;
+}
+
+/* Reads key; returns the status, checking contents on a hit. */
+static int read_one(struct fx *f, const char *key, size_t len)
+{
+	struct kvt_l3_read rd = { .k = mkkey(key) };
+	uint8_t *d;
+
+	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	if (rd.status) {
+		assert_null(rd.mem);
+		return rd.status;
+	}
+	d = mkdata(key, len);
+	assert_int_equal(rd.len, len);
+	assert_memory_equal(rd.data, d, len);
+	assert_int_equal(rd.codec, 7);
+	assert_int_equal(rd.dtype, 3);
+	assert_int_equal(rd.raw_len, len * 2);
+	free(d);
+	free(rd.mem);
+	return 0;
+}
+
+static struct kvt_l3_stats stats(struct fx *f)
+{
+	struct kvt_l3_stats st;
+
+	kvt_l3_stats(f->l3, &st);
+	return st;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_roundtrip_sizes(void **state)
+{
+	static const size_t sizes[] = {
+		1, 100, 4096 - 64 - 6, 4096 - 64 - 5, 4096, 65536 + 3,
+		1 * MIB, 2 * MIB, 3 * MIB,
+	};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	struct fx *f = fx_new(64 * MIB, 16 * MIB, (int)(intptr_t)*state);
+	struct kvt_l3_item items[N];
+	struct kvt_l3_read reads[N];
+	char names[N][16];
+	uint8_t *bufs[N];
+	struct kvt_l3_stats st;
+	uint64_t raw = 0;
+
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "k%d", i);
+		bufs[i] = mkdata(names[i], sizes[i]);
+		items[i] = (struct kvt_l3_item){ mkkey(names[i]), bufs[i],
+			sizes[i], 7, 3, sizes[i] * 2, 0 };
+		raw += sizes[i] * 2;
+	}
+	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
+	memset(reads, 0, sizeof(reads));
+	for (int i = 0; i < N; i++)
+		reads[N - 1 - i].k = mkkey(names[i]); /* any order works */
+	assert_int_equal(kvt_l3_read_batch(f->l3, reads, N), 0);
+	for (int i = 0; i < N; i++) {
+		int j = N - 1 - i;
+
+		assert_int_equal(reads[j].status, 0);
+		assert_int_equal(reads[j].len, sizes[i]);
+		assert_memory_equal(reads[j].data, bufs[i], sizes[i]);
+		assert_int_equal(reads[j].raw_len, sizes[i] * 2);
+		assert_int_equal(reads[j].codec, 7);
+		assert_int_equal(reads[j].dtype, 3);
+		free(reads[j].mem);
+		free(bufs[i]);
+	}
+	st = stats(f);
+	assert_int_equal(st.entries, N);
+	assert_int_equal(st.raw_bytes, raw);
+	assert_int_equal(st.hits, N);
+	assert_int_equal(st.dead_bytes, 0);
+	assert_int_equal(st.reads_inflight, 0);
+	assert_true(st.bytes_read >= st.bytes);
+	assert_int_equal(st.bytes % KVT_L3_ALIGN, 0);
+	if ((int)(intptr_t)*state == MODE_BUFFERED)
+		assert_int_equal(st.direct_io, 0);
+	if ((int)(intptr_t)*state == MODE_SYNC_READS)
+		assert_int_equal(st.uring, 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+static void test_many_reads(void **state)
+{
+	enum { N = 300 };
+	struct fx *f = fx_new(16 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	struct kvt_l3_item *items = calloc(N, sizeof(*items));
+	struct kvt_l3_read *reads = calloc(N + 10, sizeof(*reads));
+	char (*names)[16] = calloc(N + 10, 16);
+
+	for (int i = 0; i < N + 10; i++)
+		snprintf(names[i], 16, "key-%d", i);
+	for (int i = 0; i < N; i++) {
+		items[i] = (struct kvt_l3_item){ mkkey(names[i]),
+			mkdata(names[i], 8000 + i), 8000 + i, 7, 3,
+			(8000 + i) * 2, 0 };
+	}
+	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
+	for (int i = 0; i < N + 10; i++)
+		reads[i].k = mkkey(names[i]);
+	assert_int_equal(kvt_l3_read_batch(f->l3, reads, N + 10), 0);
+	for (int i = 0; i < N + 10; i++) {
+		if (i >= N) {
+			assert_int_equal(reads[i].status, KVT_ENOTFOUND);
+			assert_null(reads[i].mem);
+			continue;
+		}
+		assert_int_equal(reads[i].status, 0);
+		assert_int_equal(reads[i].len, 8000 + i);
+		assert_memory_equal(reads[i].data, items[i].data, 8000 + i);
+		free(reads[i].mem);
+	}
+	for (int i = 0; i < N; i++)
+		free((void *)items[i].data);
+	assert_int_equal(stats(f).hits, N);
+	free(items);
+	free(reads);
+	free(names);
+	fx_free(f);
+}
+
+static void test_contains_del(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_key a = mkkey("a"), b = mkkey("b");
+	struct kvt_l3_stats st;
+
+	(void)state;
+	assert_int_equal(put_one(f, "a", 5000, 0), 0);
+	assert_int_equal(put_one(f, "b", 100, 0), 0);
+	assert_int_equal(kvt_l3_contains(f->l3, &a), 1);
+	assert_int_equal(kvt_l3_contains(f->l3, &b), 1);
+	assert_int_equal(kvt_l3_del(f->l3, &a), 0);
+	assert_int_equal(kvt_l3_contains(f->l3, &a), 0);
+	assert_int_equal(kvt_l3_del(f->l3, &a), KVT_ENOTFOUND);
+	assert_int_equal(read_one(f, "a", 5000), KVT_ENOTFOUND);
+	assert_int_equal(read_one(f, "b", 100), 0);
+	st = stats(f);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.bytes, 4096);
+	assert_int_equal(st.dead_bytes, 8192);
+	/* Same key in another namespace is another key. */
+	{
+		struct kvt_key o = { (const uint8_t *)"other", 5,
+				     (const uint8_t *)"b", 1 };
+		assert_int_equal(kvt_l3_contains(f->l3, &o), 0);
+	}
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+static void test_overwrite(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	uint8_t *d1 = mkdata("x1", 10000), *d2 = mkdata("x2", 300);
+	struct kvt_l3_item two[2] = {
+		{ mkkey("dup"), d1, 10000, 1, 1, 1, 0 },
+		{ mkkey("dup"), d2, 300, 2, 2, 2, 0 },
+	};
+	struct kvt_l3_read rd = { .k = mkkey("dup") };
+	struct kvt_l3_stats st;
+
+	(void)state;
+	assert_int_equal(put_one(f, "k", 10000, 0), 0);
+	assert_int_equal(put_one(f, "k", 20000, 0), 0);
+	assert_int_equal(read_one(f, "k", 20000), 0);
+	st = stats(f);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.dead_bytes, 12288);
+	/* Within one batch, the later of two equal keys wins. */
+	assert_int_equal(kvt_l3_put_batch(f->l3, two, 2), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_int_equal(rd.len, 300);
+	assert_memory_equal(rd.data, d2, 300);
+	assert_int_equal(rd.codec, 2);
+	free(rd.mem);
+	assert_int_equal(stats(f).entries, 2);
+	fx_reopen(f);
+	assert_int_equal(read_one(f, "k", 20000), 0);
+	assert_int_equal(stats(f).entries, 2);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	free(d1);
+	free(d2);
+	fx_free(f);
+}
+
+/* Region files never grow past their preallocated size. */
+static void assert_files_within(struct fx *f, uint64_t region_size,
+				unsigned nregions)
+{
+	char path[256];
+	struct stat sb;
+
+	for (unsigned i = 0; i < nregions + 2; i++) {
+		snprintf(path, sizeof(path), "%s/l3/region-%05u.dat", f->dir, i);
+		if (i >= nregions) {
+			assert_int_not_equal(stat(path, &sb), 0);
+			continue;
+		}
+		assert_int_equal(stat(path, &sb), 0);
+		assert_int_equal((uint64_t)sb.st_size, region_size);
+	}
+}
+
+static void test_reclaim(void **state)
+{
+	/* 4 regions of 256 KiB; 64 KiB values take 68 KiB: 3 per region. */
+	struct fx *f = fx_new(1 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	char name[32];
+	struct kvt_l3_stats st;
+	int present = 0;
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "r%d", i);
+		assert_int_equal(put_one(f, name, 64 * KIB, 0), 0);
+		st = stats(f);
+		assert_true(st.bytes + st.dead_bytes <= st.capacity_bytes);
+		assert_true(st.entries <= 12);
+	}
+	st = stats(f);
+	assert_int_equal(st.capacity_bytes, 1 * MIB);
+	assert_true(st.regions_reclaimed > 0);
+	/* 40 items, 3 per region: 13 full regions+1; 10 reclaims. */
+	assert_int_equal(st.regions_reclaimed, 10);
+	assert_int_equal(read_one(f, "r0", 64 * KIB), KVT_ENOTFOUND);
+	assert_int_equal(read_one(f, "r26", 64 * KIB), KVT_ENOTFOUND);
+	for (int i = 30; i < 40; i++) {
+		snprintf(name, sizeof(name), "r%d", i);
+		assert_int_equal(read_one(f, name, 64 * KIB), 0);
+	}
+	for (int i = 0; i < 40; i++) {
+		struct kvt_key k;
+
+		snprintf(name, sizeof(name), "r%d", i);
+		k = mkkey(name);
+		present += kvt_l3_contains(f->l3, &k);
+	}
+	assert_int_equal(present, (int)stats(f).entries);
+	assert_int_equal(present, 10);
+	assert_files_within(f, 256 * KIB, 4);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_reopen(f);
+	assert_int_equal(stats(f).entries, 10);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* Writing continues in FIFO order after a restart. */
+	assert_int_equal(put_one(f, "after", 64 * KIB, 0), 0);
+	assert_int_equal(read_one(f, "r39", 64 * KIB), 0);
+	assert_int_equal(read_one(f, "after", 64 * KIB), 0);
+	fx_free(f);
+}
+
+/* A single batch larger than the whole store still ends consistent. */
+static void test_batch_larger_than_store(void **state)
+{
+	enum { N = 20 };
+	struct fx *f = fx_new(512 * KIB, 128 * KIB, MODE_BUFFERED);
+	struct kvt_l3_item items[N];
+	char names[N][16];
+	int hits = 0;
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], 16, "big%d", i);
+		items[i] = (struct kvt_l3_item){ mkkey(names[i]),
+			mkdata(names[i], 60000), 60000, 7, 3, 120000, 0 };
+	}
+	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
+	for (int i = 0; i < N; i++) {
+		int rc = read_one(f, names[i], 60000);
+
+		assert_true(rc == 0 || rc == KVT_ENOTFOUND);
+		hits += rc == 0;
+		free((void *)items[i].data);
+	}
+	assert_true(hits >= 4);
+	assert_int_equal(read_one(f, names[N - 1], 60000), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+static void test_reopen(void **state)
+{
+	struct fx *f = fx_new(8 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	struct kvt_l3_stats a, b;
+	char name[32];
+	struct kvt_key k;
+
+	for (int i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), "p%d", i);
+		assert_int_equal(put_one(f, name, 1000 + 5000 * (size_t)i, 0),
+				 0);
+	}
+	k = mkkey("p3");
+	assert_int_equal(kvt_l3_del(f->l3, &k), 0);
+	assert_int_equal(put_one(f, "p4", 777, 0), 0);
+	assert_int_equal(read_one(f, "p5", 1000 + 5000 * 5), 0);
+	a = stats(f);
+	fx_reopen(f);
+	b = stats(f);
+	assert_int_equal(a.entries, b.entries);
+	assert_int_equal(a.bytes, b.bytes);
+	assert_int_equal(a.raw_bytes, b.raw_bytes);
+	assert_int_equal(a.dead_bytes, b.dead_bytes);
+	assert_int_equal(a.capacity_bytes, b.capacity_bytes);
+	for (int i = 0; i < 30; i++) {
+		size_t len = i == 4 ? 777 : 1000 + 5000 * (size_t)i;
+
+		snprintf(name, sizeof(name), "p%d", i);
+		assert_int_equal(read_one(f, name, len),
+				 i == 3 ? KVT_ENOTFOUND : 0);
+	}
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* The new head offset is right: appending after reopen is safe. */
+	assert_int_equal(put_one(f, "q", 3000, 0), 0);
+	fx_reopen(f);
+	assert_int_equal(read_one(f, "q", 3000), 0);
+	assert_int_equal(read_one(f, "p29", 1000 + 5000 * 29), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+static void flip_byte(struct fx *f, unsigned region, uint64_t off)
+{
+	char path[256];
+	uint8_t c;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/l3/region-%05u.dat", f->dir, region);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+	c ^= 0x20;
+	assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+}
+
+static void test_corruption(void **state)
+{
+	/* Entries of 10000 bytes + header take 12 KiB each: offsets 0, 12K... */
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	struct kvt_key k1 = mkkey("c1");
+	FILE *devnull = fopen("/dev/null", "w");
+	struct kvt_l3_stats st;
+
+	for (int i = 0; i < 4; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "c%d", i);
+		assert_int_equal(put_one(f, name, 10000, 0), 0);
+	}
+	assert_int_equal(kvt_l3_check(f->l3, devnull), 0);
+	flip_byte(f, 0, 12 * KIB + 64 + 4 + 5000); /* data of c1 */
+	flip_byte(f, 0, 24 * KIB + 1);             /* magic of c2 */
+	flip_byte(f, 0, 36 * KIB + 64 + 3);        /* key byte of c3 */
+	assert_int_equal(kvt_l3_check(f->l3, devnull), 3);
+	assert_int_equal(read_one(f, "c1", 10000), KVT_ECORRUPT);
+	assert_int_equal(read_one(f, "c2", 10000), KVT_ECORRUPT);
+	assert_int_equal(read_one(f, "c3", 10000), KVT_ECORRUPT);
+	assert_int_equal(read_one(f, "c0", 10000), 0);
+	st = stats(f);
+	assert_int_equal(st.checksum_failures, 3);
+	assert_int_equal(st.entries, 1);
+	assert_int_equal(kvt_l3_contains(f->l3, &k1), 0);
+	/* The entry is gone: a second read is a plain miss. */
+	assert_int_equal(read_one(f, "c1", 10000), KVT_ENOTFOUND);
+	assert_int_equal(kvt_l3_check(f->l3, devnull), 0);
+	fx_reopen(f);
+	assert_int_equal(stats(f).entries, 1);
+	assert_int_equal(read_one(f, "c0", 10000), 0);
+	fclose(devnull);
+	fx_free(f);
+}
+
+static void test_write_failures(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	struct kvt_key k;
+	struct kvt_l3_stats st;
+
+	assert_int_equal(put_one(f, "good", 50000, 0), 0);
+
+	/* Plain EIO from pwrite. */
+	f->faults.write_fail_at = 1;
+	f->faults.write_errno = EIO;
+	assert_int_equal(put_one(f, "bad1", 50000, 0), -EIO);
+	/* A disk filling up: short write, then ENOSPC. */
+	f->faults.write_fail_at = 1;
+	f->faults.write_errno = ENOSPC;
+	f->faults.write_short = 1;
+	assert_int_equal(put_one(f, "bad2", 50000, 0), -ENOSPC);
+	f->faults.write_short = 0;
+	/* fdatasync failure. */
+	f->faults.sync_errno = EIO;
+	assert_int_equal(put_one(f, "bad3", 50000, 0), -EIO);
+
+	st = stats(f);
+	assert_int_equal(st.write_errors, 3);
+	assert_int_equal(st.entries, 1);
+	for (int i = 1; i <= 3; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "bad%d", i);
+		k = mkkey(name);
+		assert_int_equal(kvt_l3_contains(f->l3, &k), 0);
+		assert_int_equal(read_one(f, name, 50000), KVT_ENOTFOUND);
+	}
+	assert_int_equal(read_one(f, "good", 50000), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* Later batches succeed, and land where the failed ones would have. */
+	assert_int_equal(put_one(f, "later", 50000, 0), 0);
+	assert_int_equal(read_one(f, "later", 50000), 0);
+	assert_int_equal(stats(f).dead_bytes, 0);
+	fx_reopen(f);
+	assert_int_equal(stats(f).entries, 2);
+	assert_int_equal(read_one(f, "good", 50000), 0);
+	assert_int_equal(read_one(f, "later", 50000), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+/* A failure in the second region of a batch leaves none of it indexed. */
+static void test_write_failure_mid_batch(void **state)
+{
+	enum { N = 10 };
+	struct fx *f = fx_new(1 * MIB, 256 * KIB, MODE_BUFFERED);
+	struct kvt_l3_item items[N];
+	char names[N][8];
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], 8, "m%d", i);
+		items[i] = (struct kvt_l3_item){ mkkey(names[i]),
+			mkdata(names[i], 64 * KIB), 64 * KIB, 7, 3, 128 * KIB,
+			0 };
+	}
+	f->faults.write_fail_at = 2;
+	f->faults.write_errno = EIO;
+	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), -EIO);
+	assert_int_equal(stats(f).entries, 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
+	assert_int_equal(stats(f).entries, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(read_one(f, names[i], 64 * KIB), 0);
+		free((void *)items[i].data);
+	}
+	fx_free(f);
+}
+
+static void test_crash_before_commit(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	char path[256];
+	uint8_t junk[8192];
+	int fd;
+
+	assert_int_equal(put_one(f, "kept", 30000, 0), 0);
+	f->faults.skip_commit = 1;
+	assert_int_equal(put_one(f, "lost", 30000, 0), -EIO);
+	fx_reopen(f);
+	assert_int_equal(read_one(f, "kept", 30000), 0);
+	assert_int_equal(read_one(f, "lost", 30000), KVT_ENOTFOUND);
+	assert_int_equal(stats(f).entries, 1);
+
+	/* Garbage past the head offset (a torn append) is ignored too. */
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	memset(junk, 0xa5, sizeof(junk));
+	snprintf(path, sizeof(path), "%s/l3/region-00000.dat", f->dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, junk, sizeof(junk), 32 * KIB),
+			 (ssize_t)sizeof(junk));
+	close(fd);
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	assert_int_equal(stats(f).entries, 1);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	assert_int_equal(put_one(f, "new", 30000, 0), 0);
+	assert_int_equal(read_one(f, "new", 30000), 0);
+	assert_int_equal(read_one(f, "kept", 30000), 0);
+	fx_free(f);
+}
+
+/*
+ * The real thing: a child process streams batches and is SIGKILLed at a
+ * random moment.  Whatever the reopened store indexes must read back intact,
+ * and every batch the child reported as committed must be there (the pipe
+ * tells us how far it got).
+ */
+static void test_kill9(void **state)
+{
+	struct fx *f = fx_new(8 * MIB, 1 * MIB, MODE_DEFAULT);
+	int pfd[2];
+	pid_t pid;
+	int committed = -1, got, ok = 0;
+
+	(void)state;
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvt_l3 *l3;
+
+		close(pfd[0]);
+		if (kvt_l3_open(&l3, &f->cfg))
+			_exit(1);
+		for (int b = 0;; b++) {
+			struct kvt_l3_item it[4];
+			char names[4][24];
+
+			for (int j = 0; j < 4; j++) {
+				snprintf(names[j], 24, "b%d-%d", b, j);
+				it[j] = (struct kvt_l3_item){ mkkey(names[j]),
+					mkdata(names[j], 40000 + j),
+					40000 + (size_t)j, 7, 3,
+					(40000 + (size_t)j) * 2, 0 };
+			}
+			if (kvt_l3_put_batch(l3, it, 4))
+				_exit(2);
+			for (int j = 0; j < 4; j++)
+				free((void *)it[j].data);
+			if (write(pfd[1], &b, sizeof(b)) != sizeof(b))
+				_exit(3);
+		}
+	}
+	close(pfd[1]);
+	/* Let it run through a few region reclaims, then kill it. */
+	while (committed < 300 &&
+	       read(pfd[0], &got, sizeof(got)) == sizeof(got))
+		committed = got;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	while (read(pfd[0], &got, sizeof(got)) == sizeof(got))
+		committed = got;
+	close(pfd[0]);
+	assert_true(committed >= 300);
+
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* The newest reported batch survives; everything indexed is intact. */
+	for (int b = committed; b >= 0 && b > committed - 60; b--)
+		for (int j = 0; j < 4; j++) {
+			char name[24];
+			int rc;
+
+			snprintf(name, sizeof(name), "b%d-%d", b, j);
+			rc = read_one(f, name, 40000 + (size_t)j);
+			if (b == committed)
+				assert_int_equal(rc, 0);
+			assert_true(rc == 0 || rc == KVT_ENOTFOUND);
+			ok += rc == 0;
+		}
+	assert_int_equal(stats(f).checksum_failures, 0);
+	assert_true(ok >= 4);
+	fx_free(f);
+}
+
+static void test_expiry(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_key t = mkkey("ttl"), p = mkkey("perm");
+	struct kvt_l3_read rd = { .k = mkkey("ttl") };
+
+	(void)state;
+	assert_int_equal(put_one(f, "ttl", 5000, fake_now + 10), 0);
+	assert_int_equal(put_one(f, "ttl2", 5000, fake_now + 20), 0);
+	assert_int_equal(put_one(f, "perm", 5000, 0), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_int_equal(rd.expiry, fake_now + 10);
+	free(rd.mem);
+	fake_now += 9;
+	assert_int_equal(kvt_l3_contains(f->l3, &t), 1);
+	fake_now += 1;
+	assert_int_equal(kvt_l3_contains(f->l3, &t), 0);
+	assert_int_equal(kvt_l3_contains(f->l3, &p), 1);
+	assert_int_equal(stats(f).entries, 3); /* removal is lazy */
+	assert_int_equal(read_one(f, "ttl", 5000), KVT_ENOTFOUND);
+	assert_int_equal(stats(f).entries, 2);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* Entries that expire while closed are dropped at open. */
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	fake_now += 100;
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	assert_int_equal(stats(f).entries, 1);
+	assert_int_equal(read_one(f, "perm", 5000), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+static void test_keys_and_limits(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 256 * KIB, MODE_BUFFERED);
+	uint8_t longkey[1000], ns[256];
+	uint8_t *d = mkdata("long", 3000);
+	struct kvt_l3_item it = { { ns, 255, longkey, sizeof(longkey) }, d,
+				  3000, 1, 2, 3, 0 };
+	struct kvt_l3_read rd = { .k = it.k };
+	struct kvt_key other = it.k;
+	struct kvt_key shortk = { ns, 255, longkey, 200 };
+
+	(void)state;
+	memset(longkey, 'L', sizeof(longkey));
+	memset(ns, 'N', sizeof(ns));
+	/* Too long to be an LMDB key as is: stored under a hash. */
+	assert_int_equal(kvt_l3_put_batch(f->l3, &it, 1), 0);
+	assert_int_equal(kvt_l3_contains(f->l3, &it.k), 1);
+	assert_int_equal(kvt_l3_contains(f->l3, &shortk), 0);
+	fx_reopen(f);
+	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_memory_equal(rd.data, d, 3000);
+	free(rd.mem);
+	/* A different long key differing in one byte is another key. */
+	longkey[999] = 'M';
+	assert_int_equal(kvt_l3_contains(f->l3, &other), 0);
+	longkey[999] = 'L';
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+
+	it.k.ns_len = 256;
+	assert_int_equal(kvt_l3_put_batch(f->l3, &it, 1), KVT_ETOOBIG);
+	it.k.ns_len = 255;
+	it.len = 256 * KIB; /* plus header: larger than a region */
+	free(d);
+	d = mkdata("big", it.len);
+	it.data = d;
+	assert_int_equal(kvt_l3_put_batch(f->l3, &it, 1), KVT_ENOSPACE);
+	assert_int_equal(kvt_l3_put_batch(NULL, &it, 1), KVT_EINVAL);
+	assert_int_equal(kvt_l3_put_batch(f->l3, NULL, 1), KVT_EINVAL);
+	assert_int_equal(kvt_l3_put_batch(f->l3, NULL, 0), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, 0), 0);
+	assert_int_equal(stats(f).entries, 1);
+	assert_int_equal(stats(f).write_errors, 0);
+	free(d);
+	fx_free(f);
+}
+
+static void test_open_errors(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_l3 *other = (struct kvt_l3 *)1;
+	struct kvt_l3_config cfg = f->cfg;
+
+	(void)state;
+	/* A second handle on the same store is refused. */
+	assert_int_equal(kvt_l3_open(&other, &cfg), KVT_EBUSY);
+	assert_null(other);
+	assert_int_equal(put_one(f, "x", 100, 0), 0);
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	/* A different region size cannot work with the existing files. */
+	cfg.region_size = 2 * MIB;
+	f->err[0] = 0;
+	assert_int_equal(kvt_l3_open(&other, &cfg), KVT_EINVAL);
+	assert_non_null(strstr(f->err, "region"));
+	/* More or fewer regions are fine. */
+	cfg.region_size = 1 * MIB;
+	cfg.capacity = 8 * MIB;
+	assert_int_equal(kvt_l3_open(&f->l3, &cfg), 0);
+	assert_int_equal(stats(f).regions, 8);
+	assert_int_equal(read_one(f, "x", 100), 0);
+	kvt_l3_close(f->l3);
+	cfg.capacity = 2 * MIB;
+	assert_int_equal(kvt_l3_open(&f->l3, &cfg), 0);
+	assert_int_equal(read_one(f, "x", 100), 0);
+	assert_files_within(f, 1 * MIB, 2);
+	/* Bad configurations. */
+	cfg.capacity = 100;
+	assert_int_equal(kvt_l3_open(&other, &cfg), KVT_EINVAL);
+	assert_int_equal(kvt_l3_open(&other, NULL), KVT_EINVAL);
+	kvt_l3_close(NULL);
+	fx_free(f);
+}
+
+/* Capacity below one region: one smaller region. */
+static void test_small_capacity(void **state)
+{
+	struct fx *f = fx_new(100 * KIB, 0, MODE_BUFFERED);
+	struct kvt_l3_stats st = stats(f);
+
+	(void)state;
+	assert_int_equal(st.regions, 1);
+	assert_int_equal(st.region_size, 100 * KIB);
+	for (int i = 0; i < 10; i++) {
+		char name[8];
+
+		snprintf(name, sizeof(name), "s%d", i);
+		assert_int_equal(put_one(f, name, 30000, 0), 0);
+		assert_int_equal(read_one(f, name, 30000), 0);
+	}
+	assert_true(stats(f).regions_reclaimed > 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_reopen(f);
+	assert_int_equal(read_one(f, "s9", 30000), 0);
+	fx_free(f);
+}
+
+struct reader_arg {
+	struct kvt_l3 *l3;
+	atomic_int stop;
+	long seen;
+};
+
+static void *reader(void *p)
+{
+	struct reader_arg *a = p;
+	struct kvt_key k = mkkey("t5");
+	struct kvt_l3_stats st;
+
+	while (!atomic_load(&a->stop)) {
+		a->seen += kvt_l3_contains(a->l3, &k);
+		kvt_l3_stats(a->l3, &st);
+		assert_true(st.bytes <= st.capacity_bytes);
+	}
+	return NULL;
+}
+
+/* contains() and stats() from another thread while the worker writes. */
+static void test_contains_threaded(void **state)
+{
+	struct fx *f = fx_new(2 * MIB, 256 * KIB, MODE_BUFFERED);
+	struct reader_arg a = { .l3 = f->l3 };
+	pthread_t th;
+
+	(void)state;
+	assert_int_equal(pthread_create(&th, NULL, reader, &a), 0);
+	for (int i = 0; i < 200; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "t%d", i % 50);
+		assert_int_equal(put_one(f, name, 20000, 0), 0);
+		if (i % 7 == 0)
+			read_one(f, name, 20000);
+	}
+	atomic_store(&a.stop, 1);
+	pthread_join(th, NULL);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+/* Reads into caller buffers when they fit and are aligned, else allocates. */
+static void test_caller_buffers(void **state)
+{
+	struct fx *f = fx_new(8 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	size_t need = kvt_l3_read_size(2, 2, 100000);
+	uint8_t *d = mkdata("cb", 100000), *buf, *small;
+	struct kvt_l3_read rd[4];
+
+	assert_int_equal(need, 102400);
+	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 3 * need),
+			 0);
+	assert_int_equal(posix_memalign((void **)&small, KVT_L3_ALIGN,
+					need - 4096), 0);
+	assert_int_equal(put_one(f, "cb", 100000, 0), 0);
+	memset(rd, 0, sizeof(rd));
+	for (int i = 0; i < 4; i++)
+		rd[i].k = mkkey("cb");
+	rd[0].buf = buf;                /* fits */
+	rd[0].buf_cap = need;
+	rd[1].buf = small;              /* too small: allocated */
+	rd[1].buf_cap = need - 4096;
+	rd[2].buf = buf + need + 8;     /* unaligned: allocated */
+	rd[2].buf_cap = need;
+	rd[3].k = mkkey("missing");     /* miss: buffer untouched */
+	rd[3].buf = buf + 2 * need;
+	rd[3].buf_cap = need;
+	assert_int_equal(kvt_l3_read_batch(f->l3, rd, 4), 0);
+	assert_int_equal(rd[0].status, 0);
+	assert_null(rd[0].mem);
+	assert_true(rd[0].data > buf && rd[0].data < buf + need);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(rd[i].status, 0);
+		assert_int_equal(rd[i].len, 100000);
+		assert_memory_equal(rd[i].data, d, 100000);
+	}
+	assert_non_null(rd[1].mem);
+	assert_non_null(rd[2].mem);
+	assert_int_equal(rd[3].status, KVT_ENOTFOUND);
+	assert_null(rd[3].mem);
+	assert_null(rd[3].data);
+	free(rd[1].mem);
+	free(rd[2].mem);
+	free(buf);
+	free(small);
+	free(d);
+	fx_free(f);
+}
+
+#define MODES(fn)                                                        \
+	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_DEFAULT),   \
+	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_BUFFERED),  \
+	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_SYNC_READS)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		MODES(test_roundtrip_sizes),
+		MODES(test_many_reads),
+		MODES(test_caller_buffers),
+		cmocka_unit_test(test_contains_del),
+		cmocka_unit_test(test_overwrite),
+		MODES(test_reclaim),
+		cmocka_unit_test(test_batch_larger_than_store),
+		MODES(test_reopen),
+		MODES(test_corruption),
+		MODES(test_write_failures),
+		cmocka_unit_test(test_write_failure_mid_batch),
+		MODES(test_crash_before_commit),
+		cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_expiry),
+		cmocka_unit_test(test_keys_and_limits),
+		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_small_capacity),
+		cmocka_unit_test(test_contains_threaded),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

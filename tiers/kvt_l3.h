@@ -1,0 +1,320 @@
+/*
+ * kvt_l3.h - L3, the SSD tier: an LMDB index over preallocated region files.
+ *
+ * Overview
+ * --------
+ * L3 keeps blocks (normally the zstd frames L2 demotes) on local disk so that
+ * they survive L1/L2 eviction and daemon restarts.  Everything lives under
+ * <dir>/l3/:
+ *
+ *   region-00000.dat ...  preallocated (fallocate) region files holding the
+ *                         block bytes, written in large appends and read with
+ *                         io_uring, with O_DIRECT where the filesystem has it;
+ *   index/                an LMDB environment holding only the index
+ *                         (key -> region, generation, offset, length, codec,
+ *                         dtype, raw length, checksum, expiry, hits), the
+ *                         per-region state (generation, FIFO sequence, fill)
+ *                         and the format metadata;
+ *   lock                  flock()ed while a handle is open, so that two
+ *                         processes never write the same store.
+ *
+ * Values never go into LMDB: LMDB is good at small records and bad at large
+ * values (they would force copy-on-write of megabytes per update).
+ *
+ * On-disk entry
+ * -------------
+ * Each block is stored as one entry, aligned and padded to KVT_L3_ALIGN
+ * (4096) bytes so that it can be read with O_DIRECT:
+ *
+ *   header (64 bytes, little endian)
+ *     u32 magic "KVL3"   u16 format version   u8 codec   u8 dtype
+ *     u32 ns_len         u32 key_len          u64 raw_len
+ *     u64 data_len       u64 generation       u64 offset in region
+ *     u32 region         u32 reserved (0)     u64 checksum
+ *   namespace bytes, key bytes, data bytes, zero padding.
+ *
+ * The checksum is XXH3-64 over the header (checksum field zeroed), namespace,
+ * key and data.  A read verifies magic, version, region, offset, generation,
+ * lengths, namespace and key against the request, and the checksum against
+ * both the header and the index.  Any mismatch is treated as corruption: the
+ * read reports KVT_ECORRUPT, the index entry is removed and
+ * checksum_failures is counted.  Wrong bytes are never returned.
+ *
+ * Ordering and crashes
+ * --------------------
+ * kvt_l3_put_batch() appends the batch to the head region, fdatasync()s the
+ * region file(s) and only then commits all of the batch's index entries in
+ * one LMDB transaction.  A crash at any point therefore leaves an index that
+ * points only at bytes that reached the disk; bytes written after the last
+ * committed entry are simply overwritten later.  All accounting (entries,
+ * bytes, per-region fill, head region and write offset, FIFO order) is
+ * rebuilt at open from committed LMDB state, never from counters kept
+ * elsewhere.
+ *
+ * Eviction
+ * --------
+ * Regions are filled one after another.  When the head region is full the
+ * next free region becomes the head; when none is free (L3 is full) the
+ * oldest region (FIFO) is reclaimed: one transaction removes every index
+ * entry that points at it and bumps its generation, then it is reused.  Index
+ * entries carry their region's generation, so an entry that somehow outlived
+ * its region is detected and dropped.  Replacing or deleting a key leaves its
+ * old bytes as dead space until their region is reclaimed (dead_bytes).
+ *
+ * Threading
+ * ---------
+ * kvt_l3_contains() and kvt_l3_stats() may be called from any thread at any
+ * time (they use an in-memory mirror of the index guarded by a mutex).  Every
+ * other function must be called from one thread at a time (the tier
+ * manager's worker).  No call ever holds an LMDB transaction across disk I/O.
+ *
+ * Errors
+ * ------
+ * Functions return 0 or a negative code: KVT_E* (kvtier_errors.h) or -errno.
+ * kvt_strerror() describes either.
+ */
+#ifndef KVT_L3_H
+#define KVT_L3_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kvt_tm.h" /* struct kvt_key */
+
+/* Entries start at and are padded to multiples of this many bytes. */
+#define KVT_L3_ALIGN 4096
+/* Default region size (kvt_l3_config.region_size == 0). */
+#define KVT_L3_REGION_DEFAULT ((uint64_t)64 << 20)
+/* Default read queue depth (kvt_l3_config.queue_depth == 0). */
+#define KVT_L3_QD_DEFAULT 64
+/* Default LMDB map size (kvt_l3_config.map_size == 0); the file is sparse. */
+#define KVT_L3_MAP_DEFAULT ((uint64_t)1 << 30)
+/* Longest namespace L3 accepts (the protocol's KVT_NS_MAX). */
+#define KVT_L3_NS_MAX 255
+/* Longest key L3 accepts. */
+#define KVT_L3_KEY_MAX 65535
+
+struct kvt_l3; /* opaque handle */
+
+/*
+ * Failure injection for tests (SQLite-style).  Point kvt_l3_config.faults at
+ * one of these; L3 reads and updates it on every put, so a test may change
+ * the fields between calls.  Production code leaves the pointer NULL.
+ */
+struct kvt_l3_faults {
+	/*
+	 * Counts down on every pwrite() to a region file; the call that brings
+	 * it from 1 to 0 fails.  0 = never fail.
+	 */
+	unsigned write_fail_at;
+	/* errno of that failure (e.g. ENOSPC, EIO); 0 means EIO. */
+	int write_errno;
+	/*
+	 * If nonzero, the failing call first writes half of its bytes and
+	 * returns a short count; the retry then fails with write_errno.  This
+	 * is what a filling disk looks like.
+	 */
+	int write_short;
+	/* If nonzero, the next fdatasync() fails with this errno (one shot). */
+	int sync_errno;
+	/*
+	 * If nonzero, the next put batch writes and syncs its bytes but
+	 * returns -EIO instead of committing the index, as if the process had
+	 * died between the two (one shot).
+	 */
+	int skip_commit;
+	/* Out: number of region pwrite() calls made (including failed ones). */
+	unsigned writes;
+};
+
+struct kvt_l3_config {
+	/* Data directory; L3 uses (and creates) <dir>/l3/.  Required. */
+	const char *dir;
+	/*
+	 * Bytes of region files, >= 2 * KVT_L3_ALIGN.  The store uses
+	 * capacity / region_size regions; if capacity < region_size it uses one
+	 * region of capacity bytes (rounded down to KVT_L3_ALIGN).
+	 */
+	uint64_t capacity;
+	/*
+	 * Bytes per region, rounded down to KVT_L3_ALIGN; 0 = 64 MiB.  A store
+	 * must be reopened with the same effective region size (open fails
+	 * with KVT_EINVAL otherwise); the number of regions may change: regions
+	 * beyond the new count are dropped, new ones are created.
+	 */
+	uint64_t region_size;
+	/* Read queue depth (I/Os in flight); 0 = KVT_L3_QD_DEFAULT. */
+	unsigned queue_depth;
+	/* LMDB map size in bytes; 0 = KVT_L3_MAP_DEFAULT (1 GiB). */
+	uint64_t map_size;
+	/*
+	 * Tests only: skip fdatasync() of region files and LMDB commits.
+	 * Crash safety is lost; correctness within a process is not.
+	 */
+	int no_sync;
+	/* Tests only: never use O_DIRECT (exercises the buffered path). */
+	int no_direct;
+	/* Tests only: never use io_uring (exercises the pread path). */
+	int no_uring;
+	/* Clock for expiry, in seconds since the epoch; NULL = time(). */
+	uint64_t (*now_s)(void);
+	/* Failure injection, tests only; NULL in production. */
+	struct kvt_l3_faults *faults;
+	/*
+	 * Optional buffer that kvt_l3_open() fills with a one-line reason when
+	 * it fails (the daemon logs it).  errmsg_len includes the NUL.
+	 */
+	char *errmsg;
+	size_t errmsg_len;
+};
+
+/*
+ * Opens (creating if needed) the store under cfg->dir/l3 and rebuilds the
+ * in-memory index from the committed LMDB state.  Index entries that point
+ * at a reclaimed generation, at a region beyond the configured count, past
+ * their region's committed fill, or that have expired are dropped.
+ * On success *out is a new handle; on failure *out is NULL.
+ * Returns 0, KVT_EINVAL (bad config, or region size differs from the one the
+ * store was created with), KVT_EVERSION (unknown on-disk format), KVT_EBUSY
+ * (another process has the store open), KVT_ESERVER (LMDB failure), -ENOSPC
+ * (region files cannot be preallocated), -ENOMEM, or another -errno.
+ */
+int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg);
+
+/*
+ * Persists pending hit counts, closes files, LMDB and the ring and frees the
+ * handle.  Committed data needs nothing more.  NULL is accepted.
+ */
+void kvt_l3_close(struct kvt_l3 *l3);
+
+/* One block to store.  L3 copies everything; nothing is kept after the call. */
+struct kvt_l3_item {
+	struct kvt_key k;
+	const uint8_t *data;
+	size_t len;
+	uint8_t codec;    /* opaque to L3 (e.g. which compressor L2 used) */
+	uint8_t dtype;    /* opaque to L3 */
+	uint64_t raw_len; /* length before encoding; opaque, reported as raw_bytes */
+	uint64_t expiry;  /* absolute seconds (cfg->now_s clock), 0 = never */
+};
+
+/*
+ * Stores n items.  The bytes of all items are appended to region files and
+ * synced, then all index entries are committed in one transaction: either
+ * every item is indexed or (on error) none is, except in one case: a batch
+ * too large to fit in the store without reclaiming a region it has itself
+ * written to is committed in parts, and a failure then keeps the parts
+ * already committed.  A key already present is replaced (the later of two
+ * equal keys in one batch wins).  Moving to a full region reclaims the
+ * oldest region first; that reclaim stands even if the batch later fails.
+ * Returns 0 or: KVT_EINVAL (NULL arguments), KVT_ETOOBIG (namespace over
+ * KVT_L3_NS_MAX or key over KVT_L3_KEY_MAX bytes), KVT_ENOSPACE (an entry is
+ * larger than a region), -ENOSPC / -EIO / other -errno (writing or syncing a
+ * region failed; counted in write_errors), KVT_ESERVER (the LMDB commit
+ * failed), -ENOMEM.  After any error the store is consistent and later calls
+ * may succeed.
+ */
+int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
+		     size_t n);
+
+/*
+ * One lookup in a read batch.  Fill in k and, optionally, buf/buf_cap;
+ * everything else is output.
+ */
+struct kvt_l3_read {
+	struct kvt_key k; /* in */
+	/*
+	 * In, optional: a destination buffer, aligned to KVT_L3_ALIGN (e.g.
+	 * from posix_memalign()), that the caller owns and may reuse across
+	 * batches.  L3 reads into it when the stored entry fits in buf_cap
+	 * bytes (kvt_l3_read_size() of the value's length is enough), and
+	 * otherwise allocates.  Reusing buffers avoids the page faults and
+	 * page zeroing of fresh multi-megabyte allocations, which cost more
+	 * than the reads themselves.  On a miss or error its contents are
+	 * unspecified.
+	 */
+	uint8_t *buf;
+	size_t buf_cap;
+	/*
+	 * Out: 0 (hit), KVT_ENOTFOUND (absent or expired), KVT_ECORRUPT (the
+	 * stored entry failed verification and was removed), KVT_ETOOBIG (key
+	 * too long to be stored), -ENOMEM, or -errno of a failed read (the
+	 * entry is kept; the disk may recover).
+	 */
+	int status;
+	/*
+	 * Out, on a hit: data points at len bytes of value, inside buf when
+	 * buf was used (then mem is NULL), else inside mem, a
+	 * malloc-compatible allocation the caller must free().  On a miss or
+	 * error mem and data are NULL.
+	 */
+	uint8_t *mem;
+	const uint8_t *data;
+	size_t len;
+	uint8_t codec, dtype;      /* out, as stored */
+	uint64_t raw_len, expiry;  /* out, as stored */
+};
+
+/*
+ * Bytes a caller-supplied kvt_l3_read.buf needs to receive a value of len
+ * bytes stored under a namespace and key of these lengths (the entry's
+ * on-disk size: header, namespace, key and value, padded to KVT_L3_ALIGN).
+ */
+size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len);
+
+/*
+ * Looks up n keys and reads all hits concurrently (up to the queue depth in
+ * flight, through L3's own io_uring ring; pread() where io_uring is
+ * unavailable).  Each read's status says how it went; entries found corrupt
+ * or expired are removed from the index in one transaction at the end.
+ * Hits increment the entry's hit count (persisted with the next put or at
+ * close).  Returns 0 when every read has a status, KVT_EINVAL for NULL
+ * arguments, or -ENOMEM (no status filled in; nothing returned).
+ */
+int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_read *reads, size_t n);
+
+/* Returns 1 if k is indexed and not expired, else 0.  Thread safe. */
+int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k);
+
+/*
+ * Removes k from the index (its bytes become dead space).
+ * Returns 0, KVT_ENOTFOUND, KVT_EINVAL, KVT_ESERVER (commit failed; k is
+ * still stored).
+ */
+int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k);
+
+struct kvt_l3_stats {
+	uint64_t entries;           /* live (indexed) entries */
+	uint64_t bytes;             /* on-disk bytes of live entries */
+	uint64_t raw_bytes;         /* sum of raw_len of live entries */
+	uint64_t capacity_bytes;    /* regions * region_size */
+	uint64_t hits;              /* successful reads since open */
+	uint64_t bytes_read;        /* bytes read from region files since open */
+	uint64_t bytes_written;     /* bytes written to region files since open */
+	uint64_t reads_inflight;    /* reads submitted and not yet completed */
+	uint64_t checksum_failures; /* entries that failed verification */
+	uint64_t regions_reclaimed; /* FIFO reclaims since open */
+	uint64_t write_errors;      /* failed put batches (write/sync/commit) */
+	uint64_t dead_bytes;        /* written bytes of replaced/deleted entries */
+	uint64_t regions;           /* number of region files */
+	uint64_t region_size;       /* bytes per region */
+	int direct_io;              /* 1 if region I/O uses O_DIRECT */
+	int uring;                  /* 1 if reads go through io_uring */
+};
+
+/* Fills *st with a consistent snapshot.  Thread safe. */
+void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st);
+
+/*
+ * fsck: compares the LMDB index with the in-memory mirror, re-reads and
+ * verifies every indexed entry (header and checksum), checks that entries do
+ * not overlap or extend past their region's fill, and that the counters
+ * match a recount.  Changes nothing.  Writes one line per problem (and a
+ * summary) to report when it is not NULL.  Returns 0 if consistent, the
+ * number of problems found, or a negative error if the check itself could not
+ * run (-ENOMEM, KVT_ESERVER).
+ */
+int kvt_l3_check(struct kvt_l3 *l3, FILE *report);
+
+#endif /* KVT_L3_H */

@@ -1,0 +1,193 @@
+/*
+ * kvt_l3_check.c - L3 consistency checker (fsck), see kvt_l3_check() in
+ * kvt_l3.h.  It changes nothing; it copies the index out in one short read
+ * transaction, then re-reads every entry with plain pread().
+ */
+#include "kvt_l3_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "kvtier_errors.h"
+
+/* ---- fsck --------------------------------------------------------------- */
+
+struct l3_crec {
+	struct l3_loc loc;
+	struct l3_ent *ent;
+};
+
+static int crec_cmp(const void *a, const void *b)
+{
+	const struct l3_loc *x = &((const struct l3_crec *)a)->loc;
+	const struct l3_loc *y = &((const struct l3_crec *)b)->loc;
+
+	if (x->region != y->region)
+		return x->region < y->region ? -1 : 1;
+	if (x->offset != y->offset)
+		return x->offset < y->offset ? -1 : 1;
+	return 0;
+}
+
+#define PROBLEM(...)                                                    \
+	do {                                                            \
+		problems++;                                             \
+		if (report)                                             \
+			fprintf(report, "l3 check: " __VA_ARGS__);      \
+	} while (0)
+
+int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
+{
+	struct l3_crec *recs = NULL;
+	size_t nrec = 0, cap = 0;
+	uint64_t *live = NULL, bytes = 0, raw = 0, fill = 0;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, problems = 0;
+
+	if (!l3)
+		return KVT_EINVAL;
+	/* Copy the index out in one short read transaction. */
+	if ((rc = mdb_txn_begin(l3->env, NULL, MDB_RDONLY, &txn)))
+		return kvt_l3i_mdb_err(rc);
+	if ((rc = mdb_cursor_open(txn, l3->db_index, &cur))) {
+		mdb_txn_abort(txn);
+		return kvt_l3i_mdb_err(rc);
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct l3_ent *e = NULL;
+
+		if (nrec == cap) {
+			size_t ncap = cap ? cap * 2 : 256;
+			void *p = realloc(recs, ncap * sizeof(*recs));
+
+			if (!p) {
+				rc = ENOMEM;
+				break;
+			}
+			recs = p;
+			cap = ncap;
+		}
+		if (v.mv_size < L3_REC || k.mv_size >= L3_IKEY_MAX) {
+			PROBLEM("malformed index record (%zu-byte key, "
+				"%zu-byte value)\n", k.mv_size, v.mv_size);
+			continue;
+		}
+		kvt_l3i_rec_decode(v.mv_data, &recs[nrec].loc);
+		e = kvt_l3i_map_find(l3, k.mv_data, k.mv_size,
+			     XXH3_64bits(k.mv_data, k.mv_size));
+		recs[nrec].ent = e;
+		if (!e)
+			PROBLEM("index entry missing from memory\n");
+		else if (!loc_equal(&e->loc, &recs[nrec].loc))
+			PROBLEM("index and memory disagree on an entry\n");
+		nrec++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc != MDB_NOTFOUND) {
+		free(recs);
+		return rc == ENOMEM ? -ENOMEM : kvt_l3i_mdb_err(rc);
+	}
+	if (nrec != l3->nents)
+		PROBLEM("index holds %zu entries, memory %zu\n", nrec,
+			l3->nents);
+
+	live = calloc(l3->nregions, sizeof(*live));
+	if (!live) {
+		free(recs);
+		return -ENOMEM;
+	}
+	if (nrec > 1) /* qsort(NULL, 0, ...) is undefined */
+		qsort(recs, nrec, sizeof(*recs), crec_cmp);
+	for (size_t i = 0; i < nrec; i++) {
+		const struct l3_loc *l = &recs[i].loc;
+		const struct l3_region *r;
+		const uint8_t *ns, *key;
+		size_t ns_len, key_len;
+		uint8_t *buf;
+		uint64_t done = 0;
+
+		if (l->region >= l3->nregions) {
+			PROBLEM("entry in region %" PRIu32 " of %" PRIu32 "\n",
+				l->region, l3->nregions);
+			continue;
+		}
+		r = &l3->regions[l->region];
+		live[l->region] += l->length;
+		bytes += l->length;
+		raw += l->raw_len;
+		if (l->generation != r->generation)
+			PROBLEM("region %" PRIu32 " offset %" PRIu64
+				": generation %" PRIu64 ", region has %" PRIu64
+				"\n", l->region, l->offset, l->generation,
+				r->generation);
+		if (l->offset + l->length > r->fill)
+			PROBLEM("region %" PRIu32 " offset %" PRIu64
+				": ends past the region's fill %" PRIu64 "\n",
+				l->region, l->offset, r->fill);
+		if (i && recs[i - 1].loc.region == l->region &&
+		    recs[i - 1].loc.offset + recs[i - 1].loc.length > l->offset)
+			PROBLEM("region %" PRIu32 " offset %" PRIu64
+				": overlaps the previous entry\n", l->region,
+				l->offset);
+		if (!recs[i].ent || l->length > l3->region_size ||
+		    l->offset % KVT_L3_ALIGN)
+			continue;
+		if (posix_memalign((void **)&buf, KVT_L3_ALIGN, l->length)) {
+			PROBLEM("no memory to read an entry\n");
+			continue;
+		}
+		while (done < l->length) {
+			ssize_t n = pread(r->dfd >= 0 ? r->dfd : r->fd,
+					  buf + done, l->length - done,
+					  (off_t)(l->offset + done));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			done += (uint64_t)n;
+		}
+		kvt_l3i_ent_key(recs[i].ent, &ns, &ns_len, &key, &key_len);
+		if (done < l->length)
+			PROBLEM("region %" PRIu32 " offset %" PRIu64
+				": read failed\n", l->region, l->offset);
+		else if (kvt_l3i_entry_verify(buf, l, ns, ns_len, key, key_len))
+			PROBLEM("region %" PRIu32 " offset %" PRIu64
+				": header or checksum mismatch\n", l->region,
+				l->offset);
+		free(buf);
+	}
+	for (uint32_t i = 0; i < l3->nregions; i++) {
+		const struct l3_region *r = &l3->regions[i];
+
+		fill += r->seq ? r->fill : 0;
+		if (live[i] != r->live)
+			PROBLEM("region %" PRIu32 ": %" PRIu64 " live bytes "
+				"indexed, %" PRIu64 " accounted\n", i, live[i],
+				r->live);
+		if (r->fill > l3->region_size || live[i] > r->fill)
+			PROBLEM("region %" PRIu32 ": fill %" PRIu64
+				" inconsistent\n", i, r->fill);
+	}
+	if (bytes != l3->bytes || raw != l3->raw_bytes ||
+	    fill != l3->total_fill)
+		PROBLEM("totals differ: bytes %" PRIu64 "/%" PRIu64
+			", raw %" PRIu64 "/%" PRIu64 ", fill %" PRIu64
+			"/%" PRIu64 "\n", bytes, l3->bytes, raw, l3->raw_bytes,
+			fill, l3->total_fill);
+	if (report)
+		fprintf(report, "l3 check: %zu entries, %d problem(s)\n", nrec,
+			problems);
+	free(live);
+	free(recs);
+	return problems;
+}

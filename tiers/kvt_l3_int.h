@@ -1,0 +1,240 @@
+/*
+ * kvt_l3_int.h - internals shared by the files of the L3 tier.
+ *
+ * Not a public header: only tiers/kvt_l3*.c include it.  kvt_l3.h is the
+ * manual; kvt_l3.c explains the overall design (mirror, LMDB key encoding,
+ * lazy hit counts).  The tier is split by concern:
+ *   kvt_l3.c        keys, records, the in-memory mirror, open/close, small
+ *                   calls (contains, del, stats);
+ *   kvt_l3_io.c     the write path (append, sync, commit, FIFO reclaim) and
+ *                   the read path (io_uring batch reads, verification);
+ *   kvt_l3_check.c  the consistency checker.
+ * Functions shared between them carry the kvt_l3i_ ("internal") prefix.
+ */
+#ifndef KVT_L3_INT_H
+#define KVT_L3_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <liburing.h>
+#include <lmdb.h>
+
+#include "kvt_l3.h"
+
+#define L3_MAGIC 0x334c564bu /* "KVL3" read as a little-endian u32 */
+#define L3_VERSION 1u
+#define L3_HDR 64u
+#define L3_REC 72u           /* fixed part of an LMDB index record */
+#define L3_REGREC 24u        /* LMDB "regions" record: gen, seq, fill */
+#define L3_IKEY_MAX 512u
+#define L3_STAGE_MIN ((size_t)16 << 20)
+#define L3_IO_MAX ((uint64_t)1 << 30) /* largest single read request */
+
+/* Where an entry lives and what it holds; mirrors one LMDB index record. */
+struct l3_loc {
+	uint32_t region;
+	uint8_t codec, dtype;
+	uint64_t generation, offset, length, data_len, raw_len, checksum;
+	uint64_t expiry, hits;
+};
+
+/* One live entry of the in-memory mirror. */
+struct l3_ent {
+	struct l3_ent *hnext;        /* hash chain */
+	struct l3_ent *rprev, *rnext; /* entries of the same region */
+	struct l3_ent *dprev, *dnext; /* entries with unpersisted hits */
+	uint64_t hash;
+	struct l3_loc loc;
+	uint8_t dirty;
+	uint8_t doomed; /* queued for removal by the current read batch */
+	uint16_t ikey_len;
+	uint32_t xkey_len; /* full key appended after ikey (hashed ikeys only) */
+	uint8_t bytes[];   /* ikey, then xkey */
+};
+
+struct l3_region {
+	int fd;  /* buffered */
+	int dfd; /* O_DIRECT, or -1 */
+	uint64_t generation, seq, fill, live;
+	struct l3_ent *ents;
+	/* put_batch scratch: bytes written past fill in this batch */
+	uint64_t pend_fill;
+	int touched;
+};
+
+struct kvt_l3 {
+	char *root;
+	uint64_t region_size;
+	uint32_t nregions;
+	unsigned qd;
+	int no_sync;
+	uint64_t (*now_s)(void);
+	struct kvt_l3_faults *faults;
+	int short_pending;
+	int lockfd;
+
+	MDB_env *env;
+	MDB_dbi db_index, db_regions, db_meta;
+	size_t maxkey;
+
+	struct io_uring ring;
+	int have_ring;
+	int direct;
+
+	struct l3_region *regions;
+	uint32_t *touched; /* ids of regions touched by the current batch */
+	uint32_t ntouched;
+	uint32_t head;
+	uint64_t max_seq;
+
+	uint8_t *stage;
+	size_t stage_cap;
+
+	pthread_mutex_t mu;
+	/* Below: written by the worker under mu. */
+	struct l3_ent **buckets;
+	size_t nbuckets, nents;
+	struct l3_ent *dirty;
+	uint64_t bytes, raw_bytes, total_fill;
+	uint64_t hits, bytes_read, bytes_written, inflight;
+	uint64_t csum_fail, reclaimed, write_errors;
+};
+
+/* A key of a request, encoded as its LMDB key. */
+struct l3_kenc {
+	uint8_t ikey[L3_IKEY_MAX];
+	size_t ikey_len;
+	int hashed;
+	const uint8_t *ns, *key;
+	size_t ns_len, key_len;
+	uint64_t hash;
+};
+
+/* ---- little-endian codecs and small arithmetic -------------------------- */
+
+static inline void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static inline uint64_t entry_size(size_t ns_len, size_t key_len, size_t len)
+{
+	return round_up((uint64_t)L3_HDR + ns_len + key_len + len, KVT_L3_ALIGN);
+}
+
+static inline void lock(struct kvt_l3 *l3)
+{
+	pthread_mutex_lock(&l3->mu);
+}
+
+static inline void unlock(struct kvt_l3 *l3)
+{
+	pthread_mutex_unlock(&l3->mu);
+}
+
+/* Same place and contents (hit counts may differ: they are lazy). */
+static inline int loc_equal(const struct l3_loc *a, const struct l3_loc *b)
+{
+	return a->region == b->region && a->codec == b->codec &&
+	       a->dtype == b->dtype && a->generation == b->generation &&
+	       a->offset == b->offset && a->length == b->length &&
+	       a->data_len == b->data_len && a->raw_len == b->raw_len &&
+	       a->checksum == b->checksum && a->expiry == b->expiry;
+}
+
+static inline const uint8_t *ent_ikey(const struct l3_ent *e)
+{
+	return e->bytes;
+}
+
+/* ---- shared functions --------------------------------------------------- */
+
+/* 1 if an entry with this expiry has expired by l3's clock. */
+int kvt_l3i_expired(const struct kvt_l3 *l3, uint64_t expiry);
+/* Maps an LMDB return code onto kvtier's error space. */
+int kvt_l3i_mdb_err(int rc);
+
+/* Encodes k as its LMDB key.  Returns 0, KVT_EINVAL or KVT_ETOOBIG. */
+int kvt_l3i_key_encode(const struct kvt_l3 *l3, const struct kvt_key *k,
+		       struct l3_kenc *ke);
+void kvt_l3i_rec_encode(uint8_t *p, const struct l3_loc *l);
+void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l);
+/* The namespace and key an entry was stored under (pointers into e). */
+void kvt_l3i_ent_key(const struct l3_ent *e, const uint8_t **ns,
+		     size_t *ns_len, const uint8_t **key, size_t *key_len);
+/* A new zeroed entry for this LMDB key (xkey: full key of hashed ikeys). */
+struct l3_ent *kvt_l3i_ent_new(const uint8_t *ikey, size_t ikey_len,
+			       const uint8_t *xkey, size_t xkey_len,
+			       uint64_t hash);
+/* LMDB writes inside txn; they return LMDB codes (see kvt_l3i_mdb_err). */
+int kvt_l3i_rec_put(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e);
+int kvt_l3i_rec_del(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e);
+int kvt_l3i_region_rec_put(struct kvt_l3 *l3, MDB_txn *txn, uint32_t id,
+			   uint64_t gen, uint64_t seq, uint64_t fill);
+
+/*
+ * The mirror.  Lookups may run without mu on the worker thread (the only
+ * one that mutates); insert, remove and the dirty list need mu held.
+ */
+struct l3_ent *kvt_l3i_map_find(struct kvt_l3 *l3, const uint8_t *ikey,
+				size_t ikey_len, uint64_t hash);
+struct l3_ent *kvt_l3i_map_lookup(struct kvt_l3 *l3,
+				  const struct l3_kenc *ke);
+void kvt_l3i_map_insert(struct kvt_l3 *l3, struct l3_ent *e);
+void kvt_l3i_map_remove(struct kvt_l3 *l3, struct l3_ent *e);
+void kvt_l3i_dirty_link(struct kvt_l3 *l3, struct l3_ent *e);
+void kvt_l3i_dirty_unlink(struct kvt_l3 *l3, struct l3_ent *e);
+
+/*
+ * Checks an entry read into buf (ours; briefly modified and restored)
+ * against its index record and the requested namespace and key.
+ * Returns 0 or KVT_ECORRUPT.
+ */
+int kvt_l3i_entry_verify(uint8_t *buf, const struct l3_loc *loc,
+			 const uint8_t *ns, size_t ns_len, const uint8_t *key,
+			 size_t key_len);
+
+#endif /* KVT_L3_INT_H */
