@@ -34,6 +34,9 @@
 struct kvt_ref {
 	atomic_uint refs;
 	uint8_t dtype;
+	uint8_t codec; /* kvt_l1_meta: how data is encoded (L2 entries) */
+	uint8_t flags; /* kvt_l1_meta: the manager's per-entry flags */
+	uint64_t raw_len; /* kvt_l1_meta: length before encoding */
 	/* Hash chain: hpprev points at whatever points at us (bucket or the
 	 * previous entry's hnext), so unlinking is O(1) without a back walk. */
 	struct kvt_ref *hnext;
@@ -215,7 +218,7 @@ static void entry_link(struct kvt_l1 *l1, struct kvt_ref *e)
 	bucket_push(&l1->buckets[e->hash & (l1->nbuckets - 1)], e);
 	lru_push_mru(l1, e);
 	l1->bytes += entry_cost(e);
-	l1->raw_bytes += e->len;
+	l1->raw_bytes += e->raw_len;
 	l1->entries++;
 	assert(l1->bytes <= l1->capacity);
 }
@@ -230,9 +233,9 @@ static void entry_unlink(struct kvt_l1 *l1, struct kvt_ref *e)
 
 	table_unlink(e);
 	lru_remove(l1, e);
-	assert(l1->bytes >= cost && l1->raw_bytes >= e->len && l1->entries);
+	assert(l1->bytes >= cost && l1->raw_bytes >= e->raw_len && l1->entries);
 	l1->bytes -= cost;
-	l1->raw_bytes -= e->len;
+	l1->raw_bytes -= e->raw_len;
 	l1->entries--;
 }
 
@@ -319,6 +322,15 @@ int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
 	       struct kvt_blob *blob, uint64_t expires_s,
 	       kvt_l1_victim_fn victim_fn, void *victim_arg)
 {
+	return kvt_l1_put_meta(l1, k, blob, expires_s, NULL, NULL, victim_fn,
+			       victim_arg);
+}
+
+int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
+		    struct kvt_blob *blob, uint64_t expires_s,
+		    const struct kvt_l1_meta *meta, struct kvt_ref **out,
+		    kvt_l1_victim_fn victim_fn, void *victim_arg)
+{
 	struct kvt_ref *e, *old, *victims = NULL, **vtail = &victims;
 	const uint8_t *data;
 	uint64_t cost;
@@ -362,6 +374,9 @@ int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
 	e->mem = mem;
 	e->mem_size = blob->mem_size;
 	e->len = blob->len;
+	e->codec = meta ? meta->codec : 0;
+	e->flags = meta ? meta->flags : 0;
+	e->raw_len = meta ? meta->raw_len : blob->len;
 	e->data = e->len ? data : mem ? mem : l1_empty_value;
 	e->ns_len = k->ns_len;
 	e->key_len = k->key_len;
@@ -391,6 +406,8 @@ int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
 	entry_link(l1, e);
 	if (l1->entries > l1->nbuckets)
 		table_grow(l1);
+	if (out)
+		*out = kvt_l1_ref_acquire(e);
 
 	/* Report victims only now, so the callee sees a consistent L1. */
 	while (victims) {
@@ -514,6 +531,18 @@ uint64_t kvt_l1_ref_expires(const struct kvt_ref *r)
 uint64_t kvt_l1_ref_cost(const struct kvt_ref *r)
 {
 	return entry_cost(r);
+}
+
+uint64_t kvt_l1_capacity(const struct kvt_l1 *l1)
+{
+	return l1->capacity;
+}
+
+void kvt_l1_ref_meta(const struct kvt_ref *r, struct kvt_l1_meta *m)
+{
+	m->codec = r->codec;
+	m->flags = r->flags;
+	m->raw_len = r->raw_len;
 }
 
 /* The kvt_ref_* accessors of kvt_tm.h live here, beside the struct. */

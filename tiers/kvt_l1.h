@@ -122,6 +122,28 @@ int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
 	       kvt_l1_victim_fn victim_fn, void *victim_arg);
 
 /*
+ * Per-entry metadata for entries whose bytes are encoded: the tier manager
+ * keeps L2 in a second kvt_l1 whose values are compressed frames.  raw_len
+ * is what the raw_bytes statistic sums.  kvt_l1_put() stores
+ * { codec 0, flags 0, raw_len = blob->len }.
+ */
+struct kvt_l1_meta {
+	uint8_t codec;	  /* enum kvt_codec */
+	uint8_t flags;	  /* the manager's own bits */
+	uint64_t raw_len; /* value length before encoding */
+};
+
+/*
+ * kvt_l1_put() with explicit metadata (meta NULL: as kvt_l1_put()).  If out
+ * is not NULL, a successful put also stores in *out a new reference to the
+ * entry (which the caller releases), without counting a hit.
+ */
+int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
+		    struct kvt_blob *blob, uint64_t expires_s,
+		    const struct kvt_l1_meta *meta, struct kvt_ref **out,
+		    kvt_l1_victim_fn victim_fn, void *victim_arg);
+
+/*
  * Looks k up.  On a hit, makes the entry the most recently used, counts a
  * hit, and stores a new reference in *out that the caller must release.
  * Returns 0, or KVT_ENOTFOUND (absent or expired; an expired entry is
@@ -171,5 +193,11 @@ uint64_t kvt_l1_ref_expires(const struct kvt_ref *r);
 
 /* kvt_l1_cost() of the entry: what it counted (or counts) against L1. */
 uint64_t kvt_l1_ref_cost(const struct kvt_ref *r);
+
+/* The capacity given to kvt_l1_open(). */
+uint64_t kvt_l1_capacity(const struct kvt_l1 *l1);
+
+/* Copies out the entry's metadata. */
+void kvt_l1_ref_meta(const struct kvt_ref *r, struct kvt_l1_meta *m);
 
 #endif /* KVT_L1_H */

@@ -1,52 +1,705 @@
 /*
  * kvt_tm.c - the tier manager (see kvt_tm.h for the API).
  *
- * This version manages L1 only.  l2_capacity and l3_capacity are accepted,
- * validated and reported as capacity_bytes in the stats so that the daemon,
- * its config and `kvtier stats` can be written against the final shape now;
- * no L2 or L3 exists yet, so their entries, bytes and hits stay 0 and an L1
- * victim is simply released and counted as an eviction.  Issue #3 adds L2
- * (zstd, compressed off the event loop) and L3 (SSD) beneath this API:
- * victims will then be demoted instead of dropped, gets may complete later
- * from a dispatch call, and promotions/demotions will move.
+ * Tiers.  L1 holds raw values (a kvt_l1).  L2 is a second kvt_l1 whose
+ * values are compressed frames (codec and raw length in the entry's
+ * kvt_l1_meta).  L3 is the SSD store (kvt_l3).  L1 and L2 are exclusive;
+ * L3 is inclusive: a block promoted from L3 keeps its SSD copy and carries
+ * the TM_F_ON_L3 flag, so demoting it again writes nothing.
+ *
+ * Threads.  The event loop owns L1, L2 and every list below.  One worker
+ * thread does everything slow: compression, decompression and L3 I/O.
+ * Jobs go to the worker through `todo` and come back through `done`, both
+ * under `mu`; an eventfd tells the loop that `done` is not empty, and
+ * kvt_tm_dispatch() applies the results on the loop thread.  So an L1 hit
+ * never waits behind anybody's zstd or disk read.
+ *
+ * Blocks in motion.  A block being demoted (L1 victim being compressed, L2
+ * victim being written) is in neither RAM tier for a while; it stays on the
+ * `transit` list so gets still find it.  A block being promoted (L2 frame
+ * being decompressed, L3 read) is on the `promos` list so that gets for it
+ * wait for the same job instead of starting another.  A put or del of a key
+ * marks its jobs stale: a stale demotion is not inserted into L2, a stale
+ * promotion is not inserted into L1 (its waiters get a miss, which is
+ * always allowed), and the key's L3 copy is deleted by a job queued behind
+ * any write of it, so the worker's FIFO order keeps L3 right.
+ *
+ * Bounds.  Both lists are short: transit is capped by transit_max bytes
+ * (victims beyond it are dropped and counted) and promos by the number of
+ * gets in flight, so they are searched linearly.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "kvt_codec.h"
 #include "kvt_l1.h"
+#include "kvt_l3.h"
 #include "kvt_tm.h"
+
+/* Entry flag: an identical copy of this block is indexed on L3. */
+#define TM_F_ON_L3 0x01
+
+/* Most L3 writes (and bytes) the worker gathers into one batch. */
+#define TM_L3_BATCH 64
+#define TM_L3_BATCH_BYTES (64u << 20)
+/* Most L3 reads the worker issues together. */
+#define TM_READ_BATCH 64
+
+enum job_kind {
+	JOB_TO_L2,	/* compress a raw L1 victim for L2 */
+	JOB_TO_L3,	/* (compress and) write a block to L3 */
+	JOB_FROM_L2,	/* decompress an L2 frame */
+	JOB_FROM_L3,	/* read (and decompress) a block from L3 */
+	JOB_L3_DEL,	/* remove a key's L3 copy */
+};
+
+struct waiter {
+	struct waiter *next;
+	kvt_tm_get_cb cb;
+	void *arg;
+};
+
+struct job {
+	struct job *next;  /* todo / done queue */
+	struct job *lnext; /* transit / promos list */
+	enum job_kind kind;
+	bool stale;	/* the key was put or deleted meanwhile */
+	bool listed;	/* on transit or promos */
+	struct kvt_key k; /* points into name[] */
+	uint64_t expires;
+	uint8_t dtype;
+	uint8_t flags;	/* TM_F_* of the block */
+	/* Input: the block, raw (src_codec RAW) or a compressed frame. */
+	struct kvt_ref *src;
+	uint8_t src_codec;
+	uint64_t raw_len;
+	uint64_t cost;	/* bytes counted in transit_bytes */
+	/* Output. */
+	int status;
+	uint8_t *out;	/* malloc'd: a frame (TO_L2) or raw bytes (FROM_*) */
+	size_t out_len;
+	uint8_t out_codec;
+	struct waiter *waiters;
+	uint8_t name[];	/* ns bytes then key bytes */
+};
 
 struct kvt_tm {
 	struct kvt_l1 *l1;
+	struct kvt_l1 *l2; /* NULL: L2 disabled */
+	struct kvt_l3 *l3; /* NULL: L3 disabled */
 	uint64_t (*now_s)(void);
-	uint64_t l2_capacity; /* not used until L2 exists */
-	uint64_t l3_capacity; /* not used until L3 exists */
-	/*
-	 * Request counters.  gets, puts and dels count calls, whatever their
-	 * outcome; misses counts gets that found nothing.  Only the event loop
-	 * thread touches them, so they need no atomics.
-	 */
-	uint64_t gets;
-	uint64_t puts;
-	uint64_t dels;
-	uint64_t misses;
-	uint64_t evictions;
-	uint64_t rejected_too_big;
+	uint64_t l2_capacity, l3_capacity;
+	uint64_t transit_max;
+
+	/* Worker. */
+	pthread_t worker;
+	bool worker_running;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool quit;
+	struct job *todo_head, *todo_tail; /* under mu */
+	struct job *done_head, *done_tail; /* under mu */
+	int efd;
+	struct kvt_codec_ctx *wctx; /* the worker's */
+	unsigned jobs_pending;	    /* loop thread */
+
+	/* Loop thread only. */
+	struct job *transit;
+	struct job *promos;
+	uint64_t transit_bytes;
+	uint64_t l3_tokens, l3_rate, l3_tokens_at;
+
+	uint64_t gets, puts, dels, misses;
+	uint64_t promotions, demotions, evictions;
+	uint64_t rejected_too_big, demotions_dropped, l3_admission_rejected;
+	uint64_t l2_hits_transit;
 };
 
-/*
- * Default clock.  Monotonic, so that TTLs do not jump with the wall clock.
- * When L3 persists expiries across restarts it will need a clock that
- * survives a reboot (CLOCK_REALTIME) for what it stores.
- */
-static uint64_t tm_monotonic_s(void)
+static uint64_t tm_realtime_s(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec;
+}
+
+static bool key_eq(const struct kvt_key *a, const struct kvt_key *b)
+{
+	return a->ns_len == b->ns_len && a->key_len == b->key_len &&
+	       (a->ns_len == 0 || memcmp(a->ns, b->ns, a->ns_len) == 0) &&
+	       (a->key_len == 0 || memcmp(a->key, b->key, a->key_len) == 0);
+}
+
+static bool expired(const struct kvt_tm *tm, uint64_t expires)
+{
+	return expires != 0 && tm->now_s() >= expires;
+}
+
+static struct job *job_new(enum job_kind kind, const struct kvt_key *k)
+{
+	struct job *j = calloc(1, sizeof(*j) + k->ns_len + k->key_len);
+
+	if (!j)
+		return NULL;
+	j->kind = kind;
+	if (k->ns_len)
+		memcpy(j->name, k->ns, k->ns_len);
+	if (k->key_len)
+		memcpy(j->name + k->ns_len, k->key, k->key_len);
+	j->k.ns = j->name;
+	j->k.ns_len = k->ns_len;
+	j->k.key = j->name + k->ns_len;
+	j->k.key_len = k->key_len;
+	return j;
+}
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	kvt_ref_release(j->src);
+	free(j->out);
+	free(j);
+}
+
+static void list_remove(struct job **head, struct job *j)
+{
+	for (struct job **p = head; *p; p = &(*p)->lnext)
+		if (*p == j) {
+			*p = j->lnext;
+			j->lnext = NULL;
+			return;
+		}
+}
+
+static struct job *list_find(struct job *head, const struct kvt_key *k)
+{
+	for (struct job *j = head; j; j = j->lnext)
+		if (!j->stale && key_eq(&j->k, k))
+			return j;
+	return NULL;
+}
+
+/* ---- worker ------------------------------------------------------------ */
+
+static void submit(struct kvt_tm *tm, struct job *j)
+{
+	pthread_mutex_lock(&tm->mu);
+	if (tm->todo_tail)
+		tm->todo_tail->next = j;
+	else
+		tm->todo_head = j;
+	tm->todo_tail = j;
+	pthread_cond_signal(&tm->cv);
+	pthread_mutex_unlock(&tm->mu);
+	tm->jobs_pending++;
+}
+
+/* Compresses j->src into j->out unless it already is a frame. */
+static int worker_compress(struct kvt_tm *tm, struct job *j)
+{
+	const uint8_t *d = kvt_ref_data(j->src);
+	size_t len = kvt_ref_len(j->src);
+
+	if (j->src_codec != KVT_CODEC_RAW) {
+		/* Already a frame (an L2 victim): L3 stores it as it is. */
+		j->out_codec = j->src_codec;
+		return 0;
+	}
+	return kvt_codec_compress(tm->wctx, d, len,
+				  kvt_codec_elem_size(j->dtype), &j->out,
+				  &j->out_len, &j->out_codec);
+}
+
+static void worker_to_l3(struct kvt_tm *tm, struct job **jobs, size_t n)
+{
+	struct kvt_l3_item items[TM_L3_BATCH];
+	size_t m = 0;
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = jobs[i];
+
+		j->status = worker_compress(tm, j);
+		if (j->status)
+			continue;
+		items[m].k = j->k;
+		items[m].data = j->out ? j->out : kvt_ref_data(j->src);
+		items[m].len = j->out ? j->out_len : kvt_ref_len(j->src);
+		items[m].codec = j->out_codec;
+		items[m].dtype = j->dtype;
+		items[m].raw_len = j->raw_len;
+		items[m].expiry = j->expires;
+		m++;
+	}
+	rc = m ? kvt_l3_put_batch(tm->l3, items, m) : 0;
+	for (size_t i = 0; i < n; i++)
+		if (!jobs[i]->status)
+			jobs[i]->status = rc;
+}
+
+static int decompress_into(struct kvt_tm *tm, struct job *j, uint8_t codec,
+			   const uint8_t *src, size_t len)
+{
+	j->out = malloc(j->raw_len ? j->raw_len : 1);
+	if (!j->out)
+		return -ENOMEM;
+	j->out_len = j->raw_len;
+	if (codec == KVT_CODEC_RAW) {
+		if (len != j->raw_len)
+			return KVT_ECORRUPT;
+		memcpy(j->out, src, len);
+		return 0;
+	}
+	return kvt_codec_decompress(tm->wctx, codec, src, len, j->out,
+				    j->raw_len);
+}
+
+static void worker_from_l3(struct kvt_tm *tm, struct job **jobs, size_t n)
+{
+	struct kvt_l3_read reads[TM_READ_BATCH];
+	int rc;
+
+	memset(reads, 0, sizeof(reads));
+	for (size_t i = 0; i < n; i++)
+		reads[i].k = jobs[i]->k;
+	rc = kvt_l3_read_batch(tm->l3, reads, n);
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = jobs[i];
+		struct kvt_l3_read *r = &reads[i];
+
+		j->status = rc ? rc : r->status;
+		if (!j->status) {
+			j->raw_len = r->raw_len;
+			j->dtype = r->dtype;
+			j->expires = r->expiry;
+			j->status = decompress_into(tm, j, r->codec, r->data,
+						    r->len);
+		}
+		free(r->mem);
+	}
+}
+
+/*
+ * Takes the next run of work from todo: consecutive L3 writes or L3 reads
+ * are gathered into one batch so the disk sees large writes and many
+ * reads in flight.
+ */
+static size_t take_run(struct kvt_tm *tm, struct job **run)
+{
+	struct job *j = tm->todo_head;
+	enum job_kind kind = j->kind;
+	size_t n = 0, bytes = 0, max = 1;
+
+	if (kind == JOB_TO_L3)
+		max = TM_L3_BATCH;
+	else if (kind == JOB_FROM_L3)
+		max = TM_READ_BATCH;
+	while (j && n < max && j->kind == kind && bytes < TM_L3_BATCH_BYTES) {
+		run[n++] = j;
+		bytes += j->src ? kvt_ref_len(j->src) : 0;
+		j = j->next;
+	}
+	tm->todo_head = j;
+	if (!j)
+		tm->todo_tail = NULL;
+	for (size_t i = 0; i < n; i++)
+		run[i]->next = NULL;
+	return n;
+}
+
+static void *worker_main(void *arg)
+{
+	struct kvt_tm *tm = arg;
+	struct job *run[TM_L3_BATCH > TM_READ_BATCH ? TM_L3_BATCH
+						     : TM_READ_BATCH];
+
+	pthread_mutex_lock(&tm->mu);
+	for (;;) {
+		size_t n;
+
+		while (!tm->todo_head && !tm->quit)
+			pthread_cond_wait(&tm->cv, &tm->mu);
+		if (tm->quit)
+			break;
+		n = take_run(tm, run);
+		pthread_mutex_unlock(&tm->mu);
+
+		switch (run[0]->kind) {
+		case JOB_TO_L2:
+			run[0]->status = worker_compress(tm, run[0]);
+			break;
+		case JOB_TO_L3:
+			worker_to_l3(tm, run, n);
+			break;
+		case JOB_FROM_L2: {
+			struct job *j = run[0];
+			j->status = decompress_into(tm, j, j->src_codec,
+						    kvt_ref_data(j->src),
+						    kvt_ref_len(j->src));
+			break;
+		}
+		case JOB_FROM_L3:
+			worker_from_l3(tm, run, n);
+			break;
+		case JOB_L3_DEL:
+			run[0]->status = kvt_l3_del(tm->l3, &run[0]->k);
+			break;
+		}
+
+		pthread_mutex_lock(&tm->mu);
+		for (size_t i = 0; i < n; i++) {
+			if (tm->done_tail)
+				tm->done_tail->next = run[i];
+			else
+				tm->done_head = run[i];
+			tm->done_tail = run[i];
+		}
+		/* Wake the loop; a full counter only means it is awake. */
+		uint64_t one = 1;
+		if (write(tm->efd, &one, sizeof(one)) < 0) {
+			/* EAGAIN: the counter is saturated, still readable. */
+		}
+	}
+	pthread_mutex_unlock(&tm->mu);
+	return NULL;
+}
+
+/* ---- demotion (loop thread) ------------------------------------------- */
+
+/*
+ * L3 admission: a token bucket of l3_rate bytes per second with one second
+ * of burst.  A block larger than the rate is admitted on a full bucket.
+ */
+static bool l3_admit(struct kvt_tm *tm, uint64_t bytes)
+{
+	uint64_t now;
+
+	if (!tm->l3_rate)
+		return true;
+	now = tm->now_s();
+	if (now != tm->l3_tokens_at) {
+		uint64_t add = (now - tm->l3_tokens_at) * tm->l3_rate;
+		tm->l3_tokens = tm->l3_tokens + add > tm->l3_rate
+					? tm->l3_rate
+					: tm->l3_tokens + add;
+		tm->l3_tokens_at = now;
+	}
+	if (tm->l3_tokens < bytes && tm->l3_tokens < tm->l3_rate) {
+		tm->l3_admission_rejected++;
+		return false;
+	}
+	tm->l3_tokens = tm->l3_tokens > bytes ? tm->l3_tokens - bytes : 0;
+	return true;
+}
+
+static void drop_block(struct kvt_tm *tm, struct kvt_ref *v)
+{
+	tm->evictions++;
+	kvt_ref_release(v);
+}
+
+/*
+ * Sends block v (whose reference passes to us) one tier down: an L1 victim
+ * to L2, an L2 victim (or, with to_l3, anything) to L3.  force skips the
+ * transit cap and the write budget (graceful spill).
+ */
+static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
+		   bool force)
+{
+	struct kvt_l1_meta m;
+	struct kvt_key k;
+	uint64_t exp = kvt_l1_ref_expires(v);
+	uint64_t cost = kvt_ref_len(v);
+	enum job_kind kind;
+	struct job *j;
+
+	if (expired(tm, exp)) {
+		kvt_ref_release(v); /* dead anyway: not an eviction */
+		return;
+	}
+	kvt_l1_ref_meta(v, &m);
+	if (!to_l3 && tm->l2) {
+		kind = JOB_TO_L2;
+	} else if (tm->l3) {
+		if (m.flags & TM_F_ON_L3) {
+			/* L3 is inclusive: its copy is this very block. */
+			tm->demotions++;
+			kvt_ref_release(v);
+			return;
+		}
+		if (!force && !l3_admit(tm, cost)) {
+			drop_block(tm, v);
+			return;
+		}
+		kind = JOB_TO_L3;
+	} else {
+		drop_block(tm, v);
+		return;
+	}
+	if (!force && tm->transit_bytes + cost > tm->transit_max) {
+		tm->demotions_dropped++;
+		drop_block(tm, v);
+		return;
+	}
+	kvt_l1_ref_key(v, &k);
+	j = job_new(kind, &k);
+	if (!j) {
+		drop_block(tm, v);
+		return;
+	}
+	j->src = v;
+	j->src_codec = m.codec;
+	j->raw_len = m.raw_len;
+	j->dtype = kvt_ref_dtype(v);
+	j->expires = exp;
+	j->flags = m.flags;
+	j->cost = cost;
+	j->listed = true;
+	j->lnext = tm->transit;
+	tm->transit = j;
+	tm->transit_bytes += cost;
+	submit(tm, j);
+}
+
+static void l1_victim(void *arg, struct kvt_ref *v)
+{
+	demote(arg, v, false, false);
+}
+
+static void l2_victim(void *arg, struct kvt_ref *v)
+{
+	demote(arg, v, true, false);
+}
+
+/*
+ * Marks every job for k stale.  Returns true if one of them is writing k to
+ * L3, so the caller knows a delete must follow it.
+ */
+static bool mark_stale(struct kvt_tm *tm, const struct kvt_key *k,
+		       bool *found)
+{
+	bool writing = false;
+
+	for (struct job *j = tm->transit; j; j = j->lnext)
+		if (!j->stale && key_eq(&j->k, k)) {
+			if (!expired(tm, j->expires))
+				*found = true;
+			j->stale = true;
+			writing |= j->kind == JOB_TO_L3;
+		}
+	for (struct job *j = tm->promos; j; j = j->lnext)
+		if (!j->stale && key_eq(&j->k, k)) {
+			*found = true;
+			j->stale = true;
+		}
+	return writing;
+}
+
+/* Forgets k below L1: stale jobs, L2 copy, L3 copy.  Returns if found. */
+static bool forget_below(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	bool found = false;
+	bool writing = mark_stale(tm, k, &found);
+
+	if (tm->l2 && kvt_l1_del(tm->l2, k, tm->now_s()) == 0)
+		found = true;
+	if (tm->l3 && (writing || kvt_l3_contains(tm->l3, k))) {
+		struct job *j = job_new(JOB_L3_DEL, k);
+		found = true;
+		if (j)
+			submit(tm, j);
+	}
+	return found;
+}
+
+/* ---- promotion and results (loop thread) ------------------------------ */
+
+static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
+			   struct kvt_ref *ref)
+{
+	while (j->waiters) {
+		struct waiter *w = j->waiters;
+
+		j->waiters = w->next;
+		if (status == 0) {
+			w->cb(w->arg, 0, kvt_l1_ref_acquire(ref));
+		} else {
+			tm->misses++;
+			w->cb(w->arg, status, NULL);
+		}
+		free(w);
+	}
+}
+
+static int add_waiter(struct job *j, kvt_tm_get_cb cb, void *arg)
+{
+	struct waiter *w = malloc(sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->cb = cb;
+	w->arg = arg;
+	w->next = j->waiters;
+	j->waiters = w;
+	return 0;
+}
+
+/* Starts a promotion of k; the job's src (if any) is set by the caller. */
+static struct job *promo_start(struct kvt_tm *tm, enum job_kind kind,
+			       const struct kvt_key *k, kvt_tm_get_cb cb,
+			       void *arg)
+{
+	struct job *j = job_new(kind, k);
+
+	if (!j)
+		return NULL;
+	if (add_waiter(j, cb, arg)) {
+		free(j);
+		return NULL;
+	}
+	j->listed = true;
+	j->lnext = tm->promos;
+	tm->promos = j;
+	return j;
+}
+
+static void promo_done(struct kvt_tm *tm, struct job *j)
+{
+	struct kvt_ref *ref = NULL;
+	int status = j->status;
+
+	list_remove(&tm->promos, j);
+	if (status == KVT_ECORRUPT || status == KVT_ENOTFOUND || j->stale ||
+	    (status == 0 && expired(tm, j->expires)))
+		status = KVT_ENOTFOUND;
+	if (status == 0) {
+		struct kvt_blob blob = {
+			.mem = j->out,
+			.mem_size = j->out_len,
+			.data = j->out,
+			.len = j->out_len,
+			.dtype = j->dtype,
+		};
+		struct kvt_l1_meta m = {
+			.codec = KVT_CODEC_RAW,
+			.flags = j->flags,
+			.raw_len = j->out_len,
+		};
+
+		j->out = NULL;
+		/* Exclusive RAM tiers: the frame leaves L2 as the raw block
+		 * enters L1. */
+		if (j->kind == JOB_FROM_L2 && tm->l2)
+			kvt_l1_del(tm->l2, &j->k, tm->now_s());
+		status = kvt_l1_put_meta(tm->l1, &j->k, &blob, j->expires, &m,
+					 &ref, l1_victim, tm);
+		if (status == 0)
+			tm->promotions++;
+	} else if (status != KVT_ENOTFOUND && j->kind == JOB_FROM_L2 &&
+		   tm->l2) {
+		/* A frame that does not decompress is dropped, never served. */
+		kvt_l1_del(tm->l2, &j->k, tm->now_s());
+		status = KVT_ENOTFOUND;
+	}
+	finish_waiters(tm, j, status, ref);
+	kvt_ref_release(ref);
+}
+
+static void demotion_done(struct kvt_tm *tm, struct job *j)
+{
+	list_remove(&tm->transit, j);
+	tm->transit_bytes -= j->cost;
+	if (j->kind == JOB_TO_L3) {
+		/* A stale write was followed by a delete job already. */
+		if (j->status == 0)
+			tm->demotions++;
+		else
+			tm->evictions++; /* the disk refused: dropped cleanly */
+		return;
+	}
+	/* JOB_TO_L2 */
+	if (j->stale || expired(tm, j->expires))
+		return;
+	if (j->status) {
+		tm->evictions++;
+		return;
+	}
+	struct kvt_blob blob = {
+		.mem = j->out,
+		.mem_size = j->out_len,
+		.data = j->out,
+		.len = j->out_len,
+		.dtype = j->dtype,
+	};
+	struct kvt_l1_meta m = {
+		.codec = j->out_codec,
+		.flags = j->flags,
+		.raw_len = j->raw_len,
+	};
+	j->out = NULL;
+	int rc = kvt_l1_put_meta(tm->l2, &j->k, &blob, j->expires, &m, NULL,
+				 l2_victim, tm);
+	if (rc == 0)
+		tm->demotions++;
+	else if (rc == KVT_ENOSPACE)
+		/* Bigger than all of L2: straight on to L3 (or gone). */
+		demote(tm, kvt_l1_ref_acquire(j->src), true, false);
+	else
+		tm->evictions++;
+}
+
+void kvt_tm_dispatch(struct kvt_tm *tm)
+{
+	struct job *j, *next;
+	uint64_t junk;
+
+	if (!tm || !tm->worker_running)
+		return;
+	if (read(tm->efd, &junk, sizeof(junk)) < 0) {
+		/* EAGAIN: the daemon's own read already reset it. */
+	}
+	pthread_mutex_lock(&tm->mu);
+	j = tm->done_head;
+	tm->done_head = tm->done_tail = NULL;
+	pthread_mutex_unlock(&tm->mu);
+	for (; j; j = next) {
+		next = j->next;
+		tm->jobs_pending--;
+		switch (j->kind) {
+		case JOB_TO_L2:
+		case JOB_TO_L3:
+			demotion_done(tm, j);
+			break;
+		case JOB_FROM_L2:
+		case JOB_FROM_L3:
+			promo_done(tm, j);
+			break;
+		case JOB_L3_DEL:
+			break;
+		}
+		job_free(j);
+	}
+}
+
+int kvt_tm_event_fd(struct kvt_tm *tm)
+{
+	return tm && tm->worker_running ? tm->efd : -1;
+}
+
+/* ---- API ----------------------------------------------------------------- */
+
+static void set_err(const struct kvt_tm_config *cfg, const char *msg)
+{
+	if (cfg && cfg->errmsg && cfg->errmsg_len)
+		snprintf(cfg->errmsg, cfg->errmsg_len, "%s", msg);
 }
 
 int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
@@ -59,61 +712,121 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 	*out = NULL;
 	if (!cfg || cfg->l1_capacity == 0)
 		return KVT_EINVAL;
-	/* The header promises data_dir may be NULL only while L3 is off. */
-	if (cfg->l3_capacity && !cfg->data_dir)
+	if (cfg->l3_capacity && !cfg->data_dir) {
+		set_err(cfg, "L3 needs a data directory");
 		return KVT_EINVAL;
+	}
 	tm = calloc(1, sizeof(*tm));
 	if (!tm)
 		return -ENOMEM;
-	rc = kvt_l1_open(&tm->l1, cfg->l1_capacity);
-	if (rc) {
-		free(tm);
-		return rc;
-	}
-	tm->now_s = cfg->now_s ? cfg->now_s : tm_monotonic_s;
+	tm->efd = -1;
+	tm->now_s = cfg->now_s ? cfg->now_s : tm_realtime_s;
 	tm->l2_capacity = cfg->l2_capacity;
 	tm->l3_capacity = cfg->l3_capacity;
+	tm->l3_rate = cfg->l3_write_rate;
+	tm->l3_tokens = tm->l3_rate;
+	tm->l3_tokens_at = tm->now_s();
+	tm->transit_max = cfg->transit_max;
+	if (!tm->transit_max) {
+		tm->transit_max = cfg->l1_capacity / 4;
+		if (tm->transit_max < (64u << 20))
+			tm->transit_max = 64u << 20;
+	}
+	rc = kvt_l1_open(&tm->l1, cfg->l1_capacity);
+	if (rc)
+		goto fail;
+	if (cfg->l2_capacity) {
+		rc = kvt_l1_open(&tm->l2, cfg->l2_capacity);
+		if (rc)
+			goto fail;
+	}
+	if (cfg->l3_capacity) {
+		struct kvt_l3_config lc = {
+			.dir = cfg->data_dir,
+			.capacity = cfg->l3_capacity,
+			.region_size = cfg->l3_region_size,
+			.no_sync = cfg->l3_no_sync,
+			.now_s = tm->now_s,
+			.errmsg = cfg->errmsg,
+			.errmsg_len = cfg->errmsg_len,
+		};
+		rc = kvt_l3_open(&tm->l3, &lc);
+		if (rc)
+			goto fail;
+	}
+	if (tm->l2 || tm->l3) {
+		rc = kvt_codec_ctx_new(&tm->wctx, cfg->l2_level ? cfg->l2_level
+								: 1);
+		if (rc)
+			goto fail;
+		tm->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (tm->efd < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		pthread_mutex_init(&tm->mu, NULL);
+		pthread_cond_init(&tm->cv, NULL);
+		/*
+		 * The worker must never take the process's signals: the
+		 * daemon reads them from a signalfd on the loop thread.
+		 */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		rc = -pthread_create(&tm->worker, NULL, worker_main, tm);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (rc)
+			goto fail;
+		tm->worker_running = true;
+	}
 	*out = tm;
 	return 0;
+fail:
+	kvt_tm_close(tm);
+	return rc;
+}
+
+static void free_queue(struct job *j)
+{
+	while (j) {
+		struct job *next = j->next;
+		job_free(j);
+		j = next;
+	}
 }
 
 void kvt_tm_close(struct kvt_tm *tm)
 {
 	if (!tm)
 		return;
+	if (tm->worker_running) {
+		pthread_mutex_lock(&tm->mu);
+		tm->quit = true;
+		pthread_cond_signal(&tm->cv);
+		pthread_mutex_unlock(&tm->mu);
+		pthread_join(tm->worker, NULL);
+		/* Waiters are not called: the daemon has closed its clients. */
+		free_queue(tm->todo_head);
+		free_queue(tm->done_head);
+		pthread_mutex_destroy(&tm->mu);
+		pthread_cond_destroy(&tm->cv);
+	}
 	kvt_l1_close(tm->l1);
+	kvt_l1_close(tm->l2);
+	kvt_l3_close(tm->l3);
+	kvt_codec_ctx_free(tm->wctx);
+	if (tm->efd >= 0)
+		close(tm->efd);
 	free(tm);
-}
-
-/* What an L1 victim callback needs: the manager and the time of the put. */
-struct tm_victim_ctx {
-	struct kvt_tm *tm;
-	uint64_t now_s;
-};
-
-/*
- * An L1 victim.  Issue #3 will demote live victims to L2 here.  An expired
- * victim is dead anyway: it is released without being counted as an
- * eviction, since nothing a client could still read was lost.
- */
-static void tm_l1_victim(void *arg, struct kvt_ref *victim)
-{
-	struct tm_victim_ctx *ctx = arg;
-	uint64_t exp = kvt_l1_ref_expires(victim);
-
-	if (exp == 0 || ctx->now_s < exp)
-		ctx->tm->evictions++;
-	kvt_ref_release(victim);
 }
 
 int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	       struct kvt_blob *blob, uint32_t ttl_s)
 {
-	struct tm_victim_ctx ctx;
-	uint64_t expires_s = 0;
+	uint64_t now, expires_s = 0;
 	int rc;
 
-	if (!tm) {
+	if (!tm || !k || !blob) {
 		/* Ownership passes whatever the result, even this one. */
 		if (blob) {
 			free(blob->mem);
@@ -123,16 +836,21 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 		return KVT_EINVAL;
 	}
 	tm->puts++;
-	ctx.tm = tm;
-	ctx.now_s = tm->now_s();
+	if (kvt_l1_cost(blob->mem_size, k->ns_len, k->key_len) >
+	    kvt_l1_capacity(tm->l1)) {
+		/* Refuse before touching the old value in any tier. */
+		tm->rejected_too_big++;
+		free(blob->mem);
+		blob->mem = NULL;
+		blob->data = NULL;
+		return KVT_ENOSPACE;
+	}
+	now = tm->now_s();
 	if (ttl_s)
-		expires_s = ctx.now_s + ttl_s;
-	/*
-	 * With only L1, "can never fit" means larger than L1.  Once L2/L3
-	 * exist, a value too big for L1 but not for a lower tier will go
-	 * there instead of being refused.
-	 */
-	rc = kvt_l1_put(tm->l1, k, blob, expires_s, tm_l1_victim, &ctx);
+		expires_s = now + ttl_s;
+	/* The new value replaces every older copy, wherever it is. */
+	forget_below(tm, k);
+	rc = kvt_l1_put(tm->l1, k, blob, expires_s, l1_victim, tm);
 	if (rc == KVT_ENOSPACE)
 		tm->rejected_too_big++;
 	return rc;
@@ -142,62 +860,212 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg)
 {
 	struct kvt_ref *ref = NULL;
-	int rc;
+	struct job *j;
+	uint64_t now;
 
 	if (!cb)
 		return KVT_EINVAL;
-	if (!tm) {
+	if (!tm || !k) {
 		cb(arg, KVT_EINVAL, NULL);
 		return 0;
 	}
 	tm->gets++;
-	rc = kvt_l1_get(tm->l1, k, tm->now_s(), &ref);
-	if (rc == KVT_ENOTFOUND)
-		tm->misses++;
-	/* L1 is the only tier, so every get completes before we return. */
-	cb(arg, rc, rc ? NULL : ref);
+	now = tm->now_s();
+	if (kvt_l1_get(tm->l1, k, now, &ref) == 0) {
+		cb(arg, 0, ref);
+		return 0;
+	}
+	/* A block on its way down is still readable. */
+	j = list_find(tm->transit, k);
+	if (j && !expired(tm, j->expires) && j->src_codec == KVT_CODEC_RAW) {
+		cb(arg, 0, kvt_l1_ref_acquire(j->src));
+		return 0;
+	}
+	if (!j || expired(tm, j->expires)) {
+		/* Someone already fetches it: wait for the same job. */
+		struct job *p = list_find(tm->promos, k);
+		if (p) {
+			if (add_waiter(p, cb, arg)) {
+				cb(arg, -ENOMEM, NULL);
+				return 0;
+			}
+			return 1;
+		}
+		j = NULL;
+	}
+	if (j) {
+		/* An L2 frame on its way to L3: decompress that frame. */
+		struct kvt_ref *src = kvt_l1_ref_acquire(j->src);
+		struct job *p = promo_start(tm, JOB_FROM_L2, k, cb, arg);
+		if (!p) {
+			kvt_ref_release(src);
+			cb(arg, -ENOMEM, NULL);
+			return 0;
+		}
+		p->src = src;
+		p->src_codec = j->src_codec;
+		p->raw_len = j->raw_len;
+		p->dtype = j->dtype;
+		p->expires = j->expires;
+		p->flags = j->flags;
+		submit(tm, p);
+		return 1;
+	}
+	if (tm->l2 && kvt_l1_get(tm->l2, k, now, &ref) == 0) {
+		struct kvt_l1_meta m;
+		struct job *p = promo_start(tm, JOB_FROM_L2, k, cb, arg);
+
+		if (!p) {
+			kvt_ref_release(ref);
+			cb(arg, -ENOMEM, NULL);
+			return 0;
+		}
+		kvt_l1_ref_meta(ref, &m);
+		p->src = ref;
+		p->src_codec = m.codec;
+		p->raw_len = m.raw_len;
+		p->dtype = kvt_ref_dtype(ref);
+		p->expires = kvt_l1_ref_expires(ref);
+		p->flags = m.flags;
+		submit(tm, p);
+		return 1;
+	}
+	if (tm->l3 && kvt_l3_contains(tm->l3, k)) {
+		struct job *p = promo_start(tm, JOB_FROM_L3, k, cb, arg);
+
+		if (!p) {
+			cb(arg, -ENOMEM, NULL);
+			return 0;
+		}
+		p->flags = TM_F_ON_L3;
+		submit(tm, p);
+		return 1;
+	}
+	tm->misses++;
+	cb(arg, KVT_ENOTFOUND, NULL);
 	return 0;
 }
 
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	if (!tm)
+	bool found;
+
+	if (!tm || !k)
 		return KVT_EINVAL;
 	tm->dels++;
-	return kvt_l1_del(tm->l1, k, tm->now_s());
+	found = kvt_l1_del(tm->l1, k, tm->now_s()) == 0;
+	found |= forget_below(tm, k);
+	return found ? 0 : KVT_ENOTFOUND;
 }
 
 int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	if (!tm)
+	uint64_t now;
+	struct job *j;
+
+	if (!tm || !k)
 		return 0;
-	return kvt_l1_exists(tm->l1, k, tm->now_s());
+	now = tm->now_s();
+	if (kvt_l1_exists(tm->l1, k, now))
+		return 1;
+	j = list_find(tm->transit, k);
+	if (j && !expired(tm, j->expires))
+		return 1;
+	if (list_find(tm->promos, k))
+		return 1;
+	if (tm->l2 && kvt_l1_exists(tm->l2, k, now))
+		return 1;
+	return tm->l3 && kvt_l3_contains(tm->l3, k);
+}
+
+int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms)
+{
+	struct timespec t0, t;
+	struct kvt_ref *v;
+	int n = 0;
+
+	if (!tm || !tm->l3)
+		return KVT_EINVAL;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		while (kvt_l1_evict_one(tm->l1, &v) == 0) {
+			demote(tm, v, true, true);
+			n++;
+		}
+		while (tm->l2 && kvt_l1_evict_one(tm->l2, &v) == 0) {
+			demote(tm, v, true, true);
+			n++;
+		}
+		if (tm->jobs_pending == 0)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 +
+			    (t.tv_nsec - t0.tv_nsec) / 1000000 >
+		    (long)timeout_ms)
+			break;
+		struct timespec nap = { 0, 1000000 };
+		nanosleep(&nap, NULL);
+		kvt_tm_dispatch(tm);
+	}
+	return n;
+}
+
+int kvt_tm_check(struct kvt_tm *tm, FILE *report)
+{
+	if (!tm || !tm->l3)
+		return KVT_EINVAL;
+	return kvt_l3_check(tm->l3, report);
 }
 
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 {
-	struct kvt_l1_stats l1;
+	struct kvt_l1_stats s;
 
 	if (!st)
 		return;
 	memset(st, 0, sizeof(*st));
 	if (!tm)
 		return;
-	kvt_l1_stats(tm->l1, &l1);
-	st->l1.entries = l1.entries;
-	st->l1.bytes = l1.bytes;
-	st->l1.raw_bytes = l1.raw_bytes;
-	st->l1.capacity_bytes = l1.capacity;
-	st->l1.hits = l1.hits;
-	/* Configured but not yet built (issue #3): capacity only. */
-	st->l2.capacity_bytes = tm->l2_capacity;
-	st->l3.capacity_bytes = tm->l3_capacity;
+	kvt_l1_stats(tm->l1, &s);
+	st->l1.entries = s.entries;
+	st->l1.bytes = s.bytes;
+	st->l1.raw_bytes = s.raw_bytes;
+	st->l1.capacity_bytes = s.capacity;
+	st->l1.hits = s.hits;
+	if (tm->l2) {
+		kvt_l1_stats(tm->l2, &s);
+		st->l2.entries = s.entries;
+		st->l2.bytes = s.bytes;
+		st->l2.raw_bytes = s.raw_bytes;
+		st->l2.capacity_bytes = s.capacity;
+		st->l2.hits = s.hits;
+	}
+	if (tm->l3) {
+		struct kvt_l3_stats l3;
+
+		kvt_l3_stats(tm->l3, &l3);
+		st->l3.entries = l3.entries;
+		st->l3.bytes = l3.bytes;
+		st->l3.raw_bytes = l3.raw_bytes;
+		st->l3.capacity_bytes = l3.capacity_bytes;
+		st->l3.hits = l3.hits;
+		st->l3_bytes_read = l3.bytes_read;
+		st->l3_bytes_written = l3.bytes_written;
+		st->l3_reads_inflight = l3.reads_inflight;
+		st->l3_checksum_failures = l3.checksum_failures;
+		st->l3_regions_reclaimed = l3.regions_reclaimed;
+		st->l3_write_errors = l3.write_errors;
+	}
 	st->gets = tm->gets;
 	st->puts = tm->puts;
 	st->dels = tm->dels;
 	st->misses = tm->misses;
-	st->promotions = 0;
-	st->demotions = 0;
+	st->promotions = tm->promotions;
+	st->demotions = tm->demotions;
 	st->evictions = tm->evictions;
 	st->rejected_too_big = tm->rejected_too_big;
+	st->demotions_dropped = tm->demotions_dropped;
+	st->l3_admission_rejected = tm->l3_admission_rejected;
+	st->transit_bytes = tm->transit_bytes;
+	st->jobs_pending = tm->jobs_pending;
 }

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kvtier_errors.h"
 
@@ -54,8 +55,28 @@ struct kvt_tm_config {
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
 	uint64_t l3_capacity; /* bytes, 0 = disabled */
 	const char *data_dir; /* for L3; may be NULL while L3 is disabled */
-	/* Clock in seconds for TTLs; NULL = CLOCK_MONOTONIC. Tests fake it. */
+	int l2_level;	      /* zstd level for L2; 0 = 1 */
+	uint64_t l3_region_size; /* bytes; 0 = 64 MiB */
+	/*
+	 * L3 admission: most bytes per second written to L3 (a token bucket
+	 * with one second of burst); blocks over budget are dropped instead
+	 * and counted.  0 = unlimited.
+	 */
+	uint64_t l3_write_rate;
+	/*
+	 * Most bytes of blocks on their way down (being compressed or written)
+	 * at once; a victim beyond it is dropped and counted.  0 = default
+	 * (a quarter of L1, at least 64 MiB).
+	 */
+	uint64_t transit_max;
+	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
+	/* Clock in seconds since the epoch for TTLs; NULL = CLOCK_REALTIME
+	 * (expiries are stored in L3 and must survive restarts).  Tests fake
+	 * it. */
 	uint64_t (*now_s)(void);
+	/* Filled with a one-line reason when kvt_tm_open() fails; may be NULL. */
+	char *errmsg;
+	size_t errmsg_len;
 };
 
 struct kvt_tier_stats {
@@ -71,6 +92,12 @@ struct kvt_tm_stats {
 	uint64_t gets, puts, dels, misses;
 	uint64_t promotions, demotions, evictions;
 	uint64_t rejected_too_big; /* puts refused with KVT_ENOSPACE */
+	uint64_t demotions_dropped; /* victims dropped: too much in transit */
+	uint64_t l3_admission_rejected; /* L3 writes over the write budget */
+	uint64_t l3_bytes_read, l3_bytes_written, l3_reads_inflight;
+	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
+	uint64_t transit_bytes; /* bytes on their way down right now */
+	uint64_t jobs_pending;	/* worker jobs queued or running */
 };
 
 /*
@@ -100,7 +127,7 @@ typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
 
 /*
  * Looks k up and calls cb exactly once.  Returns 0 if cb already ran, 1 if
- * it will run later from kvt_tm_dispatch().
+ * it will run later from kvt_tm_dispatch().  k is only read during the call.
  */
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg);
@@ -110,6 +137,32 @@ int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
 
 /* Returns 1 if k is present (in any tier, not expired), else 0. */
 int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
+
+/*
+ * Work off the event loop.  With L2 or L3 enabled a worker thread
+ * compresses, decompresses and does disk I/O; its results are applied on
+ * the loop thread by kvt_tm_dispatch().  kvt_tm_event_fd() returns a file
+ * descriptor that becomes readable (an eventfd: read 8 bytes to reset it)
+ * whenever results are waiting, or -1 if every operation completes at once
+ * (L1 only).  Call kvt_tm_dispatch() after it fires; it runs get callbacks.
+ */
+int kvt_tm_event_fd(struct kvt_tm *tm);
+void kvt_tm_dispatch(struct kvt_tm *tm);
+
+/*
+ * Graceful stop: moves everything in L1 and L2 down to L3 (blocks already
+ * on L3 cost nothing), waiting at most timeout_ms for the writes.  Returns
+ * the number of blocks written or already safe on L3, or KVT_EINVAL if L3
+ * is disabled.  The manager stays usable.
+ */
+int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
+
+/*
+ * fsck of L3: verifies the index against the region files; writes one line
+ * per problem and a summary to report.  Returns 0 if consistent, the number
+ * of problems, or a negative error.
+ */
+int kvt_tm_check(struct kvt_tm *tm, FILE *report);
 
 /* Fills *st with a consistent snapshot of the counters. */
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);

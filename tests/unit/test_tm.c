@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kvt_frame.h"
 #include "kvt_l1.h"
@@ -26,7 +27,9 @@ static struct kvt_tm *open_tm(uint64_t l1_capacity)
 {
 	struct kvt_tm_config cfg = {
 		.l1_capacity = l1_capacity,
-		.l2_capacity = 4u << 20,
+		/* L1 alone: these tests pin down L1 semantics through the
+		 * manager; the tiered tests below add L2 and L3. */
+		.l2_capacity = 0,
 		.l3_capacity = 0,
 		.data_dir = NULL,
 		.now_s = fake_clock,
@@ -133,9 +136,13 @@ static void test_open_config(void **state)
 	cfg.l1_capacity = 1 << 20;
 	cfg.l3_capacity = 1 << 30;
 	assert_int_equal(kvt_tm_open(&tm, &cfg), KVT_EINVAL);
-	cfg.data_dir = "/nonexistent-is-fine-until-l3-exists";
+	/* A data directory that cannot be created fails the open. */
+	cfg.data_dir = "/proc/kvtier-cannot-create-this";
+	assert_true(kvt_tm_open(&tm, &cfg) != 0);
+	assert_null(tm);
+	cfg.l3_capacity = 0;
 	assert_int_equal(kvt_tm_open(&tm, &cfg), 0);
-	/* Default clock (CLOCK_MONOTONIC) is usable for TTLs. */
+	/* Default clock (CLOCK_REALTIME) is usable for TTLs. */
 	assert_int_equal(put(tm, "n", "k", 10, 1, 3600), 0);
 	assert_true(get_check(tm, "n", "k", 10, 1));
 	kvt_tm_close(tm);
@@ -166,8 +173,8 @@ static void test_put_get_del_exists_stats(void **state)
 	assert_int_equal(st.l1.raw_bytes, 1500);
 	assert_int_equal(st.l1.bytes, kvt_l1_cost(1008, 7, 6) * 2 - 500);
 	assert_int_equal(st.l1.capacity_bytes, 1 << 20);
-	/* L2 is configured but not built yet: capacity only. */
-	assert_int_equal(st.l2.capacity_bytes, 4u << 20);
+	/* L2 is disabled in this configuration. */
+	assert_int_equal(st.l2.capacity_bytes, 0);
 	assert_int_equal(st.l2.entries, 0);
 	assert_int_equal(st.l3.capacity_bytes, 0);
 	assert_int_equal(st.evictions, 0);
@@ -354,6 +361,232 @@ static void test_invalid_args(void **state)
 	kvt_tm_close(tm);
 }
 
+
+/* ---- with L2 and L3: gets may complete later, from kvt_tm_dispatch() ---- */
+
+static char tdir[64];
+
+static struct kvt_tm *open_tiered(uint64_t l1, uint64_t l2, uint64_t l3)
+{
+	struct kvt_tm_config cfg = {
+		.l1_capacity = l1,
+		.l2_capacity = l2,
+		.l3_capacity = l3,
+		.l3_region_size = 1 << 20,
+		.l3_no_sync = 1,
+		.data_dir = tdir,
+		.now_s = fake_clock,
+	};
+	struct kvt_tm *tm = NULL;
+
+	if (!tdir[0]) {
+		snprintf(tdir, sizeof(tdir), "/tmp/kvt-test-tm-XXXXXX");
+		assert_non_null(mkdtemp(tdir));
+	}
+	assert_int_equal(kvt_tm_open(&tm, &cfg), 0);
+	return tm;
+}
+
+static void rm_tdir(void)
+{
+	char cmd[128];
+
+	if (!tdir[0])
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tdir);
+	assert_int_equal(system(cmd), 0);
+	tdir[0] = '\0';
+}
+
+/* Runs the worker's results until nothing is in motion. */
+static void drain(struct kvt_tm *tm)
+{
+	for (int i = 0; i < 5000; i++) {
+		struct kvt_tm_stats st;
+
+		kvt_tm_dispatch(tm);
+		kvt_tm_stats(tm, &st);
+		if (st.jobs_pending == 0)
+			return;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("worker jobs did not finish");
+}
+
+/* Incompressible bytes derived from seed, so blocks really fill L2. */
+static void rand_fill(uint8_t *p, size_t len, uint8_t seed)
+{
+	uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 1u);
+
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+}
+
+static int put_rand(struct kvt_tm *tm, const char *key, size_t len,
+		    uint8_t seed, uint32_t ttl_s)
+{
+	struct kvt_key k = mkkey("ns", key);
+	uint8_t *mem = malloc(len);
+	struct kvt_blob b = { mem, len, mem, len, KVT_DTYPE_FP16 };
+
+	assert_non_null(mem);
+	rand_fill(mem, len, seed);
+	return kvt_tm_put(tm, &k, &b, ttl_s);
+}
+
+/* Gets with dispatching: 1 hit with the bytes of seed, 0 miss. */
+static int get_async(struct kvt_tm *tm, const char *key, size_t len,
+		     uint8_t seed)
+{
+	struct kvt_key k = mkkey("ns", key);
+	struct got g = { 0, 1, NULL };
+	int rc = kvt_tm_get(tm, &k, on_get, &g);
+	uint8_t *want;
+
+	assert_true(rc == 0 || rc == 1);
+	for (int i = 0; i < 5000 && g.calls == 0; i++) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+		kvt_tm_dispatch(tm);
+	}
+	assert_int_equal(g.calls, 1);
+	if (g.status == KVT_ENOTFOUND)
+		return 0;
+	assert_int_equal(g.status, 0);
+	assert_int_equal(kvt_ref_len(g.ref), len);
+	want = malloc(len);
+	assert_non_null(want);
+	rand_fill(want, len, seed);
+	assert_memory_equal(kvt_ref_data(g.ref), want, len);
+	free(want);
+	kvt_ref_release(g.ref);
+	return 1;
+}
+
+static void test_tiered_flow(void **state)
+{
+	struct kvt_tm *tm = open_tiered(256 << 10, 256 << 10, 8 << 20);
+	struct kvt_tm_stats st;
+	char key[16];
+
+	(void)state;
+	assert_true(kvt_tm_event_fd(tm) >= 0);
+	/* 64 blocks of 64 KiB: 4 MiB through 512 KiB of RAM tiers. */
+	for (int i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "b%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+		st = stats(tm);
+		assert_true(st.l2.bytes <= st.l2.capacity_bytes);
+	}
+	drain(tm);
+	st = stats(tm);
+	assert_true(st.l1.entries > 0);
+	assert_true(st.l2.entries > 0);
+	assert_true(st.l3.entries > 0);
+	assert_true(st.demotions > 0);
+	assert_int_equal(st.evictions, 0);
+	/* Everything is readable, wherever it is; reads promote. */
+	for (int i = 0; i < 64; i++) {
+		snprintf(key, sizeof(key), "b%d", i);
+		assert_true(kvt_tm_exists(tm, &(struct kvt_key){
+			(const uint8_t *)"ns", 2, (const uint8_t *)key,
+			strlen(key) }));
+		assert_int_equal(get_async(tm, key, 65536, (uint8_t)i), 1);
+	}
+	drain(tm);
+	st = stats(tm);
+	assert_true(st.promotions > 0);
+	assert_true(st.l3.hits > 0);
+
+	/* A put replaces the value in every tier; a del removes it from all. */
+	assert_int_equal(put_rand(tm, "b0", 65536, 0xEE, 0), 0);
+	assert_int_equal(get_async(tm, "b0", 65536, 0xEE), 1);
+	struct kvt_key k1 = mkkey("ns", "b1");
+	assert_int_equal(kvt_tm_del(tm, &k1), 0);
+	drain(tm);
+	assert_int_equal(get_async(tm, "b1", 65536, 1), 0);
+	assert_int_equal(kvt_tm_exists(tm, &k1), 0);
+	assert_int_equal(kvt_tm_del(tm, &k1), KVT_ENOTFOUND);
+
+	/* Graceful spill, then a new manager serves everything from L3. */
+	assert_true(kvt_tm_spill(tm, 10000) > 0);
+	st = stats(tm);
+	assert_int_equal(st.l1.entries, 0);
+	assert_int_equal(st.l2.entries, 0);
+	kvt_tm_close(tm);
+	tm = open_tiered(256 << 10, 256 << 10, 8 << 20);
+	assert_int_equal(get_async(tm, "b0", 65536, 0xEE), 1);
+	assert_int_equal(get_async(tm, "b1", 65536, 1), 0);
+	for (int i = 2; i < 64; i++) {
+		snprintf(key, sizeof(key), "b%d", i);
+		assert_int_equal(get_async(tm, key, 65536, (uint8_t)i), 1);
+	}
+	drain(tm);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
+/* TTL holds in every tier: an expired block is a miss wherever it lives. */
+static void test_tiered_ttl(void **state)
+{
+	struct kvt_tm *tm = open_tiered(128 << 10, 128 << 10, 8 << 20);
+	char key[16];
+
+	(void)state;
+	for (int i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "t%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 10), 0);
+	}
+	drain(tm);
+	assert_true(stats(tm).l3.entries > 0);
+	fake_now += 11;
+	for (int i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "t%d", i);
+		assert_int_equal(get_async(tm, key, 65536, (uint8_t)i), 0);
+	}
+	drain(tm);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
+/* L3 admission: a write budget turns blocks away and counts them. */
+static void test_l3_admission(void **state)
+{
+	struct kvt_tm_config cfg = {
+		.l1_capacity = 128 << 10,
+		.l2_capacity = 0,
+		.l3_capacity = 8 << 20,
+		.l3_region_size = 1 << 20,
+		.l3_no_sync = 1,
+		.l3_write_rate = 100 << 10, /* 100 KiB/s */
+		.now_s = fake_clock,
+	};
+	struct kvt_tm *tm = NULL;
+	char key[16];
+
+	(void)state;
+	snprintf(tdir, sizeof(tdir), "/tmp/kvt-test-tm-XXXXXX");
+	assert_non_null(mkdtemp(tdir));
+	cfg.data_dir = tdir;
+	assert_int_equal(kvt_tm_open(&tm, &cfg), 0);
+	for (int i = 0; i < 32; i++) {
+		snprintf(key, sizeof(key), "a%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, 1, 0), 0);
+	}
+	drain(tm);
+	struct kvt_tm_stats st = stats(tm);
+	assert_true(st.l3_admission_rejected > 0);
+	assert_true(st.l3.entries > 0);
+	assert_true(st.l3.entries <= 3);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -365,6 +598,9 @@ int main(void)
 		cmocka_unit_test(test_ttl_fake_clock),
 		cmocka_unit_test(test_expired_victim_not_an_eviction),
 		cmocka_unit_test(test_invalid_args),
+		cmocka_unit_test(test_tiered_flow),
+		cmocka_unit_test(test_tiered_ttl),
+		cmocka_unit_test(test_l3_admission),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
