@@ -37,6 +37,7 @@ CLIENT_LIB_SRC := $(filter-out client/kvtier_cli%.c,$(wildcard client/*.c))
 CLI_SRC := $(wildcard client/kvtier_cli*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_C_SRC := $(wildcard tests/integ/test_*.c)
+BENCH_SRC := $(wildcard tests/bench/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -48,6 +49,7 @@ CLI_OBJ := $(call obj,$(CLI_SRC))
 
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BIN := $(patsubst tests/integ/%.c,$(BUILD)/tests/integ/%,$(INTEG_C_SRC))
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/tests/bench/%,$(BENCH_SRC))
 
 TIER_LIBS = $(call pkglibs,$(PKGS)) -lpthread
 DEP_CFLAGS = $(call pkgcflags,$(PKGS))
@@ -101,7 +103,15 @@ $(BUILD)/tests/integ/%: tests/integ/%.c $(LIBKVTIER_A)
 	$(Q)$(CC) $(CFLAGS) $(call pkgcflags,cmocka) -o $@ $< $(LIBKVTIER_A) \
 		$(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
-tests-build: all $(UNIT_BIN) $(INTEG_BIN)
+# Benchmarks are programs, not tests; they are built with the tests so that
+# they keep compiling, and run by `make bench`.
+$(BUILD)/tests/bench/%: tests/bench/%.c $(CORE_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BENCH   $<")
+	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS) \
+		$(TIER_LIBS) -lm
+
+tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(BENCH_BIN)
 
 deps:
 	$(Q)sh scripts/deps.sh
@@ -128,9 +138,17 @@ tsan: deps
 		EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
 		EXTRA_LDFLAGS="-fsanitize=thread"
 
+# Figures side by side with a reference measured in the same run: the L2
+# codec against the zstd CLI, L3 batch reads against fio.
+bench: deps
+	$(Q)sh scripts/deps.sh bench
+	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
+	BUILD=$(BUILD) sh tests/bench/bench_codec.sh
+	BUILD=$(BUILD) sh tests/bench/bench_l3.sh
+
 clean:
 	rm -rf build
 
-.PHONY: all deps test check run asan tsan clean tests-build
+.PHONY: all deps test check run asan tsan bench clean tests-build
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

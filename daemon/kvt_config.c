@@ -19,7 +19,14 @@
  * One table drives both the flags and the config file so the two can never
  * disagree about what exists.
  */
-enum opt_kind { OPT_PATH_SOCKET, OPT_PATH_DATA, OPT_SIZE, OPT_LEVEL, OPT_UINT };
+enum opt_kind {
+	OPT_PATH_SOCKET,
+	OPT_PATH_DATA,
+	OPT_SIZE,
+	OPT_LEVEL,
+	OPT_UINT,
+	OPT_BOOL, /* a flag without value; `name = yes|no` in the file */
+};
 
 struct opt {
 	const char *name;
@@ -40,7 +47,18 @@ static const struct opt opts[] = {
 	{ "l2-size", OPT_SIZE, offsetof(struct kvt_config, l2_size),
 	  "L2 compressed RAM tier capacity, 0 disables (default 1G)" },
 	{ "l3-size", OPT_SIZE, offsetof(struct kvt_config, l3_size),
-	  "L3 SSD tier capacity, 0 disables (default 16G)" },
+	  "L3 SSD tier capacity, 0 disables (default 4G;\n\t\t\tregion files are preallocated at start)" },
+	{ "l2-level", OPT_UINT, offsetof(struct kvt_config, l2_level),
+	  "zstd level for L2 (default 1; higher = smaller, slower)" },
+	{ "l3-region-size", OPT_SIZE, offsetof(struct kvt_config, l3_region_size),
+	  "size of each L3 region file (default 64M)" },
+	{ "l3-write-rate", OPT_SIZE, offsetof(struct kvt_config, l3_write_rate),
+	  "L3 admission: most bytes/s written to SSD, 0 = no\n"
+	  "\t\t\tlimit (default 0); blocks over budget are dropped" },
+	{ "spill-timeout", OPT_UINT, offsetof(struct kvt_config, spill_timeout_s),
+	  "seconds SIGTERM may spend moving RAM to L3 (default 30)" },
+	{ "no-spill", OPT_BOOL, offsetof(struct kvt_config, no_spill),
+	  "on SIGTERM, drop RAM tiers instead of spilling to L3" },
 	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)" },
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
@@ -75,9 +93,12 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	default_data_dir(cfg->data_dir, sizeof(cfg->data_dir));
 	cfg->l1_size = 1ull << 30;
 	cfg->l2_size = 1ull << 30;
-	cfg->l3_size = 16ull << 30;
+	cfg->l3_size = 4ull << 30;
 	cfg->log_level = KVT_LOG_INFO;
 	cfg->max_connections = 4096;
+	cfg->l3_region_size = 64ull << 20;
+	cfg->l2_level = 1;
+	cfg->spill_timeout_s = 30;
 }
 
 void kvt_config_usage(FILE *f)
@@ -91,12 +112,16 @@ void kvt_config_usage(FILE *f)
 		   "the foreground,\nlogs to stderr and serves clients on a "
 		   "Unix socket.\n\n"
 		   "  --config FILE\t\tread settings from FILE first "
-		   "(flags override it)\n");
+		   "(flags override it)\n"
+		   "  --check\t\tverify the L3 index against its region "
+		   "files, report, exit\n\t\t\t(0 consistent, 1 problems "
+		   "found)\n");
 	for (size_t i = 0; i < NOPTS; i++)
 		fprintf(f, "  --%s %s\t%s%s\n", opts[i].name,
 			opts[i].kind == OPT_SIZE	  ? "SIZE" :
 			opts[i].kind == OPT_LEVEL	  ? "LEVEL" :
 			opts[i].kind == OPT_UINT	  ? "N" :
+			opts[i].kind == OPT_BOOL	  ? "" :
 			opts[i].kind == OPT_PATH_DATA ? "DIR" :
 							  "PATH",
 			strlen(opts[i].name) < 8 ? "\t" : "", opts[i].help);
@@ -157,6 +182,19 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 			return -1;
 		}
 		cfg->log_level = rc;
+		return 0;
+	case OPT_BOOL:
+		if (!strcmp(val, "yes") || !strcmp(val, "true") ||
+		    !strcmp(val, "1")) {
+			*(int *)((char *)cfg + o->offset) = 1;
+		} else if (!strcmp(val, "no") || !strcmp(val, "false") ||
+			   !strcmp(val, "0")) {
+			*(int *)((char *)cfg + o->offset) = 0;
+		} else {
+			snprintf(err, errcap, "bad value '%s' for %s (yes or no)",
+				 val, o->name);
+			return -1;
+		}
 		return 0;
 	case OPT_UINT: {
 		char *end;
@@ -293,10 +331,21 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 		const struct opt *o;
 		size_t nl;
 
+		if (!strcmp(a, "--check")) {
+			cfg->check = 1;
+			continue;
+		}
 		if (strncmp(a, "--", 2) != 0) {
 			fprintf(stderr, "kvtierd: unexpected argument '%s' "
 					"(see --help)\n", a);
 			return -1;
+		}
+		if (!strchr(a, '=')) {
+			o = find_opt(a + 2, strlen(a + 2));
+			if (o && o->kind == OPT_BOOL) {
+				*(int *)((char *)cfg + o->offset) = 1;
+				continue;
+			}
 		}
 		v = flag_value(argc, argv, &i, &nl);
 		if (nl == 6 && !strncmp(a + 2, "config", 6))

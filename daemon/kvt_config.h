@@ -23,8 +23,14 @@ struct kvt_config {
 	uint64_t l1_size;
 	uint64_t l2_size;
 	uint64_t l3_size;
+	uint64_t l3_region_size;
+	uint64_t l3_write_rate; /* bytes/s, 0 = unlimited */
+	unsigned l2_level;	/* zstd level */
 	int log_level;
 	unsigned max_connections;
+	unsigned spill_timeout_s;
+	int no_spill; /* SIGTERM: do not move L1/L2 into L3 */
+	int check;    /* --check: verify L3 and exit */
 };
 
 /* Fills in the built-in defaults (socket: kvt_socket_default()). */

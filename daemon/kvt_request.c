@@ -72,7 +72,7 @@ static void handle_put(struct kvt_conn *c, struct kvt_reply *r, uint8_t *body,
 		       size_t len)
 {
 	struct kvt_put_req pr;
-	struct kvt_blob blob;
+	struct kvt_blob blob = { 0 };
 	struct kvt_key k;
 	int rc = kvt_put_req_parse(body, len, &c->srv->lim, &pr);
 

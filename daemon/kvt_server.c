@@ -7,6 +7,7 @@
  * the kind in the low bits, which are always zero in an aligned pointer.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ enum op_kind {
 	OP_RECV = 3,
 	OP_SEND = 4,
 	OP_CANCEL = 5,
+	OP_TM = 6, /* the tier manager's eventfd: worker results waiting */
 };
 #define OP_MASK 7u
 
@@ -37,6 +39,7 @@ enum op_kind {
 #define STOP_GRACE_NS (5ull * 1000000000ull)
 
 struct stop_state {
+	uint64_t tm_counter;
 	bool accept_armed;
 	bool signal_armed;
 	struct signalfd_siginfo si;
@@ -76,6 +79,47 @@ static struct io_uring_sqe *get_sqe(struct kvt_server *s)
 /* ---- listening socket ----------------------------------------------- */
 
 /*
+ * Is a daemon serving path?  Connecting is not proof: after kill -9 the
+ * kernel tears a dead process's io_uring down asynchronously, and until
+ * then its listening socket still accepts.  Only an answer to a PING is.
+ * Returns 1 live, 0 stale, or -errno when the socket cannot be probed.
+ */
+static int probe_live(const struct sockaddr_un *sa)
+{
+	uint8_t frame[KVT_HDR_SIZE];
+	struct kvt_frame_header h = { .version = KVT_PROTO_VERSION,
+				      .opcode = KVT_OP_PING,
+				      .request_id = 1 };
+	struct kvt_limits lim;
+	struct pollfd pfd;
+	int fd, rc;
+
+	kvt_limits_default(&lim);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa))) {
+		rc = errno;
+		close(fd);
+		return rc == ECONNREFUSED ? 0 : -rc;
+	}
+	kvt_frame_header_encode(frame, &h);
+	rc = 0;
+	if (send(fd, frame, sizeof(frame), MSG_NOSIGNAL) == (ssize_t)sizeof(frame)) {
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		/* A live daemon's loop never blocks, so 2 s is generous. */
+		if (poll(&pfd, 1, 2000) == 1 &&
+		    recv(fd, frame, sizeof(frame), MSG_WAITALL) ==
+			    (ssize_t)sizeof(frame) &&
+		    kvt_frame_header_decode(frame, sizeof(frame), &lim, &h) == 0)
+			rc = 1;
+	}
+	close(fd);
+	return rc;
+}
+
+/*
  * Binds the Unix socket.  A socket file left by a dead daemon is replaced;
  * one a live daemon answers on is never stolen, and a path that is not a
  * socket is never deleted.
@@ -102,25 +146,20 @@ static int listen_unix(const char *path, int backlog)
 				"remove it\"", path);
 			return -EEXIST;
 		}
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return -errno;
-		rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-		int err = errno;
-		close(fd);
-		if (rc == 0) {
+		rc = probe_live(&sa);
+		if (rc == 1) {
 			kvt_log(KVT_LOG_ERROR,
 				"event=listen_failed socket=%s error=\"another "
 				"kvtierd is already serving this socket\"",
 				path);
 			return -EADDRINUSE;
 		}
-		if (err != ECONNREFUSED) {
+		if (rc < 0) {
 			kvt_log(KVT_LOG_ERROR,
 				"event=listen_failed socket=%s error=\"cannot "
 				"probe existing socket: %s\"", path,
-				strerror(err));
-			return -err;
+				strerror(-rc));
+			return rc;
 		}
 		kvt_log(KVT_LOG_WARN, "event=stale_socket_removed socket=%s",
 			path);
@@ -560,6 +599,19 @@ static void arm_accept(struct kvt_server *s)
 	g_stop.accept_armed = true;
 }
 
+static void arm_tm(struct kvt_server *s)
+{
+	int fd = kvt_tm_event_fd(s->tm);
+	struct io_uring_sqe *sqe;
+
+	if (fd < 0)
+		return; /* every tier operation completes at once */
+	sqe = get_sqe(s);
+	io_uring_prep_read(sqe, fd, &g_stop.tm_counter,
+			   sizeof(g_stop.tm_counter), 0);
+	io_uring_sqe_set_data64(sqe, tag(NULL, OP_TM));
+}
+
 static void arm_signal(struct kvt_server *s)
 {
 	struct io_uring_sqe *sqe = get_sqe(s);
@@ -642,6 +694,11 @@ static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
 	case OP_SEND:
 		on_send(c, cqe->res);
 		break;
+	case OP_TM:
+		/* Runs get callbacks, which queue replies on connections. */
+		kvt_tm_dispatch(s->tm);
+		arm_tm(s);
+		break;
 	case OP_CANCEL:
 		break;
 	}
@@ -708,6 +765,7 @@ int kvt_server_run(struct kvt_server *s)
 
 	arm_accept(s);
 	arm_signal(s);
+	arm_tm(s);
 	kvt_log(KVT_LOG_INFO, "event=listening socket=%s pid=%d",
 		s->cfg->socket_path, (int)getpid());
 	while (!s->stopping || s->nconns > 0 || g_stop.accept_armed) {

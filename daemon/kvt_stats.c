@@ -83,6 +83,23 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	jtier(&b, "l1", &ts.l1, 0);
 	jtier(&b, "l2", &ts.l2, 0);
 	jtier(&b, "l3", &ts.l3, 0);
+	jput(&b, "\"l2_compression_ratio\":%.3f,",
+	     ts.l2.bytes ? (double)ts.l2.raw_bytes / (double)ts.l2.bytes : 0.0);
+	jput(&b, "\"l3_bytes_read\":%llu,\"l3_bytes_written\":%llu,"
+		 "\"l3_reads_inflight\":%llu,\"l3_checksum_failures\":%llu,"
+		 "\"l3_regions_reclaimed\":%llu,\"l3_write_errors\":%llu,"
+		 "\"l3_admission_rejected\":%llu,\"demotions_dropped\":%llu,"
+		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,",
+	     (unsigned long long)ts.l3_bytes_read,
+	     (unsigned long long)ts.l3_bytes_written,
+	     (unsigned long long)ts.l3_reads_inflight,
+	     (unsigned long long)ts.l3_checksum_failures,
+	     (unsigned long long)ts.l3_regions_reclaimed,
+	     (unsigned long long)ts.l3_write_errors,
+	     (unsigned long long)ts.l3_admission_rejected,
+	     (unsigned long long)ts.demotions_dropped,
+	     (unsigned long long)ts.transit_bytes,
+	     (unsigned long long)ts.jobs_pending);
 	jput(&b, "\"connections\":%u,\"connections_total\":%llu,"
 		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
 		 "\"requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu}",

@@ -78,7 +78,7 @@ int main(int argc, char **argv)
 	struct kvt_tm_config tc = { 0 };
 	struct kvt_server *srv = NULL;
 	struct kvt_tm *tm = NULL;
-	char b1[32], b2[32], b3[32];
+	char b1[32], b2[32], b3[32], errmsg[256] = "";
 	int rc;
 
 	kvt_config_defaults(&cfg);
@@ -104,13 +104,30 @@ int main(int argc, char **argv)
 	tc.l2_capacity = cfg.l2_size;
 	tc.l3_capacity = cfg.l3_size;
 	tc.data_dir = cfg.data_dir;
+	tc.l2_level = (int)cfg.l2_level;
+	tc.l3_region_size = cfg.l3_region_size;
+	tc.l3_write_rate = cfg.l3_write_rate;
+	tc.errmsg = errmsg;
+	tc.errmsg_len = sizeof(errmsg);
 	rc = kvt_tm_open(&tm, &tc);
 	if (rc) {
-		kvt_log(KVT_LOG_ERROR, "event=start_failed what=tiers error=\"%s\"",
-			kvt_strerror(rc));
-		fprintf(stderr, "kvtierd: cannot open the cache tiers: %s\n",
-			kvt_strerror(rc));
+		kvt_log(KVT_LOG_ERROR, "event=start_failed what=tiers error=\"%s\" "
+			"detail=\"%s\"", kvt_strerror(rc), errmsg);
+		fprintf(stderr, "kvtierd: cannot open the cache tiers: %s%s%s\n",
+			kvt_strerror(rc), errmsg[0] ? ": " : "", errmsg);
 		return 1;
+	}
+	if (cfg.check) {
+		/* fsck mode: verify L3 and report, without serving. */
+		rc = kvt_tm_check(tm, stdout);
+		kvt_tm_close(tm);
+		if (rc < 0) {
+			fprintf(stderr, "kvtierd: --check: %s\n",
+				rc == KVT_EINVAL ? "L3 is disabled (--l3-size 0)"
+						 : kvt_strerror(rc));
+			return 2;
+		}
+		return rc ? 1 : 0;
 	}
 	kvt_log(KVT_LOG_INFO, "event=start version=%s l1=%s l2=%s l3=%s "
 		"data_dir=%s", KVT_VERSION_STRING,
@@ -129,6 +146,13 @@ int main(int argc, char **argv)
 	}
 	rc = kvt_server_run(srv);
 	kvt_server_close(srv);
+	if (cfg.l3_size && !cfg.no_spill) {
+		/* A graceful restart loses nothing that fits in L3. */
+		uint64_t t0 = kvt_now_ns();
+		int n = kvt_tm_spill(tm, cfg.spill_timeout_s * 1000u);
+		kvt_log(KVT_LOG_INFO, "event=spilled blocks=%d ms=%llu", n,
+			(unsigned long long)((kvt_now_ns() - t0) / 1000000));
+	}
 	kvt_tm_close(tm);
 	return rc ? 1 : 0;
 }

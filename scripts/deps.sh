@@ -5,6 +5,8 @@ set -eu
 
 PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
 libssl-dev libxxhash-dev python3"
+# `deps.sh bench`: the reference tools the benchmarks compare against.
+[ "${1:-}" = bench ] && PKGS="zstd fio"
 
 missing=""
 for p in $PKGS; do

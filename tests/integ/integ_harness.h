@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvtier.h"
+
 struct integ_daemon {
 	pid_t pid;
 	char dir[256];
@@ -24,24 +26,31 @@ struct integ_daemon {
 	char data[300];
 };
 
-static const char *integ_kvtierd(void)
+static inline const char *integ_kvtierd(void)
 {
 	const char *p = getenv("KVTIERD");
 	return p && *p ? p : "build/kvtierd";
 }
 
-static void integ_sleep_ms(long ms)
+static inline void integ_sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
 
-/* Waits up to 10 s for the socket file; returns 0 or -1. */
-static int integ_wait_socket(struct integ_daemon *d)
+/*
+ * Waits up to 20 s until the daemon answers a ping; returns 0 or -1.  The
+ * socket file alone proves nothing: one left by a killed daemon exists
+ * before the new daemon has bound it.
+ */
+static inline int integ_wait_socket(struct integ_daemon *d)
 {
-	for (int i = 0; i < 1000; i++) {
-		struct stat st;
-		if (stat(d->sock, &st) == 0 && S_ISSOCK(st.st_mode))
+	for (int i = 0; i < 2000; i++) {
+		kvt_client *c = NULL;
+		int ok = kvt_connect(&c, d->sock) == 0 && kvt_ping(c) == 0;
+
+		kvt_close(c);
+		if (ok)
 			return 0;
 		if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
 			d->pid = 0;
@@ -57,7 +66,7 @@ static int integ_wait_socket(struct integ_daemon *d)
  * be NULL) on a socket in a new temporary folder.  If d->dir is already
  * set, reuses it (restart).  Returns 0 or -1.
  */
-static int integ_start(struct integ_daemon *d, const char *const *extra)
+static inline int integ_start(struct integ_daemon *d, const char *const *extra)
 {
 	const char *argv[64];
 	int n = 0;
@@ -77,6 +86,11 @@ static int integ_start(struct integ_daemon *d, const char *const *extra)
 	argv[n++] = "--log-level";
 	argv[n++] = getenv("KVTIER_TEST_LOG") ? getenv("KVTIER_TEST_LOG")
 					      : "warn";
+	/* Small SSD tier (regions are preallocated); tests may override. */
+	argv[n++] = "--l3-size";
+	argv[n++] = "256M";
+	argv[n++] = "--l3-region-size";
+	argv[n++] = "16M";
 	for (int i = 0; extra && extra[i] && n < 63; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
@@ -93,7 +107,7 @@ static int integ_start(struct integ_daemon *d, const char *const *extra)
 }
 
 /* Sends sig and waits for exit; returns the exit status or -1. */
-static int integ_stop_sig(struct integ_daemon *d, int sig)
+static inline int integ_stop_sig(struct integ_daemon *d, int sig)
 {
 	int status = 0;
 
@@ -109,7 +123,7 @@ static int integ_stop_sig(struct integ_daemon *d, int sig)
 }
 
 /* Stops the daemon if running and removes the temporary folder. */
-static void integ_cleanup(struct integ_daemon *d)
+static inline void integ_cleanup(struct integ_daemon *d)
 {
 	char cmd[400];
 
@@ -124,7 +138,7 @@ static void integ_cleanup(struct integ_daemon *d)
 }
 
 /* Deterministic test bytes: value depends on seed and position. */
-static void integ_fill(void *buf, size_t len, uint64_t seed)
+static inline void integ_fill(void *buf, size_t len, uint64_t seed)
 {
 	uint8_t *p = buf;
 	uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;

@@ -21,7 +21,7 @@ ok() { echo "ok: $*"; }
 
 start() {
 	"$KVTIERD" --socket "$sock" --data-dir "$dir/var" --log-level warn \
-		2>>"$dir/daemon.log" &
+		--l3-size 64M --l3-region-size 16M 2>>"$dir/daemon.log" &
 	pid=$!
 	# Wait for an answer, not for the file: a stale socket file from a
 	# killed daemon exists before the new one has bound it.
@@ -73,7 +73,7 @@ cat "$dir/out"
 expect_rc 0 "help" $K --help
 
 # A live daemon's socket is not stolen.
-"$KVTIERD" --socket "$sock" --data-dir "$dir/var2" --log-level warn 2>"$dir/second.log"
+"$KVTIERD" --socket "$sock" --data-dir "$dir/var2" --log-level warn --l3-size 0 2>"$dir/second.log"
 rc=$?
 [ $rc -ne 0 ] && grep -q "another kvtierd" "$dir/second.log" && ok "live socket not stolen" || { fail "second daemon rc=$rc"; cat "$dir/second.log"; }
 $K ping >/dev/null && ok "first daemon still serving" || fail "first daemon lost"
@@ -94,7 +94,7 @@ grep -q "stale_socket_removed" "$dir/daemon.log" && ok "stale socket logged" || 
 # A path that is not a socket is never deleted.
 kill -TERM "$pid"; wait "$pid"; pid=""
 echo precious >"$dir/notasock"
-"$KVTIERD" --socket "$dir/notasock" --data-dir "$dir/var" 2>/dev/null && fail "started on a regular file" || ok "refuses non-socket path"
+"$KVTIERD" --socket "$dir/notasock" --data-dir "$dir/var3" --l3-size 0 2>/dev/null && fail "started on a regular file" || ok "refuses non-socket path"
 [ "$(cat "$dir/notasock")" = precious ] && ok "regular file untouched" || fail "regular file changed"
 
 # Bad flags are usage errors.
