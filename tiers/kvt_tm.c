@@ -746,6 +746,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.capacity = cfg->l3_capacity,
 			.region_size = cfg->l3_region_size,
 			.no_sync = cfg->l3_no_sync,
+			.faults = cfg->l3_faults,
 			.now_s = tm->now_s,
 			.errmsg = cfg->errmsg,
 			.errmsg_len = cfg->errmsg_len,

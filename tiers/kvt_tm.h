@@ -26,6 +26,7 @@
 #include "kvtier_errors.h"
 
 struct kvt_tm;  /* opaque */
+struct kvt_l3_faults;
 struct kvt_ref; /* opaque counted reference to a value */
 
 /* A key inside a namespace; the bytes are copied by calls that keep them. */
@@ -70,6 +71,8 @@ struct kvt_tm_config {
 	 */
 	uint64_t transit_max;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
+	/* Tests only: L3 I/O failure injection (struct kvt_l3_faults). */
+	struct kvt_l3_faults *l3_faults;
 	/* Clock in seconds since the epoch for TTLs; NULL = CLOCK_REALTIME
 	 * (expiries are stored in L3 and must survive restarts).  Tests fake
 	 * it. */

@@ -8,12 +8,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "kvt_frame.h"
 #include "kvt_l1.h"
+#include "kvt_l3.h"
 #include "kvt_tm.h"
 
 static uint64_t fake_now = 1000;
@@ -587,6 +589,85 @@ static void test_l3_admission(void **state)
 	rm_tdir();
 }
 
+/*
+ * I/O faults: a full disk and a failed fsync make L3 writes fail with
+ * counters; the blocks are dropped cleanly, everything in RAM keeps being
+ * served, and L3 works again once the disk does.
+ */
+static void test_l3_faults(void **state)
+{
+	struct kvt_l3_faults faults = { 0 };
+	struct kvt_tm_config cfg = {
+		.l1_capacity = 256 << 10,
+		.l2_capacity = 0,
+		.l3_capacity = 8 << 20,
+		.l3_region_size = 1 << 20,
+		.l3_no_sync = 0,
+		.l3_faults = &faults,
+		.now_s = fake_clock,
+	};
+	struct kvt_tm *tm = NULL;
+	struct kvt_tm_stats st;
+	char key[16];
+
+	(void)state;
+	snprintf(tdir, sizeof(tdir), "/tmp/kvt-test-tm-XXXXXX");
+	assert_non_null(mkdtemp(tdir));
+	cfg.data_dir = tdir;
+	assert_int_equal(kvt_tm_open(&tm, &cfg), 0);
+
+	/* Disk full: every region write fails with ENOSPC. */
+	for (int i = 0; i < 12; i++) {
+		faults.write_fail_at = 1;
+		faults.write_errno = ENOSPC;
+		snprintf(key, sizeof(key), "f%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+		drain(tm);
+	}
+	st = stats(tm);
+	assert_true(st.l3_write_errors > 0);
+	assert_int_equal(st.l3.entries, 0);
+	assert_true(st.evictions > 0);
+	/* RAM still serves the newest blocks, byte-identical. */
+	assert_int_equal(get_async(tm, "f11", 65536, 11), 1);
+	assert_int_equal(get_async(tm, "f10", 65536, 10), 1);
+	/* A dropped block is a miss, never wrong bytes. */
+	assert_int_equal(get_async(tm, "f0", 65536, 0), 0);
+
+	/* fsync fails once: that batch is not indexed either. */
+	uint64_t errs = st.l3_write_errors;
+	faults.write_fail_at = 0;
+	faults.sync_errno = EIO;
+	assert_int_equal(put_rand(tm, "s0", 65536, 50, 0), 0);
+	for (int i = 0; i < 4; i++) {
+		snprintf(key, sizeof(key), "s%d", i + 1);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)(51 + i), 0),
+				 0);
+	}
+	drain(tm);
+	st = stats(tm);
+	assert_true(st.l3_write_errors > errs);
+
+	/* Space is back: blocks flow to L3 and come back intact. */
+	for (int i = 0; i < 12; i++) {
+		snprintf(key, sizeof(key), "g%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)(100 + i),
+					  0), 0);
+	}
+	drain(tm);
+	st = stats(tm);
+	assert_true(st.l3.entries > 0);
+	for (int i = 0; i < 12; i++) {
+		snprintf(key, sizeof(key), "g%d", i);
+		assert_int_equal(get_async(tm, key, 65536, (uint8_t)(100 + i)),
+				 1);
+	}
+	drain(tm);
+	assert_int_equal(kvt_tm_check(tm, NULL), 0);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -601,6 +682,7 @@ int main(void)
 		cmocka_unit_test(test_tiered_flow),
 		cmocka_unit_test(test_tiered_ttl),
 		cmocka_unit_test(test_l3_admission),
+		cmocka_unit_test(test_l3_faults),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
