@@ -571,6 +571,32 @@ static struct job *promo_start(struct kvt_tm *tm, enum job_kind kind,
 	return j;
 }
 
+/*
+ * Hands j's output buffer over to tier t (L1 or L2) as the entry for j's
+ * key.  The buffer becomes the entry's memory whatever the result.
+ */
+static int store_output(struct kvt_tm *tm, struct kvt_l1 *t, struct job *j,
+			uint8_t codec, uint64_t raw_len, struct kvt_ref **ref,
+			kvt_l1_victim_fn victim)
+{
+	struct kvt_blob blob = {
+		.mem = j->out,
+		.mem_size = j->out_len,
+		.data = j->out,
+		.len = j->out_len,
+		.dtype = j->dtype,
+	};
+	struct kvt_l1_meta m = {
+		.codec = codec,
+		.flags = j->flags,
+		.raw_len = raw_len,
+	};
+
+	j->out = NULL;
+	return kvt_l1_put_meta(t, &j->k, &blob, j->expires, &m, ref, victim,
+			       tm);
+}
+
 static void promo_done(struct kvt_tm *tm, struct job *j)
 {
 	struct kvt_ref *ref = NULL;
@@ -581,26 +607,12 @@ static void promo_done(struct kvt_tm *tm, struct job *j)
 	    (status == 0 && expired(tm, j->expires)))
 		status = KVT_ENOTFOUND;
 	if (status == 0) {
-		struct kvt_blob blob = {
-			.mem = j->out,
-			.mem_size = j->out_len,
-			.data = j->out,
-			.len = j->out_len,
-			.dtype = j->dtype,
-		};
-		struct kvt_l1_meta m = {
-			.codec = KVT_CODEC_RAW,
-			.flags = j->flags,
-			.raw_len = j->out_len,
-		};
-
-		j->out = NULL;
 		/* Exclusive RAM tiers: the frame leaves L2 as the raw block
 		 * enters L1. */
 		if (j->kind == JOB_FROM_L2 && tm->l2)
 			kvt_l1_del(tm->l2, &j->k, tm->now_s());
-		status = kvt_l1_put_meta(tm->l1, &j->k, &blob, j->expires, &m,
-					 &ref, l1_victim, tm);
+		status = store_output(tm, tm->l1, j, KVT_CODEC_RAW, j->out_len,
+				      &ref, l1_victim);
 		if (status == 0)
 			tm->promotions++;
 	} else if (status != KVT_ENOTFOUND && j->kind == JOB_FROM_L2 &&
@@ -632,21 +644,8 @@ static void demotion_done(struct kvt_tm *tm, struct job *j)
 		tm->evictions++;
 		return;
 	}
-	struct kvt_blob blob = {
-		.mem = j->out,
-		.mem_size = j->out_len,
-		.data = j->out,
-		.len = j->out_len,
-		.dtype = j->dtype,
-	};
-	struct kvt_l1_meta m = {
-		.codec = j->out_codec,
-		.flags = j->flags,
-		.raw_len = j->raw_len,
-	};
-	j->out = NULL;
-	int rc = kvt_l1_put_meta(tm->l2, &j->k, &blob, j->expires, &m, NULL,
-				 l2_victim, tm);
+	int rc = store_output(tm, tm->l2, j, j->out_codec, j->raw_len, NULL,
+			      l2_victim);
 	if (rc == 0)
 		tm->demotions++;
 	else if (rc == KVT_ENOSPACE)
@@ -857,6 +856,32 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	return rc;
 }
 
+/*
+ * Starts decompressing frame (an L2 entry, whose reference passes to the
+ * job) for a get of k.  Returns kvt_tm_get()'s result.
+ */
+static int promo_frame(struct kvt_tm *tm, const struct kvt_key *k,
+		       struct kvt_ref *frame, kvt_tm_get_cb cb, void *arg)
+{
+	struct job *p = promo_start(tm, JOB_FROM_L2, k, cb, arg);
+	struct kvt_l1_meta m;
+
+	if (!p) {
+		kvt_ref_release(frame);
+		cb(arg, -ENOMEM, NULL);
+		return 0;
+	}
+	kvt_l1_ref_meta(frame, &m);
+	p->src = frame;
+	p->src_codec = m.codec;
+	p->raw_len = m.raw_len;
+	p->dtype = kvt_ref_dtype(frame);
+	p->expires = kvt_l1_ref_expires(frame);
+	p->flags = m.flags;
+	submit(tm, p);
+	return 1;
+}
+
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg)
 {
@@ -894,43 +919,11 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		}
 		j = NULL;
 	}
-	if (j) {
-		/* An L2 frame on its way to L3: decompress that frame. */
-		struct kvt_ref *src = kvt_l1_ref_acquire(j->src);
-		struct job *p = promo_start(tm, JOB_FROM_L2, k, cb, arg);
-		if (!p) {
-			kvt_ref_release(src);
-			cb(arg, -ENOMEM, NULL);
-			return 0;
-		}
-		p->src = src;
-		p->src_codec = j->src_codec;
-		p->raw_len = j->raw_len;
-		p->dtype = j->dtype;
-		p->expires = j->expires;
-		p->flags = j->flags;
-		submit(tm, p);
-		return 1;
-	}
-	if (tm->l2 && kvt_l1_get(tm->l2, k, now, &ref) == 0) {
-		struct kvt_l1_meta m;
-		struct job *p = promo_start(tm, JOB_FROM_L2, k, cb, arg);
-
-		if (!p) {
-			kvt_ref_release(ref);
-			cb(arg, -ENOMEM, NULL);
-			return 0;
-		}
-		kvt_l1_ref_meta(ref, &m);
-		p->src = ref;
-		p->src_codec = m.codec;
-		p->raw_len = m.raw_len;
-		p->dtype = kvt_ref_dtype(ref);
-		p->expires = kvt_l1_ref_expires(ref);
-		p->flags = m.flags;
-		submit(tm, p);
-		return 1;
-	}
+	/* An L2 frame on its way to L3: decompress that frame. */
+	if (j)
+		return promo_frame(tm, k, kvt_l1_ref_acquire(j->src), cb, arg);
+	if (tm->l2 && kvt_l1_get(tm->l2, k, now, &ref) == 0)
+		return promo_frame(tm, k, ref, cb, arg);
 	if (tm->l3 && kvt_l3_contains(tm->l3, k)) {
 		struct job *p = promo_start(tm, JOB_FROM_L3, k, cb, arg);
 
