@@ -58,6 +58,10 @@ struct kvt_conn {
 	bool recv_direct; /* the armed recv writes into body, not rbuf */
 	bool send_armed;
 	bool closing;	  /* no more reading; free once drained */
+	bool parked;	  /* holding a PUT until the tiers catch up */
+	struct kvt_frame_header held; /* the held PUT */
+	uint8_t *held_body;
+	struct kvt_conn *park_next;
 	bool close_after; /* close once the reply queue is sent */
 	struct kvt_conn *prev, *next; /* server's list of live connections */
 
@@ -79,6 +83,7 @@ struct kvt_server_stats {
 	uint64_t protocol_errors;
 	uint64_t requests;
 	uint64_t bytes_in, bytes_out;
+	uint64_t puts_held; /* PUTs held back while the tiers caught up */
 };
 
 struct kvt_server {
@@ -91,6 +96,7 @@ struct kvt_server {
 	unsigned nconns;
 	uint64_t next_conn_id;
 	struct kvt_conn *conns;
+	struct kvt_conn *parked; /* waiting for kvt_tm_busy() to clear */
 	bool stopping;
 	uint64_t start_ns;
 	struct kvt_server_stats st;

@@ -200,6 +200,14 @@ static void conn_free_if_done(struct kvt_conn *c)
 
 	if (!c->closing || c->inflight > 0)
 		return;
+	if (c->parked) {
+		for (struct kvt_conn **p = &s->parked; *p; p = &(*p)->park_next)
+			if (*p == c) {
+				*p = c->park_next;
+				break;
+			}
+		free(c->held_body);
+	}
 	while (c->out_head) {
 		struct kvt_reply *r = c->out_head;
 		c->out_head = r->next;
@@ -240,7 +248,8 @@ static void arm_recv(struct kvt_conn *c)
 	uint8_t *p;
 	size_t room;
 
-	if (c->recv_armed || c->closing || c->close_after || s->stopping)
+	if (c->recv_armed || c->parked || c->closing || c->close_after ||
+	    s->stopping)
 		return;
 	if (c->out_bytes > KVT_OUT_HIGH_WATER)
 		return; /* resumed by on_send once the client reads */
@@ -405,21 +414,61 @@ static void protocol_error(struct kvt_conn *c, int err)
 				kvt_strerror(err));
 }
 
+/*
+ * Backpressure.  When blocks leave L1 faster than the worker can compress
+ * or write them, a PUT is held (the connection stops reading) until the
+ * tiers catch up, instead of dropping what it would evict.  Other clients'
+ * reads go on meanwhile.
+ */
 static void complete_frame(struct kvt_conn *c)
 {
 	struct kvt_frame_header h = *kvt_decoder_header(&c->dec);
 	uint8_t *body = c->body;
+	struct kvt_server *s = c->srv;
 
 	c->body = NULL;
-	c->srv->st.requests++;
+	if (h.opcode == KVT_OP_PUT && kvt_tm_busy(s->tm)) {
+		c->parked = true;
+		c->held = h;
+		c->held_body = body;
+		c->park_next = s->parked;
+		s->parked = c;
+		s->st.puts_held++;
+		return;
+	}
+	s->st.requests++;
 	kvt_request_handle(c, &h, body);
+}
+
+static void process_input(struct kvt_conn *c);
+
+/* Resumes held PUTs once the tiers are no longer busy. */
+static void unpark_all(struct kvt_server *s)
+{
+	while (s->parked && !kvt_tm_busy(s->tm)) {
+		struct kvt_conn *c = s->parked;
+
+		s->parked = c->park_next;
+		c->park_next = NULL;
+		c->parked = false;
+		s->st.requests++;
+		kvt_request_handle(c, &c->held, c->held_body);
+		c->held_body = NULL;
+		if (c->closing) {
+			conn_free_if_done(c);
+			continue;
+		}
+		process_input(c);
+		if (!c->closing)
+			arm_recv(c);
+	}
 }
 
 /* Decodes every complete frame in the read buffer. */
 static void process_input(struct kvt_conn *c)
 {
-	while (!c->closing && !c->close_after && c->roff < c->rlen &&
-	       c->out_bytes <= KVT_OUT_HIGH_WATER) {
+	while (!c->closing && !c->close_after && !c->parked &&
+	       c->roff < c->rlen && c->out_bytes <= KVT_OUT_HIGH_WATER) {
 		size_t used = 0;
 		int ev = kvt_decoder_feed(&c->dec, c->rbuf + c->roff,
 					  c->rlen - c->roff, &used);
@@ -697,6 +746,7 @@ static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
 	case OP_TM:
 		/* Runs get callbacks, which queue replies on connections. */
 		kvt_tm_dispatch(s->tm);
+		unpark_all(s);
 		arm_tm(s);
 		break;
 	case OP_CANCEL:

@@ -24,9 +24,10 @@
  * always allowed), and the key's L3 copy is deleted by a job queued behind
  * any write of it, so the worker's FIFO order keeps L3 right.
  *
- * Bounds.  Both lists are short: transit is capped by transit_max bytes
- * (victims beyond it are dropped and counted) and promos by the number of
- * gets in flight, so they are searched linearly.
+ * Bounds.  Both lists are short: transit is held near transit_max bytes by
+ * the daemon's backpressure on PUTs (kvt_tm_busy), with victims beyond
+ * twice that dropped and counted, and promos by the number of gets in
+ * flight, so they are searched linearly.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -444,7 +445,7 @@ static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 		drop_block(tm, v);
 		return;
 	}
-	if (!force && tm->transit_bytes + cost > tm->transit_max) {
+	if (!force && tm->transit_bytes + cost > 2 * tm->transit_max) {
 		tm->demotions_dropped++;
 		drop_block(tm, v);
 		return;
@@ -686,6 +687,11 @@ void kvt_tm_dispatch(struct kvt_tm *tm)
 		}
 		job_free(j);
 	}
+}
+
+int kvt_tm_busy(struct kvt_tm *tm)
+{
+	return tm && tm->transit_bytes > tm->transit_max;
 }
 
 int kvt_tm_event_fd(struct kvt_tm *tm)

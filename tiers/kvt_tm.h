@@ -65,8 +65,8 @@ struct kvt_tm_config {
 	 */
 	uint64_t l3_write_rate;
 	/*
-	 * Most bytes of blocks on their way down (being compressed or written)
-	 * at once; a victim beyond it is dropped and counted.  0 = default
+	 * Bytes of blocks on their way down (being compressed or written) past
+	 * which kvt_tm_busy() asks for backpressure; see there.  0 = default
 	 * (a quarter of L1, at least 64 MiB).
 	 */
 	uint64_t transit_max;
@@ -151,6 +151,15 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
  */
 int kvt_tm_event_fd(struct kvt_tm *tm);
 void kvt_tm_dispatch(struct kvt_tm *tm);
+
+/*
+ * Returns 1 while more than transit_max bytes are on their way down (the
+ * worker is behind the writers), else 0.  The daemon then holds back
+ * requests that add data (PUT) until it returns 0 again after a dispatch;
+ * reads go on.  Victims beyond twice transit_max are dropped and counted
+ * (demotions_dropped) as a last resort to bound memory.
+ */
+int kvt_tm_busy(struct kvt_tm *tm);
 
 /*
  * Graceful stop: moves everything in L1 and L2 down to L3 (blocks already
