@@ -57,6 +57,7 @@ DEP_CFLAGS = $(call pkgcflags,$(PKGS))
 LIBKVTIER_A := $(BUILD)/libkvtier.a
 LIBKVTIER_SO := $(BUILD)/libkvtier.so
 CORE_A := $(BUILD)/libkvt_core.a
+DAEMON_A := $(BUILD)/libkvt_daemon.a
 
 all: $(BUILD)/kvtierd $(BUILD)/kvtier $(LIBKVTIER_A) $(LIBKVTIER_SO)
 
@@ -67,6 +68,11 @@ $(BUILD)/obj/%.o: %.c
 
 # proto + tiers: the storage engine, linked into the daemon and unit tests.
 $(CORE_A): $(PROTO_OBJ) $(TIERS_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+# The daemon minus main(), for unit tests of its modules.
+$(DAEMON_A): $(filter-out %/kvtierd.o,$(DAEMON_OBJ))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
@@ -90,11 +96,11 @@ $(BUILD)/kvtier: $(CLI_OBJ) $(LIBKVTIER_A)
 	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIBKVTIER_A) $(LDFLAGS) -lcrypto -lpthread -lm
 
 # Unit tests link the whole engine plus the client library objects.
-$(BUILD)/tests/unit/%: tests/unit/%.c $(CORE_A) $(LIBKVTIER_A)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(DAEMON_A) $(CORE_A) $(LIBKVTIER_A)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST-CC $<")
 	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) $(call pkgcflags,cmocka) -o $@ $< \
-		$(CLIENT_LIB_OBJ) $(CORE_A) $(LDFLAGS) $(call pkglibs,cmocka) $(TIER_LIBS) -lcrypto
+		$(CLIENT_LIB_OBJ) $(DAEMON_A) $(CORE_A) $(LDFLAGS) $(call pkglibs,cmocka) $(TIER_LIBS) -lcrypto
 
 # Integration test programs use only the public client library.
 $(BUILD)/tests/integ/%: tests/integ/%.c $(LIBKVTIER_A)

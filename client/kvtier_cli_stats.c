@@ -119,6 +119,68 @@ static void print_counter(FILE *out, const struct doc *d, const char *label,
 		fprintf(out, "%-12s -\n", label);
 }
 
+/* L2 compression and L3 I/O; absent fields (older daemons) are skipped. */
+static void print_extras(FILE *out, const struct doc *d)
+{
+	static const char *const io[][2] = {
+		{ "l3_bytes_read", "L3 read" },
+		{ "l3_bytes_written", "L3 written" },
+	};
+	static const char *const counts[][2] = {
+		{ "l3_reads_inflight", "L3 reads in flight" },
+		{ "l3_checksum_failures", "L3 checksum failures" },
+		{ "l3_regions_reclaimed", "L3 regions reclaimed" },
+		{ "l3_write_errors", "L3 write errors" },
+		{ "l3_admission_rejected", "L3 admission rejected" },
+		{ "demotions_dropped", "demotions dropped" },
+		{ "puts_held", "PUTs held (backpressure)" },
+	};
+	uint64_t raw, bytes, v;
+	char buf[32];
+
+	fputc('\n', out);
+	if (get_tier_u64(d, "l2", "raw_bytes", &raw) &&
+	    get_tier_u64(d, "l2", "bytes", &bytes) && bytes)
+		fprintf(out, "%-24s %.2fx\n", "L2 compression",
+			(double)raw / (double)bytes);
+	for (size_t i = 0; i < sizeof(io) / sizeof(io[0]); i++)
+		if (get_u64(d, io[i][0], &v)) {
+			fmt_size(buf, sizeof(buf), true, v);
+			fprintf(out, "%-24s %s\n", io[i][1], buf);
+		}
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+		if (get_u64(d, counts[i][0], &v))
+			fprintf(out, "%-24s %" PRIu64 "\n", counts[i][1], v);
+}
+
+static const char *const lat_ops[] = { "get", "put", "del", "exists" };
+
+/* Service time per operation (approximate, within 12.5%). */
+static void print_latency(FILE *out, const struct doc *d)
+{
+	char path[64];
+	uint64_t n, p50, p99;
+	bool header = false;
+
+	for (size_t i = 0; i < sizeof(lat_ops) / sizeof(lat_ops[0]); i++) {
+		snprintf(path, sizeof(path), "latency_us.%s.count", lat_ops[i]);
+		if (!get_u64(d, path, &n))
+			continue;
+		snprintf(path, sizeof(path), "latency_us.%s.p50", lat_ops[i]);
+		if (!get_u64(d, path, &p50))
+			continue;
+		snprintf(path, sizeof(path), "latency_us.%s.p99", lat_ops[i]);
+		if (!get_u64(d, path, &p99))
+			continue;
+		if (!header)
+			fprintf(out, "\n%-8s %12s %10s %10s\n", "latency",
+				"count", "p50 us", "p99 us");
+		header = true;
+		fprintf(out, "%-8s %12" PRIu64 " %10" PRIu64 " %10" PRIu64 "\n",
+			lat_ops[i], n, p50, p99);
+	}
+}
+
 static void print_table(FILE *out, const struct doc *d)
 {
 	char version[64], up[48], pct[16];
@@ -155,6 +217,8 @@ static void print_table(FILE *out, const struct doc *d)
 	print_counter(out, d, "evictions", "evictions");
 	print_counter(out, d, "connections", "connections");
 	fprintf(out, "%-12s %s\n", "uptime", up);
+	print_extras(out, d);
+	print_latency(out, d);
 }
 
 /* ---- Prometheus ----------------------------------------------------- */
@@ -181,6 +245,24 @@ static const struct prom_metric prom_top[] = {
 	{ "connections", "connections", "gauge", "Open client connections." },
 	{ "uptime_s", "uptime_seconds", "gauge",
 	  "Seconds since the daemon started." },
+	{ "l3_bytes_read", "l3_read_bytes_total", "counter",
+	  "Bytes read from L3 region files." },
+	{ "l3_bytes_written", "l3_written_bytes_total", "counter",
+	  "Bytes written to L3 region files." },
+	{ "l3_reads_inflight", "l3_reads_inflight", "gauge",
+	  "L3 reads submitted and not yet completed." },
+	{ "l3_checksum_failures", "l3_checksum_failures_total", "counter",
+	  "L3 blocks that failed verification (served as misses)." },
+	{ "l3_regions_reclaimed", "l3_regions_reclaimed_total", "counter",
+	  "L3 regions reclaimed because L3 was full." },
+	{ "l3_write_errors", "l3_write_errors_total", "counter",
+	  "L3 write batches that failed (disk full, EIO, fsync)." },
+	{ "l3_admission_rejected", "l3_admission_rejected_total", "counter",
+	  "Blocks not written to L3 because of the write budget." },
+	{ "demotions_dropped", "demotions_dropped_total", "counter",
+	  "Blocks dropped because too much was already moving down." },
+	{ "puts_held", "puts_held_total", "counter",
+	  "PUTs held back until the tiers caught up." },
 };
 
 static const struct prom_metric prom_tier[] = {
@@ -199,6 +281,44 @@ static void prom_header(FILE *out, const struct prom_metric *m)
 {
 	fprintf(out, "# HELP kvtier_%s %s\n", m->name, m->help);
 	fprintf(out, "# TYPE kvtier_%s %s\n", m->name, m->type);
+}
+
+/* Latency as a Prometheus summary with p50 and p99 quantiles. */
+static void print_prom_latency(FILE *out, const struct doc *d)
+{
+	static const char *const q[][2] = { { "p50", "0.5" }, { "p99", "0.99" } };
+	bool header = false;
+	char path[64];
+	uint64_t v;
+
+	for (size_t i = 0; i < sizeof(lat_ops) / sizeof(lat_ops[0]); i++) {
+		snprintf(path, sizeof(path), "latency_us.%s.count", lat_ops[i]);
+		if (!get_u64(d, path, &v))
+			continue;
+		if (!header)
+			fprintf(out, "# HELP kvtier_request_latency_microseconds "
+				     "Daemon service time per operation "
+				     "(approximate, within 12.5%%).\n"
+				     "# TYPE kvtier_request_latency_microseconds "
+				     "summary\n");
+		header = true;
+		for (size_t k = 0; k < 2; k++) {
+			uint64_t x;
+			snprintf(path, sizeof(path), "latency_us.%s.%s",
+				 lat_ops[i], q[k][0]);
+			if (get_u64(d, path, &x))
+				fprintf(out, "kvtier_request_latency_microseconds"
+					     "{op=\"%s\",quantile=\"%s\"} %"
+					     PRIu64 "\n", lat_ops[i], q[k][1], x);
+		}
+		snprintf(path, sizeof(path), "latency_us.%s.sum", lat_ops[i]);
+		uint64_t sum = 0;
+		get_u64(d, path, &sum);
+		fprintf(out, "kvtier_request_latency_microseconds_sum{op=\"%s\"} "
+			     "%" PRIu64 "\n", lat_ops[i], sum);
+		fprintf(out, "kvtier_request_latency_microseconds_count"
+			     "{op=\"%s\"} %" PRIu64 "\n", lat_ops[i], v);
+	}
 }
 
 static void print_prometheus(FILE *out, const struct doc *d)
@@ -228,6 +348,7 @@ static void print_prometheus(FILE *out, const struct doc *d)
 				m->name, tiers[t], v);
 		}
 	}
+	print_prom_latency(out, d);
 }
 
 int kvt_cli_stats_print(FILE *out, const char *json, size_t len,

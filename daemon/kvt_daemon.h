@@ -20,6 +20,7 @@
 
 #include "kvt_config.h"
 #include "kvt_frame.h"
+#include "kvt_hist.h"
 #include "kvt_tm.h"
 
 /* Most iovecs gathered into one sendmsg. */
@@ -41,6 +42,7 @@ struct kvt_reply {
 	bool ready;
 	uint8_t opcode;
 	uint64_t request_id;
+	uint64_t t0_ns; /* when the request was decoded, for latency */
 	uint8_t hdr[KVT_HDR_SIZE]; /* encoded when the reply is finished */
 	const uint8_t *data; /* body: into owned or ref */
 	size_t len;
@@ -86,9 +88,17 @@ struct kvt_server_stats {
 	uint64_t puts_held; /* PUTs held back while the tiers caught up */
 };
 
+/* Latency is kept per opcode; opcodes past this share the last slot. */
+#define KVT_LAT_OPS 16
+
 struct kvt_server {
 	struct io_uring ring;
-	const struct kvt_config *cfg;
+	struct kvt_config *cfg;
+	/* The command line, re-read with the config file on SIGHUP. */
+	int argc;
+	char **argv;
+	bool activated; /* the socket came from systemd (LISTEN_FDS) */
+	struct kvt_hist lat[KVT_LAT_OPS];
 	struct kvt_tm *tm;
 	struct kvt_limits lim;
 	int listen_fd;
@@ -104,8 +114,8 @@ struct kvt_server {
 
 /* ---- kvt_server.c: loop, connections, reply queue ---------------------- */
 
-int kvt_server_open(struct kvt_server **out, const struct kvt_config *cfg,
-		    struct kvt_tm *tm);
+int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
+		    struct kvt_tm *tm, int argc, char **argv);
 /* Serves until SIGTERM or SIGINT.  Returns 0 or a negative error. */
 int kvt_server_run(struct kvt_server *s);
 void kvt_server_close(struct kvt_server *s);

@@ -22,6 +22,7 @@
 
 #include "kvt_daemon.h"
 #include "kvt_log.h"
+#include "kvt_notify.h"
 
 enum op_kind {
 	OP_ACCEPT = 1,
@@ -322,6 +323,7 @@ struct kvt_reply *kvt_reply_reserve(struct kvt_conn *c, uint64_t request_id,
 		return NULL;
 	r->opcode = opcode;
 	r->request_id = request_id;
+	r->t0_ns = kvt_now_ns();
 	if (c->out_tail)
 		c->out_tail->next = r;
 	else
@@ -345,6 +347,9 @@ void kvt_reply_finish(struct kvt_conn *c, struct kvt_reply *r, int status,
 	};
 
 	kvt_frame_header_encode(r->hdr, &h);
+	kvt_hist_add(&c->srv->lat[r->opcode < KVT_LAT_OPS ? r->opcode
+							  : KVT_LAT_OPS - 1],
+		     (kvt_now_ns() - r->t0_ns) / 1000);
 	r->owned = owned;
 	r->ref = ref;
 	r->data = ref ? kvt_ref_data(ref) : owned;
@@ -681,6 +686,7 @@ static void begin_stop(struct kvt_server *s, const char *why)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	kvt_notify("STOPPING=1");
 	g_stop.stop_deadline = kvt_now_ns() + STOP_GRACE_NS;
 	kvt_log(KVT_LOG_INFO, "event=stopping reason=%s conns=%u", why,
 		s->nconns);
@@ -699,6 +705,66 @@ static void begin_stop(struct kvt_server *s, const char *why)
 	}
 }
 
+/*
+ * SIGHUP: re-reads the config file and the command line (flags still
+ * override the file) and applies what can change while running; settings
+ * that need a restart are reported, not applied.
+ */
+static void reload(struct kvt_server *s)
+{
+	struct kvt_config n;
+	struct kvt_config *o = s->cfg;
+	int changed = 0;
+
+	kvt_notify("RELOADING=1");
+	kvt_config_defaults(&n);
+	if (kvt_config_from_args(&n, s->argc, s->argv) != 0) {
+		kvt_log(KVT_LOG_ERROR, "event=reload_failed config=%s "
+			"hint=\"keeping the current settings\"",
+			o->config_path[0] ? o->config_path : "-");
+		kvt_notify("READY=1");
+		return;
+	}
+	if (n.log_level != o->log_level) {
+		kvt_log(KVT_LOG_WARN, "event=reload setting=log-level old=%s "
+			"new=%s", kvt_log_level_name(o->log_level),
+			kvt_log_level_name(n.log_level));
+		o->log_level = kvt_log_level = n.log_level;
+		changed++;
+	}
+	if (n.max_connections != o->max_connections) {
+		kvt_log(KVT_LOG_WARN, "event=reload setting=max-connections "
+			"old=%u new=%u", o->max_connections, n.max_connections);
+		o->max_connections = n.max_connections;
+		changed++;
+	}
+	if (n.l3_write_rate != o->l3_write_rate) {
+		kvt_log(KVT_LOG_WARN, "event=reload setting=l3-write-rate "
+			"old=%llu new=%llu", (unsigned long long)o->l3_write_rate,
+			(unsigned long long)n.l3_write_rate);
+		o->l3_write_rate = n.l3_write_rate;
+		kvt_tm_set_l3_write_rate(s->tm, n.l3_write_rate);
+		changed++;
+	}
+	if (n.spill_timeout_s != o->spill_timeout_s || n.no_spill != o->no_spill) {
+		o->spill_timeout_s = n.spill_timeout_s;
+		o->no_spill = n.no_spill;
+		kvt_log(KVT_LOG_WARN, "event=reload setting=spill "
+			"spill_timeout=%u no_spill=%d", o->spill_timeout_s,
+			o->no_spill);
+		changed++;
+	}
+	if (strcmp(n.socket_path, o->socket_path) ||
+	    strcmp(n.data_dir, o->data_dir) || n.l1_size != o->l1_size ||
+	    n.l2_size != o->l2_size || n.l3_size != o->l3_size ||
+	    n.l2_level != o->l2_level || n.l3_region_size != o->l3_region_size)
+		kvt_log(KVT_LOG_WARN, "event=reload_needs_restart "
+			"hint=\"socket, data-dir, tier sizes, l2-level and "
+			"l3-region-size change only on restart\"");
+	kvt_log(KVT_LOG_INFO, "event=reloaded changed=%d", changed);
+	kvt_notify("READY=1");
+}
+
 static void on_signal(struct kvt_server *s, int res)
 {
 	g_stop.signal_armed = false;
@@ -708,6 +774,9 @@ static void on_signal(struct kvt_server *s, int res)
 		return;
 	}
 	switch (g_stop.si.ssi_signo) {
+	case SIGHUP:
+		reload(s);
+		break;
 	case SIGTERM:
 		begin_stop(s, "SIGTERM");
 		break;
@@ -754,8 +823,8 @@ static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
 	}
 }
 
-int kvt_server_open(struct kvt_server **out, const struct kvt_config *cfg,
-		    struct kvt_tm *tm)
+int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
+		    struct kvt_tm *tm, int argc, char **argv)
 {
 	struct io_uring_params p;
 	struct kvt_server *s;
@@ -767,6 +836,8 @@ int kvt_server_open(struct kvt_server **out, const struct kvt_config *cfg,
 		return -ENOMEM;
 	s->cfg = cfg;
 	s->tm = tm;
+	s->argc = argc;
+	s->argv = argv;
 	s->listen_fd = -1;
 	s->signal_fd = -1;
 	s->start_ns = kvt_now_ns();
@@ -798,7 +869,19 @@ int kvt_server_open(struct kvt_server **out, const struct kvt_config *cfg,
 		return rc;
 	}
 
-	s->listen_fd = listen_unix(cfg->socket_path, 1024);
+	/* systemd socket activation: the socket is already bound for us. */
+	s->listen_fd = kvt_listen_fd();
+	if (s->listen_fd == -EINVAL) {
+		kvt_server_close(s);
+		return -EINVAL;
+	}
+	if (s->listen_fd >= 0) {
+		s->activated = true;
+		kvt_log(KVT_LOG_INFO, "event=socket_activated fd=%d",
+			s->listen_fd);
+	} else {
+		s->listen_fd = listen_unix(cfg->socket_path, 1024);
+	}
 	if (s->listen_fd < 0) {
 		rc = s->listen_fd;
 		s->listen_fd = -1;
@@ -817,7 +900,17 @@ int kvt_server_run(struct kvt_server *s)
 	arm_signal(s);
 	arm_tm(s);
 	kvt_log(KVT_LOG_INFO, "event=listening socket=%s pid=%d",
-		s->cfg->socket_path, (int)getpid());
+		s->activated ? "(systemd)" : s->cfg->socket_path,
+		(int)getpid());
+	{
+		char st[256];
+		snprintf(st, sizeof(st), "READY=1\nMAINPID=%d\nSTATUS=serving",
+			 (int)getpid());
+		int nrc = kvt_notify(st);
+		if (nrc)
+			kvt_log(KVT_LOG_WARN, "event=notify_failed error=\"%s\"",
+				strerror(-nrc));
+	}
 	while (!s->stopping || s->nconns > 0 || g_stop.accept_armed) {
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
@@ -855,7 +948,9 @@ void kvt_server_close(struct kvt_server *s)
 		return;
 	if (s->listen_fd >= 0) {
 		close(s->listen_fd);
-		unlink(s->cfg->socket_path);
+		/* systemd owns an activated socket's file; leave it. */
+		if (!s->activated)
+			unlink(s->cfg->socket_path);
 	}
 	if (s->signal_fd >= 0)
 		close(s->signal_fd);

@@ -100,6 +100,27 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	     (unsigned long long)ts.demotions_dropped,
 	     (unsigned long long)ts.transit_bytes,
 	     (unsigned long long)ts.jobs_pending);
+	/* Service time per operation, decode to reply (kvt_hist.h). */
+	jput(&b, "\"latency_us\":{");
+	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,
+				       KVT_OP_EXISTS, KVT_OP_PING,
+				       KVT_OP_STATS };
+	for (size_t i = 0; i < sizeof(ops); i++) {
+		const struct kvt_hist *h = &s->lat[ops[i]];
+		char name[16];
+		size_t k;
+
+		for (k = 0; kvt_op_name(ops[i])[k] && k < sizeof(name) - 1; k++)
+			name[k] = (char)(kvt_op_name(ops[i])[k] | 0x20);
+		name[k] = '\0';
+		jput(&b, "%s\"%s\":{\"count\":%llu,\"sum\":%llu,\"p50\":%llu,"
+		     "\"p99\":%llu}",
+		     i ? "," : "", name, (unsigned long long)h->count,
+		     (unsigned long long)h->sum_us,
+		     (unsigned long long)kvt_hist_quantile(h, 0.50),
+		     (unsigned long long)kvt_hist_quantile(h, 0.99));
+	}
+	jput(&b, "},");
 	jput(&b, "\"connections\":%u,\"connections_total\":%llu,"
 		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
 		 "\"requests\":%llu,\"puts_held\":%llu,\"bytes_in\":%llu,"

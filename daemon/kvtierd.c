@@ -135,7 +135,7 @@ int main(int argc, char **argv)
 		kvt_size_format(cfg.l2_size, b2, sizeof(b2)),
 		kvt_size_format(cfg.l3_size, b3, sizeof(b3)), cfg.data_dir);
 
-	rc = kvt_server_open(&srv, &cfg, tm);
+	rc = kvt_server_open(&srv, &cfg, tm, argc, argv);
 	if (rc) {
 		fprintf(stderr, "kvtierd: cannot start on %s: %s\n",
 			cfg.socket_path,

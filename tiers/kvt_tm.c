@@ -689,6 +689,15 @@ void kvt_tm_dispatch(struct kvt_tm *tm)
 	}
 }
 
+void kvt_tm_set_l3_write_rate(struct kvt_tm *tm, uint64_t rate)
+{
+	if (!tm)
+		return;
+	tm->l3_rate = rate;
+	tm->l3_tokens = rate;
+	tm->l3_tokens_at = tm->now_s();
+}
+
 int kvt_tm_busy(struct kvt_tm *tm)
 {
 	return tm && tm->transit_bytes > tm->transit_max;

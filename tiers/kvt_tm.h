@@ -161,6 +161,9 @@ void kvt_tm_dispatch(struct kvt_tm *tm);
  */
 int kvt_tm_busy(struct kvt_tm *tm);
 
+/* Changes the L3 write budget (bytes/s, 0 = unlimited) while running. */
+void kvt_tm_set_l3_write_rate(struct kvt_tm *tm, uint64_t rate);
+
 /*
  * Graceful stop: moves everything in L1 and L2 down to L3 (blocks already
  * on L3 cost nothing), waiting at most timeout_ms for the writes.  Returns

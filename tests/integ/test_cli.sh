@@ -71,6 +71,12 @@ expect_rc 0 "stats table" $K stats
 grep -qi "l1" "$dir/out" && ok "stats table shows l1" || fail "stats table"
 cat "$dir/out"
 expect_rc 0 "help" $K --help
+$K stats --prometheus >"$dir/prom" && ok "stats --prometheus" || fail "stats --prometheus"
+grep -q '^kvtier_tier_entries{tier="l1"} ' "$dir/prom" && ok "prometheus tier label" || fail "prometheus tier label"
+grep -q 'kvtier_request_latency_microseconds{op="get",quantile="0.99"}' "$dir/prom" && ok "prometheus latency" || fail "prometheus latency"
+python3 "$(dirname "$0")/prom_check.py" <"$dir/prom" && ok "prometheus text parses" || fail "prometheus text does not parse"
+# Negative control: the checker must reject a broken exposition.
+printf 'kvtier_x 1\n' | python3 "$(dirname "$0")/prom_check.py" >/dev/null && fail "prom_check accepted a sample without TYPE" || ok "prom_check rejects bad text"
 
 # A live daemon's socket is not stolen.
 "$KVTIERD" --socket "$sock" --data-dir "$dir/var2" --log-level warn --l3-size 0 2>"$dir/second.log"
