@@ -888,6 +888,109 @@ int kvt_exists(kvt_client *c, const char *ns, const void *key,
 	return present;
 }
 
+/* Checks MATCH arguments against the protocol and the daemon's limits. */
+static int check_match(kvt_client *c, const char *ns,
+		       const void *const *keys, const size_t *key_lens,
+		       size_t n)
+{
+	size_t ns_len = ns ? strlen(ns) : 0;
+
+	if (n && (!keys || !key_lens))
+		return set_err(c, KVT_EINVAL, "keys or key_lens is NULL");
+	if (ns_len > KVT_NS_MAX)
+		return set_err(c, KVT_EINVAL, "namespace is %zu bytes, the "
+			       "protocol allows at most %d", ns_len,
+			       KVT_NS_MAX);
+	if (ns_len > c->lim.max_ns)
+		return set_err(c, KVT_ETOOBIG, "namespace is %zu bytes, the "
+			       "daemon allows at most %u", ns_len,
+			       c->lim.max_ns);
+	if (n > KVT_MATCH_KEYS_MAX)
+		return set_err(c, KVT_ETOOBIG, "%zu keys, a MATCH carries at "
+			       "most %d", n, KVT_MATCH_KEYS_MAX);
+	for (size_t i = 0; i < n; i++) {
+		if (!keys[i] || key_lens[i] == 0)
+			return set_err(c, KVT_EINVAL, "key %zu is %s", i,
+				       keys[i] ? "empty" : "NULL");
+		if (key_lens[i] > c->lim.max_key ||
+		    key_lens[i] > KVT_KEY_FIELD_MAX)
+			return set_err(c, KVT_ETOOBIG, "key %zu is %zu bytes, "
+				       "the daemon allows at most %u", i,
+				       key_lens[i], c->lim.max_key);
+	}
+	return 0;
+}
+
+int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
+	      const size_t *key_lens, size_t n, size_t *matched)
+{
+	struct kvt_frame_header rh;
+	uint8_t rb[KVT_MATCH_REPLY_SIZE];
+	uint8_t *body;
+	size_t need, len, ns_len = ns ? strlen(ns) : 0;
+	uint32_t m;
+	int rc;
+
+	if (matched)
+		*matched = 0;
+	if (!c)
+		return KVT_EINVAL;
+	if (!matched)
+		return set_err(c, KVT_EINVAL, "matched is NULL");
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	rc = check_match(c, ns, keys, key_lens, n);
+	if (rc < 0)
+		return rc;
+	need = kvt_match_req_size(ns_len, key_lens, n);
+	if (need > c->lim.max_body)
+		return set_err(c, KVT_ETOOBIG, "MATCH body of %zu bytes exceeds "
+			       "the daemon's limit of %llu", need,
+			       (unsigned long long)c->lim.max_body);
+	/*
+	 * The body can reach megabytes (4096 keys of up to max_key bytes),
+	 * more than the send buffer holds: build it apart and send it as the
+	 * request's "value".
+	 */
+	body = malloc(need);
+	if (!body)
+		return set_err(c, -ENOMEM, "cannot allocate %zu bytes for a "
+			       "MATCH request", need);
+	rc = kvt_match_req_encode(body, need, (const uint8_t *)(ns ? ns : ""),
+				  ns_len, keys, key_lens, n, &len);
+	if (rc < 0) {
+		free(body);
+		return set_err(c, rc, "cannot encode MATCH request: %s",
+			       kvt_strerror(rc));
+	}
+	rc = do_request(c, KVT_OP_MATCH, 0, body, len, &rh);
+	free(body);
+	if (rc < 0)
+		return rc;
+	if (rh.body_len < sizeof(rb)) {
+		rc = discard_body(c, rh.body_len);
+		if (rc < 0)
+			return rc;
+		return conn_fail(c, KVT_EPROTO, "MATCH reply of %u bytes, "
+				 "expected %d", rh.body_len,
+				 KVT_MATCH_REPLY_SIZE);
+	}
+	rc = read_body(c, rb, sizeof(rb));
+	if (rc < 0)
+		return rc;
+	/* Later versions may append fields: skip what we do not know. */
+	rc = discard_body(c, rh.body_len - sizeof(rb));
+	if (rc < 0)
+		return rc;
+	rc = kvt_match_reply_parse(rb, sizeof(rb), &m);
+	if (rc < 0 || m > n)
+		return conn_fail(c, KVT_EPROTO, "MATCH reply says %u of %zu "
+				 "keys matched", m, n);
+	*matched = m;
+	return 0;
+}
+
 int kvt_stats_json(kvt_client *c, char **json, size_t *len)
 {
 	struct kvt_frame_header rh;

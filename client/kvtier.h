@@ -55,6 +55,18 @@
  * and may evict any entry at any time, so a miss is a normal outcome that
  * callers must handle, not a failure.
  *
+ * PREFIX KEYS
+ *
+ * Inference processes that want to share a prefix cache must name the same
+ * block with the same key.  kvt_prefix_keys() derives the key of every
+ * complete block of B tokens from the token ids and a namespace (model,
+ * dtype, layout): each key is a SHA-256 chained over the whole prefix up
+ * to its block, so equal prefixes give equal keys in every process and
+ * language (proto/PROTOCOL.md, "Prefix keys", has the scheme and test
+ * vectors), and different prefixes do not collide.  It needs no
+ * connection.  Store block i under key i; on a later request compute the
+ * keys again and fetch the longest run of leading keys that is present.
+ *
  * ERRORS
  *
  * Every fallible function returns an int: 0 (or a documented non-negative
@@ -300,6 +312,37 @@ int kvt_exists(kvt_client *c, const char *ns, const void *key,
 	       size_t key_len);
 
 /*
+ * kvt_match - counts how many of keys[0..n), in order, are present under
+ * ns: the length of the longest run of leading keys in the cache, stopping
+ * at the first absent key.  Made for prefix keys (kvt_prefix_keys()): the
+ * result is how many blocks of a prompt can be fetched instead of
+ * recomputed.  One round trip whatever n; values are neither transferred
+ * nor promoted between tiers.
+ *
+ * ns:       namespace, NUL-terminated, NULL = "".
+ * keys:     n pointers to keys, key_lens their lengths (each 1 to the
+ *           daemon's max_key bytes); both may be NULL when n is 0.
+ * n:        at most KVT_MATCH_KEYS_MAX (4096) keys per call.
+ * matched:  receives the count, 0..n; must not be NULL.
+ *
+ * Returns 0 (*matched set), or:
+ *   KVT_EINVAL   c or matched is NULL, keys or key_lens is NULL with n > 0,
+ *                a key is NULL or empty, ns is longer than 255 bytes
+ *                (nothing sent)
+ *   KVT_ETOOBIG  n > 4096, or a key, the namespace or the whole request
+ *                exceeds the daemon's limits (nothing sent), or the daemon
+ *                says so
+ *   -ENOMEM      the request could not be built
+ *   KVT_EBUSY, KVT_ESERVER, KVT_ECLOSED or another daemon or connection
+ *   error
+ * On error *matched is 0 (when matched is not NULL).  Keys reported
+ * present may still be evicted before a later get.
+ */
+#define KVT_MATCH_KEYS_MAX 4096
+int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
+	      const size_t *key_lens, size_t n, size_t *matched);
+
+/*
  * kvt_stats_json - fetches the daemon's counters as one JSON object: per
  * tier ("l1", "l2", "l3") entries, bytes, raw_bytes, capacity_bytes, hits;
  * top level gets, puts, dels, misses, promotions, demotions, evictions,
@@ -331,6 +374,39 @@ int kvt_stats_json(kvt_client *c, char **json, size_t *len);
  * it while another thread calls setenv().
  */
 int kvt_socket_path_default(char *buf, size_t cap);
+
+/*
+ * kvt_prefix_keys - computes the 32-byte prefix key of every complete block
+ * of tokens[0..ntokens) under namespace ns[0..ns_len).  Local: needs no
+ * connection, does no I/O and allocates nothing.  Thread safe.
+ *
+ *   root    = SHA-256("kvtier-prefix-v1" || u8 ns_len || ns)
+ *   key(i)  = SHA-256(key(i-1) || token ids of block i as little-endian u32)
+ *   key(-1) = root
+ *
+ * ns:           namespace bytes, need not be NUL-terminated; may be NULL
+ *               when ns_len is 0.  It is hashed, so it may be longer than
+ *               the daemon's namespaces, but at most 255 bytes.  The
+ *               namespace the keys are stored under is a good choice.
+ * tokens:       token ids; may be NULL when ntokens is 0.
+ * block_tokens: tokens per block (B), at least 1.  Block i covers tokens
+ *               [i*B, (i+1)*B); a trailing partial block gets no key.
+ * keys:         caller's array of max_keys keys; may be NULL when max_keys
+ *               is 0 (a way to learn the count).
+ * nkeys:        receives the number of complete blocks, ntokens / B.
+ *
+ * Returns 0 (keys[0..*nkeys) written), or:
+ *   KVT_EINVAL  block_tokens is 0, ns_len > 255, nkeys is NULL, or ns,
+ *               tokens or keys is NULL with a nonzero length (nothing
+ *               written; *nkeys is 0 when nkeys is not NULL)
+ *   KVT_ERANGE  max_keys is smaller than the number of complete blocks:
+ *               keys[0..max_keys) are written, *nkeys is the number needed
+ *
+ * The same prototype is in proto/kvt_prefix.h; they must stay identical.
+ */
+int kvt_prefix_keys(const char *ns, size_t ns_len, const uint32_t *tokens,
+		    size_t ntokens, unsigned block_tokens, uint8_t (*keys)[32],
+		    size_t max_keys, size_t *nkeys);
 
 /* kvt_version - the library's version, "0.1.0" (KVT_VERSION_STRING). */
 const char *kvt_version(void);

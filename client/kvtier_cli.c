@@ -1,7 +1,8 @@
 /*
  * kvtier_cli.c - the kvtier command-line tool: arguments and commands.
  *
- *   kvtier [-s SOCKET] ping | put | get | del | exists | stats
+ *   kvtier [-s SOCKET] ping | put | get | del | exists | match | stats
+ *   kvtier keys
  *
  * The tool only uses the public libkvtier API, like any other client.
  * Arguments are checked completely before connecting, so that a usage
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "kvt_frame.h"
+#include "kvt_prefix.h"
 #include "kvtier.h"
 #include "kvtier_cli.h"
 
@@ -32,6 +34,8 @@
 #define CLI_VALUE_MAX 0xffffffffull
 /* Longest --watch period accepted, a day. */
 #define CLI_WATCH_MAX 86400.0
+/* Tokens per block of `kvtier keys` unless --block-tokens says otherwise. */
+#define CLI_BLOCK_TOKENS 16
 
 struct cli {
 	const char *cmd; /* command name, for messages */
@@ -163,6 +167,12 @@ static const struct cmd_help helps[] = {
 	  "Prints one line per KEY: 1 if it is in the cache, else 0.\n"
 	  "\n"
 	  "  --ns NS          namespace (default: the empty namespace)\n" },
+	{ "match", "match [--ns NS] KEY...",
+	  "Prints how many of the KEYs, in order, are in the cache before the\n"
+	  "first one that is not: the number of leading blocks of a prefix\n"
+	  "(see 'kvtier keys') that can be fetched.  At most 4096 KEYs.\n"
+	  "\n"
+	  "  --ns NS          namespace (default: the empty namespace)\n" },
 	{ "stats", "stats [--json | --prometheus] [--watch SECONDS]",
 	  "Shows the daemon's counters: per tier entries, bytes, capacity, fill\n"
 	  "and hits, then request totals.\n"
@@ -170,6 +180,17 @@ static const struct cmd_help helps[] = {
 	  "  --json             print the daemon's JSON document as is\n"
 	  "  --prometheus       print in the Prometheus text format\n"
 	  "  --watch SECONDS    repeat every SECONDS until interrupted\n" },
+	{ "keys", "keys [--ns NS] [--block-tokens N] TOKEN...",
+	  "Prints the prefix key of every complete block of N tokens, one\n"
+	  "\"hex:\" KEY per line, ready for get, exists or put.  Each key is\n"
+	  "chained over every token before it (proto/PROTOCOL.md, \"Prefix\n"
+	  "keys\"), so every implementation computes the same keys.\n"
+	  "A trailing partial block gets no key.  Needs no daemon.\n"
+	  "\n"
+	  "  --ns NS              namespace hashed into every key, e.g. the\n"
+	  "                       model, dtype and layout (default: empty)\n"
+	  "  --block-tokens N     tokens per block (default: 16)\n"
+	  "  TOKEN                a token id, decimal, 0 to 4294967295\n" },
 };
 
 static const struct cmd_help *find_help(const char *name)
@@ -251,6 +272,7 @@ enum {
 	OPT_WATCH,
 	OPT_SOCKET,
 	OPT_VERSION,
+	OPT_BLOCK_TOKENS,
 };
 
 struct opt_def {
@@ -764,7 +786,7 @@ out:
 }
 
 /*
- * Shared by del and exists: parses [--ns NS] KEY... into *keys (all of
+ * Shared by del, exists and match: parses [--ns NS] KEY... into *keys (all of
  * them decoded before anything is sent).  Returns 0 or an exit status.
  */
 static int parse_multi(struct cli *cl, int argc, char **argv,
@@ -882,6 +904,50 @@ static int cmd_exists(struct cli *cl, int argc, char **argv)
 	return finish_stdout(cl, status);
 }
 
+static int cmd_match(struct cli *cl, int argc, char **argv)
+{
+	struct cli_key *keys;
+	const void **ptrs = NULL;
+	size_t *lens = NULL, matched;
+	const char *ns;
+	int n, rc, status;
+
+	rc = parse_multi(cl, argc, argv, &ns, &keys, &n);
+	if (rc || !keys)
+		return rc;
+	if (n > KVT_MATCH_KEYS_MAX) {
+		keys_free(keys, n);
+		return usage_err(cl, "%d KEYs, at most %d", n,
+				 KVT_MATCH_KEYS_MAX);
+	}
+	ptrs = calloc((size_t)n, sizeof(*ptrs));
+	lens = calloc((size_t)n, sizeof(*lens));
+	if (!ptrs || !lens) {
+		say(cl, "out of memory");
+		status = KVT_CLI_FAIL;
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		ptrs[i] = keys[i].data;
+		lens[i] = keys[i].len;
+	}
+	status = cli_connect(cl);
+	if (status)
+		goto out;
+	rc = kvt_match(cl->c, ns, ptrs, lens, (size_t)n, &matched);
+	if (rc < 0) {
+		status = request_failed(cl, NULL, rc);
+		goto out;
+	}
+	printf("%zu\n", matched);
+	status = finish_stdout(cl, KVT_CLI_OK);
+out:
+	free(ptrs);
+	free(lens);
+	keys_free(keys, n);
+	return status;
+}
+
 /* Sleeps for s seconds, resuming after signals that did not kill us. */
 static void sleep_s(double s)
 {
@@ -965,25 +1031,123 @@ static int cmd_stats(struct cli *cl, int argc, char **argv)
 	return finish_stdout(cl, KVT_CLI_OK);
 }
 
+static void print_key_hex(const uint8_t key[KVT_PREFIX_KEY_SIZE])
+{
+	static const char digits[] = "0123456789abcdef";
+	char line[4 + 2 * KVT_PREFIX_KEY_SIZE + 2] = "hex:";
+
+	for (size_t i = 0; i < KVT_PREFIX_KEY_SIZE; i++) {
+		line[4 + 2 * i] = digits[key[i] >> 4];
+		line[4 + 2 * i + 1] = digits[key[i] & 0xf];
+	}
+	line[4 + 2 * KVT_PREFIX_KEY_SIZE] = '\n';
+	line[4 + 2 * KVT_PREFIX_KEY_SIZE + 1] = '\0';
+	fputs(line, stdout);
+}
+
+static int cmd_keys(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--ns", 0, true, OPT_NS },
+		{ "--block-tokens", 0, true, OPT_BLOCK_TOKENS },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	const char *v, *ns = "";
+	uint32_t *tokens, block = CLI_BLOCK_TOKENS;
+	uint8_t (*keys)[KVT_PREFIX_KEY_SIZE] = NULL;
+	size_t n = 0, nkeys;
+	int o, rc;
+
+	/* At most argc tokens; one allocation up front. */
+	tokens = calloc((size_t)argc + 1, sizeof(*tokens));
+	if (!tokens) {
+		say(cl, "out of memory");
+		return KVT_CLI_FAIL;
+	}
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			rc = KVT_CLI_USAGE;
+			goto out;
+		case OPT_HELP:
+			rc = cmd_help_exit(cl->cmd);
+			goto out;
+		case OPT_NS:
+			ns = v;
+			break;
+		case OPT_BLOCK_TOKENS:
+			if (parse_u32(v, &block) < 0 || block == 0) {
+				rc = usage_err(cl, "bad --block-tokens '%s' "
+					       "(1 to %u)", v, UINT32_MAX);
+				goto out;
+			}
+			break;
+		case OPT_POS:
+			if (parse_u32(v, &tokens[n]) < 0) {
+				rc = usage_err(cl, "bad TOKEN '%s' (a decimal "
+					       "token id, 0 to %u)", v,
+					       UINT32_MAX);
+				goto out;
+			}
+			n++;
+			break;
+		}
+	}
+	if (n == 0) {
+		rc = usage_err(cl, "missing TOKEN");
+		goto out;
+	}
+	if (ns_check(cl, ns)) {
+		rc = KVT_CLI_USAGE;
+		goto out;
+	}
+	if (n / block > 0) {
+		keys = calloc(n / block, sizeof(*keys));
+		if (!keys) {
+			say(cl, "out of memory");
+			rc = KVT_CLI_FAIL;
+			goto out;
+		}
+	}
+	rc = kvt_prefix_keys(ns, strlen(ns), tokens, n, block, keys, n / block,
+			     &nkeys);
+	if (rc < 0) {
+		/* Arguments were checked above: this is a bug, not usage. */
+		say(cl, "%s", kvt_strerror(rc));
+		rc = KVT_CLI_FAIL;
+		goto out;
+	}
+	for (size_t i = 0; i < nkeys; i++)
+		print_key_hex(keys[i]);
+	rc = finish_stdout(cl, KVT_CLI_OK);
+out:
+	free(keys);
+	free(tokens);
+	return rc;
+}
+
 /* ---- Main ----------------------------------------------------------- */
 
 struct command {
 	const char *name;
 	int (*fn)(struct cli *cl, int argc, char **argv);
+	bool local; /* works without a daemon: no socket path needed */
 };
 
 static const struct command commands[] = {
-	{ "ping", cmd_ping },
-	{ "put", cmd_put },
-	{ "get", cmd_get },
-	{ "del", cmd_del },
-	{ "exists", cmd_exists },
-	{ "stats", cmd_stats },
+	{ "ping", cmd_ping, false },
+	{ "put", cmd_put, false },
+	{ "get", cmd_get, false },
+	{ "del", cmd_del, false },
+	{ "exists", cmd_exists, false },
+	{ "match", cmd_match, false },
+	{ "stats", cmd_stats, false },
+	{ "keys", cmd_keys, true },
 };
 
 /* Contract commands this version of the tool does not provide yet. */
-static const char *const later[] = { "match", "drop", "hot", "keys",
-				     "bench" };
+static const char *const later[] = { "drop", "hot", "bench" };
 
 int main(int argc, char **argv)
 {
@@ -1026,17 +1190,22 @@ int main(int argc, char **argv)
 		return KVT_CLI_OK;
 	}
 
-	if (!cl.socket) {
-		if (kvt_socket_path_default(cl.sockbuf, sizeof(cl.sockbuf)) < 0)
-			return usage_err(&cl, "default socket path too long "
-					 "(KVTIER_SOCKET or XDG_RUNTIME_DIR); "
-					 "use -s SOCKET");
-		cl.socket = cl.sockbuf;
-	}
-
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(commands[i].name, name) != 0)
 			continue;
+		/*
+		 * A local command must not fail because of a socket setting
+		 * it would never use.
+		 */
+		if (!cl.socket && !commands[i].local) {
+			if (kvt_socket_path_default(cl.sockbuf,
+						    sizeof(cl.sockbuf)) < 0)
+				return usage_err(&cl, "default socket path too "
+						 "long (KVTIER_SOCKET or "
+						 "XDG_RUNTIME_DIR); use -s "
+						 "SOCKET");
+			cl.socket = cl.sockbuf;
+		}
 		cl.cmd = name;
 		rc = commands[i].fn(&cl, argc - a.i - 1, argv + a.i + 1);
 		kvt_close(cl.c);

@@ -135,6 +135,42 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 	}
 }
 
+/*
+ * MATCH: counts the leading keys present, stopping at the first absent one
+ * (the keys of a prefix chain, so nothing after a gap is usable).  Like
+ * EXISTS it promotes nothing.  The parser bounded the key
+ * count, which bounds the time this takes on the loop thread.
+ */
+static void handle_match(struct kvt_conn *c, struct kvt_reply *r,
+			 const uint8_t *body, size_t len)
+{
+	struct kvt_match_req m;
+	struct kvt_keyref kr;
+	struct kvt_key k;
+	size_t pos = 0;
+	uint32_t matched = 0;
+	uint8_t *out;
+	int rc = kvt_match_req_parse(body, len, &c->srv->lim, &m);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad MATCH: %s", kvt_strerror(rc));
+		return;
+	}
+	while (kvt_match_req_key(&m, &pos, &kr)) {
+		key_from_ref(&k, &kr);
+		if (kvt_tm_exists(c->srv->tm, &k) <= 0)
+			break;
+		matched++;
+	}
+	out = malloc(KVT_MATCH_REPLY_SIZE);
+	if (!out) {
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	kvt_match_reply_encode(out, matched);
+	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
+}
+
 void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 			uint8_t *body)
 {
@@ -162,6 +198,9 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 	case KVT_OP_DEL:
 	case KVT_OP_EXISTS:
 		handle_key_op(c, r, h->opcode, body, len);
+		break;
+	case KVT_OP_MATCH:
+		handle_match(c, r, body, len);
 		break;
 	case KVT_OP_STATS: {
 		size_t n;

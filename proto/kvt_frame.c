@@ -100,6 +100,8 @@ const char *kvt_op_name(unsigned op)
 		return "EXISTS";
 	case KVT_OP_STATS:
 		return "STATS";
+	case KVT_OP_MATCH:
+		return "MATCH";
 	}
 	return "UNKNOWN";
 }
@@ -548,5 +550,143 @@ int kvt_hello_reply_parse(const uint8_t *body, size_t len,
 	    tmp.lim.max_body > KVT_BODY_FIELD_MAX)
 		return KVT_EPROTO;
 	*h = tmp;
+	return 0;
+}
+
+/* ---- MATCH ------------------------------------------------------------ */
+
+size_t kvt_match_req_size(size_t ns_len, const size_t *key_lens, size_t n)
+{
+	size_t total;
+
+	if (ns_len > SIZE_MAX - KVT_MATCH_FIXED)
+		return SIZE_MAX;
+	total = KVT_MATCH_FIXED + ns_len;
+	for (size_t i = 0; i < n; i++) {
+		if (key_lens[i] > SIZE_MAX - 2 - total)
+			return SIZE_MAX;
+		total += 2 + key_lens[i];
+	}
+	return total;
+}
+
+int kvt_match_req_encode(uint8_t *out, size_t cap, const uint8_t *ns,
+			 size_t ns_len, const void *const *keys,
+			 const size_t *key_lens, size_t n, size_t *written)
+{
+	size_t need, off;
+
+	if (!written)
+		return KVT_EINVAL;
+	*written = 0;
+	if (ns_len > KVT_NS_MAX || (!ns && ns_len) ||
+	    (n && (!keys || !key_lens)))
+		return KVT_EINVAL;
+	if (n > KVT_MATCH_KEYS_MAX)
+		return KVT_ETOOBIG;
+	for (size_t i = 0; i < n; i++)
+		if (!keys[i] || key_lens[i] == 0 ||
+		    key_lens[i] > KVT_KEY_FIELD_MAX)
+			return KVT_EINVAL;
+	/* At most 4 + 255 + 4096 * (2 + 65535) bytes: no overflow, < 2^32. */
+	need = kvt_match_req_size(ns_len, key_lens, n);
+	if (!out || cap < need) {
+		*written = need;
+		return KVT_ERANGE;
+	}
+	out[0] = (uint8_t)ns_len;
+	out[1] = 0;
+	put_u16(out + 2, (uint16_t)n);
+	if (ns_len)
+		memcpy(out + KVT_MATCH_FIXED, ns, ns_len);
+	off = KVT_MATCH_FIXED + ns_len;
+	for (size_t i = 0; i < n; i++) {
+		put_u16(out + off, (uint16_t)key_lens[i]);
+		memcpy(out + off + 2, keys[i], key_lens[i]);
+		off += 2 + key_lens[i];
+	}
+	assert(off == need);
+	*written = need;
+	return 0;
+}
+
+int kvt_match_req_parse(const uint8_t *body, size_t len,
+			const struct kvt_limits *lim, struct kvt_match_req *m)
+{
+	size_t ns_len, count, off, key_len;
+
+	if (!lim || !m || (!body && len))
+		return KVT_EINVAL;
+	if (len < KVT_MATCH_FIXED)
+		return KVT_EBADREQ;
+	/* Reserved for later use, as in the key body. */
+	if (body[1] != 0)
+		return KVT_EBADREQ;
+	ns_len = body[0];
+	count = get_u16(body + 2);
+	/*
+	 * Limits first, as for the other bodies: an oversized request is
+	 * KVT_ETOOBIG whatever else is wrong with it.  The key count bounds
+	 * the work one request makes the daemon do between other clients'.
+	 */
+	if (count > KVT_MATCH_KEYS_MAX || ns_len > lim->max_ns)
+		return KVT_ETOOBIG;
+	if (KVT_MATCH_FIXED + ns_len > len)
+		return KVT_EBADREQ;
+	off = KVT_MATCH_FIXED + ns_len;
+	for (size_t i = 0; i < count; i++) {
+		if (len - off < 2)
+			return KVT_EBADREQ;
+		key_len = get_u16(body + off);
+		if (key_len == 0)
+			return KVT_EBADREQ;
+		if (key_len > lim->max_key)
+			return KVT_ETOOBIG;
+		if (len - off - 2 < key_len)
+			return KVT_EBADREQ;
+		off += 2 + key_len;
+	}
+	if (off != len)
+		return KVT_EBADREQ;
+	m->ns = body + KVT_MATCH_FIXED;
+	m->ns_len = ns_len;
+	m->count = count;
+	m->keys = body + KVT_MATCH_FIXED + ns_len;
+	m->keys_len = len - KVT_MATCH_FIXED - ns_len;
+	return 0;
+}
+
+int kvt_match_req_key(const struct kvt_match_req *m, size_t *pos,
+		      struct kvt_keyref *k)
+{
+	size_t key_len;
+
+	if (*pos >= m->keys_len)
+		return 0;
+	/* The parser checked every length, so these reads stay in bounds. */
+	assert(m->keys_len - *pos >= 2);
+	key_len = get_u16(m->keys + *pos);
+	assert(key_len > 0 && m->keys_len - *pos - 2 >= key_len);
+	k->ns = m->ns;
+	k->ns_len = m->ns_len;
+	k->key = m->keys + *pos + 2;
+	k->key_len = key_len;
+	*pos += 2 + key_len;
+	return 1;
+}
+
+void kvt_match_reply_encode(uint8_t out[KVT_MATCH_REPLY_SIZE],
+			    uint32_t matched)
+{
+	put_u32(out, matched);
+}
+
+int kvt_match_reply_parse(const uint8_t *body, size_t len, uint32_t *matched)
+{
+	if (!matched || (!body && len))
+		return KVT_EINVAL;
+	if (len < KVT_MATCH_REPLY_SIZE)
+		return KVT_EPROTO;
+	*matched = get_u32(body);
 	return 0;
 }

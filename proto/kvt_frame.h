@@ -50,6 +50,7 @@ enum kvt_op {
 	KVT_OP_DEL = 5,
 	KVT_OP_EXISTS = 6,
 	KVT_OP_STATS = 7,
+	KVT_OP_MATCH = 8,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };
@@ -240,5 +241,71 @@ void kvt_hello_reply_encode(uint8_t out[KVT_HELLO_REPLY_SIZE],
 			    const struct kvt_hello *h);
 int kvt_hello_reply_parse(const uint8_t *body, size_t len,
 			  struct kvt_hello *h);
+
+/*
+ * MATCH: the longest run of leading keys present, for prefix caches whose
+ * block keys chain (kvt_prefix.h).  Request body: u8 ns_len, u8 zero,
+ * u16 count, ns, then count x (u16 key_len, key); nothing may follow.
+ * Reply body: u32, the number of leading keys present (0..count).
+ */
+#define KVT_MATCH_FIXED 4
+/* Most keys in one MATCH request; more is KVT_ETOOBIG. */
+#define KVT_MATCH_KEYS_MAX 4096
+#define KVT_MATCH_REPLY_SIZE 4
+
+/* A parsed MATCH request; pointers refer into the body. */
+struct kvt_match_req {
+	const uint8_t *ns;
+	size_t ns_len;
+	size_t count;
+	/* count x (u16 key_len, key), already validated by the parser. */
+	const uint8_t *keys;
+	size_t keys_len;
+};
+
+/*
+ * Size of a MATCH body with these lengths (SIZE_MAX if it cannot be
+ * represented).  key_lens may be NULL when n is 0.
+ */
+size_t kvt_match_req_size(size_t ns_len, const size_t *key_lens, size_t n);
+
+/*
+ * Writes a MATCH body for keys[i][0..key_lens[i]), i < n, under ns into
+ * out; *written gets its size.  Returns 0, KVT_ERANGE if cap is too small
+ * (*written = the size needed; out may then be NULL), KVT_ETOOBIG if n >
+ * KVT_MATCH_KEYS_MAX, KVT_EINVAL if written is NULL, ns_len > 255, a key
+ * is NULL, empty or longer than 65535 bytes, or ns, keys or key_lens is
+ * NULL with a nonzero length.
+ */
+int kvt_match_req_encode(uint8_t *out, size_t cap, const uint8_t *ns,
+			 size_t ns_len, const void *const *keys,
+			 const size_t *key_lens, size_t n, size_t *written);
+
+/*
+ * Parses and validates a whole MATCH body, so that kvt_match_req_key()
+ * cannot fail afterwards.  Returns 0, KVT_EBADREQ if the body is
+ * malformed (short, nonzero reserved byte, an empty key, lengths running
+ * past the end, bytes after the last key), KVT_ETOOBIG if count exceeds
+ * KVT_MATCH_KEYS_MAX or the namespace or a key exceeds lim.
+ */
+int kvt_match_req_parse(const uint8_t *body, size_t len,
+			const struct kvt_limits *lim, struct kvt_match_req *m);
+
+/*
+ * Iterates over a parsed request's keys in order: *pos starts at 0.  Fills
+ * *k (namespace included) and returns 1, or returns 0 after the last key.
+ */
+int kvt_match_req_key(const struct kvt_match_req *m, size_t *pos,
+		      struct kvt_keyref *k);
+
+void kvt_match_reply_encode(uint8_t out[KVT_MATCH_REPLY_SIZE],
+			    uint32_t matched);
+
+/*
+ * Reads the count from a MATCH reply body; bytes after the first four are
+ * ignored (room for later versions).  Returns 0, or KVT_EPROTO if the body
+ * is shorter than 4 bytes.
+ */
+int kvt_match_reply_parse(const uint8_t *body, size_t len, uint32_t *matched);
 
 #endif /* KVT_FRAME_H */

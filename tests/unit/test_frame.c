@@ -198,6 +198,8 @@ static void test_names(void **state)
 	assert_string_equal(kvt_op_name(KVT_OP_DEL), "DEL");
 	assert_string_equal(kvt_op_name(KVT_OP_EXISTS), "EXISTS");
 	assert_string_equal(kvt_op_name(KVT_OP_STATS), "STATS");
+	assert_string_equal(kvt_op_name(KVT_OP_MATCH), "MATCH");
+	assert_int_equal(KVT_OP_MATCH, 8);
 	assert_string_equal(kvt_op_name(0), "UNKNOWN");
 	assert_string_equal(kvt_op_name(KVT_OP_END_), "UNKNOWN");
 	assert_string_equal(kvt_op_name(255), "UNKNOWN");
@@ -1101,6 +1103,198 @@ static void test_decoder_header_errors(void **state)
 	assert_int_equal(kvt_decoder_feed(&d, buf, 24, &used), KVT_DEC_HEADER);
 }
 
+/* ---- MATCH ------------------------------------------------------------ */
+
+static void test_match_bytes(void **state)
+{
+	static const uint8_t want[] = {
+		0x02, 0x00, 0x02, 0x00, 'n', 's',  /* ns_len 2, count 2, "ns" */
+		0x01, 0x00, 'a',		   /* key_len 1, "a" */
+		0x03, 0x00, 'b', 'c', 'd',	   /* key_len 3, "bcd" */
+	};
+	const void *keys[] = { "a", "bcd" };
+	const size_t lens[] = { 1, 3 };
+	uint8_t out[64], rb[KVT_MATCH_REPLY_SIZE];
+	size_t n;
+	uint32_t m;
+
+	(void)state;
+	assert_int_equal(kvt_match_req_size(2, lens, 2), sizeof(want));
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out),
+					      (const uint8_t *)"ns", 2, keys,
+					      lens, 2, &n), 0);
+	assert_int_equal(n, sizeof(want));
+	assert_memory_equal(out, want, sizeof(want));
+
+	kvt_match_reply_encode(rb, 0x01020304u);
+	assert_int_equal(rb[0], 0x04);
+	assert_int_equal(rb[3], 0x01);
+	assert_int_equal(kvt_match_reply_parse(rb, sizeof(rb), &m), 0);
+	assert_int_equal(m, 0x01020304u);
+	assert_int_equal(kvt_match_reply_parse(rb, 3, &m), KVT_EPROTO);
+	assert_int_equal(kvt_match_reply_parse(rb, 4, NULL), KVT_EINVAL);
+}
+
+static void test_match_roundtrip(void **state)
+{
+	static uint8_t kb[KVT_MATCH_KEYS_MAX][32];
+	static const void *keys[KVT_MATCH_KEYS_MAX];
+	static size_t lens[KVT_MATCH_KEYS_MAX];
+	static uint8_t body[KVT_MATCH_FIXED + 255 +
+			    KVT_MATCH_KEYS_MAX * (2 + 32)];
+	struct kvt_limits lim = deflim();
+	struct kvt_match_req m;
+	struct kvt_keyref k;
+	uint8_t ns[255];
+	size_t n, pos = 0, i = 0;
+
+	(void)state;
+	memset(ns, 'x', sizeof(ns));
+	for (size_t j = 0; j < KVT_MATCH_KEYS_MAX; j++) {
+		memset(kb[j], (int)(j & 0xff), sizeof(kb[j]));
+		kb[j][0] = (uint8_t)(j >> 8);
+		keys[j] = kb[j];
+		lens[j] = 1 + j % 32;
+	}
+	assert_int_equal(kvt_match_req_encode(body, sizeof(body), ns, 255, keys,
+					      lens, KVT_MATCH_KEYS_MAX, &n), 0);
+	assert_int_equal(kvt_match_req_parse(body, n, &lim, &m), 0);
+	assert_int_equal(m.count, KVT_MATCH_KEYS_MAX);
+	assert_int_equal(m.ns_len, 255);
+	assert_memory_equal(m.ns, ns, 255);
+	while (kvt_match_req_key(&m, &pos, &k)) {
+		assert_true(i < KVT_MATCH_KEYS_MAX);
+		assert_int_equal(k.ns_len, 255);
+		assert_ptr_equal(k.ns, m.ns);
+		assert_int_equal(k.key_len, lens[i]);
+		assert_memory_equal(k.key, kb[i], lens[i]);
+		i++;
+	}
+	assert_int_equal(i, KVT_MATCH_KEYS_MAX);
+	/* Once done, it stays done. */
+	assert_int_equal(kvt_match_req_key(&m, &pos, &k), 0);
+
+	/* No keys and the empty namespace: a 4-byte body. */
+	assert_int_equal(kvt_match_req_encode(body, sizeof(body), NULL, 0, NULL,
+					      NULL, 0, &n), 0);
+	assert_int_equal(n, KVT_MATCH_FIXED);
+	assert_int_equal(kvt_match_req_parse(body, n, &lim, &m), 0);
+	assert_int_equal(m.count, 0);
+	pos = 0;
+	assert_int_equal(kvt_match_req_key(&m, &pos, &k), 0);
+}
+
+static void test_match_encode_errors(void **state)
+{
+	static const void *many[KVT_MATCH_KEYS_MAX + 1];
+	static size_t many_lens[KVT_MATCH_KEYS_MAX + 1];
+	const void *keys[] = { "a", NULL };
+	size_t lens[] = { 1, 1 };
+	uint8_t out[64];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 0, keys,
+					      lens, 1, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 1, keys,
+					      lens, 1, &n), KVT_EINVAL);
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out),
+					      (const uint8_t *)"x", 256, keys,
+					      lens, 1, &n), KVT_EINVAL);
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 0, NULL,
+					      lens, 1, &n), KVT_EINVAL);
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 0, keys,
+					      NULL, 1, &n), KVT_EINVAL);
+	/* A NULL key, an empty key, a key too long for its field. */
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 0, keys,
+					      lens, 2, &n), KVT_EINVAL);
+	lens[0] = 0;
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 0, keys,
+					      lens, 1, &n), KVT_EINVAL);
+	lens[0] = 0x10000;
+	assert_int_equal(kvt_match_req_encode(out, sizeof(out), NULL, 0, keys,
+					      lens, 1, &n), KVT_EINVAL);
+	lens[0] = 1;
+	/* Too many keys. */
+	for (size_t i = 0; i <= KVT_MATCH_KEYS_MAX; i++) {
+		many[i] = "k";
+		many_lens[i] = 1;
+	}
+	assert_int_equal(kvt_match_req_encode(NULL, 0, NULL, 0, many, many_lens,
+					      KVT_MATCH_KEYS_MAX + 1, &n),
+			 KVT_ETOOBIG);
+	/* Too small a buffer reports the size needed. */
+	assert_int_equal(kvt_match_req_encode(out, 6, NULL, 0, keys, lens, 1,
+					      &n), KVT_ERANGE);
+	assert_int_equal(n, 7);
+	assert_int_equal(kvt_match_req_encode(NULL, 0, NULL, 0, keys, lens, 1,
+					      &n), KVT_ERANGE);
+	assert_int_equal(n, 7);
+}
+
+static void test_match_parse_errors(void **state)
+{
+	/* Good: ns "n", two keys "a" and "bc". */
+	static const uint8_t good[] = { 1, 0, 2, 0, 'n', 1, 0, 'a',
+					2, 0, 'b', 'c' };
+	struct kvt_limits lim = deflim();
+	struct kvt_match_req m;
+	uint8_t b[2048];
+
+	(void)state;
+	memcpy(b, good, sizeof(good));
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m), 0);
+	assert_int_equal(kvt_match_req_parse(NULL, 1, &lim, &m), KVT_EINVAL);
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), NULL, &m),
+			 KVT_EINVAL);
+	/* Short fixed part, every truncation, one byte too many. */
+	for (size_t len = 0; len < sizeof(good); len++)
+		assert_int_equal(kvt_match_req_parse(b, len, &lim, &m),
+				 KVT_EBADREQ);
+	b[sizeof(good)] = 0;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good) + 1, &lim, &m),
+			 KVT_EBADREQ);
+	/* Reserved byte. */
+	b[1] = 1;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_EBADREQ);
+	b[1] = 0;
+	/* An empty key. */
+	b[8] = 0;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_EBADREQ);
+	b[8] = 2;
+	/* Fewer keys than count says, and more. */
+	b[2] = 3;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_EBADREQ);
+	b[2] = 1;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_EBADREQ);
+	b[2] = 2;
+	/* Count over the limit, whatever follows. */
+	b[2] = (uint8_t)((KVT_MATCH_KEYS_MAX + 1) & 0xff);
+	b[3] = (uint8_t)((KVT_MATCH_KEYS_MAX + 1) >> 8);
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_ETOOBIG);
+	b[2] = 2;
+	b[3] = 0;
+	/* A key over max_key, a namespace over max_ns. */
+	lim.max_key = 1;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_ETOOBIG);
+	lim = deflim();
+	lim.max_ns = 0;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_ETOOBIG);
+	lim = deflim();
+	/* A key length running past the end of the body. */
+	b[8] = 0xff;
+	b[9] = 0x03;
+	assert_int_equal(kvt_match_req_parse(b, sizeof(good), &lim, &m),
+			 KVT_EBADREQ);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1122,6 +1316,10 @@ int main(void)
 		cmocka_unit_test(test_key_encode_errors),
 		cmocka_unit_test(test_key_parse_errors),
 		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_match_bytes),
+		cmocka_unit_test(test_match_roundtrip),
+		cmocka_unit_test(test_match_encode_errors),
+		cmocka_unit_test(test_match_parse_errors),
 		cmocka_unit_test(test_protocol_example),
 		cmocka_unit_test(test_decoder_chunking),
 		cmocka_unit_test(test_decoder_stops_at_frame_end),
