@@ -26,6 +26,8 @@ enum opt_kind {
 	OPT_LEVEL,
 	OPT_UINT,
 	OPT_BOOL, /* a flag without value; `name = yes|no` in the file */
+	OPT_MODE, /* octal permission bits */
+	OPT_STR,  /* text into a char array of struct kvt_config */
 };
 
 struct opt {
@@ -33,36 +35,54 @@ struct opt {
 	enum opt_kind kind;
 	size_t offset; /* into struct kvt_config, for sizes and uints */
 	const char *help;
+	size_t cap; /* OPT_STR: size of the char array */
 };
+
+#define STR_OPT(name, field, help)                                           \
+	{ name, OPT_STR, offsetof(struct kvt_config, field), help,           \
+	  sizeof(((struct kvt_config *)0)->field) }
 
 static const struct opt opts[] = {
 	{ "socket", OPT_PATH_SOCKET, 0,
 	  "Unix socket path (default: $KVTIER_SOCKET, else\n"
-	  "\t\t\t$XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock)" },
+	  "\t\t\t$XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock)", 0 },
 	{ "data-dir", OPT_PATH_DATA, 0,
 	  "directory for L3 data (default: $STATE_DIRECTORY, else\n"
-	  "\t\t\t/var/lib/kvtier as root, else ~/.local/state/kvtier)" },
+	  "\t\t\t/var/lib/kvtier as root, else ~/.local/state/kvtier)", 0 },
 	{ "l1-size", OPT_SIZE, offsetof(struct kvt_config, l1_size),
-	  "L1 RAM tier capacity (default 1G)" },
+	  "L1 RAM tier capacity (default 1G)", 0 },
 	{ "l2-size", OPT_SIZE, offsetof(struct kvt_config, l2_size),
-	  "L2 compressed RAM tier capacity, 0 disables (default 1G)" },
+	  "L2 compressed RAM tier capacity, 0 disables (default 1G)", 0 },
 	{ "l3-size", OPT_SIZE, offsetof(struct kvt_config, l3_size),
-	  "L3 SSD tier capacity, 0 disables (default 4G;\n\t\t\tregion files are preallocated at start)" },
+	  "L3 SSD tier capacity, 0 disables (default 4G;\n\t\t\tregion files are preallocated at start)", 0 },
 	{ "l2-level", OPT_UINT, offsetof(struct kvt_config, l2_level),
-	  "zstd level for L2 (default 1; higher = smaller, slower)" },
+	  "zstd level for L2 (default 1; higher = smaller, slower)", 0 },
 	{ "l3-region-size", OPT_SIZE, offsetof(struct kvt_config, l3_region_size),
-	  "size of each L3 region file (default 64M)" },
+	  "size of each L3 region file (default 64M)", 0 },
 	{ "l3-write-rate", OPT_SIZE, offsetof(struct kvt_config, l3_write_rate),
 	  "L3 admission: most bytes/s written to SSD, 0 = no\n"
-	  "\t\t\tlimit (default 0); blocks over budget are dropped" },
+	  "\t\t\tlimit (default 0); blocks over budget are dropped", 0 },
 	{ "spill-timeout", OPT_UINT, offsetof(struct kvt_config, spill_timeout_s),
-	  "seconds SIGTERM may spend moving RAM to L3 (default 30)" },
+	  "seconds SIGTERM may spend moving RAM to L3 (default 30)", 0 },
 	{ "no-spill", OPT_BOOL, offsetof(struct kvt_config, no_spill),
-	  "on SIGTERM, drop RAM tiers instead of spilling to L3" },
-	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)" },
+	  "on SIGTERM, drop RAM tiers instead of spilling to L3", 0 },
+	{ "socket-mode", OPT_MODE, offsetof(struct kvt_config, socket_mode),
+	  "permission bits of the socket file, octal (default\n"
+	  "\t\t\t0600: only this user can connect)", 0 },
+	STR_OPT("socket-group", socket_group,
+		"group of the socket file (with socket-mode 0660)"),
+	STR_OPT("allow-uid", allow_uid,
+		"only these users (names or uids, comma-separated)\n"
+		"\t\t\tmay connect; with allow-gid, either may match"),
+	STR_OPT("allow-gid", allow_gid,
+		"only members of these groups may connect"),
+	STR_OPT("ns-owner", ns_owner,
+		"PREFIX=USER,...: namespaces starting with PREFIX\n"
+		"\t\t\tare only for USER (and root)"),
+	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)", 0 },
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
-	  "most client connections at once (default 4096)" },
+	  "most client connections at once (default 4096)", 0 },
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -99,36 +119,75 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->l3_region_size = 64ull << 20;
 	cfg->l2_level = 1;
 	cfg->spill_timeout_s = 30;
+	cfg->socket_mode = 0600;
+}
+
+static const char *arg_name(enum opt_kind k)
+{
+	switch (k) {
+	case OPT_SIZE:
+		return " SIZE";
+	case OPT_LEVEL:
+		return " LEVEL";
+	case OPT_UINT:
+		return " N";
+	case OPT_PATH_DATA:
+		return " DIR";
+	case OPT_PATH_SOCKET:
+		return " PATH";
+	case OPT_MODE:
+		return " MODE";
+	case OPT_STR:
+		return " LIST";
+	case OPT_BOOL:
+		break;
+	}
+	return "";
+}
+
+/* Prints "  --flag ARG" padded to a column, then help lines aligned. */
+static void usage_line(FILE *f, const char *flag, const char *help)
+{
+	int n = fprintf(f, "  %s", flag);
+
+	fprintf(f, "%*s", n < 26 ? 26 - n : 1, "");
+	for (; *help; help++) {
+		if (*help == '\t')
+			continue;
+		fputc(*help, f);
+		if (*help == '\n')
+			fprintf(f, "%26s", "");
+	}
+	fputc('\n', f);
 }
 
 void kvt_config_usage(FILE *f)
 {
+	char flag[64];
+
 	fprintf(f, "usage: kvtierd [--config FILE] [--socket PATH] "
-		   "[--data-dir DIR]\n"
-		   "               [--l1-size SIZE] [--l2-size SIZE] "
-		   "[--l3-size SIZE] [--log-level LEVEL]\n"
-		   "               [--max-connections N]\n\n"
+		   "[--data-dir DIR] [--l1-size SIZE]\n"
+		   "               [--l2-size SIZE] [--l3-size SIZE] "
+		   "[--log-level LEVEL] [OPTION...]\n"
+		   "       kvtierd --check [--data-dir DIR] [--l3-size SIZE] "
+		   "[--l3-region-size SIZE]\n\n"
 		   "kvtierd is the kvtier tiered KV-cache daemon. It runs in "
 		   "the foreground,\nlogs to stderr and serves clients on a "
-		   "Unix socket.\n\n"
-		   "  --config FILE\t\tread settings from FILE first "
-		   "(flags override it)\n"
-		   "  --check\t\tverify the L3 index against its region "
-		   "files, report, exit\n\t\t\t(0 consistent, 1 problems "
-		   "found)\n");
-	for (size_t i = 0; i < NOPTS; i++)
-		fprintf(f, "  --%s %s\t%s%s\n", opts[i].name,
-			opts[i].kind == OPT_SIZE	  ? "SIZE" :
-			opts[i].kind == OPT_LEVEL	  ? "LEVEL" :
-			opts[i].kind == OPT_UINT	  ? "N" :
-			opts[i].kind == OPT_BOOL	  ? "" :
-			opts[i].kind == OPT_PATH_DATA ? "DIR" :
-							  "PATH",
-			strlen(opts[i].name) < 8 ? "\t" : "", opts[i].help);
-	fprintf(f, "  -h, --help\t\tshow this help\n"
-		   "  --version\t\tprint the version\n\n"
-		   "SIZE takes K, M, G or T suffixes (powers of 1024), e.g. "
-		   "512M or 4G.\n");
+		   "Unix socket.\n\n");
+	usage_line(f, "--config FILE",
+		   "read settings from FILE first (flags override it)");
+	usage_line(f, "--check", "verify the L3 index against its region "
+		   "files, report,\nexit 0 if consistent, 1 if not");
+	for (size_t i = 0; i < NOPTS; i++) {
+		snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
+			 arg_name(opts[i].kind));
+		usage_line(f, flag, opts[i].help);
+	}
+	usage_line(f, "-h, --help", "show this help");
+	usage_line(f, "--version", "print the version");
+	fprintf(f, "\nSIZE takes K, M, G or T suffixes (powers of 1024), e.g. "
+		   "512M or 4G.\nEvery option can also be set in the config "
+		   "file as `name = value`.\n");
 }
 
 static const struct opt *find_opt(const char *name, size_t len)
@@ -182,6 +241,25 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 			return -1;
 		}
 		cfg->log_level = rc;
+		return 0;
+	case OPT_MODE: {
+		char *end;
+		unsigned long m = strtoul(val, &end, 8);
+		if (!*val || *end || m > 0777) {
+			snprintf(err, errcap, "bad mode '%s' (octal, e.g. 0660)",
+				 val);
+			return -1;
+		}
+		*(unsigned *)((char *)cfg + o->offset) = (unsigned)m;
+		return 0;
+	}
+	case OPT_STR:
+		if (strlen(val) >= o->cap) {
+			snprintf(err, errcap, "value for %s is longer than %zu "
+				 "bytes", o->name, o->cap - 1);
+			return -1;
+		}
+		memcpy((char *)cfg + o->offset, val, strlen(val) + 1);
 		return 0;
 	case OPT_BOOL:
 		if (!strcmp(val, "yes") || !strcmp(val, "true") ||

@@ -30,6 +30,11 @@ struct kvt_config {
 	unsigned max_connections;
 	unsigned spill_timeout_s;
 	int no_spill; /* SIGTERM: do not move L1/L2 into L3 */
+	unsigned socket_mode;  /* permission bits of the socket file */
+	char socket_group[64]; /* group of the socket file, "" = ours */
+	char allow_uid[512];   /* comma-separated users/uids, "" = any */
+	char allow_gid[512];   /* comma-separated groups/gids, "" = any */
+	char ns_owner[1024];   /* PREFIX=USER,... namespaces bound to uids */
 	int check;    /* --check: verify L3 and exit */
 };
 

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "kvt_access.h"
 #include "kvt_config.h"
 #include "kvt_frame.h"
 #include "kvt_hist.h"
@@ -55,6 +56,8 @@ struct kvt_conn {
 	struct kvt_server *srv;
 	int fd;
 	uint64_t id;
+	uid_t uid; /* the peer's credentials, from SO_PEERCRED */
+	gid_t gid;
 	unsigned inflight; /* io_uring ops and unfinished replies */
 	bool recv_armed;
 	bool recv_direct; /* the armed recv writes into body, not rbuf */
@@ -86,6 +89,8 @@ struct kvt_server_stats {
 	uint64_t requests;
 	uint64_t bytes_in, bytes_out;
 	uint64_t puts_held; /* PUTs held back while the tiers caught up */
+	uint64_t connections_denied; /* peer not in the allow-lists */
+	uint64_t requests_denied;    /* namespace owned by another uid */
 };
 
 /* Latency is kept per opcode; opcodes past this share the last slot. */
@@ -98,6 +103,7 @@ struct kvt_server {
 	int argc;
 	char **argv;
 	bool activated; /* the socket came from systemd (LISTEN_FDS) */
+	struct kvt_access acc;
 	struct kvt_hist lat[KVT_LAT_OPS];
 	struct kvt_tm *tm;
 	struct kvt_limits lim;
@@ -134,6 +140,13 @@ void kvt_reply_finish(struct kvt_conn *c, struct kvt_reply *r, int status,
 /* Completes a reserved reply with an error status and a printf message. */
 void kvt_reply_error(struct kvt_conn *c, struct kvt_reply *r, int status,
 		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Checks c may use namespace ns; if not, answers r with KVT_EDENIED, counts
+ * it and returns false.
+ */
+bool kvt_conn_ns_allowed(struct kvt_conn *c, struct kvt_reply *r,
+			 const uint8_t *ns, size_t ns_len);
 
 /* ---- kvt_request.c: dispatch -------------------------------------------- */
 

@@ -81,6 +81,10 @@ static void handle_put(struct kvt_conn *c, struct kvt_reply *r, uint8_t *body,
 		kvt_reply_error(c, r, rc, "bad PUT: %s", kvt_strerror(rc));
 		return;
 	}
+	if (!kvt_conn_ns_allowed(c, r, pr.k.ns, pr.k.ns_len)) {
+		free(body);
+		return;
+	}
 	key_from_ref(&k, &pr.k);
 	/* The frame body becomes the stored value: no copy of the bytes. */
 	blob.mem = body;
@@ -111,6 +115,8 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 				kvt_strerror(rc));
 		return;
 	}
+	if (!kvt_conn_ns_allowed(c, r, kr.ns, kr.ns_len))
+		return;
 	key_from_ref(&k, &kr);
 	switch (op) {
 	case KVT_OP_GET:
@@ -156,6 +162,8 @@ static void handle_match(struct kvt_conn *c, struct kvt_reply *r,
 		kvt_reply_error(c, r, rc, "bad MATCH: %s", kvt_strerror(rc));
 		return;
 	}
+	if (!kvt_conn_ns_allowed(c, r, m.ns, m.ns_len))
+		return;
 	while (kvt_match_req_key(&m, &pos, &kr)) {
 		key_from_ref(&k, &kr);
 		if (kvt_tm_exists(c->srv->tm, &k) <= 0)

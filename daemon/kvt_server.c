@@ -125,7 +125,8 @@ static int probe_live(const struct sockaddr_un *sa)
  * one a live daemon answers on is never stolen, and a path that is not a
  * socket is never deleted.
  */
-static int listen_unix(const char *path, int backlog)
+static int listen_unix(const char *path, int backlog, unsigned mode,
+		       const struct kvt_access *acc)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
@@ -176,11 +177,17 @@ static int listen_unix(const char *path, int backlog)
 	old = umask(0177);
 	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
+	/* Group first, then mode: never a moment with the wrong group. */
+	if (!rc && acc->has_group && chown(path, (uid_t)-1, acc->socket_gid))
+		rc = -1;
+	if (!rc && chmod(path, mode))
+		rc = -1;
 	if (rc || listen(fd, backlog)) {
 		int err = errno;
 		kvt_log(KVT_LOG_ERROR, "event=listen_failed socket=%s error=\"%s\"",
 			path, strerror(err));
 		close(fd);
+		unlink(path);
 		return -err;
 	}
 	return fd;
@@ -574,28 +581,74 @@ static void on_send(struct kvt_conn *c, int res)
 		flush(c);
 }
 
-/* Refuses a client over the connection limit with a reply it can show. */
-static void refuse(struct kvt_server *s, int fd)
+/*
+ * Refuses a new client with a reply it can show (request id 0), then
+ * closes.  A fresh socket's buffer always has room, so this never blocks.
+ */
+static void refuse(int fd, int status, const char *msg)
 {
-	static const char msg[] = "too many connections";
-	uint8_t buf[KVT_HDR_SIZE + sizeof(msg) - 1];
+	uint8_t buf[KVT_HDR_SIZE + KVT_ERRMSG_MAX];
+	size_t n = strlen(msg) < KVT_ERRMSG_MAX ? strlen(msg) : KVT_ERRMSG_MAX;
 	struct kvt_frame_header h = {
 		.version = KVT_PROTO_VERSION,
 		.opcode = KVT_OP_HELLO,
 		.flags = KVT_FLAG_REPLY,
-		.status = (uint32_t)-KVT_EBUSY,
-		.body_len = sizeof(msg) - 1,
+		.status = (uint32_t)-status,
+		.body_len = (uint32_t)n,
 	};
 
 	kvt_frame_header_encode(buf, &h);
-	memcpy(buf + KVT_HDR_SIZE, msg, sizeof(msg) - 1);
-	/* A fresh socket's buffer always has room; never block the loop. */
-	if (send(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+	memcpy(buf + KVT_HDR_SIZE, msg, n);
+	if (send(fd, buf, KVT_HDR_SIZE + n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		kvt_log(KVT_LOG_DEBUG, "event=refuse_send_failed");
 	close(fd);
-	s->st.connections_refused++;
-	kvt_log(KVT_LOG_WARN, "event=connection_refused reason=max_connections "
-		"limit=%u", s->cfg->max_connections);
+}
+
+/* Checks the peer's credentials against the allow-lists. */
+static bool peer_allowed(struct kvt_server *s, int fd, struct ucred *cr)
+{
+	gid_t groups[256];
+	socklen_t len = sizeof(*cr), glen = sizeof(groups);
+	size_t ng = 0;
+	char msg[160];
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &len)) {
+		kvt_log(KVT_LOG_WARN, "event=peercred_failed error=\"%s\"",
+			strerror(errno));
+		refuse(fd, KVT_EDENIED, "cannot read peer credentials");
+		s->st.connections_denied++;
+		return false;
+	}
+	if (s->acc.nuids == 0 && s->acc.ngids == 0)
+		return true;
+	/* Supplementary groups too: membership is what admins grant. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
+		ng = glen / sizeof(gid_t);
+	if (kvt_access_peer_ok(&s->acc, cr->uid, cr->gid, groups, ng))
+		return true;
+	snprintf(msg, sizeof(msg), "uid %u (gid %u) is not allowed to use "
+		 "this kvtierd (see allow-uid/allow-gid)", (unsigned)cr->uid,
+		 (unsigned)cr->gid);
+	refuse(fd, KVT_EDENIED, msg);
+	s->st.connections_denied++;
+	kvt_log(KVT_LOG_WARN, "event=connection_denied uid=%u gid=%u pid=%d",
+		(unsigned)cr->uid, (unsigned)cr->gid, (int)cr->pid);
+	return false;
+}
+
+bool kvt_conn_ns_allowed(struct kvt_conn *c, struct kvt_reply *r,
+			 const uint8_t *ns, size_t ns_len)
+{
+	if (kvt_access_ns_ok(&c->srv->acc, c->uid, ns, ns_len))
+		return true;
+	c->srv->st.requests_denied++;
+	kvt_log(KVT_LOG_WARN, "event=namespace_denied conn=%llu uid=%u "
+		"ns=\"%.*s\"", (unsigned long long)c->id, (unsigned)c->uid,
+		(int)(ns_len > 64 ? 64 : ns_len), (const char *)ns);
+	kvt_reply_error(c, r, KVT_EDENIED, "namespace '%.*s' belongs to "
+			"another user", (int)(ns_len > 64 ? 64 : ns_len),
+			(const char *)ns);
+	return false;
 }
 
 static void on_accept(struct kvt_server *s, int res, unsigned flags)
@@ -615,9 +668,16 @@ static void on_accept(struct kvt_server *s, int res, unsigned flags)
 		return;
 	}
 	if (s->nconns >= s->cfg->max_connections) {
-		refuse(s, res);
+		refuse(res, KVT_EBUSY, "too many connections");
+		s->st.connections_refused++;
+		kvt_log(KVT_LOG_WARN, "event=connection_refused "
+			"reason=max_connections limit=%u",
+			s->cfg->max_connections);
 		return;
 	}
+	struct ucred cr;
+	if (!peer_allowed(s, res, &cr))
+		return;
 	c = calloc(1, sizeof(*c));
 	if (c)
 		c->rbuf = malloc(KVT_RBUF_SIZE);
@@ -630,6 +690,8 @@ static void on_accept(struct kvt_server *s, int res, unsigned flags)
 	}
 	c->srv = s;
 	c->fd = res;
+	c->uid = cr.uid;
+	c->gid = cr.gid;
 	c->id = ++s->next_conn_id;
 	kvt_decoder_init(&c->dec, &s->lim);
 	c->next = s->conns;
@@ -842,6 +904,17 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 	s->signal_fd = -1;
 	s->start_ns = kvt_now_ns();
 	kvt_limits_default(&s->lim);
+	{
+		char err[256];
+		if (kvt_access_parse(&s->acc, cfg->allow_uid, cfg->allow_gid,
+				     cfg->ns_owner, cfg->socket_group, err,
+				     sizeof(err))) {
+			kvt_log(KVT_LOG_ERROR, "event=config_error what=access "
+				"error=\"%s\"", err);
+			free(s);
+			return KVT_EINVAL;
+		}
+	}
 
 	memset(&p, 0, sizeof(p));
 	rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
@@ -880,7 +953,8 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 		kvt_log(KVT_LOG_INFO, "event=socket_activated fd=%d",
 			s->listen_fd);
 	} else {
-		s->listen_fd = listen_unix(cfg->socket_path, 1024);
+		s->listen_fd = listen_unix(cfg->socket_path, 1024,
+					   cfg->socket_mode, &s->acc);
 	}
 	if (s->listen_fd < 0) {
 		rc = s->listen_fd;

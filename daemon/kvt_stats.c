@@ -123,11 +123,14 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	jput(&b, "},");
 	jput(&b, "\"connections\":%u,\"connections_total\":%llu,"
 		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
+		 "\"connections_denied\":%llu,\"requests_denied\":%llu,"
 		 "\"requests\":%llu,\"puts_held\":%llu,\"bytes_in\":%llu,"
 		 "\"bytes_out\":%llu}",
 	     s->nconns, (unsigned long long)s->st.connections_total,
 	     (unsigned long long)s->st.connections_refused,
 	     (unsigned long long)s->st.protocol_errors,
+	     (unsigned long long)s->st.connections_denied,
+	     (unsigned long long)s->st.requests_denied,
 	     (unsigned long long)s->st.requests,
 	     (unsigned long long)s->st.puts_held,
 	     (unsigned long long)s->st.bytes_in,

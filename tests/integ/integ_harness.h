@@ -63,10 +63,10 @@ static inline int integ_wait_socket(struct integ_daemon *d)
 
 /*
  * Starts kvtierd with the given extra arguments (NULL-terminated list, may
- * be NULL) on a socket in a new temporary folder.  If d->dir is already
- * set, reuses it (restart).  Returns 0 or -1.
+ * be NULL) on a socket in a new temporary folder, without waiting for it.
+ * If d->dir is already set, reuses it (restart).  Returns 0 or -1.
  */
-static inline int integ_start(struct integ_daemon *d, const char *const *extra)
+static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 {
 	const char *argv[64];
 	int n = 0;
@@ -103,6 +103,14 @@ static inline int integ_start(struct integ_daemon *d, const char *const *extra)
 			strerror(errno));
 		_exit(127);
 	}
+	return 0;
+}
+
+/* integ_spawn(), then waits until the daemon answers a ping. */
+static inline int integ_start(struct integ_daemon *d, const char *const *extra)
+{
+	if (integ_spawn(d, extra))
+		return -1;
 	return integ_wait_socket(d);
 }
 
