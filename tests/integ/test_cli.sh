@@ -108,5 +108,20 @@ echo precious >"$dir/notasock"
 "$KVTIERD" --bogus >/dev/null 2>&1; [ $? -eq 2 ] && ok "unknown flag exits 2" || fail "unknown flag"
 "$KVTIERD" --help | grep -q -- "--l1-size" && ok "kvtierd --help" || fail "kvtierd --help"
 
+# Config files: errors name the file and line; the shipped example is valid.
+printf 'l1-size = 1G\nbogus = 1\n' >"$dir/bad.conf"
+"$KVTIERD" --config "$dir/bad.conf" >/dev/null 2>"$dir/err"; rc=$?
+[ $rc -eq 2 ] && grep -q "bad.conf:2: unknown setting 'bogus'" "$dir/err" && ok "config error names file:line" || { fail "config error rc=$rc"; cat "$dir/err"; }
+printf 'l2-size = lots\n' >"$dir/bad2.conf"
+"$KVTIERD" --config "$dir/bad2.conf" >/dev/null 2>"$dir/err"; rc=$?
+[ $rc -eq 2 ] && grep -q "bad2.conf:1: bad size 'lots'" "$dir/err" && ok "config bad value names file:line" || { fail "config bad value rc=$rc"; cat "$dir/err"; }
+"$KVTIERD" --config "$(dirname "$0")/../../etc/kvtierd.conf" --socket "$sock" \
+	--data-dir "$dir/var" --l3-size 64M --l3-region-size 16M 2>>"$dir/daemon.log" &
+pid=$!
+i=0
+while ! $K ping >/dev/null 2>&1 && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done
+$K ping >/dev/null 2>&1 && ok "starts with etc/kvtierd.conf" || fail "example config"
+kill -TERM "$pid"; wait "$pid"; pid=""
+
 echo "cli: $fails failure(s)"
 [ $fails -eq 0 ]
