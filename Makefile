@@ -152,9 +152,88 @@ bench: deps
 	BUILD=$(BUILD) sh tests/bench/bench_codec.sh
 	BUILD=$(BUILD) sh tests/bench/bench_l3.sh
 
+# Installation.  `make install` installs what `all` built in $(BUILD) (it
+# never rebuilds with other flags: pass the same BUILD), under
+# $(DESTDIR)$(PREFIX); `make uninstall` removes exactly those files.
+# The shared library is installed the Debian way: the real file
+# libkvtier.so.$(LIB_FILE_VERSION) (MAJOR.MINOR.0: the newest version node
+# in client/libkvtier.map, KVTIER_MAJOR.MINOR, so that adding functions in
+# a new node renames the file; MAJOR is the SONAME version), the SONAME link
+# libkvtier.so.$(SOVERSION) that the dynamic linker looks up, and the
+# development link libkvtier.so that `-lkvtier` finds.
+# systemd units are installed only when SYSTEMD_UNITDIR is given
+# (e.g. SYSTEMD_UNITDIR=/etc/systemd/system), with the kvtierd path in
+# ExecStart rewritten to $(bindir).
+LIB_ABI := $(lastword $(shell sed -n 's/^KVTIER_\([0-9][0-9.]*\)[[:space:]]*{.*/\1/p' client/libkvtier.map 2>/dev/null))
+LIB_FILE_VERSION := $(if $(findstring .,$(LIB_ABI)),$(LIB_ABI),$(SOVERSION).0).0
+bindir ?= $(PREFIX)/bin
+libdir ?= $(PREFIX)/lib
+includedir ?= $(PREFIX)/include
+datarootdir ?= $(PREFIX)/share
+mandir ?= $(datarootdir)/man
+docdir ?= $(datarootdir)/doc/kvtier
+pkgconfigdir ?= $(libdir)/pkgconfig
+SYSTEMD_UNITDIR ?=
+INSTALL ?= install
+# Refreshes the dynamic linker's cache after (un)installing into the real
+# system (no DESTDIR, as root); LDCONFIG=true skips it.
+LDCONFIG ?= ldconfig
+UNITS := etc/kvtierd.service etc/kvtierd.socket
+INSTALLED_FILES := $(bindir)/kvtierd $(bindir)/kvtier \
+	$(includedir)/kvtier.h $(includedir)/kvtier_errors.h \
+	$(libdir)/libkvtier.a $(libdir)/libkvtier.so.$(LIB_FILE_VERSION) \
+	$(libdir)/libkvtier.so.$(SOVERSION) $(libdir)/libkvtier.so \
+	$(pkgconfigdir)/kvtier.pc \
+	$(mandir)/man1/kvtier.1 $(mandir)/man8/kvtierd.8 \
+	$(mandir)/man5/kvtierd.conf.5 $(docdir)/kvtierd.conf.example \
+	$(if $(SYSTEMD_UNITDIR),$(addprefix $(SYSTEMD_UNITDIR)/,$(notdir $(UNITS))))
+
+install: all
+	$(Q)$(INSTALL) -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir) \
+		$(DESTDIR)$(includedir) $(DESTDIR)$(pkgconfigdir) \
+		$(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man5 \
+		$(DESTDIR)$(mandir)/man8 $(DESTDIR)$(docdir)
+	$(Q)$(INSTALL) -m 755 $(BUILD)/kvtierd $(BUILD)/kvtier $(DESTDIR)$(bindir)/
+	$(Q)$(INSTALL) -m 644 client/kvtier.h proto/kvtier_errors.h $(DESTDIR)$(includedir)/
+	$(Q)$(INSTALL) -m 644 $(LIBKVTIER_A) $(DESTDIR)$(libdir)/libkvtier.a
+	$(Q)$(INSTALL) -m 755 $(LIBKVTIER_SO).$(SOVERSION) \
+		$(DESTDIR)$(libdir)/libkvtier.so.$(LIB_FILE_VERSION)
+	$(Q)ln -sf libkvtier.so.$(LIB_FILE_VERSION) $(DESTDIR)$(libdir)/libkvtier.so.$(SOVERSION)
+	$(Q)ln -sf libkvtier.so.$(SOVERSION) $(DESTDIR)$(libdir)/libkvtier.so
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(libdir)|g' \
+		-e 's|@INCLUDEDIR@|$(includedir)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		etc/kvtier.pc.in >$(DESTDIR)$(pkgconfigdir)/kvtier.pc
+	$(Q)chmod 644 $(DESTDIR)$(pkgconfigdir)/kvtier.pc
+	$(Q)$(INSTALL) -m 644 man/kvtier.1 $(DESTDIR)$(mandir)/man1/
+	$(Q)$(INSTALL) -m 644 man/kvtierd.conf.5 $(DESTDIR)$(mandir)/man5/
+	$(Q)$(INSTALL) -m 644 man/kvtierd.8 $(DESTDIR)$(mandir)/man8/
+	$(Q)$(INSTALL) -m 644 etc/kvtierd.conf $(DESTDIR)$(docdir)/kvtierd.conf.example
+# Python package: when client/python exists, install it here, e.g.
+# $(INSTALL) -d $(DESTDIR)$(PYTHONDIR)/kvtier and its .py files, and add
+# them to INSTALLED_FILES so that uninstall removes them.
+ifneq ($(SYSTEMD_UNITDIR),)
+	$(Q)$(INSTALL) -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	$(Q)for u in $(UNITS); do \
+		sed -e 's|/usr/local/bin/kvtierd|$(bindir)/kvtierd|g' $$u \
+			>$(DESTDIR)$(SYSTEMD_UNITDIR)/$${u##*/}.tmp && \
+		chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/$${u##*/}.tmp && \
+		mv -f $(DESTDIR)$(SYSTEMD_UNITDIR)/$${u##*/}.tmp \
+			$(DESTDIR)$(SYSTEMD_UNITDIR)/$${u##*/} || exit 1; \
+	done
+endif
+	$(Q)if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+		$(LDCONFIG) 2>/dev/null || true; fi
+
+uninstall:
+	$(Q)rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
+	$(Q)-rmdir $(DESTDIR)$(docdir) 2>/dev/null || true
+	$(Q)if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
+		$(LDCONFIG) 2>/dev/null || true; fi
+
 clean:
 	rm -rf build
 
-.PHONY: all deps test check run asan tsan bench clean tests-build
+.PHONY: all deps test check run asan tsan bench clean tests-build install uninstall
+
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

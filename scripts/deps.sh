@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
-libssl-dev libxxhash-dev python3"
+libssl-dev libxxhash-dev python3 groff-base"
 # `deps.sh bench`: the reference tools the benchmarks compare against.
 [ "${1:-}" = bench ] && PKGS="zstd fio"
 
