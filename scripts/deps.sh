@@ -8,11 +8,22 @@ libssl-dev libxxhash-dev python3 groff-base"
 # `deps.sh bench`: the reference tools the benchmarks compare against.
 [ "${1:-}" = bench ] && PKGS="zstd fio"
 
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
+}
+
+# Optional test tools: systemd-analyze verifies the shipped unit files.
+# Tests print a visible skip line without them; a failed install warns.
+if [ "${1:-}" != bench ] && [ "$(id -u)" -eq 0 ] && ! installed systemd; then
+	echo "deps: installing systemd (for systemd-analyze verify)" >&2
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends systemd; } >&2 ||
+		echo "deps: warning: could not install systemd" >&2
+fi
+
 missing=""
 for p in $PKGS; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
-		missing="$missing $p"
-	fi
+	installed "$p" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
 
