@@ -921,6 +921,28 @@ static int check_match(kvt_client *c, const char *ns,
 	return 0;
 }
 
+/*
+ * Reads a reply body whose first size bytes are fields we know into buf;
+ * later versions may append fields, which are skipped.
+ */
+static int read_fixed_reply(kvt_client *c, const struct kvt_frame_header *rh,
+			    uint8_t *buf, size_t size, const char *what)
+{
+	int rc;
+
+	if (rh->body_len < size) {
+		rc = discard_body(c, rh->body_len);
+		if (rc < 0)
+			return rc;
+		return conn_fail(c, KVT_EPROTO, "%s reply of %u bytes, "
+				 "expected %zu", what, rh->body_len, size);
+	}
+	rc = read_body(c, buf, size);
+	if (rc < 0)
+		return rc;
+	return discard_body(c, rh->body_len - size);
+}
+
 int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	      const size_t *key_lens, size_t n, size_t *matched)
 {
@@ -968,19 +990,7 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	free(body);
 	if (rc < 0)
 		return rc;
-	if (rh.body_len < sizeof(rb)) {
-		rc = discard_body(c, rh.body_len);
-		if (rc < 0)
-			return rc;
-		return conn_fail(c, KVT_EPROTO, "MATCH reply of %u bytes, "
-				 "expected %d", rh.body_len,
-				 KVT_MATCH_REPLY_SIZE);
-	}
-	rc = read_body(c, rb, sizeof(rb));
-	if (rc < 0)
-		return rc;
-	/* Later versions may append fields: skip what we do not know. */
-	rc = discard_body(c, rh.body_len - sizeof(rb));
+	rc = read_fixed_reply(c, &rh, rb, sizeof(rb), "MATCH");
 	if (rc < 0)
 		return rc;
 	rc = kvt_match_reply_parse(rb, sizeof(rb), &m);
@@ -988,6 +998,41 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 		return conn_fail(c, KVT_EPROTO, "MATCH reply says %u of %zu "
 				 "keys matched", m, n);
 	*matched = m;
+	return 0;
+}
+
+int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
+{
+	struct kvt_frame_header rh;
+	uint8_t body[KVT_DROP_FIXED + KVT_NS_MAX], rb[KVT_DROP_REPLY_SIZE];
+	size_t len, ns_len = ns ? strlen(ns) : 0;
+	int rc;
+
+	if (dropped)
+		*dropped = 0;
+	if (!c)
+		return KVT_EINVAL;
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	if (ns_len > KVT_NS_MAX)
+		return set_err(c, KVT_EINVAL, "namespace of %zu bytes is "
+			       "longer than %d", ns_len, KVT_NS_MAX);
+	rc = kvt_drop_req_encode(body, sizeof(body),
+				 (const uint8_t *)(ns ? ns : ""), ns_len, &len);
+	if (rc < 0)
+		return set_err(c, rc, "cannot encode DROP request: %s",
+			       kvt_strerror(rc));
+	rc = do_request(c, KVT_OP_DROP, 0, body, len, &rh);
+	if (rc < 0)
+		return rc;
+	rc = read_fixed_reply(c, &rh, rb, sizeof(rb), "DROP");
+	if (rc < 0)
+		return rc;
+	uint64_t n;
+	kvt_drop_reply_parse(rb, sizeof(rb), &n);
+	if (dropped)
+		*dropped = n;
 	return 0;
 }
 

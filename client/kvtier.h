@@ -343,6 +343,22 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	      const size_t *key_lens, size_t n, size_t *matched);
 
 /*
+ * kvt_drop - removes every block of namespace ns (exactly that namespace,
+ * NULL or "" = the blocks put without one) from every tier, RAM and SSD:
+ * how a worker invalidates a model, a session or a document after it
+ * changed.  Returns once L3's index no longer lists them.
+ *
+ * dropped:  receives how many blocks were removed; may be NULL.
+ *
+ * Returns 0, or:
+ *   KVT_EINVAL   c is NULL, ns is longer than 255 bytes (nothing sent)
+ *   KVT_EDENIED  the namespace is bound to another user (--ns-owner)
+ *   KVT_ESERVER  L3's index could not be changed (RAM tiers were dropped)
+ *   KVT_ECLOSED or another connection error
+ */
+int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped);
+
+/*
  * kvt_stats_json - fetches the daemon's counters as one JSON object: per
  * tier ("l1", "l2", "l3") entries, bytes, raw_bytes, capacity_bytes, hits;
  * top level gets, puts, dels, misses, promotions, demotions, evictions,

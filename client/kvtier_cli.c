@@ -173,6 +173,12 @@ static const struct cmd_help helps[] = {
 	  "(see 'kvtier keys') that can be fetched.  At most 4096 KEYs.\n"
 	  "\n"
 	  "  --ns NS          namespace (default: the empty namespace)\n" },
+	{ "drop", "drop --ns NS",
+	  "Removes every block of namespace NS from every tier, RAM and SSD,\n"
+	  "and prints how many there were.  --ns \"\" drops the blocks put\n"
+	  "without a namespace.\n"
+	  "\n"
+	  "  --ns NS          the namespace to drop (required)\n" },
 	{ "stats", "stats [--json | --prometheus] [--watch SECONDS]",
 	  "Shows the daemon's counters: per tier entries, bytes, capacity, fill\n"
 	  "and hits, then request totals.\n"
@@ -948,6 +954,45 @@ out:
 	return status;
 }
 
+static int cmd_drop(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--ns", 0, true, OPT_NS },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	const char *v, *ns = NULL;
+	uint64_t dropped;
+	int o, rc;
+
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			return cmd_help_exit(cl->cmd);
+		case OPT_NS:
+			ns = v;
+			break;
+		default:
+			return usage_err(cl, "unexpected argument '%s'", v);
+		}
+	}
+	/* Required: dropping "" by accident would be a nasty surprise. */
+	if (!ns)
+		return usage_err(cl, "missing --ns NS");
+	if (ns_check(cl, ns))
+		return KVT_CLI_USAGE;
+	rc = cli_connect(cl);
+	if (rc)
+		return rc;
+	rc = kvt_drop(cl->c, ns, &dropped);
+	if (rc < 0)
+		return request_failed(cl, NULL, rc);
+	printf("%llu\n", (unsigned long long)dropped);
+	return finish_stdout(cl, KVT_CLI_OK);
+}
+
 /* Sleeps for s seconds, resuming after signals that did not kill us. */
 static void sleep_s(double s)
 {
@@ -1142,12 +1187,13 @@ static const struct command commands[] = {
 	{ "del", cmd_del, false },
 	{ "exists", cmd_exists, false },
 	{ "match", cmd_match, false },
+	{ "drop", cmd_drop, false },
 	{ "stats", cmd_stats, false },
 	{ "keys", cmd_keys, true },
 };
 
 /* Contract commands this version of the tool does not provide yet. */
-static const char *const later[] = { "drop", "hot", "bench" };
+static const char *const later[] = { "hot", "bench" };
 
 int main(int argc, char **argv)
 {

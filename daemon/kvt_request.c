@@ -179,6 +179,52 @@ static void handle_match(struct kvt_conn *c, struct kvt_reply *r,
 	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
 }
 
+static void drop_done(void *arg, int status, uint64_t count)
+{
+	struct get_ctx *g = arg;
+	uint8_t *out;
+
+	if (status) {
+		kvt_reply_error(g->c, g->r, status, "drop failed: %s",
+				kvt_strerror(status));
+	} else if (!(out = malloc(KVT_DROP_REPLY_SIZE))) {
+		kvt_reply_error(g->c, g->r, -ENOMEM, "out of memory");
+	} else {
+		kvt_drop_reply_encode(out, count);
+		kvt_reply_finish(g->c, g->r, 0, 0, out, KVT_DROP_REPLY_SIZE,
+				 NULL);
+	}
+	free(g);
+}
+
+/* DROP: a namespace leaves every tier; the reply waits for L3's commit. */
+static void handle_drop(struct kvt_conn *c, struct kvt_reply *r,
+			const uint8_t *body, size_t len)
+{
+	const uint8_t *ns;
+	size_t ns_len;
+	struct get_ctx *g;
+	int rc = kvt_drop_req_parse(body, len, &c->srv->lim, &ns, &ns_len);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad DROP: %s", kvt_strerror(rc));
+		return;
+	}
+	if (!kvt_conn_ns_allowed(c, r, ns, ns_len))
+		return;
+	g = malloc(sizeof(*g));
+	if (!g) {
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	g->c = c;
+	g->r = r;
+	kvt_log(KVT_LOG_INFO, "event=drop conn=%llu uid=%u ns=\"%.*s\"",
+		(unsigned long long)c->id, (unsigned)c->uid,
+		(int)(ns_len > 64 ? 64 : ns_len), (const char *)ns);
+	kvt_tm_drop_ns(c->srv->tm, ns, ns_len, drop_done, g);
+}
+
 void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 			uint8_t *body)
 {
@@ -209,6 +255,9 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 		break;
 	case KVT_OP_MATCH:
 		handle_match(c, r, body, len);
+		break;
+	case KVT_OP_DROP:
+		handle_drop(c, r, body, len);
 		break;
 	case KVT_OP_STATS: {
 		size_t n;

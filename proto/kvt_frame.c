@@ -102,6 +102,8 @@ const char *kvt_op_name(unsigned op)
 		return "STATS";
 	case KVT_OP_MATCH:
 		return "MATCH";
+	case KVT_OP_DROP:
+		return "DROP";
 	}
 	return "UNKNOWN";
 }
@@ -688,5 +690,63 @@ int kvt_match_reply_parse(const uint8_t *body, size_t len, uint32_t *matched)
 	if (len < KVT_MATCH_REPLY_SIZE)
 		return KVT_EPROTO;
 	*matched = get_u32(body);
+	return 0;
+}
+
+/* ---- DROP ------------------------------------------------------------- */
+
+size_t kvt_drop_req_size(size_t ns_len)
+{
+	return KVT_DROP_FIXED + ns_len;
+}
+
+int kvt_drop_req_encode(uint8_t *out, size_t cap, const uint8_t *ns,
+			size_t ns_len, size_t *written)
+{
+	size_t need = kvt_drop_req_size(ns_len);
+
+	if (!written || ns_len > KVT_NS_MAX || (ns_len && !ns))
+		return KVT_EINVAL;
+	*written = need;
+	if (!out || cap < need)
+		return KVT_ERANGE;
+	out[0] = (uint8_t)ns_len;
+	out[1] = 0;
+	put_u16(out + 2, 0);
+	if (ns_len)
+		memcpy(out + KVT_DROP_FIXED, ns, ns_len);
+	return 0;
+}
+
+int kvt_drop_req_parse(const uint8_t *body, size_t len,
+		       const struct kvt_limits *lim, const uint8_t **ns,
+		       size_t *ns_len)
+{
+	size_t n;
+
+	if (!lim || !ns || !ns_len || (len && !body))
+		return KVT_EINVAL;
+	if (len < KVT_DROP_FIXED || body[1] != 0 || get_u16(body + 2) != 0)
+		return KVT_EBADREQ;
+	n = body[0];
+	if (n > lim->max_ns)
+		return KVT_ETOOBIG;
+	if (len != KVT_DROP_FIXED + n)
+		return KVT_EBADREQ;
+	*ns = body + KVT_DROP_FIXED;
+	*ns_len = n;
+	return 0;
+}
+
+void kvt_drop_reply_encode(uint8_t out[KVT_DROP_REPLY_SIZE], uint64_t count)
+{
+	put_u64(out, count);
+}
+
+int kvt_drop_reply_parse(const uint8_t *body, size_t len, uint64_t *count)
+{
+	if (!body || !count || len != KVT_DROP_REPLY_SIZE)
+		return KVT_EPROTO;
+	*count = get_u64(body);
 	return 0;
 }

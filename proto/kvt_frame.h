@@ -51,6 +51,7 @@ enum kvt_op {
 	KVT_OP_EXISTS = 6,
 	KVT_OP_STATS = 7,
 	KVT_OP_MATCH = 8,
+	KVT_OP_DROP = 9,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };
@@ -307,5 +308,28 @@ void kvt_match_reply_encode(uint8_t out[KVT_MATCH_REPLY_SIZE],
  * is shorter than 4 bytes.
  */
 int kvt_match_reply_parse(const uint8_t *body, size_t len, uint32_t *matched);
+
+/*
+ * DROP: removes a whole namespace from every tier.  Request body: u8 ns_len,
+ * u8 zero, u16 zero, ns; nothing may follow (an empty namespace is allowed:
+ * it drops the blocks put without one).  Reply body: u64 blocks removed.
+ */
+#define KVT_DROP_FIXED 4
+#define KVT_DROP_REPLY_SIZE 8
+size_t kvt_drop_req_size(size_t ns_len);
+/* Returns 0, KVT_ERANGE (cap too small; *written = needed), KVT_EINVAL. */
+int kvt_drop_req_encode(uint8_t *out, size_t cap, const uint8_t *ns,
+			size_t ns_len, size_t *written);
+/*
+ * Parses a DROP body; *ns points into body.  Returns 0, KVT_EBADREQ
+ * (short, nonzero reserved bytes, trailing bytes), KVT_ETOOBIG (ns over
+ * lim->max_ns).
+ */
+int kvt_drop_req_parse(const uint8_t *body, size_t len,
+		       const struct kvt_limits *lim, const uint8_t **ns,
+		       size_t *ns_len);
+void kvt_drop_reply_encode(uint8_t out[KVT_DROP_REPLY_SIZE], uint64_t count);
+/* Returns 0 or KVT_EPROTO if len is not KVT_DROP_REPLY_SIZE. */
+int kvt_drop_reply_parse(const uint8_t *body, size_t len, uint64_t *count);
 
 #endif /* KVT_FRAME_H */

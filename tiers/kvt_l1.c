@@ -533,6 +533,22 @@ uint64_t kvt_l1_ref_cost(const struct kvt_ref *r)
 	return entry_cost(r);
 }
 
+size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len)
+{
+	struct kvt_ref *e, *next;
+	size_t n = 0;
+
+	for (e = l1->mru; e; e = next) {
+		next = e->lru_next;
+		if (e->ns_len == ns_len &&
+		    (ns_len == 0 || memcmp(e->name, ns, ns_len) == 0)) {
+			entry_drop(l1, e);
+			n++;
+		}
+	}
+	return n;
+}
+
 uint64_t kvt_l1_capacity(const struct kvt_l1 *l1)
 {
 	return l1->capacity;

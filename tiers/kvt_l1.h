@@ -194,6 +194,12 @@ uint64_t kvt_l1_ref_expires(const struct kvt_ref *r);
 /* kvt_l1_cost() of the entry: what it counted (or counts) against L1. */
 uint64_t kvt_l1_ref_cost(const struct kvt_ref *r);
 
+/*
+ * Removes every entry of namespace ns (exactly that namespace); returns how
+ * many.  O(entries): a namespace drop is rare and operator-driven.
+ */
+size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len);
+
 /* The capacity given to kvt_l1_open(). */
 uint64_t kvt_l1_capacity(const struct kvt_l1 *l1);
 

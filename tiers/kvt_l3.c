@@ -837,6 +837,75 @@ int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k)
 	return rc;
 }
 
+/* Does entry e belong to namespace ns?  ikey = flag, ns_len, ns, key. */
+static bool ent_in_ns(const struct l3_ent *e, const uint8_t *ns,
+		      size_t ns_len)
+{
+	return e->ikey_len >= 2 + ns_len && e->bytes[1] == ns_len &&
+	       (ns_len == 0 || memcmp(e->bytes + 2, ns, ns_len) == 0);
+}
+
+int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
+		   uint64_t *dropped)
+{
+	struct l3_ent **v = NULL;
+	size_t n = 0, cap = 0;
+	MDB_txn *txn;
+	int rc;
+
+	if (!l3 || (ns_len && !ns) || ns_len > KVT_L3_NS_MAX)
+		return KVT_EINVAL;
+	if (dropped)
+		*dropped = 0;
+	/* Only this thread changes the map, so the entries stay valid. */
+	lock(l3);
+	for (size_t b = 0; b < l3->nbuckets; b++)
+		for (struct l3_ent *e = l3->buckets[b]; e; e = e->hnext) {
+			if (!ent_in_ns(e, ns, ns_len))
+				continue;
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 64;
+				struct l3_ent **nv = realloc(v, nc * sizeof(*v));
+				if (!nv) {
+					unlock(l3);
+					free(v);
+					return -ENOMEM;
+				}
+				v = nv;
+				cap = nc;
+			}
+			v[n++] = e;
+		}
+	unlock(l3);
+	if (n == 0) {
+		free(v);
+		return 0;
+	}
+	/* One transaction for the whole namespace: all of it goes, or none. */
+	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
+		free(v);
+		return kvt_l3i_mdb_err(rc);
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((rc = kvt_l3i_rec_del(l3, txn, v[i]))) {
+			mdb_txn_abort(txn);
+			free(v);
+			return kvt_l3i_mdb_err(rc);
+		}
+	if ((rc = mdb_txn_commit(txn))) {
+		free(v);
+		return kvt_l3i_mdb_err(rc);
+	}
+	lock(l3);
+	for (size_t i = 0; i < n; i++)
+		kvt_l3i_map_remove(l3, v[i]);
+	unlock(l3);
+	free(v);
+	if (dropped)
+		*dropped = n;
+	return 0;
+}
+
 void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st)
 {
 	if (!st)

@@ -284,6 +284,14 @@ int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k);
  */
 int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k);
 
+/*
+ * Removes every entry of namespace ns (exactly that namespace) in one
+ * transaction; *dropped (may be NULL) gets how many.  Returns 0,
+ * KVT_EINVAL, KVT_ESERVER (commit failed: nothing removed), -ENOMEM.
+ */
+int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
+		   uint64_t *dropped);
+
 struct kvt_l3_stats {
 	uint64_t entries;           /* live (indexed) entries */
 	uint64_t bytes;             /* on-disk bytes of live entries */

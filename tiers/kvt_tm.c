@@ -59,6 +59,7 @@ enum job_kind {
 	JOB_FROM_L2,	/* decompress an L2 frame */
 	JOB_FROM_L3,	/* read (and decompress) a block from L3 */
 	JOB_L3_DEL,	/* remove a key's L3 copy */
+	JOB_L3_DROP,	/* remove a namespace from L3 (k.ns; key empty) */
 };
 
 struct waiter {
@@ -88,6 +89,10 @@ struct job {
 	size_t out_len;
 	uint8_t out_codec;
 	struct waiter *waiters;
+	/* JOB_L3_DROP: completion, and blocks already dropped from RAM. */
+	kvt_tm_count_cb count_cb;
+	void *count_arg;
+	uint64_t count;
 	uint8_t name[];	/* ns bytes then key bytes */
 };
 
@@ -353,6 +358,14 @@ static void *worker_main(void *arg)
 		case JOB_L3_DEL:
 			run[0]->status = kvt_l3_del(tm->l3, &run[0]->k);
 			break;
+		case JOB_L3_DROP: {
+			uint64_t dropped = 0;
+			run[0]->status = kvt_l3_drop_ns(tm->l3, run[0]->k.ns,
+							run[0]->k.ns_len,
+							&dropped);
+			run[0]->count += dropped;
+			break;
+		}
 		}
 
 		pthread_mutex_lock(&tm->mu);
@@ -684,6 +697,9 @@ void kvt_tm_dispatch(struct kvt_tm *tm)
 			break;
 		case JOB_L3_DEL:
 			break;
+		case JOB_L3_DROP:
+			j->count_cb(j->count_arg, j->status, j->count);
+			break;
 		}
 		job_free(j);
 	}
@@ -953,6 +969,56 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	tm->misses++;
 	cb(arg, KVT_ENOTFOUND, NULL);
 	return 0;
+}
+
+static bool job_in_ns(const struct job *j, const uint8_t *ns, size_t ns_len)
+{
+	return j->k.ns_len == ns_len &&
+	       (ns_len == 0 || memcmp(j->k.ns, ns, ns_len) == 0);
+}
+
+int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
+		   kvt_tm_count_cb cb, void *arg)
+{
+	uint64_t n;
+	struct job *j;
+
+	if (!cb)
+		return KVT_EINVAL;
+	if (!tm || (ns_len && !ns)) {
+		cb(arg, KVT_EINVAL, 0);
+		return 0;
+	}
+	n = kvt_l1_drop_ns(tm->l1, ns, ns_len);
+	if (tm->l2)
+		n += kvt_l1_drop_ns(tm->l2, ns, ns_len);
+	/* Blocks of ns on their way anywhere must not land. */
+	for (j = tm->transit; j; j = j->lnext)
+		if (!j->stale && job_in_ns(j, ns, ns_len)) {
+			j->stale = true;
+			/* An L3 write is counted by the L3 drop behind it. */
+			if (j->kind == JOB_TO_L2)
+				n++;
+		}
+	for (j = tm->promos; j; j = j->lnext)
+		if (job_in_ns(j, ns, ns_len))
+			j->stale = true;
+	if (!tm->l3) {
+		cb(arg, 0, n);
+		return 0;
+	}
+	/* Queued behind every write of ns already submitted, so it sees them. */
+	struct kvt_key k = { ns, ns_len, NULL, 0 };
+	j = job_new(JOB_L3_DROP, &k);
+	if (!j) {
+		cb(arg, -ENOMEM, n);
+		return 0;
+	}
+	j->count_cb = cb;
+	j->count_arg = arg;
+	j->count = n;
+	submit(tm, j);
+	return 1;
 }
 
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k)

@@ -135,6 +135,21 @@ typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg);
 
+/*
+ * Completion of a drop: status 0 and the number of blocks removed from
+ * every tier, or an error (the RAM tiers are dropped even then).
+ */
+typedef void (*kvt_tm_count_cb)(void *arg, int status, uint64_t count);
+
+/*
+ * Removes every block of namespace ns (exactly that namespace) from every
+ * tier; blocks of it in motion are not stored.  cb runs exactly once, at
+ * once or later from kvt_tm_dispatch() (with L3: after its index commit).
+ * Returns 0 if cb already ran, 1 if it will run later.
+ */
+int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
+		   kvt_tm_count_cb cb, void *arg);
+
 /* Removes k from every tier.  Returns 0 or KVT_ENOTFOUND. */
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
 

@@ -27,7 +27,7 @@ static int teardown(void **state)
  * Runs op as uid in a child; returns its result code (an int that fits an
  * exit status: 0 ok, 1 denied, 2 other error, 3 connect denied).
  */
-enum { AS_PING, AS_PUT_NS };
+enum { AS_PING, AS_PUT_NS, AS_DROP_NS };
 static int as_uid(uid_t uid, int op, const char *ns)
 {
 	pid_t pid = fork();
@@ -45,8 +45,12 @@ static int as_uid(uid_t uid, int op, const char *ns)
 			_exit(3);
 		if (rc)
 			_exit(2);
-		rc = op == AS_PING ? kvt_ping(c)
-				   : kvt_put(c, ns, "k", 1, "v", 1, NULL);
+		if (op == AS_PING)
+			rc = kvt_ping(c);
+		else if (op == AS_PUT_NS)
+			rc = kvt_put(c, ns, "k", 1, "v", 1, NULL);
+		else
+			rc = kvt_drop(c, ns, NULL);
 		kvt_close(c);
 		_exit(rc == 0 ? 0 : rc == KVT_EDENIED ? 1 : 2);
 	}
@@ -130,8 +134,10 @@ static void test_ns_owner(void **state)
 	assert_int_equal(as_uid(65534, AS_PUT_NS, "tenantA/llama"), 0);
 	assert_int_equal(as_uid(1, AS_PUT_NS, "tenantA/llama"), 1);
 	assert_int_equal(as_uid(1, AS_PUT_NS, "tenantB/llama"), 0);
+	/* Nor may another tenant drop it. */
+	assert_int_equal(as_uid(1, AS_DROP_NS, "tenantA/llama"), 1);
 	char *j = stats();
-	assert_non_null(strstr(j, "\"requests_denied\":1"));
+	assert_non_null(strstr(j, "\"requests_denied\":2"));
 	free(j);
 	/* Root may read every namespace; the owner's block is intact. */
 	kvt_client *c = NULL;

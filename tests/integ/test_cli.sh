@@ -59,6 +59,14 @@ expect_rc 0 "put --dtype --ttl" $K put --dtype bf16 --ttl 100 t "$dir/blob"
 printf '1\n0\n' >"$dir/want"
 $K exists k nothere >"$dir/got" && cmp -s "$dir/got" "$dir/want" && ok "exists" || fail "exists output"
 expect_rc 1 "get miss exits 1" $K get nothere
+# drop: a namespace leaves every tier, other namespaces stay.
+printf a1 | $K put --ns gone k1 >/dev/null && printf a2 | $K put --ns gone k2 >/dev/null
+printf b1 | $K put --ns kept k1 >/dev/null
+[ "$($K drop --ns gone)" = 2 ] && ok "drop prints the count" || fail "drop count"
+expect_rc 1 "dropped key misses" $K get --ns gone k1
+[ "$($K get --ns kept k1)" = b1 ] && ok "other namespace kept" || fail "other namespace lost"
+[ "$($K drop --ns gone)" = 0 ] && ok "second drop finds nothing" || fail "second drop"
+expect_rc 2 "drop needs --ns" $K drop
 expect_rc 0 "del" $K del k
 expect_rc 1 "del again exits 1" $K del k
 expect_rc 2 "usage error exits 2" $K frobnicate

@@ -1295,9 +1295,60 @@ static void test_match_parse_errors(void **state)
 			 KVT_EBADREQ);
 }
 
+/* DROP: round trip, exact bytes, and every malformed body refused. */
+static void test_drop_codec(void **state)
+{
+	struct kvt_limits lim;
+	uint8_t buf[300], rep[KVT_DROP_REPLY_SIZE];
+	const uint8_t *ns;
+	size_t w = 0, ns_len;
+	uint64_t count;
+
+	(void)state;
+	kvt_limits_default(&lim);
+	assert_int_equal(kvt_drop_req_encode(buf, sizeof(buf),
+					     (const uint8_t *)"llama", 5, &w), 0);
+	assert_int_equal(w, 9);
+	assert_memory_equal(buf, "\x05\x00\x00\x00llama", 9);
+	assert_int_equal(kvt_drop_req_parse(buf, w, &lim, &ns, &ns_len), 0);
+	assert_int_equal(ns_len, 5);
+	assert_memory_equal(ns, "llama", 5);
+	/* The empty namespace is a namespace too. */
+	assert_int_equal(kvt_drop_req_encode(buf, sizeof(buf), NULL, 0, &w), 0);
+	assert_int_equal(kvt_drop_req_parse(buf, w, &lim, &ns, &ns_len), 0);
+	assert_int_equal(ns_len, 0);
+	/* Too small a buffer reports the size needed. */
+	assert_int_equal(kvt_drop_req_encode(buf, 3, (const uint8_t *)"ab", 2,
+					     &w), KVT_ERANGE);
+	assert_int_equal(w, 6);
+	/* Malformed bodies. */
+	kvt_drop_req_encode(buf, sizeof(buf), (const uint8_t *)"ab", 2, &w);
+	assert_int_equal(kvt_drop_req_parse(buf, 3, &lim, &ns, &ns_len),
+			 KVT_EBADREQ); /* short */
+	assert_int_equal(kvt_drop_req_parse(buf, w - 1, &lim, &ns, &ns_len),
+			 KVT_EBADREQ); /* ns runs past the end */
+	buf[w] = 'x';
+	assert_int_equal(kvt_drop_req_parse(buf, w + 1, &lim, &ns, &ns_len),
+			 KVT_EBADREQ); /* trailing byte */
+	buf[1] = 1;
+	assert_int_equal(kvt_drop_req_parse(buf, w, &lim, &ns, &ns_len),
+			 KVT_EBADREQ); /* reserved byte */
+	buf[1] = 0;
+	lim.max_ns = 1;
+	assert_int_equal(kvt_drop_req_parse(buf, w, &lim, &ns, &ns_len),
+			 KVT_ETOOBIG);
+	/* Reply. */
+	kvt_drop_reply_encode(rep, 0x0102030405060708ull);
+	assert_int_equal(kvt_drop_reply_parse(rep, sizeof(rep), &count), 0);
+	assert_int_equal(count, 0x0102030405060708ull);
+	assert_int_equal(kvt_drop_reply_parse(rep, 7, &count), KVT_EPROTO);
+	assert_string_equal(kvt_op_name(KVT_OP_DROP), "DROP");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_drop_codec),
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_limits_default),
 		cmocka_unit_test(test_names),

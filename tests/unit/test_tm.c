@@ -668,6 +668,91 @@ static void test_l3_faults(void **state)
 	rm_tdir();
 }
 
+static void on_drop(void *arg, int status, uint64_t count)
+{
+	int64_t *out = arg;
+
+	*out = status ? status : (int64_t)count;
+}
+
+/* DROP removes a namespace from every tier, and nothing else. */
+static void test_drop_ns(void **state)
+{
+	struct kvt_tm *tm = open_tiered(256 << 10, 256 << 10, 8 << 20);
+	int64_t got = -1;
+	char key[16];
+
+	(void)state;
+	for (int i = 0; i < 24; i++) {
+		struct kvt_key k;
+		uint8_t *mem;
+		snprintf(key, sizeof(key), "k%d", i);
+		for (int ns = 0; ns < 2; ns++) {
+			k = mkkey(ns ? "b" : "a", key);
+			mem = malloc(65536);
+			assert_non_null(mem);
+			rand_fill(mem, 65536, (uint8_t)(i + 100 * ns));
+			struct kvt_blob b = { mem, 65536, mem, 65536, 0 };
+			assert_int_equal(kvt_tm_put(tm, &k, &b, 0), 0);
+		}
+	}
+	drain(tm);
+	struct kvt_tm_stats st = stats(tm);
+	assert_true(st.l1.entries > 0 && st.l2.entries > 0 &&
+		    st.l3.entries > 0);
+	uint64_t before = st.l1.entries + st.l2.entries + st.l3.entries;
+	int rc = kvt_tm_drop_ns(tm, (const uint8_t *)"a", 1, on_drop, &got);
+	assert_true(rc == 0 || rc == 1);
+	for (int i = 0; i < 5000 && got < 0; i++) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+		kvt_tm_dispatch(tm);
+	}
+	assert_true(got > 0);
+	drain(tm);
+	for (int i = 0; i < 24; i++) {
+		struct kvt_key k;
+		snprintf(key, sizeof(key), "k%d", i);
+		k = mkkey("a", key);
+		assert_int_equal(kvt_tm_exists(tm, &k), 0);
+		k = mkkey("b", key);
+		assert_int_equal(kvt_tm_exists(tm, &k), 1);
+		/* get_async reads namespace "ns"; read "b" by hand. */
+		struct got g = { 0, 1, NULL };
+		kvt_tm_get(tm, &k, on_get, &g);
+		for (int t = 0; t < 5000 && g.calls == 0; t++) {
+			struct timespec ts = { 0, 1000000 };
+			nanosleep(&ts, NULL);
+			kvt_tm_dispatch(tm);
+		}
+		assert_int_equal(g.status, 0);
+		uint8_t want[65536];
+		rand_fill(want, sizeof(want), (uint8_t)(i + 100));
+		assert_memory_equal(kvt_ref_data(g.ref), want, sizeof(want));
+		kvt_ref_release(g.ref);
+	}
+	drain(tm);
+	st = stats(tm);
+	/* Every copy of "a" is gone; the "b" copies are all still held. */
+	assert_true(st.l1.entries + st.l2.entries + st.l3.entries < before);
+	/* Dropping again finds nothing. */
+	got = -1;
+	kvt_tm_drop_ns(tm, (const uint8_t *)"a", 1, on_drop, &got);
+	for (int i = 0; i < 5000 && got < 0; i++) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+		kvt_tm_dispatch(tm);
+	}
+	assert_int_equal(got, 0);
+	kvt_tm_close(tm);
+	/* L3's index committed the drop: a restart does not bring "a" back. */
+	tm = open_tiered(256 << 10, 256 << 10, 8 << 20);
+	struct kvt_key k0 = mkkey("a", "k0");
+	assert_int_equal(kvt_tm_exists(tm, &k0), 0);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -683,6 +768,7 @@ int main(void)
 		cmocka_unit_test(test_tiered_ttl),
 		cmocka_unit_test(test_l3_admission),
 		cmocka_unit_test(test_l3_faults),
+		cmocka_unit_test(test_drop_ns),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
