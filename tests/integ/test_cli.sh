@@ -67,6 +67,11 @@ expect_rc 1 "dropped key misses" $K get --ns gone k1
 [ "$($K get --ns kept k1)" = b1 ] && ok "other namespace kept" || fail "other namespace lost"
 [ "$($K drop --ns gone)" = 0 ] && ok "second drop finds nothing" || fail "second drop"
 expect_rc 2 "drop needs --ns" $K drop
+# TTL end to end: a 1-second block is there at once and gone after 2 s.
+printf ttl | $K put --ttl 1 shortlived >/dev/null
+[ "$($K exists shortlived)" = 1 ] && ok "ttl block present" || fail "ttl block missing at once"
+sleep 2
+expect_rc 1 "ttl block expired after 2 s" $K get shortlived
 expect_rc 0 "del" $K del k
 expect_rc 1 "del again exits 1" $K del k
 expect_rc 2 "usage error exits 2" $K frobnicate
