@@ -1036,6 +1036,100 @@ int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
 	return 0;
 }
 
+void kvt_hot_free(struct kvt_hot_entry *entries)
+{
+	free(entries);
+}
+
+int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
+	    size_t *n)
+{
+	struct kvt_frame_header rh;
+	struct kvt_hot_entry *v;
+	uint8_t req[KVT_HOT_REQ_SIZE], *body;
+	uint64_t now;
+	uint32_t count;
+	size_t pos;
+	char *sp;
+	int rc;
+
+	if (entries)
+		*entries = NULL;
+	if (n)
+		*n = 0;
+	if (!c)
+		return KVT_EINVAL;
+	if (!entries || !n || top == 0 || top > KVT_HOT_TOP_MAX)
+		return set_err(c, KVT_EINVAL, "hot: top must be 1 to %d and "
+			       "the outputs not NULL", KVT_HOT_TOP_MAX);
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	kvt_hot_req_encode(req, top);
+	rc = do_request(c, KVT_OP_HOT, 0, req, sizeof(req), &rh);
+	if (rc < 0)
+		return rc;
+	body = malloc(rh.body_len ? rh.body_len : 1);
+	if (!body) {
+		discard_body(c, rh.body_len);
+		return set_err(c, -ENOMEM, "cannot allocate %u bytes for a HOT "
+			       "reply", rh.body_len);
+	}
+	rc = read_body(c, body, rh.body_len);
+	if (rc < 0) {
+		free(body);
+		return rc;
+	}
+	if (kvt_hot_reply_head_parse(body, rh.body_len, &count, &now) ||
+	    count > top) {
+		free(body);
+		return conn_fail(c, KVT_EPROTO, "malformed HOT reply");
+	}
+	/* One allocation: the entries, then their strings (at most the body's
+	 * bytes plus one NUL per namespace). */
+	v = malloc(count * sizeof(*v) + rh.body_len + count + 1);
+	if (!v) {
+		free(body);
+		return set_err(c, -ENOMEM, "cannot allocate the HOT entries");
+	}
+	sp = (char *)(v + count);
+	pos = KVT_HOT_REPLY_FIXED;
+	for (uint32_t i = 0; i < count; i++) {
+		struct kvt_hot_item it;
+		size_t used;
+
+		if (kvt_hot_item_parse(body + pos, rh.body_len - pos, &it,
+				       &used)) {
+			free(v);
+			free(body);
+			return conn_fail(c, KVT_EPROTO, "malformed HOT item %u",
+					 i);
+		}
+		pos += used;
+		memcpy(sp, it.ns, it.ns_len);
+		sp[it.ns_len] = '\0';
+		v[i].ns = sp;
+		sp += it.ns_len + 1;
+		memcpy(sp, it.key, it.key_len);
+		v[i].key = (const uint8_t *)sp;
+		v[i].key_len = it.key_len;
+		sp += it.key_len;
+		v[i].tier = it.tier;
+		v[i].size = it.size;
+		v[i].hits = it.hits;
+		v[i].age_s = it.ctime_s && now >= it.ctime_s
+				     ? (int64_t)(now - it.ctime_s) : -1;
+		v[i].idle_s = it.atime_s && now >= it.atime_s
+				      ? (int64_t)(now - it.atime_s) : -1;
+	}
+	free(body);
+	*entries = count ? v : NULL;
+	if (!count)
+		free(v);
+	*n = count;
+	return 0;
+}
+
 int kvt_stats_json(kvt_client *c, char **json, size_t *len)
 {
 	struct kvt_frame_header rh;

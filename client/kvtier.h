@@ -359,6 +359,36 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped);
 
 /*
+ * kvt_hot - the most-hit blocks, as `kvtier hot` shows them.  Exact: the
+ * daemon looks at every block in every tier.  Blocks of namespaces bound to
+ * other users (kvtierd --ns-owner) are left out.
+ */
+struct kvt_hot_entry {
+	const char *ns;	    /* namespace, NUL-terminated ("" = none) */
+	const uint8_t *key; /* key bytes (not NUL-terminated) */
+	size_t key_len;
+	int tier;	    /* where it is now: 1 RAM, 2 compressed RAM, 3 SSD */
+	uint64_t size;	    /* value bytes */
+	uint64_t hits;	    /* gets served over the block's life */
+	int64_t age_s;	    /* seconds since it was put; -1 if unknown */
+	int64_t idle_s;	    /* seconds since its last get; -1 if never/unknown */
+};
+
+/*
+ * top:      1 to 1000 blocks, most hits first.
+ * entries:  receives an array of *n entries in one allocation (strings
+ *           included), to be freed with kvt_hot_free(); NULL if *n is 0.
+ *
+ * Returns 0, or KVT_EINVAL (bad argument, nothing sent), -ENOMEM,
+ * KVT_EPROTO (malformed reply), or a daemon or connection error.
+ */
+int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
+	    size_t *n);
+
+/* Frees what kvt_hot() returned.  NULL ok. */
+void kvt_hot_free(struct kvt_hot_entry *entries);
+
+/*
  * kvt_stats_json - fetches the daemon's counters as one JSON object: per
  * tier ("l1", "l2", "l3") entries, bytes, raw_bytes, capacity_bytes, hits;
  * top level gets, puts, dels, misses, promotions, demotions, evictions,

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "kvt_frame.h"
+#include "kvt_size.h"
 #include "kvt_prefix.h"
 #include "kvtier.h"
 #include "kvtier_cli.h"
@@ -179,6 +180,14 @@ static const struct cmd_help helps[] = {
 	  "without a namespace.\n"
 	  "\n"
 	  "  --ns NS          the namespace to drop (required)\n" },
+	{ "hot", "hot [--top N] [--json]",
+	  "Lists the most-hit blocks: tier, hits, size, age (since put), idle\n"
+	  "time (since the last get), namespace and key.  Exact: the daemon\n"
+	  "looks at every block.  Keys that are not printable text are shown\n"
+	  "as hex:...\n"
+	  "\n"
+	  "  --top N          how many blocks, 1 to 1000 (default 10)\n"
+	  "  --json           one JSON object: {\"blocks\": [...]}\n" },
 	{ "stats", "stats [--json | --prometheus] [--watch SECONDS]",
 	  "Shows the daemon's counters: per tier entries, bytes, capacity, fill\n"
 	  "and hits, then request totals.\n"
@@ -279,6 +288,7 @@ enum {
 	OPT_SOCKET,
 	OPT_VERSION,
 	OPT_BLOCK_TOKENS,
+	OPT_TOP,
 };
 
 struct opt_def {
@@ -993,6 +1003,142 @@ static int cmd_drop(struct cli *cl, int argc, char **argv)
 	return finish_stdout(cl, KVT_CLI_OK);
 }
 
+/* Prints a key as text if it is printable ASCII without spaces, else hex:. */
+static void put_key(FILE *out, const uint8_t *k, size_t n, size_t max_hex)
+{
+	bool text = n > 0;
+
+	for (size_t i = 0; i < n && text; i++)
+		text = k[i] > 0x20 && k[i] < 0x7f && k[i] != '"' &&
+		       k[i] != '\\';
+	if (text && !(n >= 4 && memcmp(k, "hex:", 4) == 0)) {
+		fwrite(k, 1, n, out);
+		return;
+	}
+	fputs("hex:", out);
+	for (size_t i = 0; i < n; i++) {
+		if (max_hex && i * 2 >= max_hex) {
+			fputs("...", out);
+			break;
+		}
+		fprintf(out, "%02x", k[i]);
+	}
+}
+
+/* A JSON string of a namespace (which may hold any bytes). */
+static void put_json_str(FILE *out, const char *sv)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)sv; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+static void put_duration(char *buf, size_t cap, int64_t s)
+{
+	if (s < 0)
+		snprintf(buf, cap, "-");
+	else if (s < 120)
+		snprintf(buf, cap, "%llds", (long long)s);
+	else if (s < 7200)
+		snprintf(buf, cap, "%lldm", (long long)(s / 60));
+	else if (s < 172800)
+		snprintf(buf, cap, "%lldh", (long long)(s / 3600));
+	else
+		snprintf(buf, cap, "%lldd", (long long)(s / 86400));
+}
+
+static int cmd_hot(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--top", 0, true, OPT_TOP },
+		{ "--json", 0, false, OPT_JSON },
+		{ NULL, 0, false, 0 },
+	};
+	static const char *const tier_name[] = { "-", "l1", "l2", "l3" };
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	struct kvt_hot_entry *e = NULL;
+	const char *v;
+	uint32_t top = 10;
+	bool json = false;
+	size_t n = 0;
+	int o, rc;
+
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			return cmd_help_exit(cl->cmd);
+		case OPT_TOP:
+			if (parse_u32(v, &top) < 0 || top == 0 ||
+			    top > KVT_HOT_TOP_MAX)
+				return usage_err(cl, "bad --top '%s' (1 to %d)", v,
+						 KVT_HOT_TOP_MAX);
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		default:
+			return usage_err(cl, "unexpected argument '%s'", v);
+		}
+	}
+	rc = cli_connect(cl);
+	if (rc)
+		return rc;
+	rc = kvt_hot(cl->c, top, &e, &n);
+	if (rc < 0)
+		return request_failed(cl, NULL, rc);
+	if (json) {
+		printf("{\"blocks\":[");
+		for (size_t i = 0; i < n; i++) {
+			printf("%s{\"rank\":%zu,\"tier\":\"%s\",\"hits\":%llu,"
+			       "\"size\":%llu,", i ? "," : "", i + 1,
+			       tier_name[e[i].tier & 3],
+			       (unsigned long long)e[i].hits,
+			       (unsigned long long)e[i].size);
+			if (e[i].age_s >= 0)
+				printf("\"age_s\":%lld,", (long long)e[i].age_s);
+			else
+				printf("\"age_s\":null,");
+			if (e[i].idle_s >= 0)
+				printf("\"idle_s\":%lld,", (long long)e[i].idle_s);
+			else
+				printf("\"idle_s\":null,");
+			printf("\"ns\":");
+			put_json_str(stdout, e[i].ns);
+			printf(",\"key\":\"");
+			put_key(stdout, e[i].key, e[i].key_len, 0);
+			printf("\"}");
+		}
+		printf("]}\n");
+	} else {
+		printf("%4s %-4s %10s %10s %6s %6s  %s\n", "rank", "tier",
+		       "hits", "size", "age", "idle", "namespace  key");
+		for (size_t i = 0; i < n; i++) {
+			char size[32], age[32], idle[32];
+
+			kvt_size_format(e[i].size, size, sizeof(size));
+			put_duration(age, sizeof(age), e[i].age_s);
+			put_duration(idle, sizeof(idle), e[i].idle_s);
+			printf("%4zu %-4s %10llu %10s %6s %6s  %s%s", i + 1,
+			       tier_name[e[i].tier & 3],
+			       (unsigned long long)e[i].hits, size, age, idle,
+			       e[i].ns[0] ? e[i].ns : "\"\"", "  ");
+			put_key(stdout, e[i].key, e[i].key_len, 32);
+			putchar('\n');
+		}
+	}
+	kvt_hot_free(e);
+	return finish_stdout(cl, KVT_CLI_OK);
+}
+
 /* Sleeps for s seconds, resuming after signals that did not kill us. */
 static void sleep_s(double s)
 {
@@ -1188,12 +1334,13 @@ static const struct command commands[] = {
 	{ "exists", cmd_exists, false },
 	{ "match", cmd_match, false },
 	{ "drop", cmd_drop, false },
+	{ "hot", cmd_hot, false },
 	{ "stats", cmd_stats, false },
 	{ "keys", cmd_keys, true },
 };
 
 /* Contract commands this version of the tool does not provide yet. */
-static const char *const later[] = { "hot", "bench" };
+static const char *const later[] = { "bench" };
 
 int main(int argc, char **argv)
 {

@@ -225,6 +225,62 @@ static void handle_drop(struct kvt_conn *c, struct kvt_reply *r,
 	kvt_tm_drop_ns(c->srv->tm, ns, ns_len, drop_done, g);
 }
 
+/*
+ * HOT: the most-hit blocks, exactly.  Blocks of namespaces bound to other
+ * users are left out, so the report reveals nothing of another tenant.
+ */
+static void handle_hot(struct kvt_conn *c, struct kvt_reply *r,
+		       const uint8_t *body, size_t len)
+{
+	struct kvt_tm_hot *v = NULL;
+	size_t n = 0, total = KVT_HOT_REPLY_FIXED, off, w;
+	uint32_t top, count = 0;
+	uint8_t *out;
+	int rc = kvt_hot_req_parse(body, len, &top);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad HOT: %s (top is 1 to %d)",
+				kvt_strerror(rc), KVT_HOT_TOP_MAX);
+		return;
+	}
+	rc = kvt_tm_hot(c->srv->tm, top, &v, &n);
+	if (rc) {
+		kvt_reply_error(c, r, rc, "hot failed: %s", kvt_strerror(rc));
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		total += kvt_hot_item_size(v[i].ns_len, v[i].key_len);
+	out = malloc(total);
+	if (!out) {
+		kvt_tm_hot_free(v, n);
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	off = KVT_HOT_REPLY_FIXED;
+	for (size_t i = 0; i < n; i++) {
+		struct kvt_hot_item it = {
+			.tier = v[i].tier,
+			.ns = v[i].name,
+			.ns_len = v[i].ns_len,
+			.key = v[i].name + v[i].ns_len,
+			.key_len = v[i].key_len,
+			.size = v[i].size,
+			.hits = v[i].hits,
+			.ctime_s = v[i].ctime_s,
+			.atime_s = v[i].atime_s,
+		};
+		if (!kvt_access_ns_ok(&c->srv->acc, c->uid, it.ns, it.ns_len))
+			continue;
+		if (kvt_hot_item_encode(out + off, total - off, &it, &w))
+			continue;
+		off += w;
+		count++;
+	}
+	kvt_hot_reply_head_encode(out, count, kvt_tm_now_s(c->srv->tm));
+	kvt_tm_hot_free(v, n);
+	kvt_reply_finish(c, r, 0, 0, out, off, NULL);
+}
+
 void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 			uint8_t *body)
 {
@@ -258,6 +314,9 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 		break;
 	case KVT_OP_DROP:
 		handle_drop(c, r, body, len);
+		break;
+	case KVT_OP_HOT:
+		handle_hot(c, r, body, len);
 		break;
 	case KVT_OP_STATS: {
 		size_t n;

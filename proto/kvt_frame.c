@@ -104,6 +104,8 @@ const char *kvt_op_name(unsigned op)
 		return "MATCH";
 	case KVT_OP_DROP:
 		return "DROP";
+	case KVT_OP_HOT:
+		return "HOT";
 	}
 	return "UNKNOWN";
 }
@@ -748,5 +750,100 @@ int kvt_drop_reply_parse(const uint8_t *body, size_t len, uint64_t *count)
 	if (!body || !count || len != KVT_DROP_REPLY_SIZE)
 		return KVT_EPROTO;
 	*count = get_u64(body);
+	return 0;
+}
+
+/* ---- HOT -------------------------------------------------------------- */
+
+void kvt_hot_req_encode(uint8_t out[KVT_HOT_REQ_SIZE], uint32_t top)
+{
+	put_u32(out, top);
+}
+
+int kvt_hot_req_parse(const uint8_t *body, size_t len, uint32_t *top)
+{
+	if (!body || !top || len != KVT_HOT_REQ_SIZE)
+		return KVT_EBADREQ;
+	*top = get_u32(body);
+	if (*top == 0)
+		return KVT_EBADREQ;
+	if (*top > KVT_HOT_TOP_MAX)
+		return KVT_ETOOBIG;
+	return 0;
+}
+
+size_t kvt_hot_item_size(size_t ns_len, size_t key_len)
+{
+	return KVT_HOT_ITEM_FIXED + ns_len + key_len;
+}
+
+void kvt_hot_reply_head_encode(uint8_t out[KVT_HOT_REPLY_FIXED],
+			       uint32_t count, uint64_t now_s)
+{
+	put_u32(out, count);
+	put_u32(out + 4, 0);
+	put_u64(out + 8, now_s);
+}
+
+int kvt_hot_item_encode(uint8_t *out, size_t cap,
+			const struct kvt_hot_item *it, size_t *written)
+{
+	size_t need;
+
+	if (!it || !written || it->ns_len > KVT_NS_MAX ||
+	    it->key_len > 0xffff || it->tier < 1 || it->tier > 3)
+		return KVT_EINVAL;
+	need = kvt_hot_item_size(it->ns_len, it->key_len);
+	*written = need;
+	if (!out || cap < need)
+		return KVT_ERANGE;
+	out[0] = it->tier;
+	out[1] = (uint8_t)it->ns_len;
+	put_u16(out + 2, (uint16_t)it->key_len);
+	put_u32(out + 4, 0);
+	put_u64(out + 8, it->size);
+	put_u64(out + 16, it->hits);
+	put_u64(out + 24, it->ctime_s);
+	put_u64(out + 32, it->atime_s);
+	if (it->ns_len)
+		memcpy(out + KVT_HOT_ITEM_FIXED, it->ns, it->ns_len);
+	if (it->key_len)
+		memcpy(out + KVT_HOT_ITEM_FIXED + it->ns_len, it->key,
+		       it->key_len);
+	return 0;
+}
+
+int kvt_hot_reply_head_parse(const uint8_t *body, size_t len,
+			     uint32_t *count, uint64_t *now_s)
+{
+	if (!body || !count || !now_s || len < KVT_HOT_REPLY_FIXED ||
+	    get_u32(body + 4) != 0)
+		return KVT_EPROTO;
+	*count = get_u32(body);
+	*now_s = get_u64(body + 8);
+	return 0;
+}
+
+int kvt_hot_item_parse(const uint8_t *p, size_t len, struct kvt_hot_item *it,
+		       size_t *used)
+{
+	size_t need;
+
+	if (!p || !it || !used || len < KVT_HOT_ITEM_FIXED || p[0] < 1 ||
+	    p[0] > 3 || get_u32(p + 4) != 0)
+		return KVT_EPROTO;
+	need = kvt_hot_item_size(p[1], get_u16(p + 2));
+	if (len < need)
+		return KVT_EPROTO;
+	it->tier = p[0];
+	it->ns_len = p[1];
+	it->key_len = get_u16(p + 2);
+	it->size = get_u64(p + 8);
+	it->hits = get_u64(p + 16);
+	it->ctime_s = get_u64(p + 24);
+	it->atime_s = get_u64(p + 32);
+	it->ns = p + KVT_HOT_ITEM_FIXED;
+	it->key = p + KVT_HOT_ITEM_FIXED + it->ns_len;
+	*used = need;
 	return 0;
 }

@@ -52,6 +52,7 @@ enum kvt_op {
 	KVT_OP_STATS = 7,
 	KVT_OP_MATCH = 8,
 	KVT_OP_DROP = 9,
+	KVT_OP_HOT = 10,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };
@@ -331,5 +332,43 @@ int kvt_drop_req_parse(const uint8_t *body, size_t len,
 void kvt_drop_reply_encode(uint8_t out[KVT_DROP_REPLY_SIZE], uint64_t count);
 /* Returns 0 or KVT_EPROTO if len is not KVT_DROP_REPLY_SIZE. */
 int kvt_drop_reply_parse(const uint8_t *body, size_t len, uint64_t *count);
+
+/*
+ * HOT: the most-hit blocks.  Request body: u32 top (1..KVT_HOT_TOP_MAX).
+ * Reply body: u32 count, u32 zero, u64 now_s (the daemon's clock, so ages
+ * can be computed), then count items, each: u8 tier (1-3), u8 ns_len,
+ * u16 key_len, u32 zero, u64 size, u64 hits, u64 ctime_s, u64 atime_s
+ * (0 = unknown), ns, key.
+ */
+#define KVT_HOT_REQ_SIZE 4
+#define KVT_HOT_TOP_MAX 1000
+#define KVT_HOT_REPLY_FIXED 16
+#define KVT_HOT_ITEM_FIXED 40
+struct kvt_hot_item {
+	uint8_t tier;
+	const uint8_t *ns;
+	size_t ns_len;
+	const uint8_t *key;
+	size_t key_len;
+	uint64_t size, hits, ctime_s, atime_s;
+};
+void kvt_hot_req_encode(uint8_t out[KVT_HOT_REQ_SIZE], uint32_t top);
+/* Returns 0, KVT_EBADREQ (wrong length, top 0), KVT_ETOOBIG (top too big). */
+int kvt_hot_req_parse(const uint8_t *body, size_t len, uint32_t *top);
+size_t kvt_hot_item_size(size_t ns_len, size_t key_len);
+void kvt_hot_reply_head_encode(uint8_t out[KVT_HOT_REPLY_FIXED],
+			       uint32_t count, uint64_t now_s);
+/* Returns 0, KVT_ERANGE (cap too small), KVT_EINVAL (lengths). */
+int kvt_hot_item_encode(uint8_t *out, size_t cap,
+			const struct kvt_hot_item *it, size_t *written);
+/* Returns 0 or KVT_EPROTO. */
+int kvt_hot_reply_head_parse(const uint8_t *body, size_t len,
+			     uint32_t *count, uint64_t *now_s);
+/*
+ * Parses the item at p[0..len); pointers in *it refer into p; *used gets
+ * its size.  Returns 0 or KVT_EPROTO (short, bad tier, nonzero reserved).
+ */
+int kvt_hot_item_parse(const uint8_t *p, size_t len, struct kvt_hot_item *it,
+		       size_t *used);
 
 #endif /* KVT_FRAME_H */

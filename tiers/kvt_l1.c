@@ -37,6 +37,9 @@ struct kvt_ref {
 	uint8_t codec; /* kvt_l1_meta: how data is encoded (L2 entries) */
 	uint8_t flags; /* kvt_l1_meta: the manager's per-entry flags */
 	uint64_t raw_len; /* kvt_l1_meta: length before encoding */
+	uint64_t hits;	  /* kvt_l1_meta: gets served, across tiers */
+	uint64_t ctime_s; /* kvt_l1_meta: when the block was put */
+	uint64_t atime_s; /* kvt_l1_meta: last get */
 	/* Hash chain: hpprev points at whatever points at us (bucket or the
 	 * previous entry's hnext), so unlinking is O(1) without a back walk. */
 	struct kvt_ref *hnext;
@@ -377,6 +380,9 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	e->codec = meta ? meta->codec : 0;
 	e->flags = meta ? meta->flags : 0;
 	e->raw_len = meta ? meta->raw_len : blob->len;
+	e->hits = meta ? meta->hits : 0;
+	e->ctime_s = meta ? meta->ctime_s : 0;
+	e->atime_s = meta ? meta->atime_s : 0;
 	e->data = e->len ? data : mem ? mem : l1_empty_value;
 	e->ns_len = k->ns_len;
 	e->key_len = k->key_len;
@@ -443,6 +449,8 @@ int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
 		lru_push_mru(l1, e);
 	}
 	l1->hits++;
+	e->hits++;
+	e->atime_s = now_s;
 	*out = kvt_l1_ref_acquire(e);
 	return 0;
 }
@@ -559,6 +567,16 @@ void kvt_l1_ref_meta(const struct kvt_ref *r, struct kvt_l1_meta *m)
 	m->codec = r->codec;
 	m->flags = r->flags;
 	m->raw_len = r->raw_len;
+	m->hits = r->hits;
+	m->ctime_s = r->ctime_s;
+	m->atime_s = r->atime_s;
+}
+
+void kvt_l1_foreach(const struct kvt_l1 *l1,
+		    void (*fn)(void *arg, const struct kvt_ref *e), void *arg)
+{
+	for (const struct kvt_ref *e = l1->mru; e; e = e->lru_next)
+		fn(arg, e);
 }
 
 /* The kvt_ref_* accessors of kvt_tm.h live here, beside the struct. */

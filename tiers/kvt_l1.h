@@ -131,6 +131,14 @@ struct kvt_l1_meta {
 	uint8_t codec;	  /* enum kvt_codec */
 	uint8_t flags;	  /* the manager's own bits */
 	uint64_t raw_len; /* value length before encoding */
+	/*
+	 * Per-block history, carried from tier to tier by the manager so that
+	 * `kvtier hot` sees a block's whole life: gets served (kvt_l1_get
+	 * adds one and sets atime_s), when it was put, when last read.
+	 */
+	uint64_t hits;
+	uint64_t ctime_s;
+	uint64_t atime_s;
 };
 
 /*
@@ -205,5 +213,10 @@ uint64_t kvt_l1_capacity(const struct kvt_l1 *l1);
 
 /* Copies out the entry's metadata. */
 void kvt_l1_ref_meta(const struct kvt_ref *r, struct kvt_l1_meta *m);
+
+/* Calls fn for every entry, most recently used first.  fn must not change
+ * the L1. */
+void kvt_l1_foreach(const struct kvt_l1 *l1,
+		    void (*fn)(void *arg, const struct kvt_ref *e), void *arg);
 
 #endif /* KVT_L1_H */

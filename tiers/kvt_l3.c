@@ -906,6 +906,37 @@ int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 	return 0;
 }
 
+int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg)
+{
+	int rc = 0;
+
+	if (!l3 || !fn)
+		return KVT_EINVAL;
+	lock(l3);
+	for (size_t b = 0; b < l3->nbuckets && !rc; b++)
+		for (struct l3_ent *e = l3->buckets[b]; e && !rc; e = e->hnext) {
+			struct kvt_key k;
+			size_t ns_len = e->bytes[1];
+
+			if (e->doomed || kvt_l3i_expired(l3, e->loc.expiry))
+				continue;
+			/* ikey = flag, ns_len, ns, key (or its hash, with the
+			 * full key kept after the ikey). */
+			k.ns = e->bytes + 2;
+			k.ns_len = ns_len;
+			if (e->bytes[0] == 0) {
+				k.key = e->bytes + 2 + ns_len;
+				k.key_len = e->ikey_len - 2 - ns_len;
+			} else {
+				k.key = e->bytes + e->ikey_len;
+				k.key_len = e->xkey_len;
+			}
+			rc = fn(arg, &k, e->loc.raw_len, e->loc.hits);
+		}
+	unlock(l3);
+	return rc;
+}
+
 void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st)
 {
 	if (!st)

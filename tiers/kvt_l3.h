@@ -292,6 +292,16 @@ int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k);
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped);
 
+/*
+ * Calls fn for every live entry, under the store's lock (so fn must be
+ * quick and must not call into L3); stops early if fn returns nonzero and
+ * returns that value.  Thread safe, like kvt_l3_contains().  For reports
+ * such as `kvtier hot`.
+ */
+typedef int (*kvt_l3_visit_fn)(void *arg, const struct kvt_key *k,
+			       uint64_t raw_len, uint64_t hits);
+int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg);
+
 struct kvt_l3_stats {
 	uint64_t entries;           /* live (indexed) entries */
 	uint64_t bytes;             /* on-disk bytes of live entries */

@@ -78,6 +78,7 @@ struct job {
 	uint64_t expires;
 	uint8_t dtype;
 	uint8_t flags;	/* TM_F_* of the block */
+	uint64_t hits, ctime_s, atime_s; /* the block's history (hot) */
 	/* Input: the block, raw (src_codec RAW) or a compressed frame. */
 	struct kvt_ref *src;
 	uint8_t src_codec;
@@ -475,6 +476,9 @@ static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 	j->dtype = kvt_ref_dtype(v);
 	j->expires = exp;
 	j->flags = m.flags;
+	j->hits = m.hits;
+	j->ctime_s = m.ctime_s;
+	j->atime_s = m.atime_s;
 	j->cost = cost;
 	j->listed = true;
 	j->lnext = tm->transit;
@@ -604,6 +608,9 @@ static int store_output(struct kvt_tm *tm, struct kvt_l1 *t, struct job *j,
 		.codec = codec,
 		.flags = j->flags,
 		.raw_len = raw_len,
+		.hits = j->hits,
+		.ctime_s = j->ctime_s,
+		.atime_s = j->atime_s,
 	};
 
 	j->out = NULL;
@@ -881,7 +888,9 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 		expires_s = now + ttl_s;
 	/* The new value replaces every older copy, wherever it is. */
 	forget_below(tm, k);
-	rc = kvt_l1_put(tm->l1, k, blob, expires_s, l1_victim, tm);
+	struct kvt_l1_meta m = { .raw_len = blob->len, .ctime_s = now };
+	rc = kvt_l1_put_meta(tm->l1, k, blob, expires_s, &m, NULL, l1_victim,
+			     tm);
 	if (rc == KVT_ENOSPACE)
 		tm->rejected_too_big++;
 	return rc;
@@ -909,6 +918,9 @@ static int promo_frame(struct kvt_tm *tm, const struct kvt_key *k,
 	p->dtype = kvt_ref_dtype(frame);
 	p->expires = kvt_l1_ref_expires(frame);
 	p->flags = m.flags;
+	p->hits = m.hits;
+	p->ctime_s = m.ctime_s;
+	p->atime_s = tm->now_s();
 	submit(tm, p);
 	return 1;
 }
@@ -963,6 +975,9 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 			return 0;
 		}
 		p->flags = TM_F_ON_L3;
+		/* L3 keeps no history beyond its own hit count. */
+		p->hits = 1;
+		p->atime_s = tm->now_s();
 		submit(tm, p);
 		return 1;
 	}
@@ -1019,6 +1034,129 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 	j->count = n;
 	submit(tm, j);
 	return 1;
+}
+
+/* ---- hot ----------------------------------------------------------------- */
+
+struct hot_acc {
+	struct kvt_tm *tm;
+	struct kvt_tm_hot *v;
+	size_t n, cap;
+	uint8_t tier;
+	int err;
+};
+
+static int hot_add(struct hot_acc *a, const struct kvt_key *k, uint64_t size,
+		   uint64_t hits, uint64_t ctime_s, uint64_t atime_s)
+{
+	struct kvt_tm_hot *h;
+
+	if (a->n == a->cap) {
+		size_t nc = a->cap ? a->cap * 2 : 256;
+		struct kvt_tm_hot *nv = realloc(a->v, nc * sizeof(*nv));
+		if (!nv)
+			return a->err = -ENOMEM;
+		a->v = nv;
+		a->cap = nc;
+	}
+	h = &a->v[a->n];
+	h->name = malloc(k->ns_len + k->key_len + 1);
+	if (!h->name)
+		return a->err = -ENOMEM;
+	if (k->ns_len)
+		memcpy(h->name, k->ns, k->ns_len);
+	if (k->key_len)
+		memcpy(h->name + k->ns_len, k->key, k->key_len);
+	h->ns_len = k->ns_len;
+	h->key_len = k->key_len;
+	h->tier = a->tier;
+	h->size = size;
+	h->hits = hits;
+	h->ctime_s = ctime_s;
+	h->atime_s = atime_s;
+	a->n++;
+	return 0;
+}
+
+static void hot_ram(void *arg, const struct kvt_ref *e)
+{
+	struct hot_acc *a = arg;
+	struct kvt_l1_meta m;
+	struct kvt_key k;
+
+	if (a->err || expired(a->tm, kvt_l1_ref_expires(e)))
+		return;
+	kvt_l1_ref_meta(e, &m);
+	kvt_l1_ref_key(e, &k);
+	hot_add(a, &k, m.raw_len, m.hits, m.ctime_s, m.atime_s);
+}
+
+static int hot_l3(void *arg, const struct kvt_key *k, uint64_t raw_len,
+		  uint64_t hits)
+{
+	struct hot_acc *a = arg;
+	uint64_t now = a->tm->now_s();
+
+	/* L3 is inclusive: a block also in RAM was listed there. */
+	if (kvt_l1_exists(a->tm->l1, k, now) ||
+	    (a->tm->l2 && kvt_l1_exists(a->tm->l2, k, now)))
+		return 0;
+	return hot_add(a, k, raw_len, hits, 0, 0);
+}
+
+static int hot_cmp(const void *x, const void *y)
+{
+	const struct kvt_tm_hot *a = x, *b = y;
+
+	if (a->hits != b->hits)
+		return a->hits < b->hits ? 1 : -1;
+	if (a->atime_s != b->atime_s)
+		return a->atime_s < b->atime_s ? 1 : -1;
+	return (int)a->tier - (int)b->tier;
+}
+
+uint64_t kvt_tm_now_s(struct kvt_tm *tm)
+{
+	return tm ? tm->now_s() : 0;
+}
+
+void kvt_tm_hot_free(struct kvt_tm_hot *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+int kvt_tm_hot(struct kvt_tm *tm, size_t top, struct kvt_tm_hot **out,
+	       size_t *n)
+{
+	struct hot_acc a = { .tm = tm };
+
+	if (!tm || !out || !n)
+		return KVT_EINVAL;
+	*out = NULL;
+	*n = 0;
+	a.tier = 1;
+	kvt_l1_foreach(tm->l1, hot_ram, &a);
+	if (tm->l2 && !a.err) {
+		a.tier = 2;
+		kvt_l1_foreach(tm->l2, hot_ram, &a);
+	}
+	if (tm->l3 && !a.err) {
+		a.tier = 3;
+		kvt_l3_foreach(tm->l3, hot_l3, &a);
+	}
+	if (a.err) {
+		kvt_tm_hot_free(a.v, a.n);
+		return a.err;
+	}
+	if (a.n)
+		qsort(a.v, a.n, sizeof(*a.v), hot_cmp);
+	for (size_t i = top; i < a.n; i++)
+		free(a.v[i].name);
+	*out = a.v;
+	*n = a.n < top ? a.n : top;
+	return 0;
 }
 
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k)

@@ -150,6 +150,32 @@ typedef void (*kvt_tm_count_cb)(void *arg, int status, uint64_t count);
 int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 		   kvt_tm_count_cb cb, void *arg);
 
+/*
+ * One block in a hot report.  name holds ns_len namespace bytes then
+ * key_len key bytes.  ctime_s / atime_s are 0 where unknown (blocks only on
+ * L3 keep a hit count, not times).
+ */
+struct kvt_tm_hot {
+	uint8_t *name;
+	size_t ns_len, key_len;
+	uint8_t tier; /* 1, 2 or 3: where the block is now (RAM first) */
+	uint64_t size; /* value bytes */
+	uint64_t hits; /* gets served over the block's life, all tiers */
+	uint64_t ctime_s, atime_s; /* put, last get (now_s clock) */
+};
+
+/*
+ * The top most-hit blocks, exactly (every block in every tier is looked
+ * at: O(blocks), fine for an operator's command).  *out (n items, most hits
+ * first) is freed with kvt_tm_hot_free().  Returns 0, KVT_EINVAL, -ENOMEM.
+ */
+int kvt_tm_hot(struct kvt_tm *tm, size_t top, struct kvt_tm_hot **out,
+	       size_t *n);
+void kvt_tm_hot_free(struct kvt_tm_hot *v, size_t n);
+
+/* The manager's clock (seconds since the epoch unless a test fakes it). */
+uint64_t kvt_tm_now_s(struct kvt_tm *tm);
+
 /* Removes k from every tier.  Returns 0 or KVT_ENOTFOUND. */
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
 

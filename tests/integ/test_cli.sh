@@ -67,6 +67,14 @@ expect_rc 1 "dropped key misses" $K get --ns gone k1
 [ "$($K get --ns kept k1)" = b1 ] && ok "other namespace kept" || fail "other namespace lost"
 [ "$($K drop --ns gone)" = 0 ] && ok "second drop finds nothing" || fail "second drop"
 expect_rc 2 "drop needs --ns" $K drop
+# hot: the block read most comes first; JSON parses.
+for b in cold warm busy; do printf "$b" | $K put --ns hotns "$b" >/dev/null; done
+for i in 1 2 3 4; do $K get --ns hotns busy >/dev/null; done
+$K get --ns hotns warm >/dev/null
+$K hot --top 2 >"$dir/hot"
+sed -n 2p "$dir/hot" | grep -q "hotns  busy" && ok "hot names the block read most" || { fail "hot order"; cat "$dir/hot"; }
+$K hot --json --top 5 | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["blocks"][0]["key"]=="busy" and d["blocks"][0]["hits"]==4' && ok "hot --json" || fail "hot --json"
+expect_rc 2 "hot --top 0 is a usage error" $K hot --top 0
 # TTL end to end: a 1-second block is there at once and gone after 2 s.
 printf ttl | $K put --ttl 1 shortlived >/dev/null
 [ "$($K exists shortlived)" = 1 ] && ok "ttl block present" || fail "ttl block missing at once"

@@ -1345,10 +1345,56 @@ static void test_drop_codec(void **state)
 	assert_string_equal(kvt_op_name(KVT_OP_DROP), "DROP");
 }
 
+/* HOT: request and reply items round-trip; malformed items are refused. */
+static void test_hot_codec(void **state)
+{
+	uint8_t req[KVT_HOT_REQ_SIZE], buf[256], head[KVT_HOT_REPLY_FIXED];
+	struct kvt_hot_item it = { .tier = 2, .ns = (const uint8_t *)"ns",
+				   .ns_len = 2, .key = (const uint8_t *)"key",
+				   .key_len = 3, .size = 2097152, .hits = 42,
+				   .ctime_s = 1000, .atime_s = 1060 }, back;
+	uint32_t top, count;
+	uint64_t now;
+	size_t w, used;
+
+	(void)state;
+	kvt_hot_req_encode(req, 10);
+	assert_int_equal(kvt_hot_req_parse(req, sizeof(req), &top), 0);
+	assert_int_equal(top, 10);
+	kvt_hot_req_encode(req, 0);
+	assert_int_equal(kvt_hot_req_parse(req, sizeof(req), &top), KVT_EBADREQ);
+	kvt_hot_req_encode(req, KVT_HOT_TOP_MAX + 1);
+	assert_int_equal(kvt_hot_req_parse(req, sizeof(req), &top), KVT_ETOOBIG);
+	assert_int_equal(kvt_hot_req_parse(req, 3, &top), KVT_EBADREQ);
+
+	kvt_hot_reply_head_encode(head, 7, 123456);
+	assert_int_equal(kvt_hot_reply_head_parse(head, sizeof(head), &count,
+						  &now), 0);
+	assert_int_equal(count, 7);
+	assert_int_equal(now, 123456);
+	assert_int_equal(kvt_hot_item_encode(buf, sizeof(buf), &it, &w), 0);
+	assert_int_equal(w, KVT_HOT_ITEM_FIXED + 5);
+	assert_int_equal(kvt_hot_item_parse(buf, w, &back, &used), 0);
+	assert_int_equal(used, w);
+	assert_int_equal(back.tier, 2);
+	assert_int_equal(back.hits, 42);
+	assert_int_equal(back.size, 2097152);
+	assert_int_equal(back.atime_s, 1060);
+	assert_memory_equal(back.ns, "ns", 2);
+	assert_memory_equal(back.key, "key", 3);
+	assert_int_equal(kvt_hot_item_parse(buf, w - 1, &back, &used),
+			 KVT_EPROTO); /* truncated */
+	buf[0] = 4;
+	assert_int_equal(kvt_hot_item_parse(buf, w, &back, &used),
+			 KVT_EPROTO); /* no such tier */
+	assert_int_equal(kvt_hot_item_encode(buf, 10, &it, &w), KVT_ERANGE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_drop_codec),
+		cmocka_unit_test(test_hot_codec),
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_limits_default),
 		cmocka_unit_test(test_names),

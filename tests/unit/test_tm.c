@@ -753,6 +753,45 @@ static void test_drop_ns(void **state)
 	rm_tdir();
 }
 
+/* HOT: exact ranking by hits across tiers; history follows a block. */
+static void test_hot(void **state)
+{
+	struct kvt_tm *tm = open_tiered(256 << 10, 256 << 10, 8 << 20);
+	struct kvt_tm_hot *v = NULL;
+	size_t n = 0;
+	char key[16];
+
+	(void)state;
+	for (int i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "h%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+	}
+	drain(tm);
+	/* h3 is read 4 times, h0 (demoted to a lower tier by now) twice. */
+	for (int r = 0; r < 4; r++)
+		assert_int_equal(get_async(tm, "h3", 65536, 3), 1);
+	for (int r = 0; r < 2; r++)
+		assert_int_equal(get_async(tm, "h0", 65536, 0), 1);
+	drain(tm);
+	assert_int_equal(kvt_tm_hot(tm, 3, &v, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(v[0].key_len, 2);
+	assert_memory_equal(v[0].name + v[0].ns_len, "h3", 2);
+	assert_true(v[0].hits >= 4);
+	assert_memory_equal(v[1].name + v[1].ns_len, "h0", 2);
+	assert_true(v[1].hits >= 2);
+	assert_int_equal(v[0].size, 65536);
+	assert_true(v[0].tier >= 1 && v[0].tier <= 3);
+	assert_true(v[2].hits <= v[1].hits);
+	kvt_tm_hot_free(v, n);
+	/* Asking for more than exists lists every block exactly once. */
+	assert_int_equal(kvt_tm_hot(tm, 1000, &v, &n), 0);
+	assert_int_equal(n, 16);
+	kvt_tm_hot_free(v, n);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -769,6 +808,7 @@ int main(void)
 		cmocka_unit_test(test_l3_admission),
 		cmocka_unit_test(test_l3_faults),
 		cmocka_unit_test(test_drop_ns),
+		cmocka_unit_test(test_hot),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
