@@ -394,20 +394,20 @@ static int read_reply(kvt_client *c, uint8_t op, uint64_t id,
  * by the value val[0..val_len), and reads the reply header.  Returns like
  * read_reply().
  */
-static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
-		      const void *val, size_t val_len,
-		      struct kvt_frame_header *rh)
+/*
+ * Sends one request frame (header and prefix from c->sbuf, then the value)
+ * without waiting for its reply; *id gets its request id.  Returns 0 or the
+ * negative result of send_all().
+ */
+static int send_request(kvt_client *c, uint8_t op, size_t prefix_len,
+			const void *val, size_t val_len, uint64_t *id)
 {
 	struct kvt_frame_header h = {
 		.version = KVT_PROTO_VERSION,
 		.opcode = op,
 	};
 	struct iovec iov[2];
-	char when[32];
-	int rc, rrc;
 
-	if (val_len > KVT_BODY_FIELD_MAX - prefix_len)
-		return set_err(c, KVT_ETOOBIG, "request body too large");
 	/* Request id 0 is what the daemon uses for unattributable errors. */
 	if (c->next_id == 0)
 		c->next_id = 1;
@@ -419,19 +419,24 @@ static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
 	/* sendmsg() does not write through iov_base; the cast is safe. */
 	iov[1].iov_base = (void *)val;
 	iov[1].iov_len = val_len;
+	*id = h.request_id;
+	return send_all(c->fd, iov, val_len ? 2 : 1);
+}
 
-	rc = send_all(c->fd, iov, val_len ? 2 : 1);
-	if (rc == 0)
-		return read_reply(c, op, h.request_id, rh);
+/*
+ * A send failed: the daemon may have answered before closing (it rejects
+ * an oversized frame from its header alone and then hangs up), and its
+ * reply, still queued on our side, says why.  The peer is gone, so the read
+ * cannot block.
+ */
+static int send_failed(kvt_client *c, int rc, uint8_t op, uint64_t id,
+		       struct kvt_frame_header *rh)
+{
+	char when[32];
+	int rrc;
 
 	if (rc == -EPIPE || rc == -ECONNRESET) {
-		/*
-		 * The daemon may have answered before closing (it rejects an
-		 * oversized frame from its header alone and then hangs up):
-		 * its reply, still queued on our side, says why.  The peer is
-		 * gone, so this read cannot block.
-		 */
-		rrc = read_reply(c, op, h.request_id, rh);
+		rrc = read_reply(c, op, id, rh);
 		if (rrc < 0 && rrc != KVT_ECLOSED && rrc != KVT_EPROTO) {
 			c->broken = true;
 			memcpy(c->broken_msg, c->errmsg, sizeof(c->broken_msg));
@@ -440,6 +445,21 @@ static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
 	}
 	snprintf(when, sizeof(when), "sending %s", kvt_op_name(op));
 	return conn_lost(c, rc, when);
+}
+
+static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
+		      const void *val, size_t val_len,
+		      struct kvt_frame_header *rh)
+{
+	uint64_t id;
+	int rc;
+
+	if (val_len > KVT_BODY_FIELD_MAX - prefix_len)
+		return set_err(c, KVT_ETOOBIG, "request body too large");
+	rc = send_request(c, op, prefix_len, val, val_len, &id);
+	if (rc == 0)
+		return read_reply(c, op, id, rh);
+	return send_failed(c, rc, op, id, rh);
 }
 
 /* ---- Argument checks ------------------------------------------------ */
@@ -1034,6 +1054,184 @@ int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
 	if (dropped)
 		*dropped = n;
 	return 0;
+}
+
+/* ---- batches ------------------------------------------------------------ */
+
+/*
+ * Requests in flight at once in a batch.  Bounded so that neither side can
+ * block the other: our queued GET requests always fit in the socket buffer
+ * while we read replies, and PUT replies are tiny.
+ */
+#define KVT_BATCH_WINDOW 32
+
+/* Encodes the request for item i into c->sbuf and sends it. */
+typedef int (*batch_send_fn)(kvt_client *c, void *arg, size_t i,
+			     uint64_t *id);
+/* Reads the reply for item i (header already read, rc its status). */
+typedef int (*batch_recv_fn)(kvt_client *c, void *arg, size_t i, int rc,
+			     const struct kvt_frame_header *rh);
+
+static int run_batch(kvt_client *c, uint8_t op, size_t n, int *statuses,
+		     batch_send_fn send_fn, batch_recv_fn recv_fn, void *arg)
+{
+	uint64_t ids[KVT_BATCH_WINDOW];
+	struct kvt_frame_header rh;
+	size_t sent = 0, done = 0;
+	int rc;
+
+	while (done < n) {
+		while (sent < n && sent - done < KVT_BATCH_WINDOW) {
+			rc = send_fn(c, arg, sent, &ids[sent % KVT_BATCH_WINDOW]);
+			if (rc > 0) {
+				/* Refused locally (bad key): no frame sent. */
+				statuses[sent] = -rc;
+				ids[sent % KVT_BATCH_WINDOW] = 0;
+				sent++;
+				continue;
+			}
+			if (rc < 0) {
+				rc = send_failed(c, rc, op,
+						 ids[sent % KVT_BATCH_WINDOW], &rh);
+				goto fail;
+			}
+			sent++;
+		}
+		if (ids[done % KVT_BATCH_WINDOW] == 0) {
+			done++;
+			continue;
+		}
+		rc = read_reply(c, op, ids[done % KVT_BATCH_WINDOW], &rh);
+		if (rc < 0 && c->broken)
+			goto fail;
+		rc = recv_fn(c, arg, done, rc, &rh);
+		if (rc < 0 && c->broken)
+			goto fail;
+		statuses[done] = rc;
+		done++;
+	}
+	return 0;
+fail:
+	for (; done < n; done++)
+		statuses[done] = rc;
+	return rc;
+}
+
+struct mput_arg {
+	const char *ns;
+	const void *const *keys;
+	const size_t *key_lens;
+	const void *const *vals;
+	const size_t *val_lens;
+	const struct kvt_put_opts *opts;
+};
+
+static int mput_send(kvt_client *c, void *arg, size_t i, uint64_t *id)
+{
+	struct mput_arg *a = arg;
+	struct kvt_put_req pr = { 0 };
+	size_t len;
+	int rc = check_key(c, a->ns, a->keys[i], a->key_lens[i], &pr.k);
+
+	if (rc < 0)
+		return -rc; /* this item only */
+	if (a->val_lens[i] > c->lim.max_value)
+		return -KVT_ETOOBIG;
+	pr.dtype = a->opts ? a->opts->dtype : 0;
+	pr.ttl_s = a->opts ? a->opts->ttl_s : 0;
+	pr.value_len = a->val_lens[i];
+	rc = kvt_put_req_encode_prefix(c->sbuf + KVT_HDR_SIZE,
+				       c->sbuf_cap - KVT_HDR_SIZE, &pr, &len);
+	if (rc < 0)
+		return -rc;
+	return send_request(c, KVT_OP_PUT, len, a->vals[i], a->val_lens[i],
+			    id);
+}
+
+static int mput_recv(kvt_client *c, void *arg, size_t i, int rc,
+		     const struct kvt_frame_header *rh)
+{
+	(void)arg;
+	(void)i;
+	if (rc < 0)
+		return rc;
+	return discard_body(c, rh->body_len);
+}
+
+int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
+	     const size_t *key_lens, const void *const *vals,
+	     const size_t *val_lens, size_t n, const struct kvt_put_opts *opts,
+	     int *statuses)
+{
+	struct mput_arg a = { ns, keys, key_lens, vals, val_lens, opts };
+	int rc;
+
+	if (!c)
+		return KVT_EINVAL;
+	if (n && (!keys || !key_lens || !vals || !val_lens || !statuses))
+		return set_err(c, KVT_EINVAL, "mput: NULL array");
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	return run_batch(c, KVT_OP_PUT, n, statuses, mput_send, mput_recv, &a);
+}
+
+struct mget_arg {
+	const char *ns;
+	const void *const *keys;
+	const size_t *key_lens;
+	const struct iovec *bufs;
+	size_t *val_lens;
+};
+
+static int mget_send(kvt_client *c, void *arg, size_t i, uint64_t *id)
+{
+	struct mget_arg *a = arg;
+	struct kvt_keyref k;
+	size_t len;
+	int rc = check_key(c, a->ns, a->keys[i], a->key_lens[i], &k);
+
+	a->val_lens[i] = 0;
+	if (rc < 0)
+		return -rc;
+	rc = kvt_key_req_encode(c->sbuf + KVT_HDR_SIZE,
+				c->sbuf_cap - KVT_HDR_SIZE, &k, &len);
+	if (rc < 0)
+		return -rc;
+	return send_request(c, KVT_OP_GET, len, NULL, 0, id);
+}
+
+/* The value goes straight into the caller's buffer for item i. */
+static int mget_recv(kvt_client *c, void *arg, size_t i, int rc,
+		     const struct kvt_frame_header *rh)
+{
+	struct mget_arg *a = arg;
+
+	if (rc < 0)
+		return rc;
+	a->val_lens[i] = rh->body_len;
+	if (rh->body_len > a->bufs[i].iov_len) {
+		rc = discard_body(c, rh->body_len);
+		return rc < 0 ? rc : KVT_ERANGE;
+	}
+	return read_body(c, a->bufs[i].iov_base, rh->body_len);
+}
+
+int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
+	     const size_t *key_lens, size_t n, const struct iovec *bufs,
+	     size_t *val_lens, int *statuses)
+{
+	struct mget_arg a = { ns, keys, key_lens, bufs, val_lens };
+	int rc;
+
+	if (!c)
+		return KVT_EINVAL;
+	if (n && (!keys || !key_lens || !bufs || !val_lens || !statuses))
+		return set_err(c, KVT_EINVAL, "mget: NULL array");
+	rc = check_usable(c);
+	if (rc < 0)
+		return rc;
+	return run_batch(c, KVT_OP_GET, n, statuses, mget_send, mget_recv, &a);
 }
 
 void kvt_hot_free(struct kvt_hot_entry *entries)

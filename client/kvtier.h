@@ -126,6 +126,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "kvtier_errors.h"
 
@@ -357,6 +358,40 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
  *   KVT_ECLOSED or another connection error
  */
 int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped);
+
+/*
+ * Batches: many blocks per round trip.  kvt_mput() and kvt_mget() pipeline
+ * their requests (up to 32 in flight) on the connection, so n blocks cost
+ * about one round trip per 32 instead of n, the daemon streams each reply
+ * as soon as its block is ready (L3 reads of a batch are issued together),
+ * and nothing is buffered whole on either side.
+ *
+ * Each item has its own result in statuses[i]: 0, or the error a single
+ * kvt_put()/kvt_get() would have returned for it (KVT_ENOTFOUND for a
+ * miss, KVT_ERANGE for a value larger than its buffer, KVT_EINVAL or
+ * KVT_ETOOBIG for a key or value refused before sending...).  The call
+ * returns 0 when every item has a result, or a connection error (then
+ * items without an answer carry that error too).
+ */
+
+/*
+ * kvt_mput - stores n blocks under ns: keys[i] (key_lens[i] bytes) gets
+ * vals[i] (val_lens[i] bytes).  opts (NULL = defaults) applies to all.
+ */
+int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
+	     const size_t *key_lens, const void *const *vals,
+	     const size_t *val_lens, size_t n, const struct kvt_put_opts *opts,
+	     int *statuses);
+
+/*
+ * kvt_mget - fetches n blocks under ns, each value straight into its
+ * caller-provided buffer bufs[i] (iov_base, iov_len capacity): no copy
+ * through the library.  val_lens[i] receives the value's length (on
+ * KVT_ERANGE the length it needs; 0 on a miss).
+ */
+int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
+	     const size_t *key_lens, size_t n, const struct iovec *bufs,
+	     size_t *val_lens, int *statuses);
 
 /*
  * kvt_hot - the most-hit blocks, as `kvtier hot` shows them.  Exact: the

@@ -474,6 +474,68 @@ static void test_stats(void **state)
 	kvt_close(c);
 }
 
+/* MPUT/MGET: 200 blocks per call, misses and per-item errors reported. */
+static void test_mput_mget(void **state)
+{
+	enum { N = 200, LEN = 65536 };
+	kvt_client *c = connect_ok();
+	const void *keys[N + 3], *vals[N];
+	size_t klens[N + 3], vlens[N], got_lens[N + 3];
+	char kbuf[N + 3][16];
+	uint8_t *data = malloc((size_t)N * LEN), *out = malloc((size_t)(N + 3) * LEN);
+	struct iovec iov[N + 3];
+	int st[N + 3];
+
+	(void)state;
+	assert_non_null(data);
+	assert_non_null(out);
+	for (int i = 0; i < N; i++) {
+		snprintf(kbuf[i], sizeof(kbuf[i]), "batch-%d", i);
+		keys[i] = kbuf[i];
+		klens[i] = strlen(kbuf[i]);
+		integ_fill(data + (size_t)i * LEN, LEN, (uint64_t)i + 7);
+		vals[i] = data + (size_t)i * LEN;
+		vlens[i] = LEN;
+	}
+	assert_int_equal(kvt_mput(c, "b", keys, klens, vals, vlens, N, NULL,
+				  st), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(st[i], 0);
+	/* Read them back with a miss, a short buffer and an empty key. */
+	snprintf(kbuf[N], sizeof(kbuf[N]), "absent");
+	keys[N] = kbuf[N];
+	klens[N] = 6;
+	keys[N + 1] = kbuf[3];
+	klens[N + 1] = strlen(kbuf[3]);
+	keys[N + 2] = "";
+	klens[N + 2] = 0;
+	for (int i = 0; i < N + 3; i++) {
+		iov[i].iov_base = out + (size_t)i * LEN;
+		iov[i].iov_len = LEN;
+	}
+	iov[N + 1].iov_len = 100; /* too small for block 3 */
+	assert_int_equal(kvt_mget(c, "b", keys, klens, N + 3, iov, got_lens,
+				  st), 0);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(st[i], 0);
+		assert_int_equal(got_lens[i], LEN);
+		assert_memory_equal(out + (size_t)i * LEN,
+				    data + (size_t)i * LEN, LEN);
+	}
+	assert_int_equal(st[N], KVT_ENOTFOUND);
+	assert_int_equal(st[N + 1], KVT_ERANGE);
+	assert_int_equal(got_lens[N + 1], LEN);
+	assert_int_equal(st[N + 2], KVT_EINVAL);
+	/* The connection is still in step. */
+	assert_int_equal(kvt_ping(c), 0);
+	size_t n;
+	assert_int_equal(kvt_get(c, "b", "batch-5", 7, out, LEN, &n), 0);
+	assert_memory_equal(out, data + 5 * (size_t)LEN, LEN);
+	kvt_close(c);
+	free(data);
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,6 +548,7 @@ int main(void)
 		cmocka_unit_test(test_bad_frames),
 		cmocka_unit_test(test_no_stall),
 		cmocka_unit_test(test_stats),
+		cmocka_unit_test(test_mput_mget),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -153,6 +153,35 @@ static void test_flow_restart_corrupt(void **state)
 	assert_true(jnum(j, "l2", "raw_bytes") > jnum(j, "l2", "bytes"));
 	free(j);
 
+	/* One MGET of every block: L3 reads of the batch go together. */
+	{
+		uint8_t *all = malloc((size_t)NBLOCKS * BLOCK);
+		const void *keys[NBLOCKS];
+		size_t klens[NBLOCKS], lens[NBLOCKS];
+		struct iovec iov[NBLOCKS];
+		char kb[NBLOCKS][32];
+		int st[NBLOCKS];
+
+		assert_non_null(all);
+		for (unsigned i = 0; i < NBLOCKS; i++) {
+			key_of(kb[i], sizeof(kb[i]), i);
+			keys[i] = kb[i];
+			klens[i] = strlen(kb[i]);
+			iov[i].iov_base = all + (size_t)i * BLOCK;
+			iov[i].iov_len = BLOCK;
+		}
+		assert_int_equal(kvt_mget(c, "t", keys, klens, NBLOCKS, iov,
+					  lens, st), 0);
+		for (unsigned i = 0; i < NBLOCKS; i++) {
+			assert_int_equal(st[i], 0);
+			make_block(want, i);
+			assert_memory_equal(all + (size_t)i * BLOCK, want,
+					    BLOCK);
+		}
+		free(all);
+	}
+	settle(c);
+
 	/* Everything comes back, byte-identical, through promotions. */
 	hits = read_all(c, want, got);
 	if (hits != NBLOCKS) {
