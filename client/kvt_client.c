@@ -963,8 +963,10 @@ static int read_fixed_reply(kvt_client *c, const struct kvt_frame_header *rh,
 	return discard_body(c, rh->body_len - size);
 }
 
-int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
-	      const size_t *key_lens, size_t n, size_t *matched)
+/* MATCH and PREFETCH: a key list in, a u32 count out. */
+static int key_list_request(kvt_client *c, uint8_t op, const char *ns,
+			    const void *const *keys, const size_t *key_lens,
+			    size_t n, size_t *result)
 {
 	struct kvt_frame_header rh;
 	uint8_t rb[KVT_MATCH_REPLY_SIZE];
@@ -973,12 +975,12 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	uint32_t m;
 	int rc;
 
-	if (matched)
-		*matched = 0;
+	if (result)
+		*result = 0;
 	if (!c)
 		return KVT_EINVAL;
-	if (!matched)
-		return set_err(c, KVT_EINVAL, "matched is NULL");
+	if (!result)
+		return set_err(c, KVT_EINVAL, "result pointer is NULL");
 	rc = check_usable(c);
 	if (rc < 0)
 		return rc;
@@ -987,9 +989,9 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 		return rc;
 	need = kvt_match_req_size(ns_len, key_lens, n);
 	if (need > c->lim.max_body)
-		return set_err(c, KVT_ETOOBIG, "MATCH body of %zu bytes exceeds "
-			       "the daemon's limit of %llu", need,
-			       (unsigned long long)c->lim.max_body);
+		return set_err(c, KVT_ETOOBIG, "%s body of %zu bytes exceeds "
+			       "the daemon's limit of %llu", kvt_op_name(op),
+			       need, (unsigned long long)c->lim.max_body);
 	/*
 	 * The body can reach megabytes (4096 keys of up to max_key bytes),
 	 * more than the send buffer holds: build it apart and send it as the
@@ -998,27 +1000,41 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	body = malloc(need);
 	if (!body)
 		return set_err(c, -ENOMEM, "cannot allocate %zu bytes for a "
-			       "MATCH request", need);
+			       "%s request", need, kvt_op_name(op));
 	rc = kvt_match_req_encode(body, need, (const uint8_t *)(ns ? ns : ""),
 				  ns_len, keys, key_lens, n, &len);
 	if (rc < 0) {
 		free(body);
-		return set_err(c, rc, "cannot encode MATCH request: %s",
-			       kvt_strerror(rc));
+		return set_err(c, rc, "cannot encode %s request: %s",
+			       kvt_op_name(op), kvt_strerror(rc));
 	}
-	rc = do_request(c, KVT_OP_MATCH, 0, body, len, &rh);
+	rc = do_request(c, op, 0, body, len, &rh);
 	free(body);
 	if (rc < 0)
 		return rc;
-	rc = read_fixed_reply(c, &rh, rb, sizeof(rb), "MATCH");
+	rc = read_fixed_reply(c, &rh, rb, sizeof(rb), kvt_op_name(op));
 	if (rc < 0)
 		return rc;
 	rc = kvt_match_reply_parse(rb, sizeof(rb), &m);
 	if (rc < 0 || m > n)
-		return conn_fail(c, KVT_EPROTO, "MATCH reply says %u of %zu "
-				 "keys matched", m, n);
-	*matched = m;
+		return conn_fail(c, KVT_EPROTO, "%s reply says %u of %zu keys",
+				 kvt_op_name(op), m, n);
+	*result = m;
 	return 0;
+}
+
+int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
+	      const size_t *key_lens, size_t n, size_t *matched)
+{
+	return key_list_request(c, KVT_OP_MATCH, ns, keys, key_lens, n,
+				matched);
+}
+
+int kvt_prefetch(kvt_client *c, const char *ns, const void *const *keys,
+		 const size_t *key_lens, size_t n, size_t *started)
+{
+	return key_list_request(c, KVT_OP_PREFETCH, ns, keys, key_lens, n,
+				started);
 }
 
 int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)

@@ -344,6 +344,18 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	      const size_t *key_lens, size_t n, size_t *matched);
 
 /*
+ * kvt_prefetch - asks the daemon to move keys[0..n) of ns up to RAM in the
+ * background (from compressed RAM or SSD), and returns at once: call it
+ * for the blocks you will read next (the rest of a prefix, the next
+ * layers) so that their gets then hit RAM.  *started receives how many
+ * moves began (keys already in RAM, already moving or absent start none).
+ * Arguments and errors as kvt_match().  `kvtier stats` counts prefetched
+ * blocks and the gets that then found them in RAM.
+ */
+int kvt_prefetch(kvt_client *c, const char *ns, const void *const *keys,
+		 const size_t *key_lens, size_t n, size_t *started);
+
+/*
  * kvt_drop - removes every block of namespace ns (exactly that namespace,
  * NULL or "" = the blocks put without one) from every tier, RAM and SSD:
  * how a worker invalidates a model, a session or a document after it

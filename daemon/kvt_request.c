@@ -142,40 +142,48 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 }
 
 /*
- * MATCH: counts the leading keys present, stopping at the first absent one
- * (the keys of a prefix chain, so nothing after a gap is usable).  Like
- * EXISTS it promotes nothing.  The parser bounded the key
- * count, which bounds the time this takes on the loop thread.
+ * MATCH counts the leading keys present, stopping at the first absent one
+ * (the keys of a prefix chain, so nothing after a gap is usable); like
+ * EXISTS it promotes nothing.  PREFETCH, same body, starts moving each key
+ * up to L1 and answers at once with how many it started.  The parser
+ * bounded the key count, which bounds the time either takes on the loop.
  */
-static void handle_match(struct kvt_conn *c, struct kvt_reply *r,
+static void handle_match(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 			 const uint8_t *body, size_t len)
 {
 	struct kvt_match_req m;
 	struct kvt_keyref kr;
 	struct kvt_key k;
 	size_t pos = 0;
-	uint32_t matched = 0;
+	uint32_t count = 0;
 	uint8_t *out;
 	int rc = kvt_match_req_parse(body, len, &c->srv->lim, &m);
 
 	if (rc) {
-		kvt_reply_error(c, r, rc, "bad MATCH: %s", kvt_strerror(rc));
+		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
+				kvt_strerror(rc));
 		return;
 	}
 	if (!kvt_conn_ns_allowed(c, r, m.ns, m.ns_len))
 		return;
 	while (kvt_match_req_key(&m, &pos, &kr)) {
 		key_from_ref(&k, &kr);
+		if (op == KVT_OP_PREFETCH) {
+			/* Starts work on the worker; never waits for it. */
+			if (kvt_tm_prefetch(c->srv->tm, &k) == 1)
+				count++;
+			continue;
+		}
 		if (kvt_tm_exists(c->srv->tm, &k) <= 0)
 			break;
-		matched++;
+		count++;
 	}
 	out = malloc(KVT_MATCH_REPLY_SIZE);
 	if (!out) {
 		kvt_reply_error(c, r, -ENOMEM, "out of memory");
 		return;
 	}
-	kvt_match_reply_encode(out, matched);
+	kvt_match_reply_encode(out, count);
 	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
 }
 
@@ -310,7 +318,8 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 		handle_key_op(c, r, h->opcode, body, len);
 		break;
 	case KVT_OP_MATCH:
-		handle_match(c, r, body, len);
+	case KVT_OP_PREFETCH:
+		handle_match(c, r, h->opcode, body, len);
 		break;
 	case KVT_OP_DROP:
 		handle_drop(c, r, body, len);

@@ -89,7 +89,8 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 		 "\"l3_reads_inflight\":%llu,\"l3_checksum_failures\":%llu,"
 		 "\"l3_regions_reclaimed\":%llu,\"l3_write_errors\":%llu,"
 		 "\"l3_admission_rejected\":%llu,\"demotions_dropped\":%llu,"
-		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,",
+		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,"
+		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,",
 	     (unsigned long long)ts.l3_bytes_read,
 	     (unsigned long long)ts.l3_bytes_written,
 	     (unsigned long long)ts.l3_reads_inflight,
@@ -99,7 +100,9 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	     (unsigned long long)ts.l3_admission_rejected,
 	     (unsigned long long)ts.demotions_dropped,
 	     (unsigned long long)ts.transit_bytes,
-	     (unsigned long long)ts.jobs_pending);
+	     (unsigned long long)ts.jobs_pending,
+	     (unsigned long long)ts.prefetched,
+	     (unsigned long long)ts.prefetch_hits);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
 	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,

@@ -106,6 +106,8 @@ const char *kvt_op_name(unsigned op)
 		return "DROP";
 	case KVT_OP_HOT:
 		return "HOT";
+	case KVT_OP_PREFETCH:
+		return "PREFETCH";
 	}
 	return "UNKNOWN";
 }

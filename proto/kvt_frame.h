@@ -53,6 +53,8 @@ enum kvt_op {
 	KVT_OP_MATCH = 8,
 	KVT_OP_DROP = 9,
 	KVT_OP_HOT = 10,
+	/* Body and reply as MATCH; the reply counts promotions started. */
+	KVT_OP_PREFETCH = 11,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };

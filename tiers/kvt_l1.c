@@ -455,6 +455,23 @@ int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
 	return 0;
 }
 
+int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+		struct kvt_ref **out)
+{
+	struct kvt_ref *e;
+
+	if (!out)
+		return KVT_EINVAL;
+	*out = NULL;
+	if (!l1 || !key_valid(k))
+		return KVT_EINVAL;
+	e = find_live(l1, k, now_s);
+	if (!e)
+		return KVT_ENOTFOUND;
+	*out = kvt_l1_ref_acquire(e);
+	return 0;
+}
+
 int kvt_l1_exists(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s)
 {
 	if (!l1 || !key_valid(k))
@@ -555,6 +572,11 @@ size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len)
 		}
 	}
 	return n;
+}
+
+void kvt_l1_ref_clear_flags(struct kvt_ref *r, uint8_t mask)
+{
+	r->flags &= (uint8_t)~mask;
 }
 
 uint64_t kvt_l1_capacity(const struct kvt_l1 *l1)

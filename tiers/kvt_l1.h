@@ -208,6 +208,16 @@ uint64_t kvt_l1_ref_cost(const struct kvt_ref *r);
  */
 size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len);
 
+/*
+ * Like kvt_l1_get() without its side effects: no LRU move, no hit counted.
+ * For reads that are not a client's (prefetch).
+ */
+int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+		struct kvt_ref **out);
+
+/* Clears the manager's flag bits mask on a linked entry (loop thread). */
+void kvt_l1_ref_clear_flags(struct kvt_ref *r, uint8_t mask);
+
 /* The capacity given to kvt_l1_open(). */
 uint64_t kvt_l1_capacity(const struct kvt_l1 *l1);
 

@@ -46,6 +46,8 @@
 
 /* Entry flag: an identical copy of this block is indexed on L3. */
 #define TM_F_ON_L3 0x01
+/* Entry flag: brought up by PREFETCH and not read since. */
+#define TM_F_PREFETCHED 0x02
 
 /* Most L3 writes (and bytes) the worker gathers into one batch. */
 #define TM_L3_BATCH 64
@@ -126,6 +128,7 @@ struct kvt_tm {
 	uint64_t gets, puts, dels, misses;
 	uint64_t promotions, demotions, evictions;
 	uint64_t rejected_too_big, demotions_dropped, l3_admission_rejected;
+	uint64_t prefetched, prefetch_hits;
 	uint64_t l2_hits_transit;
 };
 
@@ -540,6 +543,8 @@ static bool forget_below(struct kvt_tm *tm, const struct kvt_key *k)
 
 /* ---- promotion and results (loop thread) ------------------------------ */
 
+static void prefetch_done(void *arg, int status, struct kvt_ref *ref);
+
 static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
 			   struct kvt_ref *ref)
 {
@@ -550,7 +555,9 @@ static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
 		if (status == 0) {
 			w->cb(w->arg, 0, kvt_l1_ref_acquire(ref));
 		} else {
-			tm->misses++;
+			/* A prefetch is nobody's get: not a miss. */
+			if (w->cb != prefetch_done)
+				tm->misses++;
 			w->cb(w->arg, status, NULL);
 		}
 		free(w);
@@ -941,6 +948,14 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	tm->gets++;
 	now = tm->now_s();
 	if (kvt_l1_get(tm->l1, k, now, &ref) == 0) {
+		struct kvt_l1_meta m;
+
+		kvt_l1_ref_meta(ref, &m);
+		if (m.flags & TM_F_PREFETCHED) {
+			/* The prefetch paid off: this read came from RAM. */
+			tm->prefetch_hits++;
+			kvt_l1_ref_clear_flags(ref, TM_F_PREFETCHED);
+		}
 		cb(arg, 0, ref);
 		return 0;
 	}
@@ -1159,6 +1174,47 @@ int kvt_tm_hot(struct kvt_tm *tm, size_t top, struct kvt_tm_hot **out,
 	return 0;
 }
 
+/* A prefetch waits for nobody: its "get" just lets the reference go. */
+static void prefetch_done(void *arg, int status, struct kvt_ref *ref)
+{
+	(void)arg;
+	(void)status;
+	kvt_ref_release(ref);
+}
+
+int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	struct kvt_ref *ref = NULL;
+	struct job *p;
+	uint64_t now;
+
+	if (!tm || !k)
+		return KVT_EINVAL;
+	now = tm->now_s();
+	/* Already in RAM, or already on its way up: nothing to do. */
+	if (kvt_l1_exists(tm->l1, k, now) || list_find(tm->promos, k) ||
+	    list_find(tm->transit, k))
+		return 0;
+	if (tm->l2 && kvt_l1_peek(tm->l2, k, now, &ref) == 0) {
+		/* Not a client's read: peek, so no hit is counted. */
+		promo_frame(tm, k, ref, prefetch_done, NULL);
+	} else if (tm->l3 && kvt_l3_contains(tm->l3, k)) {
+		p = promo_start(tm, JOB_FROM_L3, k, prefetch_done, NULL);
+		if (!p)
+			return -ENOMEM;
+		p->flags = TM_F_ON_L3;
+		p->atime_s = now;
+		submit(tm, p);
+	} else {
+		return 0;
+	}
+	p = list_find(tm->promos, k);
+	if (p)
+		p->flags |= TM_F_PREFETCHED;
+	tm->prefetched++;
+	return 1;
+}
+
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k)
 {
 	bool found;
@@ -1279,6 +1335,8 @@ void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 	st->rejected_too_big = tm->rejected_too_big;
 	st->demotions_dropped = tm->demotions_dropped;
 	st->l3_admission_rejected = tm->l3_admission_rejected;
+	st->prefetched = tm->prefetched;
+	st->prefetch_hits = tm->prefetch_hits;
 	st->transit_bytes = tm->transit_bytes;
 	st->jobs_pending = tm->jobs_pending;
 }

@@ -101,6 +101,8 @@ struct kvt_tm_stats {
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
 	uint64_t transit_bytes; /* bytes on their way down right now */
 	uint64_t jobs_pending;	/* worker jobs queued or running */
+	uint64_t prefetched;	/* promotions started by kvt_tm_prefetch() */
+	uint64_t prefetch_hits;	/* gets served from RAM thanks to them */
 };
 
 /*
@@ -175,6 +177,14 @@ void kvt_tm_hot_free(struct kvt_tm_hot *v, size_t n);
 
 /* The manager's clock (seconds since the epoch unless a test fakes it). */
 uint64_t kvt_tm_now_s(struct kvt_tm *tm);
+
+/*
+ * Starts moving k up to L1 in the background, if it is in a lower tier and
+ * not already on its way; returns at once: 1 if a promotion started, 0 if
+ * there was nothing to do (in L1 already, moving, or absent), or an error.
+ * The first get that then finds it in L1 counts as a prefetch hit.
+ */
+int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k);
 
 /* Removes k from every tier.  Returns 0 or KVT_ENOTFOUND. */
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);

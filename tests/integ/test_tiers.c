@@ -153,6 +153,26 @@ static void test_flow_restart_corrupt(void **state)
 	assert_true(jnum(j, "l2", "raw_bytes") > jnum(j, "l2", "bytes"));
 	free(j);
 
+	/* PREFETCH block 0 (long gone to L3), then read it from RAM. */
+	{
+		char k0[32];
+		const void *kp[1] = { k0 };
+		size_t kl[1], started = 0, n0;
+
+		key_of(k0, sizeof(k0), 0);
+		kl[0] = strlen(k0);
+		assert_int_equal(kvt_prefetch(c, "t", kp, kl, 1, &started), 0);
+		assert_int_equal(started, 1);
+		settle(c);
+		assert_int_equal(kvt_get(c, "t", k0, kl[0], got, BLOCK, &n0), 0);
+		make_block(want, 0);
+		assert_memory_equal(got, want, BLOCK);
+		j = stats(c);
+		assert_int_equal(jnum(j, NULL, "prefetched"), 1);
+		assert_int_equal(jnum(j, NULL, "prefetch_hits"), 1);
+		free(j);
+	}
+
 	/* One MGET of every block: L3 reads of the batch go together. */
 	{
 		uint8_t *all = malloc((size_t)NBLOCKS * BLOCK);

@@ -792,6 +792,50 @@ static void test_hot(void **state)
 	rm_tdir();
 }
 
+/* PREFETCH: a block below L1 comes up in the background; the next get is
+ * then an L1 hit, counted as a prefetch hit. */
+static void test_prefetch(void **state)
+{
+	struct kvt_tm *tm = open_tiered(256 << 10, 256 << 10, 8 << 20);
+	struct kvt_key k0 = mkkey("ns", "p0"), k15 = mkkey("ns", "p15");
+	struct kvt_key none = mkkey("ns", "none");
+	char key[16];
+
+	(void)state;
+	for (int i = 0; i < 16; i++) {
+		snprintf(key, sizeof(key), "p%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+	}
+	drain(tm);
+	/* p0 went down long ago; p15 is in L1; "none" is nowhere. */
+	assert_int_equal(kvt_tm_prefetch(tm, &k0), 1);
+	assert_int_equal(kvt_tm_prefetch(tm, &k0), 0); /* already moving */
+	assert_int_equal(kvt_tm_prefetch(tm, &k15), 0);
+	assert_int_equal(kvt_tm_prefetch(tm, &none), 0);
+	drain(tm);
+	struct kvt_tm_stats st = stats(tm);
+	assert_int_equal(st.prefetched, 1);
+	assert_int_equal(st.prefetch_hits, 0);
+	uint64_t misses = st.misses, gets = st.gets;
+	/* Now a synchronous L1 hit (kvt_tm_get returns 0), with the bytes. */
+	struct got g = { 0, 1, NULL };
+	assert_int_equal(kvt_tm_get(tm, &k0, on_get, &g), 0);
+	assert_int_equal(g.status, 0);
+	uint8_t want[65536];
+	rand_fill(want, sizeof(want), 0);
+	assert_memory_equal(kvt_ref_data(g.ref), want, sizeof(want));
+	kvt_ref_release(g.ref);
+	st = stats(tm);
+	assert_int_equal(st.prefetch_hits, 1);
+	assert_int_equal(st.gets, gets + 1);
+	assert_int_equal(st.misses, misses); /* prefetches are not gets */
+	/* Counted once: a second get is an ordinary hit. */
+	assert_int_equal(get_async(tm, "p0", 65536, 0), 1);
+	assert_int_equal(stats(tm).prefetch_hits, 1);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -809,6 +853,7 @@ int main(void)
 		cmocka_unit_test(test_l3_faults),
 		cmocka_unit_test(test_drop_ns),
 		cmocka_unit_test(test_hot),
+		cmocka_unit_test(test_prefetch),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
