@@ -1030,6 +1030,19 @@ int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 				matched);
 }
 
+int kvt_pin(kvt_client *c, const char *ns, const void *const *keys,
+	    const size_t *key_lens, size_t n, size_t *pinned)
+{
+	return key_list_request(c, KVT_OP_PIN, ns, keys, key_lens, n, pinned);
+}
+
+int kvt_unpin(kvt_client *c, const char *ns, const void *const *keys,
+	      const size_t *key_lens, size_t n, size_t *unpinned)
+{
+	return key_list_request(c, KVT_OP_UNPIN, ns, keys, key_lens, n,
+				unpinned);
+}
+
 int kvt_prefetch(kvt_client *c, const char *ns, const void *const *keys,
 		 const size_t *key_lens, size_t n, size_t *started)
 {

@@ -356,6 +356,24 @@ int kvt_prefetch(kvt_client *c, const char *ns, const void *const *keys,
 		 const size_t *key_lens, size_t n, size_t *started);
 
 /*
+ * kvt_pin - pins keys[0..n) of ns in RAM for as long as this connection
+ * is open (or until kvt_unpin()): while pinned, a block is never evicted
+ * from L1, e.g. a system prompt a worker is reading layer by layer.  A key
+ * below RAM is brought up and pinned when it arrives; a key not cached is
+ * skipped.  The daemon releases a connection's pins when it closes, even
+ * if the process died.  *pinned receives how many keys are now pinned by
+ * this connection.  Errors as kvt_match(), plus KVT_ETOOBIG when pinning
+ * more would take pinned RAM over the daemon's --max-pinned (default half
+ * of L1) or past 4096 keys on one connection: keys before it stay pinned.
+ */
+int kvt_pin(kvt_client *c, const char *ns, const void *const *keys,
+	    const size_t *key_lens, size_t n, size_t *pinned);
+
+/* kvt_unpin - releases this connection's pins of keys; *unpinned counts. */
+int kvt_unpin(kvt_client *c, const char *ns, const void *const *keys,
+	      const size_t *key_lens, size_t n, size_t *unpinned);
+
+/*
  * kvt_drop - removes every block of namespace ns (exactly that namespace,
  * NULL or "" = the blocks put without one) from every tier, RAM and SSD:
  * how a worker invalidates a model, a session or a document after it

@@ -62,6 +62,9 @@ static const struct opt opts[] = {
 	{ "l3-write-rate", OPT_SIZE, offsetof(struct kvt_config, l3_write_rate),
 	  "L3 admission: most bytes/s written to SSD, 0 = no\n"
 	  "\t\t\tlimit (default 0); blocks over budget are dropped", 0 },
+	{ "max-pinned", OPT_SIZE, offsetof(struct kvt_config, max_pinned),
+	  "most RAM (L1) that clients may pin at once\n"
+	  "(default: half of L1)", 0 },
 	{ "spill-timeout", OPT_UINT, offsetof(struct kvt_config, spill_timeout_s),
 	  "seconds SIGTERM may spend moving RAM to L3 (default 30)", 0 },
 	{ "no-spill", OPT_BOOL, offsetof(struct kvt_config, no_spill),

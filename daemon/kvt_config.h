@@ -25,6 +25,7 @@ struct kvt_config {
 	uint64_t l3_size;
 	uint64_t l3_region_size;
 	uint64_t l3_write_rate; /* bytes/s, 0 = unlimited */
+	uint64_t max_pinned;	/* bytes of L1 pinned at most, 0 = half */
 	unsigned l2_level;	/* zstd level */
 	int log_level;
 	unsigned max_connections;

@@ -52,8 +52,20 @@ struct kvt_reply {
 	size_t sent;	     /* bytes of hdr + body already sent */
 };
 
+/* Most keys one connection may hold pinned. */
+#define KVT_PINS_PER_CONN 4096
+
+/* A key this connection pinned; unpinned when the connection closes. */
+struct kvt_conn_pin {
+	struct kvt_conn_pin *next;
+	size_t ns_len, key_len;
+	uint8_t name[];
+};
+
 struct kvt_conn {
 	struct kvt_server *srv;
+	struct kvt_conn_pin *pins;
+	unsigned npins;
 	int fd;
 	uint64_t id;
 	uid_t uid; /* the peer's credentials, from SO_PEERCRED */
@@ -149,6 +161,9 @@ bool kvt_conn_ns_allowed(struct kvt_conn *c, struct kvt_reply *r,
 			 const uint8_t *ns, size_t ns_len);
 
 /* ---- kvt_request.c: dispatch -------------------------------------------- */
+
+/* Releases every pin c holds (it is going away). */
+void kvt_conn_unpin_all(struct kvt_conn *c);
 
 /*
  * Handles one decoded request frame.  body (malloc'd, body_len bytes, or

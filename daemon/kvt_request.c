@@ -187,6 +187,115 @@ static void handle_match(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
 }
 
+static struct kvt_conn_pin **conn_pin_find(struct kvt_conn *c,
+					   const struct kvt_key *k)
+{
+	struct kvt_conn_pin **pp = &c->pins;
+
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->ns_len == k->ns_len && (*pp)->key_len == k->key_len &&
+		    memcmp((*pp)->name, k->ns, k->ns_len) == 0 &&
+		    memcmp((*pp)->name + k->ns_len, k->key, k->key_len) == 0)
+			return pp;
+	return NULL;
+}
+
+void kvt_conn_unpin_all(struct kvt_conn *c)
+{
+	while (c->pins) {
+		struct kvt_conn_pin *p = c->pins;
+		struct kvt_key k = { p->name, p->ns_len, p->name + p->ns_len,
+				     p->key_len };
+
+		c->pins = p->next;
+		kvt_tm_unpin(c->srv->tm, &k);
+		free(p);
+	}
+	c->npins = 0;
+}
+
+/*
+ * PIN / UNPIN: keys pinned in RAM for as long as this connection lives (or
+ * until unpinned).  A key pinned twice by one connection counts once.
+ */
+static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
+			const uint8_t *body, size_t len)
+{
+	struct kvt_match_req m;
+	struct kvt_keyref kr;
+	struct kvt_key k;
+	size_t pos = 0;
+	uint32_t count = 0;
+	uint8_t *out;
+	int rc = kvt_match_req_parse(body, len, &c->srv->lim, &m);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
+				kvt_strerror(rc));
+		return;
+	}
+	if (!kvt_conn_ns_allowed(c, r, m.ns, m.ns_len))
+		return;
+	while (kvt_match_req_key(&m, &pos, &kr)) {
+		struct kvt_conn_pin **pp, *p;
+
+		key_from_ref(&k, &kr);
+		pp = conn_pin_find(c, &k);
+		if (op == KVT_OP_UNPIN) {
+			if (!pp)
+				continue;
+			p = *pp;
+			*pp = p->next;
+			free(p);
+			c->npins--;
+			kvt_tm_unpin(c->srv->tm, &k);
+			count++;
+			continue;
+		}
+		if (pp) {
+			count++; /* already pinned by this connection */
+			continue;
+		}
+		if (c->npins >= KVT_PINS_PER_CONN) {
+			kvt_reply_error(c, r, KVT_ETOOBIG, "pinned %u keys of "
+					"%zu; a connection holds at most %d "
+					"pins", count, m.count,
+					KVT_PINS_PER_CONN);
+			return;
+		}
+		rc = kvt_tm_pin(c->srv->tm, &k);
+		if (rc == KVT_ETOOBIG) {
+			kvt_reply_error(c, r, rc, "pinned %u keys of %zu; the "
+					"next would take pinned RAM over "
+					"max-pinned", count, m.count);
+			return;
+		}
+		if (rc < 0)
+			continue; /* not cached: nothing to pin */
+		p = malloc(sizeof(*p) + k.ns_len + k.key_len);
+		if (!p) {
+			kvt_tm_unpin(c->srv->tm, &k);
+			kvt_reply_error(c, r, -ENOMEM, "out of memory");
+			return;
+		}
+		p->ns_len = k.ns_len;
+		p->key_len = k.key_len;
+		memcpy(p->name, k.ns, k.ns_len);
+		memcpy(p->name + k.ns_len, k.key, k.key_len);
+		p->next = c->pins;
+		c->pins = p;
+		c->npins++;
+		count++;
+	}
+	out = malloc(KVT_MATCH_REPLY_SIZE);
+	if (!out) {
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	kvt_match_reply_encode(out, count);
+	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
+}
+
 static void drop_done(void *arg, int status, uint64_t count)
 {
 	struct get_ctx *g = arg;
@@ -320,6 +429,10 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 	case KVT_OP_MATCH:
 	case KVT_OP_PREFETCH:
 		handle_match(c, r, h->opcode, body, len);
+		break;
+	case KVT_OP_PIN:
+	case KVT_OP_UNPIN:
+		handle_pins(c, r, h->opcode, body, len);
 		break;
 	case KVT_OP_DROP:
 		handle_drop(c, r, body, len);

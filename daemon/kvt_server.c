@@ -208,6 +208,8 @@ static void conn_free_if_done(struct kvt_conn *c)
 
 	if (!c->closing || c->inflight > 0)
 		return;
+	/* Pins belong to the connection: the kernel told us it is gone. */
+	kvt_conn_unpin_all(c);
 	if (c->parked) {
 		for (struct kvt_conn **p = &s->parked; *p; p = &(*p)->park_next)
 			if (*p == c) {

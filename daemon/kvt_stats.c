@@ -90,7 +90,9 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 		 "\"l3_regions_reclaimed\":%llu,\"l3_write_errors\":%llu,"
 		 "\"l3_admission_rejected\":%llu,\"demotions_dropped\":%llu,"
 		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,"
-		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,",
+		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,"
+		 "\"pinned_bytes\":%llu,\"pinned_keys\":%llu,"
+		 "\"pins_rejected\":%llu,",
 	     (unsigned long long)ts.l3_bytes_read,
 	     (unsigned long long)ts.l3_bytes_written,
 	     (unsigned long long)ts.l3_reads_inflight,
@@ -102,7 +104,10 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	     (unsigned long long)ts.transit_bytes,
 	     (unsigned long long)ts.jobs_pending,
 	     (unsigned long long)ts.prefetched,
-	     (unsigned long long)ts.prefetch_hits);
+	     (unsigned long long)ts.prefetch_hits,
+	     (unsigned long long)ts.pinned_bytes,
+	     (unsigned long long)ts.pinned_keys,
+	     (unsigned long long)ts.pins_rejected);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
 	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,

@@ -107,6 +107,7 @@ int main(int argc, char **argv)
 	tc.l2_level = (int)cfg.l2_level;
 	tc.l3_region_size = cfg.l3_region_size;
 	tc.l3_write_rate = cfg.l3_write_rate;
+	tc.pin_max = cfg.max_pinned;
 	tc.errmsg = errmsg;
 	tc.errmsg_len = sizeof(errmsg);
 	rc = kvt_tm_open(&tm, &tc);

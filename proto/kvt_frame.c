@@ -108,6 +108,10 @@ const char *kvt_op_name(unsigned op)
 		return "HOT";
 	case KVT_OP_PREFETCH:
 		return "PREFETCH";
+	case KVT_OP_PIN:
+		return "PIN";
+	case KVT_OP_UNPIN:
+		return "UNPIN";
 	}
 	return "UNKNOWN";
 }

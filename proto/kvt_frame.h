@@ -55,6 +55,9 @@ enum kvt_op {
 	KVT_OP_HOT = 10,
 	/* Body and reply as MATCH; the reply counts promotions started. */
 	KVT_OP_PREFETCH = 11,
+	/* Body and reply as MATCH; the reply counts keys (un)pinned. */
+	KVT_OP_PIN = 12,
+	KVT_OP_UNPIN = 13,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };

@@ -40,6 +40,7 @@ struct kvt_ref {
 	uint64_t hits;	  /* kvt_l1_meta: gets served, across tiers */
 	uint64_t ctime_s; /* kvt_l1_meta: when the block was put */
 	uint64_t atime_s; /* kvt_l1_meta: last get */
+	uint32_t pins;	  /* > 0: never chosen as an eviction victim */
 	/* Hash chain: hpprev points at whatever points at us (bucket or the
 	 * previous entry's hnext), so unlinking is O(1) without a back walk. */
 	struct kvt_ref *hnext;
@@ -65,6 +66,7 @@ struct kvt_l1 {
 	struct kvt_ref *lru;
 	uint64_t capacity;
 	uint64_t bytes;
+	uint64_t pinned_bytes; /* cost of entries with pins > 0 */
 	uint64_t raw_bytes;
 	uint64_t entries;
 	uint64_t hits;
@@ -221,6 +223,8 @@ static void entry_link(struct kvt_l1 *l1, struct kvt_ref *e)
 	bucket_push(&l1->buckets[e->hash & (l1->nbuckets - 1)], e);
 	lru_push_mru(l1, e);
 	l1->bytes += entry_cost(e);
+	if (e->pins)
+		l1->pinned_bytes += entry_cost(e);
 	l1->raw_bytes += e->raw_len;
 	l1->entries++;
 	assert(l1->bytes <= l1->capacity);
@@ -238,6 +242,8 @@ static void entry_unlink(struct kvt_l1 *l1, struct kvt_ref *e)
 	lru_remove(l1, e);
 	assert(l1->bytes >= cost && l1->raw_bytes >= e->raw_len && l1->entries);
 	l1->bytes -= cost;
+	if (e->pins)
+		l1->pinned_bytes -= cost;
 	l1->raw_bytes -= e->raw_len;
 	l1->entries--;
 }
@@ -352,7 +358,14 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 		return KVT_EINVAL;
 	}
 	cost = kvt_l1_cost(blob->mem_size, k->ns_len, k->key_len);
-	if (cost > l1->capacity) {
+	/*
+	 * Pinned entries cannot make room, so what they take is not
+	 * available; a pinned old value of k is replaced, so its room is.
+	 */
+	old = table_find(l1, k, key_hash(k));
+	uint64_t pinned = l1->pinned_bytes -
+			  (old && old->pins ? entry_cost(old) : 0);
+	if (cost > l1->capacity || cost > l1->capacity - pinned) {
 		free(mem);
 		return KVT_ENOSPACE;
 	}
@@ -383,6 +396,8 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	e->hits = meta ? meta->hits : 0;
 	e->ctime_s = meta ? meta->ctime_s : 0;
 	e->atime_s = meta ? meta->atime_s : 0;
+	/* A pinned key stays pinned when its value is replaced. */
+	e->pins = old ? old->pins : 0;
 	e->data = e->len ? data : mem ? mem : l1_empty_value;
 	e->ns_len = k->ns_len;
 	e->key_len = k->key_len;
@@ -395,15 +410,20 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	 * The old value goes first, and is dropped rather than reported: it is
 	 * stale, and demoting it to L2 would resurrect it under the new one.
 	 */
-	old = table_find(l1, k, e->hash);
 	if (old)
 		entry_drop(l1, old);
 
-	/* Collect victims, chained through their now unused lru_next. */
+	/*
+	 * Collect victims, chained through their now unused lru_next: the
+	 * least recently used entries that are not pinned.
+	 */
 	while (cost > l1->capacity - l1->bytes) {
 		struct kvt_ref *v = l1->lru;
 
-		assert(v); /* cost <= capacity, so an empty L1 always fits */
+		while (v && v->pins)
+			v = v->lru_prev;
+		/* cost <= capacity - pinned: the unpinned ones always do. */
+		assert(v);
 		entry_unlink(l1, v);
 		*vtail = v;
 		vtail = &v->lru_next;
@@ -572,6 +592,29 @@ size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len)
 		}
 	}
 	return n;
+}
+
+int kvt_l1_set_pinned(struct kvt_l1 *l1, const struct kvt_key *k,
+		      bool pinned, uint64_t now_s)
+{
+	struct kvt_ref *e;
+
+	if (!l1 || !key_valid(k))
+		return KVT_EINVAL;
+	e = find_live(l1, k, now_s);
+	if (!e)
+		return KVT_ENOTFOUND;
+	if (pinned && !e->pins)
+		l1->pinned_bytes += entry_cost(e);
+	else if (!pinned && e->pins)
+		l1->pinned_bytes -= entry_cost(e);
+	e->pins = pinned ? 1 : 0;
+	return 0;
+}
+
+uint64_t kvt_l1_pinned_bytes(const struct kvt_l1 *l1)
+{
+	return l1 ? l1->pinned_bytes : 0;
 }
 
 void kvt_l1_ref_clear_flags(struct kvt_ref *r, uint8_t mask)

@@ -50,6 +50,7 @@
 #ifndef KVT_L1_H
 #define KVT_L1_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -214,6 +215,19 @@ size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len);
  */
 int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
 		struct kvt_ref **out);
+
+/*
+ * Pins.  A pinned entry is never chosen as a victim by kvt_l1_put();
+ * kvt_l1_evict_one() (a graceful spill) ignores pins.  A put that cannot
+ * fit beside the pinned bytes fails with KVT_ENOSPACE before anything
+ * changes, and a replaced value stays pinned.  Who pins what is the
+ * manager's business; L1 only keeps the state.  Returns 0, KVT_ENOTFOUND,
+ * KVT_EINVAL.
+ */
+int kvt_l1_set_pinned(struct kvt_l1 *l1, const struct kvt_key *k,
+		      bool pinned, uint64_t now_s);
+/* Bytes (as counted against capacity) of pinned entries. */
+uint64_t kvt_l1_pinned_bytes(const struct kvt_l1 *l1);
 
 /* Clears the manager's flag bits mask on a linked entry (loop thread). */
 void kvt_l1_ref_clear_flags(struct kvt_ref *r, uint8_t mask);

@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "kvt_codec.h"
 #include "kvt_l1.h"
 #include "kvt_l3.h"
@@ -99,8 +101,23 @@ struct job {
 	uint8_t name[];	/* ns bytes then key bytes */
 };
 
+/*
+ * A pinned key: pinned by `count` holders (connections).  Pins are per key,
+ * not per entry, so a pinned block stays pinned when it is replaced or
+ * brought back up from a lower tier.
+ */
+struct pin {
+	struct pin *next;
+	uint32_t count;
+	size_t ns_len, key_len;
+	uint8_t name[];
+};
+#define TM_PIN_BUCKETS 1024
+
 struct kvt_tm {
 	struct kvt_l1 *l1;
+	struct pin *pins[TM_PIN_BUCKETS];
+	uint64_t npins, pin_cap, pins_rejected;
 	struct kvt_l1 *l2; /* NULL: L2 disabled */
 	struct kvt_l3 *l3; /* NULL: L3 disabled */
 	uint64_t (*now_s)(void);
@@ -544,6 +561,7 @@ static bool forget_below(struct kvt_tm *tm, const struct kvt_key *k)
 /* ---- promotion and results (loop thread) ------------------------------ */
 
 static void prefetch_done(void *arg, int status, struct kvt_ref *ref);
+static void reapply_pin(struct kvt_tm *tm, const struct kvt_key *k);
 
 static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
 			   struct kvt_ref *ref)
@@ -641,8 +659,10 @@ static void promo_done(struct kvt_tm *tm, struct job *j)
 			kvt_l1_del(tm->l2, &j->k, tm->now_s());
 		status = store_output(tm, tm->l1, j, KVT_CODEC_RAW, j->out_len,
 				      &ref, l1_victim);
-		if (status == 0)
+		if (status == 0) {
 			tm->promotions++;
+			reapply_pin(tm, &j->k);
+		}
 	} else if (status != KVT_ENOTFOUND && j->kind == JOB_FROM_L2 &&
 		   tm->l2) {
 		/* A frame that does not decompress is dropped, never served. */
@@ -771,6 +791,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 	tm->l3_tokens = tm->l3_rate;
 	tm->l3_tokens_at = tm->now_s();
 	tm->transit_max = cfg->transit_max;
+	tm->pin_cap = cfg->pin_max ? cfg->pin_max : cfg->l1_capacity / 2;
 	if (!tm->transit_max) {
 		tm->transit_max = cfg->l1_capacity / 4;
 		if (tm->transit_max < (64u << 20))
@@ -856,6 +877,12 @@ void kvt_tm_close(struct kvt_tm *tm)
 		pthread_mutex_destroy(&tm->mu);
 		pthread_cond_destroy(&tm->cv);
 	}
+	for (size_t b = 0; b < TM_PIN_BUCKETS; b++)
+		while (tm->pins[b]) {
+			struct pin *p = tm->pins[b];
+			tm->pins[b] = p->next;
+			free(p);
+		}
 	kvt_l1_close(tm->l1);
 	kvt_l1_close(tm->l2);
 	kvt_l3_close(tm->l3);
@@ -900,6 +927,8 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 			     tm);
 	if (rc == KVT_ENOSPACE)
 		tm->rejected_too_big++;
+	else if (rc == 0)
+		reapply_pin(tm, k);
 	return rc;
 }
 
@@ -1049,6 +1078,110 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 	j->count = n;
 	submit(tm, j);
 	return 1;
+}
+
+/* ---- pins ---------------------------------------------------------------- */
+
+static struct pin **pin_slot(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	uint64_t h = XXH3_64bits(k->key, k->key_len) ^
+		     (k->ns_len ? XXH3_64bits(k->ns, k->ns_len) : 0);
+	struct pin **pp = &tm->pins[h & (TM_PIN_BUCKETS - 1)];
+
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->ns_len == k->ns_len && (*pp)->key_len == k->key_len &&
+		    memcmp((*pp)->name, k->ns, k->ns_len) == 0 &&
+		    memcmp((*pp)->name + k->ns_len, k->key, k->key_len) == 0)
+			break;
+	return pp;
+}
+
+/*
+ * After k enters L1: a pinned key's new entry is pinned too, if the cap
+ * allows (a key pinned while below L1 had no size to check until now).
+ */
+static void reapply_pin(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	struct kvt_ref *ref;
+	uint64_t now;
+
+	if (!tm->npins || !*pin_slot(tm, k))
+		return;
+	now = tm->now_s();
+	if (kvt_l1_peek(tm->l1, k, now, &ref) != 0)
+		return;
+	if (kvt_l1_pinned_bytes(tm->l1) + kvt_l1_ref_cost(ref) > tm->pin_cap) {
+		tm->pins_rejected++;
+	} else {
+		kvt_l1_set_pinned(tm->l1, k, true, now);
+	}
+	kvt_ref_release(ref);
+}
+
+int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	struct pin **pp, *p;
+	struct kvt_ref *ref;
+	uint64_t now, cost = 0;
+	int rc = 0;
+
+	if (!tm || !k)
+		return KVT_EINVAL;
+	now = tm->now_s();
+	pp = pin_slot(tm, k);
+	if (*pp) {
+		(*pp)->count++;
+		return kvt_l1_exists(tm->l1, k, now) ? 0 : 1;
+	}
+	if (kvt_l1_peek(tm->l1, k, now, &ref) == 0) {
+		cost = kvt_l1_ref_cost(ref);
+		kvt_ref_release(ref);
+		if (kvt_l1_pinned_bytes(tm->l1) + cost > tm->pin_cap) {
+			tm->pins_rejected++;
+			return KVT_ETOOBIG;
+		}
+	} else if (kvt_tm_exists(tm, k)) {
+		/* Below L1: bring it up; it is pinned when it lands. */
+		kvt_tm_prefetch(tm, k);
+		rc = 1;
+	} else {
+		return KVT_ENOTFOUND;
+	}
+	p = malloc(sizeof(*p) + k->ns_len + k->key_len);
+	if (!p)
+		return -ENOMEM;
+	p->count = 1;
+	p->ns_len = k->ns_len;
+	p->key_len = k->key_len;
+	if (k->ns_len)
+		memcpy(p->name, k->ns, k->ns_len);
+	if (k->key_len)
+		memcpy(p->name + k->ns_len, k->key, k->key_len);
+	p->next = NULL;
+	*pp = p;
+	tm->npins++;
+	if (rc == 0)
+		kvt_l1_set_pinned(tm->l1, k, true, now);
+	return rc;
+}
+
+int kvt_tm_unpin(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	struct pin **pp, *p;
+
+	if (!tm || !k)
+		return KVT_EINVAL;
+	pp = pin_slot(tm, k);
+	if (!*pp)
+		return KVT_ENOTFOUND;
+	if (--(*pp)->count > 0)
+		return 0;
+	p = *pp;
+	*pp = p->next;
+	free(p);
+	tm->npins--;
+	kvt_l1_set_pinned(tm->l1, k, false, tm->now_s());
+	return 0;
 }
 
 /* ---- hot ----------------------------------------------------------------- */
@@ -1335,6 +1468,9 @@ void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 	st->rejected_too_big = tm->rejected_too_big;
 	st->demotions_dropped = tm->demotions_dropped;
 	st->l3_admission_rejected = tm->l3_admission_rejected;
+	st->pinned_bytes = kvt_l1_pinned_bytes(tm->l1);
+	st->pinned_keys = tm->npins;
+	st->pins_rejected = tm->pins_rejected;
 	st->prefetched = tm->prefetched;
 	st->prefetch_hits = tm->prefetch_hits;
 	st->transit_bytes = tm->transit_bytes;

@@ -70,6 +70,8 @@ struct kvt_tm_config {
 	 * (a quarter of L1, at least 64 MiB).
 	 */
 	uint64_t transit_max;
+	/* Most bytes of L1 pinned at once; 0 = half of L1. */
+	uint64_t pin_max;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
 	/* Tests only: L3 I/O failure injection (struct kvt_l3_faults). */
 	struct kvt_l3_faults *l3_faults;
@@ -101,6 +103,9 @@ struct kvt_tm_stats {
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
 	uint64_t transit_bytes; /* bytes on their way down right now */
 	uint64_t jobs_pending;	/* worker jobs queued or running */
+	uint64_t pinned_bytes;	/* L1 bytes that eviction must leave */
+	uint64_t pinned_keys;	/* keys pinned by someone */
+	uint64_t pins_rejected;	/* pins refused: over pin_max */
 	uint64_t prefetched;	/* promotions started by kvt_tm_prefetch() */
 	uint64_t prefetch_hits;	/* gets served from RAM thanks to them */
 };
@@ -185,6 +190,18 @@ uint64_t kvt_tm_now_s(struct kvt_tm *tm);
  * The first get that then finds it in L1 counts as a prefetch hit.
  */
 int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k);
+
+/*
+ * Pins k in RAM: while pinned, its L1 entry is never evicted (and a new
+ * value of k, or k coming back up, is pinned too).  Pins count: each
+ * kvt_tm_pin() needs its kvt_tm_unpin() (the daemon pins per connection
+ * and unpins when it closes).  Returns 0 (pinned, in L1), 1 (pinned, on its
+ * way up from a lower tier), KVT_ENOTFOUND (not cached), KVT_ETOOBIG (it
+ * would take the pinned bytes over pin_max), -ENOMEM.
+ */
+int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k);
+/* Drops one pin of k.  Returns 0 or KVT_ENOTFOUND (k was not pinned). */
+int kvt_tm_unpin(struct kvt_tm *tm, const struct kvt_key *k);
 
 /* Removes k from every tier.  Returns 0 or KVT_ENOTFOUND. */
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);

@@ -340,6 +340,79 @@ static void test_disabled_tiers(void **state)
 	free(got);
 }
 
+
+/* Tier of a key from `hot`: 1-3, 0 if not listed. */
+static int hot_tier(kvt_client *c, const char *ns, const char *key)
+{
+	struct kvt_hot_entry *e = NULL;
+	size_t n = 0;
+	int tier = 0;
+
+	assert_int_equal(kvt_hot(c, 1000, &e, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(e[i].ns, ns) && e[i].key_len == strlen(key) &&
+		    !memcmp(e[i].key, key, e[i].key_len))
+			tier = e[i].tier;
+	kvt_hot_free(e);
+	return tier;
+}
+
+/* Pins hold a block in RAM under pressure and end with the connection. */
+static void test_pins_die_with_connection(void **state)
+{
+	uint8_t *blk = malloc(BLOCK);
+	const void *kp[1] = { "pinme" };
+	size_t kl[1] = { 5 }, pinned = 0;
+	kvt_client *a, *b;
+	char *j;
+
+	(void)state;
+	assert_int_equal(integ_start(&D, small_tiers), 0);
+	a = connect_ok();
+	b = connect_ok();
+	make_block(blk, 500);
+	assert_int_equal(kvt_put(a, "t", "pinme", 5, blk, BLOCK, NULL), 0);
+	assert_int_equal(kvt_pin(a, "t", kp, kl, 1, &pinned), 0);
+	assert_int_equal(pinned, 1);
+	for (unsigned i = 0; i < 40; i++) {
+		char key[32];
+		key_of(key, sizeof(key), i);
+		make_block(blk, i);
+		assert_int_equal(kvt_put(b, "t", key, strlen(key), blk, BLOCK,
+					 NULL), 0);
+	}
+	settle(b);
+	assert_int_equal(hot_tier(b, "t", "pinme"), 1);
+	j = stats(b);
+	assert_int_equal(jnum(j, NULL, "pinned_keys"), 1);
+	free(j);
+	/* The pinning process goes away: the kernel tells the daemon. */
+	kvt_close(a);
+	for (int i = 0; i < 200; i++) {
+		j = stats(b);
+		uint64_t keys = jnum(j, NULL, "pinned_keys");
+		free(j);
+		if (keys == 0)
+			break;
+		integ_sleep_ms(10);
+	}
+	j = stats(b);
+	assert_int_equal(jnum(j, NULL, "pinned_keys"), 0);
+	assert_int_equal(jnum(j, NULL, "pinned_bytes"), 0);
+	free(j);
+	for (unsigned i = 40; i < 80; i++) {
+		char key[32];
+		key_of(key, sizeof(key), i);
+		make_block(blk, i);
+		assert_int_equal(kvt_put(b, "t", key, strlen(key), blk, BLOCK,
+					 NULL), 0);
+	}
+	settle(b);
+	assert_true(hot_tier(b, "t", "pinme") != 1);
+	kvt_close(b);
+	free(blk);
+}
+
 /* Runs even when an assertion failed: no daemon outlives its test. */
 static int teardown(void **state)
 {
@@ -353,6 +426,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_flow_restart_corrupt, teardown),
 		cmocka_unit_test_teardown(test_disabled_tiers, teardown),
+		cmocka_unit_test_teardown(test_pins_die_with_connection,
+					  teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

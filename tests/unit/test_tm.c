@@ -836,6 +836,89 @@ static void test_prefetch(void **state)
 	rm_tdir();
 }
 
+/* Where is k?  1 L1, 2 L2, 3 L3, 0 nowhere (from the hot report). */
+static int tier_of(struct kvt_tm *tm, const char *key)
+{
+	struct kvt_tm_hot *v = NULL;
+	size_t n = 0;
+	int tier = 0;
+
+	assert_int_equal(kvt_tm_hot(tm, 1000, &v, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (v[i].key_len == strlen(key) &&
+		    memcmp(v[i].name + v[i].ns_len, key, v[i].key_len) == 0)
+			tier = v[i].tier;
+	kvt_tm_hot_free(v, n);
+	return tier;
+}
+
+/* Pins: pinned blocks stay in L1 under pressure; unpin lets them go. */
+static void test_pins(void **state)
+{
+	struct kvt_tm *tm = open_tiered(512 << 10, 256 << 10, 8 << 20);
+	struct kvt_key k0 = mkkey("ns", "q0"), k1 = mkkey("ns", "q1");
+	struct kvt_key kx = mkkey("ns", "nowhere");
+	char key[16];
+
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		snprintf(key, sizeof(key), "q%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+	}
+	assert_int_equal(kvt_tm_pin(tm, &k0), 0);
+	assert_int_equal(kvt_tm_pin(tm, &kx), KVT_ENOTFOUND);
+	/* 4 MiB of other blocks through a 512 KiB L1. */
+	for (int i = 2; i < 66; i++) {
+		snprintf(key, sizeof(key), "q%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+	}
+	drain(tm);
+	assert_int_equal(tier_of(tm, "q0"), 1);
+	assert_true(tier_of(tm, "q1") > 1);
+	struct kvt_tm_stats st = stats(tm);
+	assert_int_equal(st.pinned_keys, 1);
+	assert_true(st.pinned_bytes >= 65536);
+	/* A value replacing a pinned key stays pinned. */
+	assert_int_equal(put_rand(tm, "q0", 65536, 99, 0), 0);
+	for (int i = 66; i < 80; i++) {
+		snprintf(key, sizeof(key), "q%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+	}
+	drain(tm);
+	assert_int_equal(tier_of(tm, "q0"), 1);
+	assert_int_equal(get_async(tm, "q0", 65536, 99), 1);
+	/* A key pinned from below is brought up and pinned on arrival. */
+	assert_int_equal(kvt_tm_pin(tm, &k1), 1);
+	drain(tm);
+	assert_int_equal(tier_of(tm, "q1"), 1);
+	/* The cap: half of L1 (256 KiB) holds 3 more 64 KiB blocks. */
+	int rc = 0;
+	for (int i = 0; i < 10 && rc != KVT_ETOOBIG; i++) {
+		struct kvt_key k;
+		snprintf(key, sizeof(key), "fresh%d", i);
+		/* Just put, so surely in L1: the cap is checked at once. */
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+		k = mkkey("ns", key);
+		rc = kvt_tm_pin(tm, &k);
+		assert_true(rc == 0 || rc == KVT_ETOOBIG);
+	}
+	assert_int_equal(rc, KVT_ETOOBIG);
+	assert_true(stats(tm).pins_rejected >= 1);
+	assert_true(stats(tm).pinned_bytes <= 256u << 10);
+	/* Unpinned, q0 is an ordinary block again and ages out. */
+	assert_int_equal(kvt_tm_unpin(tm, &k0), 0);
+	assert_int_equal(kvt_tm_unpin(tm, &k0), KVT_ENOTFOUND);
+	for (int i = 80; i < 100; i++) {
+		snprintf(key, sizeof(key), "q%d", i);
+		assert_int_equal(put_rand(tm, key, 65536, (uint8_t)i, 0), 0);
+	}
+	drain(tm);
+	assert_true(tier_of(tm, "q0") != 1);
+	assert_int_equal(stats(tm).l1.bytes <= stats(tm).l1.capacity_bytes, 1);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -854,6 +937,7 @@ int main(void)
 		cmocka_unit_test(test_drop_ns),
 		cmocka_unit_test(test_hot),
 		cmocka_unit_test(test_prefetch),
+		cmocka_unit_test(test_pins),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
