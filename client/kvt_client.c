@@ -822,11 +822,41 @@ int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
 	return 0;
 }
 
+/*
+ * Reads the whole reply body into a new malloc'd buffer with `extra` spare
+ * bytes after it (room for a NUL); never NULL on success, even for an
+ * empty body.  On failure the body has been consumed or the connection is
+ * broken.
+ */
+static int read_body_alloc(kvt_client *c, const struct kvt_frame_header *rh,
+			   size_t extra, const char *what, uint8_t **out)
+{
+	size_t size = (size_t)rh->body_len + extra;
+	uint8_t *p = malloc(size ? size : 1);
+	int rc;
+
+	*out = NULL;
+	if (!p) {
+		rc = discard_body(c, rh->body_len);
+		if (rc < 0)
+			return rc;
+		return set_err(c, -ENOMEM, "cannot allocate %u bytes for the %s",
+			       rh->body_len, what);
+	}
+	rc = read_body(c, p, rh->body_len);
+	if (rc < 0) {
+		free(p);
+		return rc;
+	}
+	*out = p;
+	return 0;
+}
+
 int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
 		  size_t key_len, void **val, size_t *val_len)
 {
 	struct kvt_frame_header rh;
-	void *p;
+	uint8_t *p;
 	int rc;
 
 	if (val)
@@ -841,20 +871,10 @@ int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
 	rc = key_request(c, KVT_OP_GET, ns, key, key_len, &rh);
 	if (rc < 0)
 		return rc;
-	/* malloc(0) may return NULL; the caller is promised a pointer. */
-	p = malloc(rh.body_len ? rh.body_len : 1);
-	if (!p) {
-		rc = discard_body(c, rh.body_len);
-		if (rc < 0)
-			return rc;
-		return set_err(c, -ENOMEM, "cannot allocate %u bytes for the "
-			       "value", rh.body_len);
-	}
-	rc = read_body(c, p, rh.body_len);
-	if (rc < 0) {
-		free(p);
+	/* The caller is promised a pointer, even for an empty value. */
+	rc = read_body_alloc(c, &rh, 0, "value", &p);
+	if (rc < 0)
 		return rc;
-	}
 	*val = p;
 	*val_len = rh.body_len;
 	return 0;
@@ -1296,17 +1316,9 @@ int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
 	rc = do_request(c, KVT_OP_HOT, 0, req, sizeof(req), &rh);
 	if (rc < 0)
 		return rc;
-	body = malloc(rh.body_len ? rh.body_len : 1);
-	if (!body) {
-		discard_body(c, rh.body_len);
-		return set_err(c, -ENOMEM, "cannot allocate %u bytes for a HOT "
-			       "reply", rh.body_len);
-	}
-	rc = read_body(c, body, rh.body_len);
-	if (rc < 0) {
-		free(body);
+	rc = read_body_alloc(c, &rh, 0, "HOT reply", &body);
+	if (rc < 0)
 		return rc;
-	}
 	if (kvt_hot_reply_head_parse(body, rh.body_len, &count, &now) ||
 	    count > top) {
 		free(body);
@@ -1360,7 +1372,7 @@ int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
 int kvt_stats_json(kvt_client *c, char **json, size_t *len)
 {
 	struct kvt_frame_header rh;
-	char *p;
+	uint8_t *p;
 	int rc;
 
 	if (json)
@@ -1377,21 +1389,11 @@ int kvt_stats_json(kvt_client *c, char **json, size_t *len)
 	rc = do_request(c, KVT_OP_STATS, 0, NULL, 0, &rh);
 	if (rc < 0)
 		return rc;
-	p = malloc((size_t)rh.body_len + 1);
-	if (!p) {
-		rc = discard_body(c, rh.body_len);
-		if (rc < 0)
-			return rc;
-		return set_err(c, -ENOMEM, "cannot allocate %u bytes for the "
-			       "stats document", rh.body_len);
-	}
-	rc = read_body(c, p, rh.body_len);
-	if (rc < 0) {
-		free(p);
+	rc = read_body_alloc(c, &rh, 1, "stats document", &p);
+	if (rc < 0)
 		return rc;
-	}
 	p[rh.body_len] = '\0';
-	*json = p;
+	*json = (char *)p;
 	if (len)
 		*len = rh.body_len;
 	return 0;

@@ -142,6 +142,38 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 }
 
 /*
+ * Opens a key-list body (MATCH, PREFETCH, PIN, UNPIN): parses it and checks
+ * the namespace.  On failure r has been answered and false is returned.
+ */
+static bool key_list_open(struct kvt_conn *c, struct kvt_reply *r,
+			  uint8_t op, const uint8_t *body, size_t len,
+			  struct kvt_match_req *m)
+{
+	int rc = kvt_match_req_parse(body, len, &c->srv->lim, m);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
+				kvt_strerror(rc));
+		return false;
+	}
+	return kvt_conn_ns_allowed(c, r, m->ns, m->ns_len);
+}
+
+/* Answers r with a u32 count (the MATCH reply format). */
+static void reply_count(struct kvt_conn *c, struct kvt_reply *r,
+			uint32_t count)
+{
+	uint8_t *out = malloc(KVT_MATCH_REPLY_SIZE);
+
+	if (!out) {
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	kvt_match_reply_encode(out, count);
+	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
+}
+
+/*
  * MATCH counts the leading keys present, stopping at the first absent one
  * (the keys of a prefix chain, so nothing after a gap is usable); like
  * EXISTS it promotes nothing.  PREFETCH, same body, starts moving each key
@@ -156,15 +188,8 @@ static void handle_match(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 	struct kvt_key k;
 	size_t pos = 0;
 	uint32_t count = 0;
-	uint8_t *out;
-	int rc = kvt_match_req_parse(body, len, &c->srv->lim, &m);
 
-	if (rc) {
-		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
-				kvt_strerror(rc));
-		return;
-	}
-	if (!kvt_conn_ns_allowed(c, r, m.ns, m.ns_len))
+	if (!key_list_open(c, r, op, body, len, &m))
 		return;
 	while (kvt_match_req_key(&m, &pos, &kr)) {
 		key_from_ref(&k, &kr);
@@ -178,13 +203,7 @@ static void handle_match(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 			break;
 		count++;
 	}
-	out = malloc(KVT_MATCH_REPLY_SIZE);
-	if (!out) {
-		kvt_reply_error(c, r, -ENOMEM, "out of memory");
-		return;
-	}
-	kvt_match_reply_encode(out, count);
-	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
+	reply_count(c, r, count);
 }
 
 static struct kvt_conn_pin **conn_pin_find(struct kvt_conn *c,
@@ -226,15 +245,9 @@ static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 	struct kvt_key k;
 	size_t pos = 0;
 	uint32_t count = 0;
-	uint8_t *out;
-	int rc = kvt_match_req_parse(body, len, &c->srv->lim, &m);
+	int rc;
 
-	if (rc) {
-		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
-				kvt_strerror(rc));
-		return;
-	}
-	if (!kvt_conn_ns_allowed(c, r, m.ns, m.ns_len))
+	if (!key_list_open(c, r, op, body, len, &m))
 		return;
 	while (kvt_match_req_key(&m, &pos, &kr)) {
 		struct kvt_conn_pin **pp, *p;
@@ -287,13 +300,7 @@ static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 		c->npins++;
 		count++;
 	}
-	out = malloc(KVT_MATCH_REPLY_SIZE);
-	if (!out) {
-		kvt_reply_error(c, r, -ENOMEM, "out of memory");
-		return;
-	}
-	kvt_match_reply_encode(out, count);
-	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
+	reply_count(c, r, count);
 }
 
 static void drop_done(void *arg, int status, uint64_t count)

@@ -449,34 +449,9 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	return 0;
 }
 
-int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
-	       struct kvt_ref **out)
-{
-	struct kvt_ref *e;
-
-	if (!out)
-		return KVT_EINVAL;
-	*out = NULL;
-	if (!l1 || !key_valid(k))
-		return KVT_EINVAL;
-	e = find_live(l1, k, now_s);
-	if (!e) {
-		l1->misses++;
-		return KVT_ENOTFOUND;
-	}
-	if (l1->mru != e) {
-		lru_remove(l1, e);
-		lru_push_mru(l1, e);
-	}
-	l1->hits++;
-	e->hits++;
-	e->atime_s = now_s;
-	*out = kvt_l1_ref_acquire(e);
-	return 0;
-}
-
-int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
-		struct kvt_ref **out)
+/* Finds k's live entry and gives the caller a reference to it. */
+static int lookup(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+		  struct kvt_ref **out)
 {
 	struct kvt_ref *e;
 
@@ -490,6 +465,33 @@ int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
 		return KVT_ENOTFOUND;
 	*out = kvt_l1_ref_acquire(e);
 	return 0;
+}
+
+int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+	       struct kvt_ref **out)
+{
+	struct kvt_ref *e;
+	int rc = lookup(l1, k, now_s, out);
+
+	if (rc == KVT_ENOTFOUND)
+		l1->misses++;
+	if (rc)
+		return rc;
+	e = *out;
+	if (l1->mru != e) {
+		lru_remove(l1, e);
+		lru_push_mru(l1, e);
+	}
+	l1->hits++;
+	e->hits++;
+	e->atime_s = now_s;
+	return 0;
+}
+
+int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+		struct kvt_ref **out)
+{
+	return lookup(l1, k, now_s, out);
 }
 
 int kvt_l1_exists(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s)
