@@ -49,6 +49,46 @@ static void jput(struct jbuf *b, const char *fmt, ...)
 	}
 }
 
+/* A JSON string of arbitrary bytes (namespaces may hold any). */
+static void jstr(struct jbuf *b, const uint8_t *p, size_t n)
+{
+	jput(b, "\"");
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '"' || p[i] == '\\')
+			jput(b, "\\%c", p[i]);
+		else if (p[i] < 0x20 || p[i] >= 0x7f)
+			jput(b, "\\u%04x", p[i]);
+		else
+			jput(b, "%c", p[i]);
+	}
+	jput(b, "\"");
+}
+
+/* Most namespaces listed in the stats (the largest by bytes). */
+#define KVT_STATS_NS_MAX 64
+
+static void jnamespaces(struct jbuf *b, struct kvt_server *s)
+{
+	struct kvt_tm_ns *v = NULL;
+	size_t n = 0;
+
+	jput(b, "\"namespaces\":{");
+	if (kvt_tm_ns_stats(s->tm, &v, &n) == 0) {
+		for (size_t i = 0; i < n && i < KVT_STATS_NS_MAX; i++) {
+			if (i)
+				jput(b, ",");
+			jstr(b, v[i].ns, v[i].ns_len);
+			jput(b, ":{\"entries\":%llu,\"bytes\":%llu,"
+				"\"hits\":%llu}",
+			     (unsigned long long)v[i].entries,
+			     (unsigned long long)v[i].bytes,
+			     (unsigned long long)v[i].hits);
+		}
+	}
+	jput(b, "},\"namespaces_total\":%zu,", n);
+	free(v);
+}
+
 static void jtier(struct jbuf *b, const char *name,
 		  const struct kvt_tier_stats *t, int last)
 {
@@ -108,6 +148,7 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
 	     (unsigned long long)ts.pins_rejected);
+	jnamespaces(&b, s);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
 	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,

@@ -1184,6 +1184,106 @@ int kvt_tm_unpin(struct kvt_tm *tm, const struct kvt_key *k)
 	return 0;
 }
 
+/* ---- per-namespace stats ------------------------------------------------- */
+
+struct ns_acc {
+	struct kvt_tm *tm;
+	struct kvt_tm_ns *v;
+	size_t n, cap;
+	int err;
+};
+
+static struct kvt_tm_ns *ns_slot(struct ns_acc *a, const uint8_t *ns,
+				 size_t ns_len)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (a->v[i].ns_len == ns_len &&
+		    memcmp(a->v[i].ns, ns, ns_len) == 0)
+			return &a->v[i];
+	if (a->n == a->cap) {
+		size_t nc = a->cap ? a->cap * 2 : 16;
+		struct kvt_tm_ns *nv = realloc(a->v, nc * sizeof(*nv));
+		if (!nv) {
+			a->err = -ENOMEM;
+			return NULL;
+		}
+		a->v = nv;
+		a->cap = nc;
+	}
+	memset(&a->v[a->n], 0, sizeof(a->v[a->n]));
+	memcpy(a->v[a->n].ns, ns, ns_len);
+	a->v[a->n].ns_len = ns_len;
+	return &a->v[a->n++];
+}
+
+static void ns_ram(void *arg, const struct kvt_ref *e)
+{
+	struct ns_acc *a = arg;
+	struct kvt_l1_meta m;
+	struct kvt_key k;
+	struct kvt_tm_ns *t;
+
+	if (a->err)
+		return;
+	kvt_l1_ref_key(e, &k);
+	kvt_l1_ref_meta(e, &m);
+	t = ns_slot(a, k.ns, k.ns_len);
+	if (!t)
+		return;
+	t->entries++;
+	t->bytes += m.raw_len;
+	t->hits += m.hits;
+}
+
+static int ns_l3(void *arg, const struct kvt_key *k, uint64_t raw_len,
+		 uint64_t hits)
+{
+	struct ns_acc *a = arg;
+	struct kvt_tm_ns *t;
+	uint64_t now = a->tm->now_s();
+
+	/* Inclusive L3: a block also in RAM is counted there. */
+	if (kvt_l1_exists(a->tm->l1, k, now) ||
+	    (a->tm->l2 && kvt_l1_exists(a->tm->l2, k, now)))
+		return 0;
+	t = ns_slot(a, k->ns, k->ns_len);
+	if (!t)
+		return a->err;
+	t->entries++;
+	t->bytes += raw_len;
+	t->hits += hits;
+	return 0;
+}
+
+static int ns_cmp(const void *x, const void *y)
+{
+	const struct kvt_tm_ns *a = x, *b = y;
+
+	return a->bytes < b->bytes ? 1 : a->bytes > b->bytes ? -1 : 0;
+}
+
+int kvt_tm_ns_stats(struct kvt_tm *tm, struct kvt_tm_ns **out, size_t *n)
+{
+	struct ns_acc a = { .tm = tm };
+
+	if (!tm || !out || !n)
+		return KVT_EINVAL;
+	kvt_l1_foreach(tm->l1, ns_ram, &a);
+	if (tm->l2 && !a.err)
+		kvt_l1_foreach(tm->l2, ns_ram, &a);
+	if (tm->l3 && !a.err)
+		kvt_l3_foreach(tm->l3, ns_l3, &a);
+	if (a.err) {
+		free(a.v);
+		return a.err;
+	}
+	if (a.n)
+		qsort(a.v, a.n, sizeof(*a.v), ns_cmp);
+	*out = a.v;
+	*n = a.n;
+	return 0;
+}
+
 /* ---- hot ----------------------------------------------------------------- */
 
 struct hot_acc {

@@ -180,6 +180,22 @@ int kvt_tm_hot(struct kvt_tm *tm, size_t top, struct kvt_tm_hot **out,
 	       size_t *n);
 void kvt_tm_hot_free(struct kvt_tm_hot *v, size_t n);
 
+/* One namespace's share of the cache, over the blocks cached now. */
+struct kvt_tm_ns {
+	uint8_t ns[255];
+	size_t ns_len;
+	uint64_t entries; /* blocks, each counted once (RAM first) */
+	uint64_t bytes;	  /* value bytes */
+	uint64_t hits;	  /* gets served by these blocks over their life */
+};
+
+/*
+ * Per-namespace totals, largest first, computed by looking at every block
+ * (O(blocks)).  *out (n items) is freed with free().  Returns 0,
+ * KVT_EINVAL, -ENOMEM.
+ */
+int kvt_tm_ns_stats(struct kvt_tm *tm, struct kvt_tm_ns **out, size_t *n);
+
 /* The manager's clock (seconds since the epoch unless a test fakes it). */
 uint64_t kvt_tm_now_s(struct kvt_tm *tm);
 

@@ -75,6 +75,7 @@ $K hot --top 2 >"$dir/hot"
 sed -n 2p "$dir/hot" | grep -q "hotns  busy" && ok "hot names the block read most" || { fail "hot order"; cat "$dir/hot"; }
 $K hot --json --top 5 | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["blocks"][0]["key"]=="busy" and d["blocks"][0]["hits"]==4' && ok "hot --json" || fail "hot --json"
 expect_rc 2 "hot --top 0 is a usage error" $K hot --top 0
+$K stats --json | grep -q '"hotns":{"entries":3,"bytes":12,"hits":5}' && ok "per-namespace stats" || { fail "per-namespace stats"; $K stats --json; }
 # TTL end to end: a 1-second block is there at once and gone after 2 s.
 printf ttl | $K put --ttl 1 shortlived >/dev/null
 [ "$($K exists shortlived)" = 1 ] && ok "ttl block present" || fail "ttl block missing at once"

@@ -701,6 +701,17 @@ static void test_drop_ns(void **state)
 	assert_true(st.l1.entries > 0 && st.l2.entries > 0 &&
 		    st.l3.entries > 0);
 	uint64_t before = st.l1.entries + st.l2.entries + st.l3.entries;
+	/* Per-namespace totals count every block once, in any tier. */
+	struct kvt_tm_ns *nsv = NULL;
+	size_t nns = 0;
+	assert_int_equal(kvt_tm_ns_stats(tm, &nsv, &nns), 0);
+	assert_int_equal(nns, 2);
+	for (size_t i = 0; i < nns; i++) {
+		assert_int_equal(nsv[i].ns_len, 1);
+		assert_int_equal(nsv[i].entries, 24);
+		assert_int_equal(nsv[i].bytes, 24 * 65536);
+	}
+	free(nsv);
 	int rc = kvt_tm_drop_ns(tm, (const uint8_t *)"a", 1, on_drop, &got);
 	assert_true(rc == 0 || rc == 1);
 	for (int i = 0; i < 5000 && got < 0; i++) {
