@@ -119,6 +119,38 @@ static void print_counter(FILE *out, const struct doc *d, const char *label,
 		fprintf(out, "%-12s -\n", label);
 }
 
+/*
+ * Misses by cause tell "too small a cache" (evicted) from "keys that do not
+ * match" (never seen); the 2x estimate says what doubling RAM would buy.
+ */
+static void print_misses(FILE *out, const struct doc *d)
+{
+	static const char *const causes[][2] = {
+		{ "misses_never_seen", "never seen" },
+		{ "misses_evicted", "evicted earlier" },
+		{ "misses_expired", "expired" },
+		{ "misses_corrupt", "checksum failure" },
+		{ "misses_raced", "changed meanwhile" },
+	};
+	double r1, r2;
+	uint64_t v;
+	bool any = false;
+
+	for (size_t i = 0; i < sizeof(causes) / sizeof(causes[0]); i++) {
+		if (!get_u64(d, causes[i][0], &v))
+			continue;
+		if (!any)
+			fprintf(out, "\nmisses by cause\n");
+		any = true;
+		fprintf(out, "  %-22s %" PRIu64 "\n", causes[i][1], v);
+	}
+	if (kvt_json_get_double(d->json, d->len, "ram_hit_rate", &r1) == 0 &&
+	    kvt_json_get_double(d->json, d->len, "ram_hit_rate_2x_est",
+				&r2) == 0)
+		fprintf(out, "RAM hit rate %.1f%%, estimated %.1f%% with twice "
+			     "the RAM\n", r1 * 100.0, r2 * 100.0);
+}
+
 /* L2 compression and L3 I/O; absent fields (older daemons) are skipped. */
 static void print_extras(FILE *out, const struct doc *d)
 {
@@ -217,6 +249,7 @@ static void print_table(FILE *out, const struct doc *d)
 	print_counter(out, d, "evictions", "evictions");
 	print_counter(out, d, "connections", "connections");
 	fprintf(out, "%-12s %s\n", "uptime", up);
+	print_misses(out, d);
 	print_extras(out, d);
 	print_latency(out, d);
 }
@@ -263,6 +296,16 @@ static const struct prom_metric prom_top[] = {
 	  "Blocks dropped because too much was already moving down." },
 	{ "puts_held", "puts_held_total", "counter",
 	  "PUTs held back until the tiers caught up." },
+	{ "misses_never_seen", "misses_never_seen_total", "counter",
+	  "Misses on keys never stored (or deleted)." },
+	{ "misses_evicted", "misses_evicted_total", "counter",
+	  "Misses on keys evicted earlier: the cache is too small." },
+	{ "misses_expired", "misses_expired_total", "counter",
+	  "Misses on keys whose TTL had passed." },
+	{ "misses_corrupt", "misses_corrupt_total", "counter",
+	  "Misses on blocks that failed their checksum." },
+	{ "ghost_hits_2x", "ram_ghost_hits_2x_total", "counter",
+	  "RAM misses that RAM twice as big would have served." },
 };
 
 static const struct prom_metric prom_tier[] = {

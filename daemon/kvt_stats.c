@@ -123,6 +123,21 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	jtier(&b, "l1", &ts.l1, 0);
 	jtier(&b, "l2", &ts.l2, 0);
 	jtier(&b, "l3", &ts.l3, 0);
+	/* Misses by cause, and what RAM twice as big would have served. */
+	uint64_t ram_hits = ts.l1.hits + ts.l2.hits;
+	jput(&b, "\"misses_never_seen\":%llu,\"misses_expired\":%llu,"
+		 "\"misses_evicted\":%llu,\"misses_corrupt\":%llu,"
+		 "\"misses_raced\":%llu,\"ghost_hits_2x\":%llu,"
+		 "\"ram_hit_rate\":%.4f,\"ram_hit_rate_2x_est\":%.4f,",
+	     (unsigned long long)ts.misses_never_seen,
+	     (unsigned long long)ts.misses_expired,
+	     (unsigned long long)ts.misses_evicted,
+	     (unsigned long long)ts.misses_corrupt,
+	     (unsigned long long)ts.misses_raced,
+	     (unsigned long long)ts.ghost_hits_2x,
+	     ts.gets ? (double)ram_hits / (double)ts.gets : 0.0,
+	     ts.gets ? (double)(ram_hits + ts.ghost_hits_2x) / (double)ts.gets
+		     : 0.0);
 	jput(&b, "\"l2_compression_ratio\":%.3f,",
 	     ts.l2.bytes ? (double)ts.l2.raw_bytes / (double)ts.l2.bytes : 0.0);
 	jput(&b, "\"l3_bytes_read\":%llu,\"l3_bytes_written\":%llu,"

@@ -614,6 +614,11 @@ int kvt_l1_set_pinned(struct kvt_l1 *l1, const struct kvt_key *k,
 	return 0;
 }
 
+uint64_t kvt_l1_expired_count(const struct kvt_l1 *l1)
+{
+	return l1 ? l1->expired : 0;
+}
+
 uint64_t kvt_l1_pinned_bytes(const struct kvt_l1 *l1)
 {
 	return l1 ? l1->pinned_bytes : 0;

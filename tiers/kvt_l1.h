@@ -226,6 +226,9 @@ int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
  */
 int kvt_l1_set_pinned(struct kvt_l1 *l1, const struct kvt_key *k,
 		      bool pinned, uint64_t now_s);
+/* Entries removed so far because their TTL had passed (stats.expired). */
+uint64_t kvt_l1_expired_count(const struct kvt_l1 *l1);
+
 /* Bytes (as counted against capacity) of pinned entries. */
 uint64_t kvt_l1_pinned_bytes(const struct kvt_l1 *l1);
 

@@ -631,6 +631,8 @@ int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg)
 	l3->no_sync = cfg->no_sync;
 	l3->now_s = cfg->now_s ? cfg->now_s : default_now;
 	l3->faults = cfg->faults;
+	l3->on_evict = cfg->on_evict;
+	l3->evict_arg = cfg->evict_arg;
 	l3->direct = !cfg->no_direct;
 	pthread_mutex_init(&l3->mu, NULL);
 	l3->nbuckets = 1024;
@@ -793,6 +795,22 @@ void kvt_l3_close(struct kvt_l3 *l3)
 
 /* ---- small calls -------------------------------------------------------- */
 
+int kvt_l3_state(struct kvt_l3 *l3, const struct kvt_key *k)
+{
+	struct l3_kenc ke;
+	struct l3_ent *e;
+	int st = 0;
+
+	if (!l3 || kvt_l3i_key_encode(l3, k, &ke))
+		return 0;
+	lock(l3);
+	e = kvt_l3i_map_lookup(l3, &ke);
+	if (e && !e->doomed)
+		st = kvt_l3i_expired(l3, e->loc.expiry) ? 2 : 1;
+	unlock(l3);
+	return st;
+}
+
 int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k)
 {
 	struct l3_kenc ke;
@@ -916,21 +934,11 @@ int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg)
 	for (size_t b = 0; b < l3->nbuckets && !rc; b++)
 		for (struct l3_ent *e = l3->buckets[b]; e && !rc; e = e->hnext) {
 			struct kvt_key k;
-			size_t ns_len = e->bytes[1];
 
 			if (e->doomed || kvt_l3i_expired(l3, e->loc.expiry))
 				continue;
-			/* ikey = flag, ns_len, ns, key (or its hash, with the
-			 * full key kept after the ikey). */
-			k.ns = e->bytes + 2;
-			k.ns_len = ns_len;
-			if (e->bytes[0] == 0) {
-				k.key = e->bytes + 2 + ns_len;
-				k.key_len = e->ikey_len - 2 - ns_len;
-			} else {
-				k.key = e->bytes + e->ikey_len;
-				k.key_len = e->xkey_len;
-			}
+			kvt_l3i_ent_key(e, &k.ns, &k.ns_len, &k.key,
+					&k.key_len);
 			rc = fn(arg, &k, e->loc.raw_len, e->loc.hits);
 		}
 	unlock(l3);

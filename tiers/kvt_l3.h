@@ -162,6 +162,13 @@ struct kvt_l3_config {
 	/* Failure injection, tests only; NULL in production. */
 	struct kvt_l3_faults *faults;
 	/*
+	 * Optional: called for every live entry a full L3 drops when it
+	 * reclaims a region (on the thread doing the put, without L3's lock
+	 * held), so the caller can remember what was evicted.
+	 */
+	void (*on_evict)(void *arg, const struct kvt_key *k);
+	void *evict_arg;
+	/*
 	 * Optional buffer that kvt_l3_open() fills with a one-line reason when
 	 * it fails (the daemon logs it).  errmsg_len includes the NUL.
 	 */
@@ -273,6 +280,10 @@ size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len);
  * arguments, or -ENOMEM (no status filled in; nothing returned).
  */
 int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_read *reads, size_t n);
+
+/* Returns 1 if k is indexed and live, 2 if indexed but expired, else 0.
+ * Thread safe. */
+int kvt_l3_state(struct kvt_l3 *l3, const struct kvt_key *k);
 
 /* Returns 1 if k is indexed and not expired, else 0.  Thread safe. */
 int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k);

@@ -72,6 +72,8 @@ struct kvt_l3 {
 	int no_sync;
 	uint64_t (*now_s)(void);
 	struct kvt_l3_faults *faults;
+	void (*on_evict)(void *arg, const struct kvt_key *k);
+	void *evict_arg;
 	int short_pending;
 	int lockfd;
 

@@ -263,6 +263,15 @@ static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 	if ((rc = mdb_txn_commit(txn)))
 		return kvt_l3i_mdb_err(rc);
 
+	/* Only this thread changes the map: the entries are still there. */
+	if (l3->on_evict)
+		for (struct l3_ent *e = r->ents; e; e = e->rnext) {
+			struct kvt_key k;
+
+			kvt_l3i_ent_key(e, &k.ns, &k.ns_len, &k.key,
+					&k.key_len);
+			l3->on_evict(l3->evict_arg, &k);
+		}
 	lock(l3);
 	if (r->seq)
 		l3->reclaimed++;

@@ -42,6 +42,7 @@
 #include <xxhash.h>
 
 #include "kvt_codec.h"
+#include "kvt_ghost.h"
 #include "kvt_l1.h"
 #include "kvt_l3.h"
 #include "kvt_tm.h"
@@ -146,6 +147,19 @@ struct kvt_tm {
 	uint64_t promotions, demotions, evictions;
 	uint64_t rejected_too_big, demotions_dropped, l3_admission_rejected;
 	uint64_t prefetched, prefetch_hits;
+
+	/*
+	 * Why gets miss.  `gone` remembers keys that left the cache
+	 * altogether (L3 reclaims happen on the worker: ghost_mu); ram_ghost
+	 * remembers keys that left RAM with ram_evicted (bytes RAM had
+	 * evicted) at that moment: a RAM miss whose key left RAM less than
+	 * a RAM's worth of evictions ago would have hit a RAM twice as big.
+	 */
+	struct kvt_ghost *gone, *ram_ghost;
+	pthread_mutex_t ghost_mu;
+	uint64_t ram_evicted, ram_capacity, ghost_hits_2x;
+	uint64_t misses_never_seen, misses_expired, misses_evicted;
+	uint64_t misses_corrupt, misses_raced;
 	uint64_t l2_hits_transit;
 };
 
@@ -435,8 +449,47 @@ static bool l3_admit(struct kvt_tm *tm, uint64_t bytes)
 	return true;
 }
 
+/* Keys remembered by the ghosts are (namespace, key) hashed together. */
+static uint64_t key_hash(const struct kvt_key *k)
+{
+	uint64_t seed = XXH3_64bits(k->ns, k->ns_len) ^ k->ns_len;
+
+	return XXH3_64bits_withSeed(k->key, k->key_len, seed);
+}
+
+/* k left the cache altogether (any thread). */
+static void remember_gone(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	uint64_t h = key_hash(k);
+
+	pthread_mutex_lock(&tm->ghost_mu);
+	kvt_ghost_put(tm->gone, h, 0);
+	pthread_mutex_unlock(&tm->ghost_mu);
+}
+
+static bool was_gone(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	uint64_t h = key_hash(k);
+	bool seen;
+
+	pthread_mutex_lock(&tm->ghost_mu);
+	seen = kvt_ghost_get(tm->gone, h, NULL);
+	pthread_mutex_unlock(&tm->ghost_mu);
+	return seen;
+}
+
+/* L3 reclaimed a region: its blocks are gone (worker thread). */
+static void l3_evicted(void *arg, const struct kvt_key *k)
+{
+	remember_gone(arg, k);
+}
+
 static void drop_block(struct kvt_tm *tm, struct kvt_ref *v)
 {
+	struct kvt_key k;
+
+	kvt_l1_ref_key(v, &k);
+	remember_gone(tm, &k);
 	tm->evictions++;
 	kvt_ref_release(v);
 }
@@ -461,6 +514,14 @@ static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 		return;
 	}
 	kvt_l1_ref_meta(v, &m);
+	if (to_l3 || !tm->l2) {
+		/* It leaves RAM: remember where RAM's evictions stood. */
+		struct kvt_key k0;
+
+		kvt_l1_ref_key(v, &k0);
+		tm->ram_evicted += cost;
+		kvt_ghost_put(tm->ram_ghost, key_hash(&k0), tm->ram_evicted);
+	}
 	if (!to_l3 && tm->l2) {
 		kind = JOB_TO_L2;
 	} else if (tm->l3) {
@@ -564,7 +625,7 @@ static void prefetch_done(void *arg, int status, struct kvt_ref *ref);
 static void reapply_pin(struct kvt_tm *tm, const struct kvt_key *k);
 
 static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
-			   struct kvt_ref *ref)
+			   struct kvt_ref *ref, uint64_t *cause)
 {
 	while (j->waiters) {
 		struct waiter *w = j->waiters;
@@ -574,8 +635,10 @@ static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
 			w->cb(w->arg, 0, kvt_l1_ref_acquire(ref));
 		} else {
 			/* A prefetch is nobody's get: not a miss. */
-			if (w->cb != prefetch_done)
+			if (w->cb != prefetch_done) {
 				tm->misses++;
+				(*cause)++;
+			}
 			w->cb(w->arg, status, NULL);
 		}
 		free(w);
@@ -648,7 +711,17 @@ static void promo_done(struct kvt_tm *tm, struct job *j)
 	struct kvt_ref *ref = NULL;
 	int status = j->status;
 
+	uint64_t *cause = &tm->misses_never_seen;
+
 	list_remove(&tm->promos, j);
+	if (status == KVT_ECORRUPT)
+		cause = &tm->misses_corrupt;
+	else if (j->stale)
+		cause = &tm->misses_raced;
+	else if (status == 0 && expired(tm, j->expires))
+		cause = &tm->misses_expired;
+	else if (status == KVT_ENOTFOUND && was_gone(tm, &j->k))
+		cause = &tm->misses_evicted;
 	if (status == KVT_ECORRUPT || status == KVT_ENOTFOUND || j->stale ||
 	    (status == 0 && expired(tm, j->expires)))
 		status = KVT_ENOTFOUND;
@@ -669,7 +742,7 @@ static void promo_done(struct kvt_tm *tm, struct job *j)
 		kvt_l1_del(tm->l2, &j->k, tm->now_s());
 		status = KVT_ENOTFOUND;
 	}
-	finish_waiters(tm, j, status, ref);
+	finish_waiters(tm, j, status, ref, cause);
 	kvt_ref_release(ref);
 }
 
@@ -679,10 +752,12 @@ static void demotion_done(struct kvt_tm *tm, struct job *j)
 	tm->transit_bytes -= j->cost;
 	if (j->kind == JOB_TO_L3) {
 		/* A stale write was followed by a delete job already. */
-		if (j->status == 0)
+		if (j->status == 0) {
 			tm->demotions++;
-		else
+		} else {
 			tm->evictions++; /* the disk refused: dropped cleanly */
+			remember_gone(tm, &j->k);
+		}
 		return;
 	}
 	/* JOB_TO_L2 */
@@ -800,6 +875,14 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 	rc = kvt_l1_open(&tm->l1, cfg->l1_capacity);
 	if (rc)
 		goto fail;
+	pthread_mutex_init(&tm->ghost_mu, NULL);
+	/* 64Ki keys each: a few MiB that cover far more blocks than fit. */
+	rc = kvt_ghost_new(&tm->gone, 65536);
+	if (!rc)
+		rc = kvt_ghost_new(&tm->ram_ghost, 65536);
+	if (rc)
+		goto fail;
+	tm->ram_capacity = cfg->l1_capacity + cfg->l2_capacity;
 	if (cfg->l2_capacity) {
 		rc = kvt_l1_open(&tm->l2, cfg->l2_capacity);
 		if (rc)
@@ -815,6 +898,8 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.now_s = tm->now_s,
 			.errmsg = cfg->errmsg,
 			.errmsg_len = cfg->errmsg_len,
+			.on_evict = l3_evicted,
+			.evict_arg = tm,
 		};
 		rc = kvt_l3_open(&tm->l3, &lc);
 		if (rc)
@@ -886,6 +971,11 @@ void kvt_tm_close(struct kvt_tm *tm)
 	kvt_l1_close(tm->l1);
 	kvt_l1_close(tm->l2);
 	kvt_l3_close(tm->l3);
+	if (tm->gone) {
+		kvt_ghost_free(tm->gone);
+		pthread_mutex_destroy(&tm->ghost_mu);
+	}
+	kvt_ghost_free(tm->ram_ghost);
 	kvt_codec_ctx_free(tm->wctx);
 	if (tm->efd >= 0)
 		close(tm->efd);
@@ -976,6 +1066,9 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	}
 	tm->gets++;
 	now = tm->now_s();
+	/* To tell an expired block from an absent one after the lookups. */
+	uint64_t exp0 = kvt_l1_expired_count(tm->l1);
+	uint64_t exp2 = tm->l2 ? kvt_l1_expired_count(tm->l2) : 0;
 	if (kvt_l1_get(tm->l1, k, now, &ref) == 0) {
 		struct kvt_l1_meta m;
 
@@ -1011,7 +1104,14 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		return promo_frame(tm, k, kvt_l1_ref_acquire(j->src), cb, arg);
 	if (tm->l2 && kvt_l1_get(tm->l2, k, now, &ref) == 0)
 		return promo_frame(tm, k, ref, cb, arg);
-	if (tm->l3 && kvt_l3_contains(tm->l3, k)) {
+
+	/* A RAM miss.  Would RAM twice as big have kept it? */
+	uint64_t left_at;
+	if (kvt_ghost_get(tm->ram_ghost, key_hash(k), &left_at) &&
+	    tm->ram_evicted - left_at < tm->ram_capacity)
+		tm->ghost_hits_2x++;
+	int l3_state = tm->l3 ? kvt_l3_state(tm->l3, k) : 0;
+	if (l3_state == 1) {
 		struct job *p = promo_start(tm, JOB_FROM_L3, k, cb, arg);
 
 		if (!p) {
@@ -1026,6 +1126,13 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		return 1;
 	}
 	tm->misses++;
+	if (l3_state == 2 || kvt_l1_expired_count(tm->l1) != exp0 ||
+	    (tm->l2 && kvt_l1_expired_count(tm->l2) != exp2))
+		tm->misses_expired++;
+	else if (was_gone(tm, k))
+		tm->misses_evicted++;
+	else
+		tm->misses_never_seen++;
 	cb(arg, KVT_ENOTFOUND, NULL);
 	return 0;
 }
@@ -1571,6 +1678,12 @@ void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 	st->pinned_bytes = kvt_l1_pinned_bytes(tm->l1);
 	st->pinned_keys = tm->npins;
 	st->pins_rejected = tm->pins_rejected;
+	st->misses_never_seen = tm->misses_never_seen;
+	st->misses_expired = tm->misses_expired;
+	st->misses_evicted = tm->misses_evicted;
+	st->misses_corrupt = tm->misses_corrupt;
+	st->misses_raced = tm->misses_raced;
+	st->ghost_hits_2x = tm->ghost_hits_2x;
 	st->prefetched = tm->prefetched;
 	st->prefetch_hits = tm->prefetch_hits;
 	st->transit_bytes = tm->transit_bytes;

@@ -103,6 +103,15 @@ struct kvt_tm_stats {
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
 	uint64_t transit_bytes; /* bytes on their way down right now */
 	uint64_t jobs_pending;	/* worker jobs queued or running */
+	/*
+	 * Misses by cause: never seen (or deleted), expired, evicted earlier
+	 * (the key left the cache recently), stored bytes failed their
+	 * checksum, or the key was put or deleted while being fetched.
+	 */
+	uint64_t misses_never_seen, misses_expired, misses_evicted;
+	uint64_t misses_corrupt, misses_raced;
+	/* RAM misses (L1 and L2) that RAM twice as big would have served. */
+	uint64_t ghost_hits_2x;
 	uint64_t pinned_bytes;	/* L1 bytes that eviction must leave */
 	uint64_t pinned_keys;	/* keys pinned by someone */
 	uint64_t pins_rejected;	/* pins refused: over pin_max */

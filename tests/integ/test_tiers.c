@@ -269,6 +269,7 @@ static void test_flow_restart_corrupt(void **state)
 	assert_true(hits < NBLOCKS);
 	j = stats(c);
 	assert_int_equal(jnum(j, NULL, "l3_checksum_failures"), 1);
+	assert_int_equal(jnum(j, NULL, "misses_corrupt"), 1);
 	free(j);
 	kvt_close(c);
 	integ_cleanup(&D);

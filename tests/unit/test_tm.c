@@ -930,6 +930,45 @@ static void test_pins(void **state)
 	rm_tdir();
 }
 
+/* Misses by cause, and the estimate for RAM twice as big. */
+static void test_miss_causes(void **state)
+{
+	/* RAM only, room for 4 blocks of 64 KiB. */
+	struct kvt_tm *tm = open_tm(4 * kvt_l1_cost(65536 + 8, 2, 2));
+	struct kvt_tm_stats st;
+	char key[8];
+
+	(void)state;
+	assert_int_equal(get_check(tm, "ns", "never", 10, 1), 0);
+	for (int i = 0; i < 6; i++) {
+		snprintf(key, sizeof(key), "e%d", i);
+		assert_int_equal(put(tm, "ns", key, 65536, (uint8_t)i, 0), 0);
+	}
+	/* e0 and e1 were evicted; a RAM of twice the size would hold them. */
+	assert_int_equal(get_check(tm, "ns", "e0", 65536, 0), 0);
+	assert_int_equal(put(tm, "ns", "tt", 10, 7, 10), 0);
+	fake_now += 11;
+	assert_int_equal(get_check(tm, "ns", "tt", 10, 7), 0);
+	st = stats(tm);
+	assert_int_equal(st.misses, 3);
+	assert_int_equal(st.misses_never_seen, 1);
+	assert_int_equal(st.misses_evicted, 1);
+	assert_int_equal(st.misses_expired, 1);
+	assert_int_equal(st.misses_corrupt, 0);
+	assert_int_equal(st.ghost_hits_2x, 1);
+	/* A block evicted long ago (more than a RAM's worth since) would
+	 * not have been kept by twice the RAM either. */
+	for (int i = 6; i < 20; i++) {
+		snprintf(key, sizeof(key), "e%d", i);
+		assert_int_equal(put(tm, "ns", key, 65536, (uint8_t)i, 0), 0);
+	}
+	assert_int_equal(get_check(tm, "ns", "e1", 65536, 1), 0);
+	st = stats(tm);
+	assert_int_equal(st.misses_evicted, 2);
+	assert_int_equal(st.ghost_hits_2x, 1);
+	kvt_tm_close(tm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -949,6 +988,7 @@ int main(void)
 		cmocka_unit_test(test_hot),
 		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_pins),
+		cmocka_unit_test(test_miss_causes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
