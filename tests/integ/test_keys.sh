@@ -158,6 +158,10 @@ expect_rc 0 "match after del" $D match --ns m $(cat "$dir/pk")
 $D exists --ns m $(sed -n 4,5p "$dir/pk") | tr -d '\n' | grep -qx 11 && ok "blocks after the gap still exist" || fail "exists after gap"
 
 # Another namespace, a missing first block, and a text key.
+# DROP empties the namespace: nothing of the prefix matches any more.
+expect_rc 0 "drop the namespace" $D drop --ns m
+expect_rc 0 "match after drop" $D match --ns m $(cat "$dir/pk")
+[ "$(cat "$dir/out")" = 0 ] && ok "drop empties it: match 0" || fail "after drop: '$(cat "$dir/out")', wanted 0"
 expect_rc 0 "match other ns" $D match --ns other $(cat "$dir/pk")
 [ "$(cat "$dir/out")" = 0 ] && ok "other namespace: 0" || fail "other ns: '$(cat "$dir/out")'"
 expect_rc 0 "match default ns" $D match $(cat "$dir/pk")

@@ -153,6 +153,25 @@ static void test_flow_restart_corrupt(void **state)
 	assert_true(jnum(j, "l2", "raw_bytes") > jnum(j, "l2", "bytes"));
 	free(j);
 
+	/* MATCH sees blocks in every tier, and stops at a hole. */
+	{
+		const void *mk[NBLOCKS];
+		size_t ml[NBLOCKS], matched = 0;
+		char mb[NBLOCKS][32];
+
+		for (unsigned i = 0; i < NBLOCKS; i++) {
+			key_of(mb[i], sizeof(mb[i]), i);
+			mk[i] = mb[i];
+			ml[i] = strlen(mb[i]);
+		}
+		assert_int_equal(kvt_match(c, "t", mk, ml, NBLOCKS, &matched),
+				 0);
+		assert_int_equal(matched, NBLOCKS);
+		assert_int_equal(kvt_match(c, "other", mk, ml, NBLOCKS,
+					   &matched), 0);
+		assert_int_equal(matched, 0);
+	}
+
 	/* PREFETCH block 0 (long gone to L3), then read it from RAM. */
 	{
 		char k0[32];
