@@ -28,6 +28,7 @@ enum opt_kind {
 	OPT_BOOL, /* a flag without value; `name = yes|no` in the file */
 	OPT_MODE, /* octal permission bits */
 	OPT_STR,  /* text into a char array of struct kvt_config */
+	OPT_UINT0, /* like OPT_UINT, 0 allowed */
 };
 
 struct opt {
@@ -82,6 +83,20 @@ static const struct opt opts[] = {
 	STR_OPT("ns-owner", ns_owner,
 		"PREFIX=USER,...: namespaces starting with PREFIX\n"
 		"\t\t\tare only for USER (and root)"),
+	{ "max-key-size", OPT_SIZE, offsetof(struct kvt_config, max_key_size),
+	  "longest key in bytes (default 1K, at most 64K)", 0 },
+	{ "max-value-size", OPT_SIZE,
+	  offsetof(struct kvt_config, max_value_size),
+	  "largest value (default 256M, at most 4G)", 0 },
+	{ "max-inflight", OPT_SIZE, offsetof(struct kvt_config, max_inflight),
+	  "memory for request bodies being received, all\n"
+	  "clients together; past it clients wait (default 1G)", 0 },
+	{ "idle-timeout", OPT_UINT0, offsetof(struct kvt_config, idle_timeout_s),
+	  "close connections idle this many seconds, 0 =\n"
+	  "never (default 0)", 0 },
+	{ "send-timeout", OPT_UINT0, offsetof(struct kvt_config, send_timeout_s),
+	  "close clients that read none of their replies for\n"
+	  "this many seconds, 0 = never (default 60)", 0 },
 	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)", 0 },
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
@@ -123,6 +138,10 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->l2_level = 1;
 	cfg->spill_timeout_s = 30;
 	cfg->socket_mode = 0600;
+	cfg->max_key_size = 1024;
+	cfg->max_value_size = 256ull << 20;
+	cfg->max_inflight = 1ull << 30;
+	cfg->send_timeout_s = 60;
 }
 
 static const char *arg_name(enum opt_kind k)
@@ -133,6 +152,7 @@ static const char *arg_name(enum opt_kind k)
 	case OPT_LEVEL:
 		return " LEVEL";
 	case OPT_UINT:
+	case OPT_UINT0:
 		return " N";
 	case OPT_PATH_DATA:
 		return " DIR";
@@ -277,11 +297,13 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 			return -1;
 		}
 		return 0;
-	case OPT_UINT: {
+	case OPT_UINT:
+	case OPT_UINT0: {
 		char *end;
 		errno = 0;
 		unsigned long v = strtoul(val, &end, 10);
-		if (errno || end == val || *end || v == 0 || v > 1000000 ||
+		if (errno || end == val || *end ||
+		    (v == 0 && o->kind == OPT_UINT) || v > 1000000 ||
 		    val[0] == '-') {
 			snprintf(err, errcap,
 				 "bad number '%s' for %s (1 to 1000000)", val,
@@ -448,6 +470,20 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 	}
 	if (cfg->l1_size == 0) {
 		fprintf(stderr, "kvtierd: --l1-size must be greater than 0\n");
+		return -1;
+	}
+	if (cfg->max_key_size < 1 || cfg->max_key_size > 65535) {
+		fprintf(stderr, "kvtierd: --max-key-size must be 1 to 65535\n");
+		return -1;
+	}
+	if (cfg->max_value_size < 1 ||
+	    cfg->max_value_size > 0xffffffffull - 65536 - 512) {
+		fprintf(stderr, "kvtierd: --max-value-size must be 1 byte to "
+				"4G minus 64K\n");
+		return -1;
+	}
+	if (cfg->max_inflight < (1u << 20)) {
+		fprintf(stderr, "kvtierd: --max-inflight must be at least 1M\n");
 		return -1;
 	}
 	return 0;

@@ -26,6 +26,11 @@ struct kvt_config {
 	uint64_t l3_region_size;
 	uint64_t l3_write_rate; /* bytes/s, 0 = unlimited */
 	uint64_t max_pinned;	/* bytes of L1 pinned at most, 0 = half */
+	uint64_t max_key_size;	 /* bytes */
+	uint64_t max_value_size; /* bytes */
+	uint64_t max_inflight;	 /* bytes of request bodies held at once */
+	unsigned idle_timeout_s; /* close connections idle this long; 0 never */
+	unsigned send_timeout_s; /* close clients not reading replies */
 	unsigned l2_level;	/* zstd level */
 	int log_level;
 	unsigned max_connections;

@@ -76,6 +76,12 @@ struct kvt_conn {
 	bool send_armed;
 	bool closing;	  /* no more reading; free once drained */
 	bool parked;	  /* holding a PUT until the tiers catch up */
+	bool mem_wait;	  /* waiting for room under max_inflight */
+	bool mem_counted; /* this body's wait is counted in mem_waits */
+	size_t body_reserved; /* bytes of c->body counted in inflight */
+	uint64_t last_active_ns; /* last byte received or sent */
+	uint64_t send_stall_ns;	 /* replies waiting since, with no progress */
+	struct kvt_conn *mem_next;
 	struct kvt_frame_header held; /* the held PUT */
 	uint8_t *held_body;
 	struct kvt_conn *park_next;
@@ -103,6 +109,10 @@ struct kvt_server_stats {
 	uint64_t puts_held; /* PUTs held back while the tiers caught up */
 	uint64_t connections_denied; /* peer not in the allow-lists */
 	uint64_t requests_denied;    /* namespace owned by another uid */
+	uint64_t idle_closed;	     /* idle longer than idle_timeout */
+	uint64_t slow_closed;	     /* did not read replies for send_timeout */
+	uint64_t idle_evicted;	     /* closed to admit a new client */
+	uint64_t mem_waits;	     /* bodies that waited for max_inflight */
 };
 
 /* Latency is kept per opcode; opcodes past this share the last slot. */
@@ -125,6 +135,8 @@ struct kvt_server {
 	uint64_t next_conn_id;
 	struct kvt_conn *conns;
 	struct kvt_conn *parked; /* waiting for kvt_tm_busy() to clear */
+	struct kvt_conn *mem_waiters; /* waiting for room under max_inflight */
+	uint64_t inflight_bytes; /* request bodies being received */
 	bool stopping;
 	uint64_t start_ns;
 	struct kvt_server_stats st;

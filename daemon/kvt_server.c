@@ -31,6 +31,7 @@ enum op_kind {
 	OP_SEND = 4,
 	OP_CANCEL = 5,
 	OP_TM = 6, /* the tier manager's eventfd: worker results waiting */
+	OP_TIMER = 7, /* housekeeping, once a second */
 };
 #define OP_MASK 7u
 
@@ -41,6 +42,7 @@ enum op_kind {
 
 struct stop_state {
 	uint64_t tm_counter;
+	struct __kernel_timespec tick;
 	bool accept_armed;
 	bool signal_armed;
 	struct signalfd_siginfo si;
@@ -202,6 +204,8 @@ static void reply_free(struct kvt_reply *r)
 	free(r);
 }
 
+static void wake_mem_waiters(struct kvt_server *s);
+
 static void conn_free_if_done(struct kvt_conn *c)
 {
 	struct kvt_server *s = c->srv;
@@ -210,6 +214,15 @@ static void conn_free_if_done(struct kvt_conn *c)
 		return;
 	/* Pins belong to the connection: the kernel told us it is gone. */
 	kvt_conn_unpin_all(c);
+	size_t freed = c->body_reserved;
+	s->inflight_bytes -= freed;
+	c->body_reserved = 0;
+	if (c->mem_wait)
+		for (struct kvt_conn **p = &s->mem_waiters; *p; p = &(*p)->mem_next)
+			if (*p == c) {
+				*p = c->mem_next;
+				break;
+			}
 	if (c->parked) {
 		for (struct kvt_conn **p = &s->parked; *p; p = &(*p)->park_next)
 			if (*p == c) {
@@ -231,6 +244,9 @@ static void conn_free_if_done(struct kvt_conn *c)
 		c->next->prev = c->prev;
 	close(c->fd);
 	s->nconns--;
+	/* A client that died mid-body leaves its memory to the waiters. */
+	if (freed && s->mem_waiters)
+		wake_mem_waiters(s);
 	kvt_log(KVT_LOG_DEBUG, "event=disconnect conn=%llu conns=%u",
 		(unsigned long long)c->id, s->nconns);
 	free(c->body);
@@ -258,8 +274,8 @@ static void arm_recv(struct kvt_conn *c)
 	uint8_t *p;
 	size_t room;
 
-	if (c->recv_armed || c->parked || c->closing || c->close_after ||
-	    s->stopping)
+	if (c->recv_armed || c->parked || c->mem_wait || c->closing ||
+	    c->close_after || s->stopping)
 		return;
 	if (c->out_bytes > KVT_OUT_HIGH_WATER)
 		return; /* resumed by on_send once the client reads */
@@ -428,6 +444,67 @@ static void protocol_error(struct kvt_conn *c, int err)
 				kvt_strerror(err));
 }
 
+static void process_input(struct kvt_conn *c);
+
+/*
+ * Room for the body of the frame c's decoder just announced, under
+ * max_inflight (a body bigger than the whole budget is let through alone
+ * rather than never).  Bodies up to KVT_RBUF_SIZE (requests other than
+ * values: HELLO, GET, MATCH...) are not held back, so that control
+ * traffic, stats included, goes on while values wait.  Returns false if
+ * c must wait.
+ */
+static bool alloc_body(struct kvt_conn *c)
+{
+	struct kvt_server *s = c->srv;
+	size_t len = kvt_decoder_header(&c->dec)->body_len;
+
+	if (len > KVT_RBUF_SIZE && s->inflight_bytes &&
+	    s->inflight_bytes + len > s->cfg->max_inflight) {
+		if (!c->mem_wait) {
+			c->mem_wait = true;
+			c->mem_next = s->mem_waiters;
+			s->mem_waiters = c;
+		}
+		if (!c->mem_counted) {
+			c->mem_counted = true;
+			s->st.mem_waits++;
+		}
+		return false;
+	}
+	c->mem_counted = false;
+	c->body = malloc(len);
+	if (!c->body) {
+		kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu bytes=%zu",
+			(unsigned long long)c->id, len);
+		return false;
+	}
+	c->body_reserved = len;
+	s->inflight_bytes += len;
+	kvt_decoder_set_body(&c->dec, c->body, len);
+	return true;
+}
+
+/* Memory was freed: let waiting connections try again. */
+static void wake_mem_waiters(struct kvt_server *s)
+{
+	struct kvt_conn *c = s->mem_waiters;
+
+	s->mem_waiters = NULL;
+	while (c) {
+		struct kvt_conn *next = c->mem_next;
+
+		c->mem_wait = false;
+		c->mem_next = NULL;
+		if (!c->closing && alloc_body(c)) {
+			process_input(c);
+			if (!c->closing)
+				arm_recv(c);
+		}
+		c = next;
+	}
+}
+
 /*
  * Backpressure.  When blocks leave L1 faster than the worker can compress
  * or write them, a PUT is held (the connection stops reading) until the
@@ -441,6 +518,12 @@ static void complete_frame(struct kvt_conn *c)
 	struct kvt_server *s = c->srv;
 
 	c->body = NULL;
+	/* The body is whole: it no longer counts as being received. */
+	size_t freed = c->body_reserved;
+	s->inflight_bytes -= freed;
+	c->body_reserved = 0;
+	if (freed && s->mem_waiters)
+		wake_mem_waiters(s);
 	if (h.opcode == KVT_OP_PUT && kvt_tm_busy(s->tm)) {
 		c->parked = true;
 		c->held = h;
@@ -481,7 +564,7 @@ static void unpark_all(struct kvt_server *s)
 /* Decodes every complete frame in the read buffer. */
 static void process_input(struct kvt_conn *c)
 {
-	while (!c->closing && !c->close_after && !c->parked &&
+	while (!c->closing && !c->close_after && !c->parked && !c->mem_wait &&
 	       c->roff < c->rlen && c->out_bytes <= KVT_OUT_HIGH_WATER) {
 		size_t used = 0;
 		int ev = kvt_decoder_feed(&c->dec, c->rbuf + c->roff,
@@ -492,16 +575,12 @@ static void process_input(struct kvt_conn *c)
 			return;
 		}
 		if (ev == KVT_DEC_HEADER) {
-			size_t len = kvt_decoder_header(&c->dec)->body_len;
-			c->body = malloc(len);
-			if (!c->body) {
-				kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu "
-					"bytes=%zu", (unsigned long long)c->id,
-					len);
+			if (!alloc_body(c)) {
+				if (c->mem_wait)
+					return; /* resumed by wake_mem_waiters */
 				protocol_error(c, -ENOMEM);
 				return;
 			}
-			kvt_decoder_set_body(&c->dec, c->body, len);
 		} else if (ev == KVT_DEC_FRAME) {
 			complete_frame(c);
 		}
@@ -526,6 +605,7 @@ static void on_recv(struct kvt_conn *c, int res)
 		return;
 	}
 	c->srv->st.bytes_in += (uint64_t)res;
+	c->last_active_ns = kvt_now_ns();
 	if (direct) {
 		if (kvt_decoder_body_advance(&c->dec, (size_t)res) ==
 		    KVT_DEC_FRAME)
@@ -553,6 +633,8 @@ static void on_send(struct kvt_conn *c, int res)
 		return;
 	}
 	c->srv->st.bytes_out += (uint64_t)res;
+	c->last_active_ns = kvt_now_ns();
+	c->send_stall_ns = 0;
 	n = (size_t)res;
 	c->out_bytes -= n;
 	while (n > 0 && c->out_head) {
@@ -653,6 +735,87 @@ bool kvt_conn_ns_allowed(struct kvt_conn *c, struct kvt_reply *r,
 	return false;
 }
 
+/* Idle: nothing received, sent or pending for a while. */
+static bool conn_idle(const struct kvt_conn *c)
+{
+	return !c->closing && !c->out_head && !c->body && !c->parked &&
+	       !c->mem_wait && !c->npins && c->inflight <= 1;
+}
+
+/*
+ * At the connection limit, idle connections must not lock new clients
+ * out: close the one idle the longest, if idle for 5 s at least (a worker
+ * between requests is not idle).  Returns true if one was closed.
+ */
+static bool evict_idle(struct kvt_server *s)
+{
+	uint64_t now = kvt_now_ns(), oldest = UINT64_MAX;
+	struct kvt_conn *victim = NULL;
+
+	for (struct kvt_conn *c = s->conns; c; c = c->next)
+		if (conn_idle(c) && c->last_active_ns < oldest) {
+			oldest = c->last_active_ns;
+			victim = c;
+		}
+	if (!victim || now - oldest < 5000000000ull)
+		return false;
+	s->st.idle_evicted++;
+	kvt_log(KVT_LOG_WARN, "event=idle_evicted conn=%llu idle_s=%llu "
+		"reason=max_connections", (unsigned long long)victim->id,
+		(unsigned long long)((now - oldest) / 1000000000ull));
+	/*
+	 * Its slot is the new client's: the count may exceed the limit by
+	 * one for the moment its closing takes to complete.
+	 */
+	conn_close(victim);
+	return true;
+}
+
+/*
+ * Once a second: close connections idle past idle_timeout, and clients
+ * that have left replies unread past send_timeout (a stuck reader must
+ * not pin reply memory forever).
+ */
+static void housekeeping(struct kvt_server *s)
+{
+	uint64_t now = kvt_now_ns();
+	uint64_t idle = (uint64_t)s->cfg->idle_timeout_s * 1000000000ull;
+	uint64_t slow = (uint64_t)s->cfg->send_timeout_s * 1000000000ull;
+
+	for (struct kvt_conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->closing)
+			continue;
+		if (idle && conn_idle(c) && now - c->last_active_ns > idle) {
+			s->st.idle_closed++;
+			kvt_log(KVT_LOG_INFO, "event=idle_closed conn=%llu",
+				(unsigned long long)c->id);
+			conn_close(c);
+			continue;
+		}
+		if (c->send_armed && !c->send_stall_ns)
+			c->send_stall_ns = now;
+		if (slow && c->send_armed && c->send_stall_ns &&
+		    now - c->send_stall_ns > slow) {
+			s->st.slow_closed++;
+			kvt_log(KVT_LOG_WARN, "event=slow_client_closed conn=%llu "
+				"unread_bytes=%zu", (unsigned long long)c->id,
+				c->out_bytes);
+			conn_close(c);
+		}
+	}
+}
+
+static void arm_timer(struct kvt_server *s)
+{
+	struct io_uring_sqe *sqe = get_sqe(s);
+
+	g_stop.tick.tv_sec = 1;
+	g_stop.tick.tv_nsec = 0;
+	io_uring_prep_timeout(sqe, &g_stop.tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, tag(NULL, OP_TIMER));
+}
+
 static void on_accept(struct kvt_server *s, int res, unsigned flags)
 {
 	struct kvt_conn *c;
@@ -669,7 +832,9 @@ static void on_accept(struct kvt_server *s, int res, unsigned flags)
 		close(res);
 		return;
 	}
-	if (s->nconns >= s->cfg->max_connections) {
+	if (s->nconns >= s->cfg->max_connections && evict_idle(s))
+		; /* an idle connection made room */
+	else if (s->nconns >= s->cfg->max_connections) {
 		refuse(res, KVT_EBUSY, "too many connections");
 		s->st.connections_refused++;
 		kvt_log(KVT_LOG_WARN, "event=connection_refused "
@@ -692,6 +857,7 @@ static void on_accept(struct kvt_server *s, int res, unsigned flags)
 	}
 	c->srv = s;
 	c->fd = res;
+	c->last_active_ns = kvt_now_ns();
 	c->uid = cr.uid;
 	c->gid = cr.gid;
 	c->id = ++s->next_conn_id;
@@ -882,6 +1048,11 @@ static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
 		unpark_all(s);
 		arm_tm(s);
 		break;
+	case OP_TIMER:
+		housekeeping(s);
+		if (!s->stopping)
+			arm_timer(s);
+		break;
 	case OP_CANCEL:
 		break;
 	}
@@ -906,6 +1077,9 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 	s->signal_fd = -1;
 	s->start_ns = kvt_now_ns();
 	kvt_limits_default(&s->lim);
+	s->lim.max_key = (uint32_t)cfg->max_key_size;
+	s->lim.max_value = cfg->max_value_size;
+	s->lim.max_body = kvt_limits_put_body_max(&s->lim);
 	{
 		char err[256];
 		if (kvt_access_parse(&s->acc, cfg->allow_uid, cfg->allow_gid,
@@ -975,6 +1149,7 @@ int kvt_server_run(struct kvt_server *s)
 	arm_accept(s);
 	arm_signal(s);
 	arm_tm(s);
+	arm_timer(s);
 	kvt_log(KVT_LOG_INFO, "event=listening socket=%s pid=%d",
 		s->activated ? "(systemd)" : s->cfg->socket_path,
 		(int)getpid());

@@ -187,12 +187,20 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	jput(&b, "},");
 	jput(&b, "\"connections\":%u,\"connections_total\":%llu,"
 		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
+		 "\"idle_closed\":%llu,\"slow_closed\":%llu,"
+		 "\"idle_evicted\":%llu,\"mem_waits\":%llu,"
+		 "\"inflight_bytes\":%llu,"
 		 "\"connections_denied\":%llu,\"requests_denied\":%llu,"
 		 "\"requests\":%llu,\"puts_held\":%llu,\"bytes_in\":%llu,"
 		 "\"bytes_out\":%llu}",
 	     s->nconns, (unsigned long long)s->st.connections_total,
 	     (unsigned long long)s->st.connections_refused,
 	     (unsigned long long)s->st.protocol_errors,
+	     (unsigned long long)s->st.idle_closed,
+	     (unsigned long long)s->st.slow_closed,
+	     (unsigned long long)s->st.idle_evicted,
+	     (unsigned long long)s->st.mem_waits,
+	     (unsigned long long)s->inflight_bytes,
 	     (unsigned long long)s->st.connections_denied,
 	     (unsigned long long)s->st.requests_denied,
 	     (unsigned long long)s->st.requests,
