@@ -1,0 +1,627 @@
+"""kvtier - Python client of the kvtier tiered KV-cache daemon.
+
+A thin ctypes wrapper of libkvtier (client/kvtier.h is the manual); standard
+library only, numpy/torch optional.
+
+    import kvtier
+    with kvtier.Client() as c:              # $KVTIER_SOCKET or the default
+        c.put(b"key", data, ns="llama3-8b/bf16")
+        v = c.get(b"key", ns="llama3-8b/bf16")          # bytes, or None
+        n = c.get_into(b"key", array, ns="llama3-8b/bf16")  # no copy
+
+Keys are bytes (or str, encoded as UTF-8); namespaces are str.  Values are
+any C-contiguous buffer-protocol object (bytes, bytearray, memoryview,
+array.array, numpy arrays, torch CPU tensors through .numpy()); they are
+sent from, and received into, the object's own memory without a copy.
+A miss is None (or False), never an exception; failures raise subclasses
+of kvtier.Error carrying the library's code and message.
+
+One Client per thread (as one kvt_client per thread in C); ctypes releases
+the GIL during every call, so threads with their own clients run in
+parallel.  Do not use a Client in a child process after fork().
+"""
+
+import array as _array
+import ctypes as _ct
+import json as _json
+import os as _os
+
+from . import _lib
+
+__all__ = ["Client", "prefix_keys", "version", "Error", "DaemonUnreachable",
+           "ConnectionClosed", "ProtocolError", "VersionMismatch", "TooBig",
+           "NoSpace", "Denied", "Busy", "ServerError", "BufferTooSmall",
+           "InvalidArgument", "Corrupt", "DTYPES", "MATCH_KEYS_MAX"]
+
+# kvtier_errors.h
+EPROTO, ENOTFOUND, ETOOBIG, EBADREQ, EUNKNOWNOP = -1001, -1002, -1003, -1004, -1005
+ENOSPACE, EVERSION, ESERVER, EDENIED, EBUSY = -1006, -1007, -1008, -1009, -1010
+ECLOSED, EAGAIN, ERANGE, EINVAL, ECORRUPT = -1011, -1012, -1013, -1014, -1015
+
+MATCH_KEYS_MAX = 4096
+DTYPES = {None: 0, "none": 0, "u8": 1, "bf16": 2, "fp16": 3, "fp32": 4}
+
+
+# --- Errors ------------------------------------------------------------------
+
+class Error(Exception):
+    """A libkvtier failure: .code (KVT_E* or -errno), .message (the
+    library's message, kvt_client_errmsg()), .strerror (kvt_strerror())."""
+
+    def __init__(self, code, message=None):
+        self.code = code
+        self.strerror = _strerror(code)
+        self.message = message or self.strerror
+        Exception.__init__(self, code, self.message)
+        if isinstance(self, OSError):  # DaemonUnreachable, Denied...
+            self.errno = -code if -1000 < code < 0 else None
+            self.strerror = _strerror(code)
+
+    def __str__(self):
+        return "%s (%d)" % (self.message, self.code)
+
+
+class DaemonUnreachable(Error, ConnectionError):
+    """kvt_connect() failed: no daemon at the socket, refused, no access."""
+
+
+class ConnectionClosed(Error, ConnectionError):
+    """The connection is closed or broken (KVT_ECLOSED, I/O errors): close
+    the client and connect again."""
+
+
+class ProtocolError(Error):
+    """The daemon's answer or our request broke the protocol (KVT_EPROTO,
+    KVT_EBADREQ, KVT_EUNKNOWNOP)."""
+
+
+class VersionMismatch(ProtocolError):
+    """Client and daemon speak different protocol versions."""
+
+
+class TooBig(Error):
+    """A key, namespace, value or batch exceeds the daemon's limits."""
+
+
+class NoSpace(Error):
+    """The value is larger than the cache can hold at all."""
+
+
+class Denied(Error, PermissionError):
+    """The daemon refused access (namespace bound to another user)."""
+
+
+class Busy(Error):
+    """The daemon is busy (too many clients, try again)."""
+
+
+class ServerError(Error):
+    """The daemon failed internally; its message tells why."""
+
+
+class BufferTooSmall(Error):
+    """The value does not fit the buffer; .needed is its size in bytes."""
+
+    def __init__(self, code, message=None, needed=0):
+        self.needed = needed
+        Error.__init__(self, code, message)
+
+
+class InvalidArgument(Error, ValueError):
+    """An argument the library refused before sending anything."""
+
+
+class Corrupt(Error):
+    """The stored block failed its checksum and was dropped."""
+
+
+_CLASSES = {
+    EPROTO: ProtocolError, EBADREQ: ProtocolError, EUNKNOWNOP: ProtocolError,
+    EVERSION: VersionMismatch, ETOOBIG: TooBig, ENOSPACE: NoSpace,
+    ESERVER: ServerError, EDENIED: Denied, EBUSY: Busy, EAGAIN: Busy,
+    ECLOSED: ConnectionClosed, ERANGE: BufferTooSmall, EINVAL: InvalidArgument,
+    ECORRUPT: Corrupt,
+}
+
+
+def _strerror(code):
+    s = _lib.kvt_strerror(code)
+    return s.decode("utf-8", "replace") if s else "error %d" % code
+
+
+def _error(code, message=None, connecting=False, **kw):
+    cls = _CLASSES.get(code)
+    if cls is None:
+        if code > -1000 and connecting:
+            cls = DaemonUnreachable
+        elif code == -12:  # -ENOMEM: request error, connection usable
+            cls = Error
+        else:  # other -errno: an I/O error that broke the connection
+            cls = ConnectionClosed
+    if cls is BufferTooSmall:
+        return BufferTooSmall(code, message, kw.get("needed", 0))
+    return cls(code, message)
+
+
+# --- Argument conversion -----------------------------------------------------
+
+def _key(k):
+    if isinstance(k, str):
+        k = k.encode("utf-8")
+    elif not isinstance(k, bytes):
+        k = bytes(k)  # bytearray, memoryview...: keys are small
+    if not k:
+        raise InvalidArgument(EINVAL, "empty key")
+    return k
+
+
+def _ns(ns):
+    if ns is None:
+        return b""
+    if isinstance(ns, bytes):
+        b = ns
+    else:
+        b = str(ns).encode("utf-8")
+    if b"\0" in b:
+        raise InvalidArgument(EINVAL, "namespace contains a NUL byte")
+    return b
+
+
+def _keys(keys):
+    """(n, char*[] pointing into the bytes objects, size_t[], the list)."""
+    ks = [_key(k) for k in keys]
+    n = len(ks)
+    arr = (_lib.c_char_p * n)(*ks)  # pointers into each bytes, no copy
+    lens = (_lib.c_size_t * n)(*[len(k) for k in ks])
+    return n, arr, lens, ks
+
+
+def _dtype_code(view, obj, dtype):
+    """kvt_put_opts.dtype: the explicit dtype= or a guess from the buffer."""
+    if dtype is not None:
+        if isinstance(dtype, int):
+            code = dtype
+        else:
+            code = DTYPES.get(str(dtype).lower())
+        if code is None or not 0 <= code <= 4:
+            raise InvalidArgument(EINVAL, "dtype must be one of "
+                                  "bf16, fp16, fp32, u8, none: %r" % (dtype,))
+        return code
+    fmt = view.format.lstrip("@=<>!")
+    size = view.itemsize
+    if size == 1:
+        return 1
+    if size == 2:
+        if fmt == "e":
+            return 3
+        dt = getattr(obj, "dtype", None)
+        if dt is not None and "float16" in str(dt) and "bfloat16" not in str(dt):
+            return 3
+        return 2  # bfloat16 (torch, ml_dtypes) or unknown 16-bit: bf16
+    if size == 4 and fmt == "f":
+        return 4
+    return 0
+
+
+def _opts(ttl, code):
+    if not ttl and not code:
+        return None
+    o = _lib.PutOpts()
+    if ttl:
+        ttl = int(ttl)
+        if not 0 < ttl < 2 ** 32:
+            raise InvalidArgument(EINVAL, "ttl out of range: %r" % ttl)
+        o.ttl_s = ttl
+    o.dtype = code
+    return _ct.byref(o)
+
+
+# --- The client --------------------------------------------------------------
+
+class Client:
+    """A connection to kvtierd.  socket: a path (str or os.PathLike), or None
+    for $KVTIER_SOCKET, else the library's default."""
+
+    def __init__(self, socket=None):
+        self._c = None
+        self._size_hint = 64 * 1024
+        path = None
+        if socket is not None:
+            path = _os.fsencode(socket)
+        h = _ct.c_void_p()
+        rc = _lib.kvt_connect(_ct.byref(h), path)
+        if rc < 0:
+            msg = _lib.kvt_client_errmsg(None)
+            raise _error(rc, msg.decode("utf-8", "replace") if msg else None,
+                         connecting=True)
+        self._c = h
+
+    # Connection management.
+
+    def close(self):
+        """Closes the connection (idempotent)."""
+        c, self._c = self._c, None
+        if c is not None:
+            _lib.kvt_close(c)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def closed(self):
+        return self._c is None
+
+    def _h(self):
+        if self._c is None:
+            raise ConnectionClosed(ECLOSED, "kvtier client is closed")
+        return self._c
+
+    def _fail(self, rc, **kw):
+        msg = _lib.kvt_client_errmsg(self._c) if self._c is not None else None
+        return _error(rc, msg.decode("utf-8", "replace") if msg else None, **kw)
+
+    # Single values.
+
+    def put(self, key, data, ns="", ttl=None, dtype=None):
+        """Stores data (any C-contiguous buffer, sent without a copy) under
+        key.  ttl: seconds to live (None = no expiry).  dtype: "bf16",
+        "fp16", "fp32", "u8" or "none"; None = guessed from the buffer's
+        element type."""
+        c = self._h()
+        k = _key(key)
+        n = _ns(ns)
+        with _lib.View(data) as v:
+            opts = _opts(ttl, _dtype_code(v, data, dtype))
+            rc = _lib.kvt_put(c, n, k, len(k), v.addr, v.nbytes, opts)
+        if rc < 0:
+            raise self._fail(rc)
+
+    def get(self, key, ns=""):
+        """The value of key as bytes, or None on a miss."""
+        c = self._h()
+        k = _key(key)
+        p = _ct.c_void_p()
+        ln = _ct.c_size_t()
+        rc = _lib.kvt_get_alloc(c, _ns(ns), k, len(k), _ct.byref(p),
+                                _ct.byref(ln))
+        if rc == ENOTFOUND:
+            return None
+        if rc < 0:
+            raise self._fail(rc)
+        try:
+            return _ct.string_at(p.value, ln.value) if ln.value else b""
+        finally:
+            _lib.free(p)
+
+    def get_into(self, key, buffer, ns=""):
+        """Receives the value of key straight into buffer (any writable
+        C-contiguous buffer: bytearray, memoryview, numpy array...), without
+        a copy.  Returns the value's length in bytes, or None on a miss.
+        Raises BufferTooSmall (.needed = the value's size) if it does not
+        fit; the buffer's content is then unspecified."""
+        c = self._h()
+        k = _key(key)
+        n = _ns(ns)
+        ln = _ct.c_size_t()
+        with _lib.View(buffer, writable=True) as v:
+            rc = _lib.kvt_get(c, n, k, len(k), v.addr, v.nbytes,
+                              _ct.byref(ln))
+        if rc == ENOTFOUND:
+            return None
+        if rc < 0:
+            raise self._fail(rc, needed=ln.value)
+        return ln.value
+
+    def exists(self, key, ns=""):
+        """True if key is cached (no transfer, no promotion)."""
+        c = self._h()
+        k = _key(key)
+        rc = _lib.kvt_exists(c, _ns(ns), k, len(k))
+        if rc < 0:
+            raise self._fail(rc)
+        return rc == 1
+
+    def delete(self, key, ns=""):
+        """Removes key; True if it was present, False if not."""
+        c = self._h()
+        k = _key(key)
+        rc = _lib.kvt_del(c, _ns(ns), k, len(k))
+        if rc == ENOTFOUND:
+            return False
+        if rc < 0:
+            raise self._fail(rc)
+        return True
+
+    # Batches.
+
+    def mput(self, items, ns="", ttl=None, dtype=None):
+        """Stores many values in one pipelined batch.  items: a dict or an
+        iterable of (key, data) pairs; each data is sent without a copy.
+        If any item failed, raises the first item's error with .statuses
+        (the per-item codes, 0 = stored); the other items were stored."""
+        c = self._h()
+        if isinstance(items, dict):
+            items = items.items()
+        pairs = list(items)
+        nsb = _ns(ns)
+        n, karr, klens, ks = _keys(k for k, _ in pairs)
+        views = []
+        try:
+            code = None
+            for _, d in pairs:
+                v = _lib.View(d)
+                views.append(v)
+                dc = _dtype_code(v, d, dtype)
+                code = dc if code is None or code == dc else 0
+            vals = (_ct.c_void_p * n)(*[v.addr for v in views])
+            vlens = (_ct.c_size_t * n)(*[v.nbytes for v in views])
+            st = (_ct.c_int * n)()
+            rc = _lib.kvt_mput(c, nsb, karr, klens, vals, vlens, n,
+                               _opts(ttl, code or 0), st)
+        finally:
+            for v in views:
+                v.release()
+        if rc < 0:
+            e = self._fail(rc)
+            e.statuses = list(st)
+            raise e
+        bad = [s for s in st if s < 0]
+        if bad:
+            e = self._fail(bad[0])
+            e.statuses = list(st)
+            raise e
+
+    def mget_into(self, keys, buffers, ns=""):
+        """One pipelined batch: the value of keys[i] straight into
+        buffers[i] (writable C-contiguous buffers; an iovec per key into
+        each buffer's own memory, no copy).  Returns a list: the value's
+        length, or None on a miss.  A value larger than its buffer raises
+        BufferTooSmall (.needed, .statuses, .lengths) after the batch."""
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, ks = _keys(keys)
+        buffers = list(buffers)
+        if len(buffers) != n:
+            raise InvalidArgument(EINVAL, "%d keys but %d buffers"
+                                  % (n, len(buffers)))
+        views = []
+        try:
+            iov = (_lib.IOVec * n)()
+            for i, b in enumerate(buffers):
+                v = _lib.View(b, writable=True)
+                views.append(v)
+                iov[i].iov_base = v.addr
+                iov[i].iov_len = v.nbytes
+            lens = (_ct.c_size_t * n)()
+            st = (_ct.c_int * n)()
+            rc = _lib.kvt_mget(c, nsb, karr, klens, n, iov, lens, st)
+        finally:
+            for v in views:
+                v.release()
+        return self._mget_result(rc, n, lens, st)
+
+    def _mget_result(self, rc, n, lens, st):
+        if rc < 0:
+            e = self._fail(rc)
+            e.statuses = list(st)
+            raise e
+        out = []
+        for i in range(n):
+            s = st[i]
+            if s == 0:
+                out.append(lens[i])
+            elif s == ENOTFOUND:
+                out.append(None)
+            else:
+                e = self._fail(s, needed=lens[i])
+                e.statuses = list(st)
+                e.lengths = list(lens)
+                raise e
+        return out
+
+    def mget(self, keys, ns=""):
+        """The values of keys as a list of bytes (None for a miss), fetched
+        in one pipelined batch (a second one for values larger than the
+        client's running size estimate)."""
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, ks = _keys(keys)
+        result = [None] * n
+        todo = list(range(n))
+        caps = [self._size_hint] * n
+        for _ in range(3):  # a value may grow between attempts
+            if not todo:
+                break
+            m = len(todo)
+            iov = (_lib.IOVec * m)()
+            bufs = []
+            try:
+                for j, i in enumerate(todo):
+                    p = _lib.malloc(max(caps[i], 1))
+                    if not p:
+                        raise MemoryError("kvtier: cannot allocate %d bytes"
+                                          % caps[i])
+                    bufs.append(p)
+                    iov[j].iov_base = p
+                    iov[j].iov_len = caps[i]
+                sk = (_lib.c_char_p * m)(*[ks[i] for i in todo])
+                sl = (_ct.c_size_t * m)(*[len(ks[i]) for i in todo])
+                lens = (_ct.c_size_t * m)()
+                st = (_ct.c_int * m)()
+                rc = _lib.kvt_mget(c, nsb, sk, sl, m, iov, lens, st)
+                if rc < 0:
+                    e = self._fail(rc)
+                    e.statuses = list(st)
+                    raise e
+                again = []
+                for j, i in enumerate(todo):
+                    s = st[j]
+                    if s == 0:
+                        result[i] = _ct.string_at(bufs[j], lens[j])
+                        if lens[j] > self._size_hint:
+                            self._size_hint = lens[j]
+                    elif s == ERANGE:
+                        caps[i] = lens[j]
+                        if lens[j] > self._size_hint:
+                            self._size_hint = lens[j]
+                        again.append(i)
+                    elif s != ENOTFOUND:
+                        e = self._fail(s)
+                        e.statuses = list(st)
+                        raise e
+                todo = again
+            finally:
+                for p in bufs:
+                    _lib.free(p)
+        if todo:
+            raise BufferTooSmall(ERANGE, "values kept growing during mget")
+        return result
+
+    # Keys only.
+
+    def _keys_call(self, fn, keys, ns):
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, ks = _keys(keys)
+        out = _ct.c_size_t()
+        rc = fn(c, nsb, karr, klens, n, _ct.byref(out))
+        if rc < 0:
+            raise self._fail(rc)
+        return out.value
+
+    def match(self, keys, ns=""):
+        """How many leading keys are cached (stops at the first absent)."""
+        return self._keys_call(_lib.kvt_match, keys, ns)
+
+    def prefetch(self, keys, ns=""):
+        """Asks the daemon to move keys up to RAM in the background; returns
+        how many moves began."""
+        return self._keys_call(_lib.kvt_prefetch, keys, ns)
+
+    def pin(self, keys, ns=""):
+        """Pins keys in RAM while this connection lives; returns how many
+        keys are now pinned by it."""
+        return self._keys_call(_lib.kvt_pin, keys, ns)
+
+    def unpin(self, keys, ns=""):
+        """Releases this connection's pins of keys; returns how many."""
+        return self._keys_call(_lib.kvt_unpin, keys, ns)
+
+    def drop(self, ns):
+        """Removes every block of namespace ns; returns how many."""
+        c = self._h()
+        out = _ct.c_uint64()
+        rc = _lib.kvt_drop(c, _ns(ns), _ct.byref(out))
+        if rc < 0:
+            raise self._fail(rc)
+        return out.value
+
+    # Introspection.
+
+    def stats(self):
+        """The daemon's counters (kvtier stats --json) as a dict."""
+        c = self._h()
+        p = _ct.c_void_p()
+        ln = _ct.c_size_t()
+        rc = _lib.kvt_stats_json(c, _ct.byref(p), _ct.byref(ln))
+        if rc < 0:
+            raise self._fail(rc)
+        try:
+            s = _ct.string_at(p.value, ln.value)
+        finally:
+            _lib.free(p)
+        return _json.loads(s.decode("utf-8"))
+
+    def hot(self, top=10):
+        """The most-hit blocks: dicts with ns, key (bytes), tier, size,
+        hits, age_s and idle_s (None when unknown / never read)."""
+        c = self._h()
+        top = int(top)
+        if not 1 <= top <= 1000:
+            raise InvalidArgument(EINVAL, "top must be 1 to 1000")
+        p = _ct.POINTER(_lib.HotEntry)()
+        n = _ct.c_size_t()
+        rc = _lib.kvt_hot(c, top, _ct.byref(p), _ct.byref(n))
+        if rc < 0:
+            raise self._fail(rc)
+        out = []
+        try:
+            for i in range(n.value):
+                e = p[i]
+                out.append({
+                    "ns": (e.ns or b"").decode("utf-8", "replace"),
+                    "key": _ct.string_at(e.key, e.key_len),
+                    "tier": e.tier,
+                    "size": e.size,
+                    "hits": e.hits,
+                    "age_s": None if e.age_s < 0 else e.age_s,
+                    "idle_s": None if e.idle_s < 0 else e.idle_s,
+                })
+        finally:
+            _lib.kvt_hot_free(p)
+        return out
+
+
+# --- Prefix keys -------------------------------------------------------------
+
+def prefix_keys(tokens, namespace="", block_tokens=16):
+    """The 32-byte prefix key (bytes) of every complete block of
+    block_tokens tokens (kvt_prefix_keys(); proto/PROTOCOL.md).  tokens: a
+    sequence of ints 0..2**32-1, or a C-contiguous uint32 buffer (numpy
+    uint32 array, array.array('I')) used in place without a copy."""
+    # Hashed with its length, so any bytes (even NULs) are fine here.
+    if isinstance(namespace, (bytes, bytearray, memoryview)):
+        nsb = bytes(namespace)
+    else:
+        nsb = str(namespace or "").encode("utf-8")
+    if len(nsb) > 255:
+        raise InvalidArgument(EINVAL, "namespace longer than 255 bytes")
+    block_tokens = int(block_tokens)
+    if block_tokens < 1 or block_tokens >= 2 ** 32:
+        raise InvalidArgument(EINVAL, "block_tokens must be 1 to 2**32-1")
+    view = None
+    try:
+        try:
+            v = _lib.View(tokens)
+        except (TypeError, BufferError):
+            v = None
+        if v is not None and v.itemsize == 4 and \
+                v.format.lstrip("@=") in ("I", "L"):
+            view = v
+        else:
+            if v is not None:
+                v.release()
+            try:
+                arr = _array.array("I", tokens)
+            except OverflowError:
+                raise InvalidArgument(EINVAL, "token ids must be 0..2**32-1")
+            assert arr.itemsize == 4
+            view = _lib.View(arr)
+        ntok = view.nbytes // 4
+        nkeys = ntok // block_tokens
+        out = _ct.create_string_buffer(32 * nkeys or 1)
+        got = _ct.c_size_t()
+        rc = _lib.kvt_prefix_keys(nsb or None, len(nsb), view.addr if ntok else None,
+                                  ntok, block_tokens, out, nkeys,
+                                  _ct.byref(got))
+    finally:
+        if view is not None:
+            view.release()
+    if rc < 0:
+        raise _error(rc)
+    raw = out.raw
+    return [raw[32 * i:32 * i + 32] for i in range(got.value)]
+
+
+def version():
+    """The library's version string, e.g. "0.1.0"."""
+    return _lib.kvt_version().decode("ascii")
