@@ -797,7 +797,8 @@ int kvt_hot_item_encode(uint8_t *out, size_t cap,
 	size_t need;
 
 	if (!it || !written || it->ns_len > KVT_NS_MAX ||
-	    it->key_len > 0xffff || it->tier < 1 || it->tier > 3)
+	    it->key_len > 0xffff || it->tier < 1 || it->tier > 3 ||
+	    (it->ns_len && !it->ns) || (it->key_len && !it->key))
 		return KVT_EINVAL;
 	need = kvt_hot_item_size(it->ns_len, it->key_len);
 	*written = need;
