@@ -233,7 +233,58 @@ uninstall:
 clean:
 	rm -rf build
 
-.PHONY: all deps test check run asan tsan bench clean tests-build install uninstall
+.PHONY: all deps test check run asan tsan fuzz bench clean tests-build install uninstall
 
+# Fuzzing (tests/fuzz/README.md).  Each tests/fuzz/fuzz_<x>.c defines only
+# LLVMFuzzerTestOneInput.  `make test` builds it with replay_main.c and the
+# project's compiler and flags as $(BUILD)/tests/fuzz/replay_fuzz_<x>, which
+# tests/run.sh runs over tests/fuzz/corpus/fuzz_<x>/, so no libFuzzer is
+# needed to catch a regression.  `make fuzz` builds the libFuzzer binaries
+# with clang in $(FUZZ_BUILD) (proto/*.c compiled in, not the archive) and
+# runs each for FUZZ_SECONDS; new inputs go to $(FUZZ_BUILD)/new/ and are
+# merged into the corpus with FUZZ_MERGE=1: only those adding edges (hit
+# counts ignored, -use_counters=0), which keeps the corpus small.
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC))
+FUZZ_REPLAY_BIN := $(patsubst %,$(BUILD)/tests/fuzz/replay_%,$(FUZZ_NAMES))
+FUZZ_CC ?= clang
+FUZZ_BUILD ?= build/fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_MERGE ?= 0
+FUZZ_CFLAGS ?= -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_BIN := $(patsubst %,$(FUZZ_BUILD)/%,$(FUZZ_NAMES))
+
+# tests-build has its recipe-less rule above; this adds the replays to it
+# (here because the list is only defined here).
+tests-build: $(FUZZ_REPLAY_BIN)
+
+$(BUILD)/tests/fuzz/replay_%: tests/fuzz/%.c tests/fuzz/replay_main.c \
+		tests/fuzz/kvt_fuzz.h $(CORE_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ-CC $<")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(CORE_A) $(LDFLAGS)
+
+$(FUZZ_BUILD)/%: tests/fuzz/%.c tests/fuzz/kvt_fuzz.h $(PROTO_SRC) \
+		$(wildcard proto/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ-LD $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra \
+		-Iproto -o $@ $< $(PROTO_SRC) -lcrypto
+
+fuzz: $(FUZZ_BIN)
+	$(Q)for h in $(FUZZ_NAMES); do \
+		mkdir -p $(FUZZ_BUILD)/new/$$h && \
+		echo "  FUZZ    $$h for $(FUZZ_SECONDS) s" && \
+		$(FUZZ_BUILD)/$$h -max_len=4096 \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/$$h- \
+			$(FUZZ_BUILD)/new/$$h tests/fuzz/corpus/$$h || exit 1; \
+		if [ "$(FUZZ_MERGE)" = 1 ]; then \
+			$(FUZZ_BUILD)/$$h -merge=1 -use_counters=0 \
+				-max_len=4096 tests/fuzz/corpus/$$h \
+				$(FUZZ_BUILD)/new/$$h || exit 1; \
+		fi; \
+	done
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

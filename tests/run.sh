@@ -42,6 +42,13 @@ for t in "$ROOT"/tests/integ/test_*.sh; do
 	[ -e "$t" ] || continue
 	run_one "integ/$(basename "$t")" sh "$t"
 done
+# Fuzz corpus replays: each harness over its stored inputs, no libFuzzer.
+for t in "$ROOT"/tests/fuzz/fuzz_*.c; do
+	[ -e "$t" ] || continue
+	h=$(basename "$t" .c)
+	run_one "fuzz/replay_$h" "$ROOT/$BUILD/tests/fuzz/replay_$h" \
+		"$ROOT/tests/fuzz/corpus/$h"
+done
 
 echo
 [ -n "$failed" ] && echo "failed:$failed"
