@@ -1199,26 +1199,52 @@ static int cmd_stats(struct cli *cl, int argc, char **argv)
 	rc = cli_connect(cl);
 	if (rc)
 		return rc;
+	/* Like top: on a terminal the table is redrawn in place, and from
+	 * the second round on it ends with per-second rates. */
+	bool redraw = watch > 0 && fmt == KVT_CLI_STATS_TABLE &&
+		      isatty(STDOUT_FILENO);
+	char *prev = NULL;
+	size_t prev_len = 0;
+	struct timespec t_prev = { 0, 0 }, t_now;
+
 	for (;;) {
 		rc = kvt_stats_json(cl->c, &json, &len);
-		if (rc < 0)
-			return finish_stdout(cl, request_failed(cl, NULL, rc));
-		rc = kvt_cli_stats_print(stdout, json, len, fmt);
-		free(json);
 		if (rc < 0) {
+			free(prev);
+			return finish_stdout(cl, request_failed(cl, NULL, rc));
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t_now);
+		if (redraw)
+			fputs("\033[H\033[2J", stdout);
+		rc = kvt_cli_stats_print(stdout, json, len, fmt);
+		if (rc < 0) {
+			free(json);
+			free(prev);
 			say(cl, "daemon sent a stats document that is not a "
 			    "JSON object");
 			return finish_stdout(cl, KVT_CLI_FAIL);
 		}
+		if (prev && fmt == KVT_CLI_STATS_TABLE)
+			kvt_cli_stats_rates(stdout, prev, prev_len, json, len,
+					    (double)(t_now.tv_sec - t_prev.tv_sec) +
+						    (double)(t_now.tv_nsec -
+							     t_prev.tv_nsec) / 1e9);
+		free(prev);
+		prev = json;
+		prev_len = len;
+		t_prev = t_now;
 		if (watch <= 0)
 			break;
 		/* Separate tables; JSON stays one document per line. */
-		if (fmt != KVT_CLI_STATS_JSON)
+		if (fmt != KVT_CLI_STATS_JSON && !redraw)
 			putchar('\n');
-		if (fflush(stdout) != 0)
+		if (fflush(stdout) != 0) {
+			free(prev);
 			return finish_stdout(cl, KVT_CLI_FAIL);
+		}
 		sleep_s(watch);
 	}
+	free(prev);
 	return finish_stdout(cl, KVT_CLI_OK);
 }
 

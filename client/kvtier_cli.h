@@ -30,6 +30,13 @@ enum kvt_cli_stats_format {
  * that older and newer daemons both work.  Returns 0, or KVT_EPROTO if the
  * document is not a JSON object (nothing printed).
  */
+/*
+ * Prints per-second rates of the counters between two stats documents
+ * taken `seconds` apart (for stats --watch).
+ */
+void kvt_cli_stats_rates(FILE *out, const char *prev, size_t prev_len,
+			 const char *cur, size_t cur_len, double seconds);
+
 int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
 			enum kvt_cli_stats_format fmt);
 

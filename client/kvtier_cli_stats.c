@@ -394,6 +394,43 @@ static void print_prometheus(FILE *out, const struct doc *d)
 	print_prom_latency(out, d);
 }
 
+void kvt_cli_stats_rates(FILE *out, const char *prev, size_t prev_len,
+			 const char *cur, size_t cur_len, double seconds)
+{
+	static const char *const fields[][2] = {
+		{ "gets", "gets" },	    { "puts", "puts" },
+		{ "misses", "misses" },	    { "promotions", "promotions" },
+		{ "demotions", "demotions" }, { "evictions", "evictions" },
+	};
+	static const char *const bytes[][2] = {
+		{ "bytes_in", "in" },
+		{ "bytes_out", "out" },
+		{ "l3_bytes_read", "L3 read" },
+		{ "l3_bytes_written", "L3 written" },
+	};
+	uint64_t a, b;
+	char buf[32];
+
+	if (seconds <= 0)
+		return;
+	fprintf(out, "\nper second (last %.1f s):", seconds);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (!kvt_json_get_u64(prev, prev_len, fields[i][0], &a) &&
+		    !kvt_json_get_u64(cur, cur_len, fields[i][0], &b) && b >= a)
+			fprintf(out, " %s %.0f", fields[i][1],
+				(double)(b - a) / seconds);
+	fputc('\n', out);
+	fprintf(out, "bytes per second:");
+	for (size_t i = 0; i < sizeof(bytes) / sizeof(bytes[0]); i++)
+		if (!kvt_json_get_u64(prev, prev_len, bytes[i][0], &a) &&
+		    !kvt_json_get_u64(cur, cur_len, bytes[i][0], &b) && b >= a) {
+			fmt_size(buf, sizeof(buf), true,
+				 (uint64_t)((double)(b - a) / seconds));
+			fprintf(out, " %s %s/s", bytes[i][1], buf);
+		}
+	fputc('\n', out);
+}
+
 int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
 			enum kvt_cli_stats_format fmt)
 {

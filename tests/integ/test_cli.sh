@@ -93,6 +93,9 @@ expect_rc 0 "stats table" $K stats
 grep -qi "l1" "$dir/out" && ok "stats table shows l1" || fail "stats table"
 cat "$dir/out"
 expect_rc 0 "help" $K --help
+# --watch repeats with per-second rates from the second round on.
+timeout 2.5 $K stats --watch 1 >"$dir/watch" 2>&1
+[ "$(grep -c '^tier ' "$dir/watch")" -ge 2 ] && grep -q '^per second' "$dir/watch" && ok "stats --watch shows rates" || { fail "stats --watch"; cat "$dir/watch"; }
 $K stats --prometheus >"$dir/prom" && ok "stats --prometheus" || fail "stats --prometheus"
 grep -q '^kvtier_tier_entries{tier="l1"} ' "$dir/prom" && ok "prometheus tier label" || fail "prometheus tier label"
 grep -q 'kvtier_request_latency_microseconds{op="get",quantile="0.99"}' "$dir/prom" && ok "prometheus latency" || fail "prometheus latency"
