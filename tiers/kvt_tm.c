@@ -171,6 +171,23 @@ static uint64_t tm_realtime_s(void)
 	return (uint64_t)ts.tv_sec;
 }
 
+/*
+ * The time a TTL counts from.  Expiry is checked in whole seconds
+ * (now >= expires), so a put at T.999 with TTL 1 must expire at T+2, not
+ * T+1 a millisecond later: the real clock is rounded up here, giving every
+ * block at least its TTL (and at most a second more).  A test's fake clock
+ * has no fractions and is taken as it is.
+ */
+static uint64_t ttl_base(const struct kvt_tm *tm)
+{
+	struct timespec ts;
+
+	if (tm->now_s != tm_realtime_s)
+		return tm->now_s();
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec + (ts.tv_nsec > 0);
+}
+
 static bool key_eq(const struct kvt_key *a, const struct kvt_key *b)
 {
 	return a->ns_len == b->ns_len && a->key_len == b->key_len &&
@@ -1009,7 +1026,7 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	}
 	now = tm->now_s();
 	if (ttl_s)
-		expires_s = now + ttl_s;
+		expires_s = ttl_base(tm) + ttl_s;
 	/* The new value replaces every older copy, wherever it is. */
 	forget_below(tm, k);
 	struct kvt_l1_meta m = { .raw_len = blob->len, .ctime_s = now };
