@@ -1127,8 +1127,10 @@ static int run_batch(kvt_client *c, uint8_t op, size_t n, int *statuses,
 	uint64_t ids[KVT_BATCH_WINDOW];
 	struct kvt_frame_header rh;
 	size_t sent = 0, done = 0;
-	int rc;
+	int rc = check_usable(c);
 
+	if (rc < 0)
+		return rc;
 	while (done < n) {
 		while (sent < n && sent - done < KVT_BATCH_WINDOW) {
 			rc = send_fn(c, arg, sent, &ids[sent % KVT_BATCH_WINDOW]);
@@ -1213,15 +1215,11 @@ int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
 	     int *statuses)
 {
 	struct mput_arg a = { ns, keys, key_lens, vals, val_lens, opts };
-	int rc;
 
 	if (!c)
 		return KVT_EINVAL;
 	if (n && (!keys || !key_lens || !vals || !val_lens || !statuses))
 		return set_err(c, KVT_EINVAL, "mput: NULL array");
-	rc = check_usable(c);
-	if (rc < 0)
-		return rc;
 	return run_batch(c, KVT_OP_PUT, n, statuses, mput_send, mput_recv, &a);
 }
 
@@ -1271,15 +1269,11 @@ int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
 	     size_t *val_lens, int *statuses)
 {
 	struct mget_arg a = { ns, keys, key_lens, bufs, val_lens };
-	int rc;
 
 	if (!c)
 		return KVT_EINVAL;
 	if (n && (!keys || !key_lens || !bufs || !val_lens || !statuses))
 		return set_err(c, KVT_EINVAL, "mget: NULL array");
-	rc = check_usable(c);
-	if (rc < 0)
-		return rc;
 	return run_batch(c, KVT_OP_GET, n, statuses, mget_send, mget_recv, &a);
 }
 

@@ -860,20 +860,34 @@ static int parse_multi(struct cli *cl, int argc, char **argv,
 	return 0;
 }
 
+/*
+ * parse_multi(), then connects.  Returns like parse_multi() (0 with *keys
+ * NULL after --help); on failure nothing is left to free.
+ */
+static int open_multi(struct cli *cl, int argc, char **argv, const char **ns,
+		      struct cli_key **keys, int *n)
+{
+	int rc = parse_multi(cl, argc, argv, ns, keys, n);
+
+	if (rc || !*keys)
+		return rc;
+	rc = cli_connect(cl);
+	if (rc) {
+		keys_free(*keys, *n);
+		*keys = NULL;
+	}
+	return rc;
+}
+
 static int cmd_del(struct cli *cl, int argc, char **argv)
 {
 	struct cli_key *keys;
 	const char *ns;
 	int n, rc, status = KVT_CLI_OK;
 
-	rc = parse_multi(cl, argc, argv, &ns, &keys, &n);
+	rc = open_multi(cl, argc, argv, &ns, &keys, &n);
 	if (rc || !keys)
 		return rc;
-	rc = cli_connect(cl);
-	if (rc) {
-		keys_free(keys, n);
-		return rc;
-	}
 	for (int i = 0; i < n; i++) {
 		rc = kvt_del(cl->c, ns, keys[i].data, keys[i].len);
 		if (rc == KVT_ENOTFOUND) {
@@ -895,14 +909,9 @@ static int cmd_exists(struct cli *cl, int argc, char **argv)
 	const char *ns;
 	int n, rc, status = KVT_CLI_OK;
 
-	rc = parse_multi(cl, argc, argv, &ns, &keys, &n);
+	rc = open_multi(cl, argc, argv, &ns, &keys, &n);
 	if (rc || !keys)
 		return rc;
-	rc = cli_connect(cl);
-	if (rc) {
-		keys_free(keys, n);
-		return rc;
-	}
 	for (int i = 0; i < n; i++) {
 		rc = kvt_exists(cl->c, ns, keys[i].data, keys[i].len);
 		if (rc < 0) {
