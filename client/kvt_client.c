@@ -469,15 +469,9 @@ static int do_request(kvt_client *c, uint8_t op, size_t prefix_len,
  * fills *k.  Nothing is sent for a request that fails here, so the
  * connection stays usable.
  */
-static int check_key(kvt_client *c, const char *ns, const void *key,
-		     size_t key_len, struct kvt_keyref *k)
+/* A namespace of ns_len bytes fits the protocol and the daemon's limit. */
+static int check_ns(kvt_client *c, size_t ns_len)
 {
-	size_t ns_len = ns ? strlen(ns) : 0;
-
-	if (!key)
-		return set_err(c, KVT_EINVAL, "key is NULL");
-	if (key_len == 0)
-		return set_err(c, KVT_EINVAL, "key is empty");
 	if (ns_len > KVT_NS_MAX)
 		return set_err(c, KVT_EINVAL, "namespace is %zu bytes, the "
 			       "protocol allows at most %d", ns_len,
@@ -486,6 +480,22 @@ static int check_key(kvt_client *c, const char *ns, const void *key,
 		return set_err(c, KVT_ETOOBIG, "namespace is %zu bytes, the "
 			       "daemon allows at most %u", ns_len,
 			       c->lim.max_ns);
+	return 0;
+}
+
+static int check_key(kvt_client *c, const char *ns, const void *key,
+		     size_t key_len, struct kvt_keyref *k)
+{
+	size_t ns_len = ns ? strlen(ns) : 0;
+	int rc;
+
+	if (!key)
+		return set_err(c, KVT_EINVAL, "key is NULL");
+	if (key_len == 0)
+		return set_err(c, KVT_EINVAL, "key is empty");
+	rc = check_ns(c, ns_len);
+	if (rc < 0)
+		return rc;
 	if (key_len > c->lim.max_key)
 		return set_err(c, KVT_ETOOBIG, "key is %zu bytes, the daemon "
 			       "allows at most %u", key_len, c->lim.max_key);
@@ -934,17 +944,13 @@ static int check_match(kvt_client *c, const char *ns,
 		       size_t n)
 {
 	size_t ns_len = ns ? strlen(ns) : 0;
+	int rc;
 
 	if (n && (!keys || !key_lens))
 		return set_err(c, KVT_EINVAL, "keys or key_lens is NULL");
-	if (ns_len > KVT_NS_MAX)
-		return set_err(c, KVT_EINVAL, "namespace is %zu bytes, the "
-			       "protocol allows at most %d", ns_len,
-			       KVT_NS_MAX);
-	if (ns_len > c->lim.max_ns)
-		return set_err(c, KVT_ETOOBIG, "namespace is %zu bytes, the "
-			       "daemon allows at most %u", ns_len,
-			       c->lim.max_ns);
+	rc = check_ns(c, ns_len);
+	if (rc < 0)
+		return rc;
 	if (n > KVT_MATCH_KEYS_MAX)
 		return set_err(c, KVT_ETOOBIG, "%zu keys, a MATCH carries at "
 			       "most %d", n, KVT_MATCH_KEYS_MAX);
@@ -1084,9 +1090,9 @@ int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
 	rc = check_usable(c);
 	if (rc < 0)
 		return rc;
-	if (ns_len > KVT_NS_MAX)
-		return set_err(c, KVT_EINVAL, "namespace of %zu bytes is "
-			       "longer than %d", ns_len, KVT_NS_MAX);
+	rc = check_ns(c, ns_len);
+	if (rc < 0)
+		return rc;
 	rc = kvt_drop_req_encode(body, sizeof(body),
 				 (const uint8_t *)(ns ? ns : ""), ns_len, &len);
 	if (rc < 0)
