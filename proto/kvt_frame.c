@@ -13,48 +13,11 @@
 #include <strings.h>
 
 #include "kvt_frame.h"
+#include "kvt_le.h"
 
 /* Widths of the length fields: encoders refuse values they cannot carry. */
 #define KVT_KEY_FIELD_MAX 0xffffu
 #define KVT_BODY_FIELD_MAX 0xffffffffu
-
-/* ---- Little-endian helpers ------------------------------------------ */
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	put_u32(p, (uint32_t)v);
-	put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)((unsigned)p[0] | (unsigned)p[1] << 8);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 /* ---- Limits, names, dtypes ------------------------------------------ */
 
@@ -112,6 +75,12 @@ const char *kvt_op_name(unsigned op)
 		return "PIN";
 	case KVT_OP_UNPIN:
 		return "UNPIN";
+	case KVT_OP_RELEASE:
+		return "RELEASE";
+	case KVT_OP_PUT_ALLOC:
+		return "PUT_ALLOC";
+	case KVT_OP_PUT_COMMIT:
+		return "PUT_COMMIT";
 	}
 	return "UNKNOWN";
 }

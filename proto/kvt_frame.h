@@ -58,6 +58,10 @@ enum kvt_op {
 	/* Body and reply as MATCH; the reply counts keys (un)pinned. */
 	KVT_OP_PIN = 12,
 	KVT_OP_UNPIN = 13,
+	/* Shared-memory data path (kvt_shm.h). */
+	KVT_OP_RELEASE = 14,
+	KVT_OP_PUT_ALLOC = 15,
+	KVT_OP_PUT_COMMIT = 16,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };
