@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "kvt_l1.h"
+#include "kvt_mem.h"
 
 /* Smallest bucket array; a power of two like every size the table takes. */
 #define L1_MIN_BUCKETS 64u
@@ -354,7 +355,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	blob->data = NULL;
 	if (!l1 || !key_valid(k) ||
 	    !blob_valid(mem, blob->mem_size, data, blob->len)) {
-		free(mem);
+		kvt_block_free(mem);
 		return KVT_EINVAL;
 	}
 	cost = kvt_l1_cost(blob->mem_size, k->ns_len, k->key_len);
@@ -366,7 +367,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	uint64_t pinned = l1->pinned_bytes -
 			  (old && old->pins ? entry_cost(old) : 0);
 	if (cost > l1->capacity || cost > l1->capacity - pinned) {
-		free(mem);
+		kvt_block_free(mem);
 		return KVT_ENOSPACE;
 	}
 
@@ -376,7 +377,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	 */
 	e = malloc(sizeof(*e) + k->ns_len + k->key_len);
 	if (!e) {
-		free(mem);
+		kvt_block_free(mem);
 		return -ENOMEM;
 	}
 	atomic_init(&e->refs, 1);
@@ -683,7 +684,7 @@ void kvt_ref_release(struct kvt_ref *r)
 	assert(prev > 0);
 	if (prev == 1) {
 		assert(!r->hpprev); /* the table's reference is gone too */
-		free(r->mem);
+		kvt_block_free(r->mem);
 		free(r);
 	}
 }

@@ -116,6 +116,8 @@ struct pin {
 #define TM_PIN_BUCKETS 1024
 
 struct kvt_tm {
+	struct kvt_arena *arena; /* installed in kvt_mem while open */
+	int arena_err;
 	struct kvt_l1 *l1;
 	struct pin *pins[TM_PIN_BUCKETS];
 	uint64_t npins, pin_cap, pins_rejected;
@@ -223,7 +225,7 @@ static void job_free(struct job *j)
 	if (!j)
 		return;
 	kvt_ref_release(j->src);
-	free(j->out);
+	kvt_block_free(j->out);
 	free(j);
 }
 
@@ -306,7 +308,7 @@ static void worker_to_l3(struct kvt_tm *tm, struct job **jobs, size_t n)
 static int decompress_into(struct kvt_tm *tm, struct job *j, uint8_t codec,
 			   const uint8_t *src, size_t len)
 {
-	j->out = malloc(j->raw_len ? j->raw_len : 1);
+	j->out = kvt_block_alloc(j->raw_len);
 	if (!j->out)
 		return -ENOMEM;
 	j->out_len = j->raw_len;
@@ -892,6 +894,16 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 	rc = kvt_l1_open(&tm->l1, cfg->l1_capacity);
 	if (rc)
 		goto fail;
+	if (cfg->shm_size) {
+		if (kvt_mem_arena())
+			tm->arena_err = KVT_EBUSY;
+		else
+			tm->arena_err = kvt_arena_open(&tm->arena,
+						       "kvtier-blocks",
+						       cfg->shm_size);
+		if (tm->arena)
+			kvt_mem_set_arena(tm->arena, cfg->shm_threshold);
+	}
 	pthread_mutex_init(&tm->ghost_mu, NULL);
 	/* 64Ki keys each: a few MiB that cover far more blocks than fit. */
 	rc = kvt_ghost_new(&tm->gone, 65536);
@@ -996,7 +1008,19 @@ void kvt_tm_close(struct kvt_tm *tm)
 	kvt_codec_ctx_free(tm->wctx);
 	if (tm->efd >= 0)
 		close(tm->efd);
+	/* Every block is gone with the tiers: the arena can go too. */
+	if (tm->arena) {
+		kvt_mem_set_arena(NULL, 0);
+		kvt_arena_close(tm->arena);
+	}
 	free(tm);
+}
+
+struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err)
+{
+	if (err)
+		*err = tm ? tm->arena_err : KVT_EINVAL;
+	return tm ? tm->arena : NULL;
 }
 
 int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
@@ -1008,7 +1032,7 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	if (!tm || !k || !blob) {
 		/* Ownership passes whatever the result, even this one. */
 		if (blob) {
-			free(blob->mem);
+			kvt_block_free(blob->mem);
 			blob->mem = NULL;
 			blob->data = NULL;
 		}
@@ -1019,7 +1043,7 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	    kvt_l1_capacity(tm->l1)) {
 		/* Refuse before touching the old value in any tier. */
 		tm->rejected_too_big++;
-		free(blob->mem);
+		kvt_block_free(blob->mem);
 		blob->mem = NULL;
 		blob->data = NULL;
 		return KVT_ENOSPACE;

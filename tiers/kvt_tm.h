@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kvt_arena.h"
+#include "kvt_mem.h"
 #include "kvtier_errors.h"
 
 struct kvt_tm;  /* opaque */
@@ -72,6 +74,15 @@ struct kvt_tm_config {
 	uint64_t transit_max;
 	/* Most bytes of L1 pinned at once; 0 = half of L1. */
 	uint64_t pin_max;
+	/*
+	 * Shared block arena (kvt_arena.h, kvt_mem.h): when shm_size > 0 the
+	 * manager creates a memfd arena of that many bytes and installs it
+	 * process-wide, so that values of at least shm_threshold bytes live
+	 * in shared memory.  At most one manager per process may have one.
+	 * Failing to create it is not fatal: see kvt_tm_arena().
+	 */
+	uint64_t shm_size;
+	uint64_t shm_threshold;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
 	/* Tests only: L3 I/O failure injection (struct kvt_l3_faults). */
 	struct kvt_l3_faults *l3_faults;
@@ -131,7 +142,8 @@ void kvt_tm_close(struct kvt_tm *tm);
 /*
  * Stores blob under k (ttl_s 0 = no expiry), replacing any previous value
  * atomically: a get sees the old or the new value, never a mix.  Ownership
- * of blob->mem passes to the tier manager whatever the result.
+ * of blob->mem passes to the tier manager whatever the result; it must come
+ * from kvt_block_alloc() or malloc() (kvt_mem.h).
  * Returns 0, KVT_ENOSPACE if the entry can never fit, -ENOMEM.
  */
 int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
@@ -242,6 +254,13 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
  * whenever results are waiting, or -1 if every operation completes at once
  * (L1 only).  Call kvt_tm_dispatch() after it fires; it runs get callbacks.
  */
+/*
+ * The shared block arena, or NULL if none was asked for or it could not be
+ * created (then *err, if err is not NULL, gets why: -errno or KVT_EBUSY
+ * when another manager holds the process's arena; else 0).
+ */
+struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
+
 int kvt_tm_event_fd(struct kvt_tm *tm);
 void kvt_tm_dispatch(struct kvt_tm *tm);
 
