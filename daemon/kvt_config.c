@@ -83,6 +83,21 @@ static const struct opt opts[] = {
 	STR_OPT("ns-owner", ns_owner,
 		"PREFIX=USER,...: namespaces starting with PREFIX\n"
 		"\t\t\tare only for USER (and root)"),
+	{ "no-shm", OPT_BOOL, offsetof(struct kvt_config, no_shm),
+	  "never offer the shared-memory data path; every\n"
+	  "\t\t\tvalue goes through the socket", 0 },
+	{ "shm-size", OPT_SIZE, offsetof(struct kvt_config, shm_size),
+	  "shared block arena (memfd) size (default: L1 plus\n"
+	  "\t\t\tmax(L1/4, 64M); pages are used only when touched)", 0 },
+	{ "shm-threshold", OPT_SIZE, offsetof(struct kvt_config, shm_threshold),
+	  "values of at least this size move through shared\n"
+	  "\t\t\tmemory for trusted clients (default 64K)", 0 },
+	{ "shm-lease-max", OPT_SIZE, offsetof(struct kvt_config, shm_lease_max),
+	  "arena bytes one connection may hold in leases and\n"
+	  "\t\t\tPUT slots (default 256M)", 0 },
+	STR_OPT("shm-allow-uid", shm_allow_uid,
+		"users (names or uids) trusted with shared memory\n"
+		"\t\t\tbesides the daemon's own and root (default none)"),
 	{ "max-key-size", OPT_SIZE, offsetof(struct kvt_config, max_key_size),
 	  "longest key in bytes (default 1K, at most 64K)", 0 },
 	{ "max-value-size", OPT_SIZE,
@@ -138,6 +153,8 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->l2_level = 1;
 	cfg->spill_timeout_s = 30;
 	cfg->socket_mode = 0600;
+	cfg->shm_threshold = 64ull << 10;
+	cfg->shm_lease_max = 256ull << 20;
 	cfg->max_key_size = 1024;
 	cfg->max_value_size = 256ull << 20;
 	cfg->max_inflight = 1ull << 30;

@@ -16,12 +16,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "kvt_access.h"
 #include "kvt_config.h"
 #include "kvt_frame.h"
 #include "kvt_hist.h"
+#include "kvt_shm.h"
 #include "kvt_tm.h"
 
 /* Most iovecs gathered into one sendmsg. */
@@ -50,6 +52,9 @@ struct kvt_reply {
 	uint8_t *owned; /* malloc'd body, freed with the reply */
 	struct kvt_ref *ref; /* value reference, released with the reply */
 	size_t sent;	     /* bytes of hdr + body already sent */
+	/* Attach the arena's fd (SCM_RIGHTS) to the send that starts this
+	 * reply: a HELLO that granted shared memory (kvt_lease.c). */
+	bool pass_arena;
 };
 
 /* Most keys one connection may hold pinned. */
@@ -97,6 +102,17 @@ struct kvt_conn {
 	size_t out_bytes; /* bytes queued in replies not yet sent */
 	struct iovec iov[KVT_SEND_IOV];
 	struct msghdr msg;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cmsg; /* SCM_RIGHTS for a reply with pass_arena */
+
+	/* Shared memory (kvt_lease.c): granted at HELLO to trusted peers. */
+	bool shm;
+	struct kvt_lease *leases; /* GET leases and PUT slots it holds */
+	unsigned nleases;
+	uint64_t lease_bytes; /* bytes they keep from being freed */
+	uint64_t next_lease;
 };
 
 /* Counters kept by the daemon itself (the tiers keep their own). */
@@ -113,10 +129,19 @@ struct kvt_server_stats {
 	uint64_t slow_closed;	     /* did not read replies for send_timeout */
 	uint64_t idle_evicted;	     /* closed to admit a new client */
 	uint64_t mem_waits;	     /* bodies that waited for max_inflight */
+	/* Shared memory (kvt_lease.c). */
+	uint64_t shm_granted;	/* connections given the arena */
+	uint64_t shm_refused;	/* asked for it, peer not trusted */
+	uint64_t shm_gets;	/* GETs answered with a lease */
+	uint64_t shm_get_bytes;
+	uint64_t shm_puts;	/* PUTs committed from a slot */
+	uint64_t shm_put_bytes;
+	uint64_t shm_fallbacks; /* asked for a lease, sent the bytes */
+	uint64_t shm_full;	/* PUT_ALLOC refused: arena or lease cap */
 };
 
 /* Latency is kept per opcode; opcodes past this share the last slot. */
-#define KVT_LAT_OPS 16
+#define KVT_LAT_OPS KVT_OP_END_
 
 struct kvt_server {
 	struct io_uring ring;
@@ -126,6 +151,10 @@ struct kvt_server {
 	char **argv;
 	bool activated; /* the socket came from systemd (LISTEN_FDS) */
 	struct kvt_access acc;
+	/* Peers besides our own uid and root given shared memory. */
+	struct kvt_access shm_acc;
+	struct kvt_arena *arena; /* kvt_mem_arena(), NULL if none */
+	uint64_t leases, lease_bytes; /* over all connections */
 	struct kvt_hist lat[KVT_LAT_OPS];
 	struct kvt_tm *tm;
 	struct kvt_limits lim;
@@ -183,6 +212,54 @@ void kvt_conn_unpin_all(struct kvt_conn *c);
  */
 void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 			uint8_t *body);
+
+/* ---- kvt_lease.c: shared memory, leases and PUT slots ------------------ */
+
+/* Most leases plus slots one connection may hold at once. */
+#define KVT_LEASES_PER_CONN 4096
+
+/*
+ * Decides whether c, which asked for KVT_FEAT_SHM in the HELLO answered by
+ * r, gets the arena: shared memory is on, the peer is trusted (our uid,
+ * root, or shm-allow-uid) and r is the first reply still to send, so the
+ * fd travels with it.  On yes, marks r to carry the fd, fills *sh and
+ * returns true; else *sh is zero.
+ */
+bool kvt_lease_hello(struct kvt_conn *c, struct kvt_reply *r,
+		     struct kvt_shm_hello *sh);
+
+/*
+ * Tries to answer the GET r (sent with KVT_FLAG_SHM) with a lease on ref's
+ * bytes.  Returns true if it did (the lease now owns ref), false if the
+ * value must be sent over the socket (not in the arena, under the
+ * threshold, or c at its lease cap).
+ */
+bool kvt_lease_get(struct kvt_conn *c, struct kvt_reply *r,
+		   struct kvt_ref *ref);
+
+/* Ends the leases a RELEASE body lists; answers r. */
+void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
+		       const uint8_t *body, size_t len);
+
+/*
+ * PUT_ALLOC: reserves value_len bytes of the arena for c as a slot that
+ * keeps a copy of the PUT prefix; answers r with the slot or an error.
+ */
+void kvt_lease_alloc(struct kvt_conn *c, struct kvt_reply *r,
+		     const uint8_t *body, size_t len);
+
+/*
+ * PUT_COMMIT: takes c's slot id out of its list.  Returns 0 with *mem (the
+ * value's arena memory, ownership passes), *value_len and *prefix (a
+ * malloc'd copy of the PUT prefix, *prefix_len bytes, the caller frees);
+ * or KVT_ENOTFOUND.
+ */
+int kvt_lease_take_slot(struct kvt_conn *c, uint64_t id, void **mem,
+			size_t *value_len, uint8_t **prefix,
+			size_t *prefix_len);
+
+/* Ends every lease and frees every slot of c (it is going away). */
+void kvt_lease_drop_all(struct kvt_conn *c);
 
 /* ---- kvt_stats.c -------------------------------------------------------- */
 

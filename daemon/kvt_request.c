@@ -13,13 +13,16 @@
 struct get_ctx {
 	struct kvt_conn *c;
 	struct kvt_reply *r;
+	bool shm; /* the client accepts a lease instead of the bytes */
 };
 
 static void get_done(void *arg, int status, struct kvt_ref *ref)
 {
 	struct get_ctx *g = arg;
 
-	if (status == 0)
+	if (status == 0 && g->shm && kvt_lease_get(g->c, g->r, ref))
+		; /* answered with a lease, which now holds ref */
+	else if (status == 0)
 		kvt_reply_finish(g->c, g->r, 0,
 				 (uint16_t)(kvt_ref_dtype(ref) &
 					    KVT_FLAG_DTYPE_MASK),
@@ -46,6 +49,7 @@ static void handle_hello(struct kvt_conn *c, struct kvt_reply *r,
 	struct kvt_hello h = { .version = KVT_PROTO_VERSION,
 			       .features = 0,
 			       .lim = c->srv->lim };
+	struct kvt_shm_hello sh = { 0 };
 	uint32_t version, features;
 	uint8_t *out;
 	int rc = kvt_hello_req_parse(body, len, &version, &features);
@@ -59,55 +63,110 @@ static void handle_hello(struct kvt_conn *c, struct kvt_reply *r,
 				"daemon speaks %u", version, KVT_PROTO_VERSION);
 		return;
 	}
-	out = malloc(KVT_HELLO_REPLY_SIZE);
+	out = malloc(KVT_HELLO_REPLY_SHM_SIZE);
 	if (!out) {
 		kvt_reply_error(c, r, -ENOMEM, "out of memory");
 		return;
 	}
+	if ((features & KVT_FEAT_SHM) && kvt_lease_hello(c, r, &sh))
+		h.features |= KVT_FEAT_SHM;
 	kvt_hello_reply_encode(out, &h);
-	kvt_reply_finish(c, r, 0, 0, out, KVT_HELLO_REPLY_SIZE, NULL);
+	kvt_shm_hello_encode(out + KVT_HELLO_REPLY_SIZE, &sh);
+	kvt_reply_finish(c, r, 0, 0, out, KVT_HELLO_REPLY_SHM_SIZE, NULL);
 }
 
-static void handle_put(struct kvt_conn *c, struct kvt_reply *r, uint8_t *body,
-		       size_t len)
+/*
+ * Stores a parsed PUT whose value lies in mem (mem_size bytes of block
+ * memory, ownership passes) and answers r.
+ */
+static void put_parsed(struct kvt_conn *c, struct kvt_reply *r,
+		       const struct kvt_put_req *pr, void *mem,
+		       size_t mem_size)
 {
-	struct kvt_put_req pr;
 	struct kvt_blob blob = { 0 };
 	struct kvt_key k;
-	int rc = kvt_put_req_parse(body, len, &c->srv->lim, &pr);
+	int rc;
 
-	if (rc) {
-		free(body);
-		kvt_reply_error(c, r, rc, "bad PUT: %s", kvt_strerror(rc));
+	if (!kvt_conn_ns_allowed(c, r, pr->k.ns, pr->k.ns_len)) {
+		kvt_block_free(mem);
 		return;
 	}
-	if (!kvt_conn_ns_allowed(c, r, pr.k.ns, pr.k.ns_len)) {
-		free(body);
-		return;
-	}
-	key_from_ref(&k, &pr.k);
-	/* The frame body becomes the stored value: no copy of the bytes. */
-	blob.mem = body;
-	blob.mem_size = len;
-	blob.data = pr.value;
-	blob.len = (size_t)pr.value_len;
-	blob.dtype = pr.dtype;
-	rc = kvt_tm_put(c->srv->tm, &k, &blob, pr.ttl_s);
+	key_from_ref(&k, &pr->k);
+	blob.mem = mem;
+	blob.mem_size = mem_size;
+	blob.data = pr->value;
+	blob.len = (size_t)pr->value_len;
+	blob.dtype = pr->dtype;
+	rc = kvt_tm_put(c->srv->tm, &k, &blob, pr->ttl_s);
 	if (rc == KVT_ENOSPACE)
 		kvt_reply_error(c, r, rc, "value of %llu bytes cannot fit in "
-				"the cache", (unsigned long long)pr.value_len);
+				"the cache", (unsigned long long)pr->value_len);
 	else if (rc)
 		kvt_reply_error(c, r, rc, "put failed: %s", kvt_strerror(rc));
 	else
 		kvt_reply_finish(c, r, 0, 0, NULL, 0, NULL);
 }
 
+static void handle_put(struct kvt_conn *c, struct kvt_reply *r, uint8_t *body,
+		       size_t len)
+{
+	struct kvt_put_req pr;
+	int rc = kvt_put_req_parse(body, len, &c->srv->lim, &pr);
+
+	if (rc) {
+		kvt_block_free(body);
+		kvt_reply_error(c, r, rc, "bad PUT: %s", kvt_strerror(rc));
+		return;
+	}
+	/* The frame body becomes the stored value: no copy of the bytes. */
+	put_parsed(c, r, &pr, body, len);
+}
+
+/*
+ * PUT_COMMIT: the client wrote the value into its slot; the slot becomes
+ * the block.  The key comes from the daemon's own copy of the prefix, so
+ * a client writing into the arena meanwhile cannot change it.
+ */
+static void handle_put_commit(struct kvt_conn *c, struct kvt_reply *r,
+			      const uint8_t *body, size_t len)
+{
+	struct kvt_put_req pr;
+	uint8_t *prefix;
+	size_t prefix_len, value_len;
+	uint64_t id;
+	void *mem;
+	int rc = kvt_shm_commit_req_parse(body, len, &id);
+
+	if (rc) {
+		kvt_reply_error(c, r, rc, "bad PUT_COMMIT: %s",
+				kvt_strerror(rc));
+		return;
+	}
+	rc = kvt_lease_take_slot(c, id, &mem, &value_len, &prefix,
+				 &prefix_len);
+	if (rc) {
+		kvt_reply_error(c, r, KVT_EBADREQ, "PUT_COMMIT of unknown slot "
+				"%llu", (unsigned long long)id);
+		return;
+	}
+	/* Cannot fail: PUT_ALLOC validated this prefix. */
+	kvt_put_req_parse(prefix, prefix_len, &c->srv->lim, &pr);
+	pr.value = mem;
+	pr.value_len = value_len;
+	c->srv->st.shm_puts++;
+	c->srv->st.shm_put_bytes += value_len;
+	put_parsed(c, r, &pr, mem, value_len);
+	free(prefix);
+}
+
 static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
-			  uint8_t op, const uint8_t *body, size_t len)
+			  const struct kvt_frame_header *h,
+			  const uint8_t *body, size_t len)
 {
 	struct kvt_keyref kr;
 	struct kvt_key k;
 	struct get_ctx *g;
+	uint8_t op = h->opcode;
 	int rc = kvt_key_req_parse(body, len, &c->srv->lim, &kr);
 
 	if (rc) {
@@ -127,6 +186,7 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 		}
 		g->c = c;
 		g->r = r;
+		g->shm = (h->flags & KVT_FLAG_SHM) != 0;
 		kvt_tm_get(c->srv->tm, &k, get_done, g);
 		return;
 	case KVT_OP_DEL:
@@ -414,7 +474,7 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 	if (!r) {
 		kvt_log(KVT_LOG_ERROR, "event=oom where=reply conn=%llu",
 			(unsigned long long)c->id);
-		free(body);
+		kvt_block_free(body);
 		return;
 	}
 	switch (h->opcode) {
@@ -431,7 +491,7 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 	case KVT_OP_GET:
 	case KVT_OP_DEL:
 	case KVT_OP_EXISTS:
-		handle_key_op(c, r, h->opcode, body, len);
+		handle_key_op(c, r, h, body, len);
 		break;
 	case KVT_OP_MATCH:
 	case KVT_OP_PREFETCH:
@@ -446,6 +506,15 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 		break;
 	case KVT_OP_HOT:
 		handle_hot(c, r, body, len);
+		break;
+	case KVT_OP_RELEASE:
+		kvt_lease_release(c, r, body, len);
+		break;
+	case KVT_OP_PUT_ALLOC:
+		kvt_lease_alloc(c, r, body, len);
+		break;
+	case KVT_OP_PUT_COMMIT:
+		handle_put_commit(c, r, body, len);
 		break;
 	case KVT_OP_STATS: {
 		size_t n;

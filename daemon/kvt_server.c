@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvt_arena.h"
 #include "kvt_daemon.h"
 #include "kvt_log.h"
 #include "kvt_notify.h"
@@ -214,6 +215,8 @@ static void conn_free_if_done(struct kvt_conn *c)
 		return;
 	/* Pins belong to the connection: the kernel told us it is gone. */
 	kvt_conn_unpin_all(c);
+	/* So do leases and slots: their bytes may be freed or reused now. */
+	kvt_lease_drop_all(c);
 	size_t freed = c->body_reserved;
 	s->inflight_bytes -= freed;
 	c->body_reserved = 0;
@@ -229,7 +232,7 @@ static void conn_free_if_done(struct kvt_conn *c)
 				*p = c->park_next;
 				break;
 			}
-		free(c->held_body);
+		kvt_block_free(c->held_body);
 	}
 	while (c->out_head) {
 		struct kvt_reply *r = c->out_head;
@@ -249,7 +252,7 @@ static void conn_free_if_done(struct kvt_conn *c)
 		wake_mem_waiters(s);
 	kvt_log(KVT_LOG_DEBUG, "event=disconnect conn=%llu conns=%u",
 		(unsigned long long)c->id, s->nconns);
-	free(c->body);
+	kvt_block_free(c->body);
 	free(c->rbuf);
 	free(c);
 }
@@ -302,6 +305,25 @@ static void arm_recv(struct kvt_conn *c)
 	c->inflight++;
 }
 
+/*
+ * Puts the arena's fd on c's next sendmsg (SCM_RIGHTS): it reaches the
+ * client with the first bytes of the reply at the head of the queue.
+ */
+static void attach_arena_fd(struct kvt_conn *c)
+{
+	int fd = kvt_arena_fd(c->srv->arena);
+	struct cmsghdr *cm;
+
+	c->out_head->pass_arena = false;
+	c->msg.msg_control = c->cmsg.buf;
+	c->msg.msg_controllen = sizeof(c->cmsg.buf);
+	cm = CMSG_FIRSTHDR(&c->msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(fd));
+}
+
 static void flush(struct kvt_conn *c)
 {
 	struct kvt_server *s = c->srv;
@@ -332,6 +354,8 @@ static void flush(struct kvt_conn *c)
 	memset(&c->msg, 0, sizeof(c->msg));
 	c->msg.msg_iov = c->iov;
 	c->msg.msg_iovlen = (size_t)n;
+	if (c->out_head->pass_arena && c->out_head->sent == 0)
+		attach_arena_fd(c);
 	sqe = get_sqe(s);
 	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, tag(c, OP_SEND));
@@ -473,7 +497,13 @@ static bool alloc_body(struct kvt_conn *c)
 		return false;
 	}
 	c->mem_counted = false;
-	c->body = malloc(len);
+	/*
+	 * A PUT body becomes the stored block (kvt_request.c), so it comes
+	 * from block memory: in the shared arena, a client can later be
+	 * leased it without a copy.
+	 */
+	c->body = kvt_decoder_header(&c->dec)->opcode == KVT_OP_PUT ?
+			  kvt_block_alloc(len) : malloc(len);
 	if (!c->body) {
 		kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu bytes=%zu",
 			(unsigned long long)c->id, len);
@@ -524,7 +554,8 @@ static void complete_frame(struct kvt_conn *c)
 	c->body_reserved = 0;
 	if (freed && s->mem_waiters)
 		wake_mem_waiters(s);
-	if (h.opcode == KVT_OP_PUT && kvt_tm_busy(s->tm)) {
+	if ((h.opcode == KVT_OP_PUT || h.opcode == KVT_OP_PUT_COMMIT) &&
+	    kvt_tm_busy(s->tm)) {
 		c->parked = true;
 		c->held = h;
 		c->held_body = body;
@@ -1091,6 +1122,18 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 			return KVT_EINVAL;
 		}
 	}
+
+	{
+		char err[256];
+		if (kvt_access_parse(&s->shm_acc, cfg->shm_allow_uid, NULL,
+				     NULL, NULL, err, sizeof(err))) {
+			kvt_log(KVT_LOG_ERROR, "event=config_error "
+				"what=shm-allow-uid error=\"%s\"", err);
+			free(s);
+			return KVT_EINVAL;
+		}
+	}
+	s->arena = kvt_tm_arena(tm, NULL);
 
 	memset(&p, 0, sizeof(p));
 	rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);

@@ -100,6 +100,34 @@ static void jtier(struct jbuf *b, const char *name,
 	     (unsigned long long)t->hits, last ? "" : ",");
 }
 
+/* The shared-memory data path (kvt_lease.c): arena fill and traffic. */
+static void jshm(struct jbuf *b, const struct kvt_server *s)
+{
+	struct kvt_arena_stats as = { 0 };
+
+	if (s->arena)
+		kvt_arena_stats(s->arena, &as);
+	jput(b, "\"shm\":{\"enabled\":%s,\"arena_bytes\":%llu,"
+		"\"arena_used_bytes\":%llu,\"arena_peak_bytes\":%llu,"
+		"\"arena_alloc_fails\":%llu,\"clients_granted\":%llu,"
+		"\"clients_refused\":%llu,\"gets\":%llu,\"get_bytes\":%llu,"
+		"\"puts\":%llu,\"put_bytes\":%llu,\"fallbacks\":%llu,"
+		"\"slots_refused\":%llu,\"leases\":%llu,\"lease_bytes\":%llu},",
+	     s->arena ? "true" : "false", (unsigned long long)as.size,
+	     (unsigned long long)as.used, (unsigned long long)as.peak_used,
+	     (unsigned long long)as.fails,
+	     (unsigned long long)s->st.shm_granted,
+	     (unsigned long long)s->st.shm_refused,
+	     (unsigned long long)s->st.shm_gets,
+	     (unsigned long long)s->st.shm_get_bytes,
+	     (unsigned long long)s->st.shm_puts,
+	     (unsigned long long)s->st.shm_put_bytes,
+	     (unsigned long long)s->st.shm_fallbacks,
+	     (unsigned long long)s->st.shm_full,
+	     (unsigned long long)s->leases,
+	     (unsigned long long)s->lease_bytes);
+}
+
 char *kvt_stats_json(struct kvt_server *s, size_t *len)
 {
 	struct kvt_tm_stats ts;
@@ -164,6 +192,7 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	     (unsigned long long)ts.pinned_keys,
 	     (unsigned long long)ts.pins_rejected);
 	jnamespaces(&b, s);
+	jshm(&b, s);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
 	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,

@@ -108,6 +108,19 @@ int main(int argc, char **argv)
 	tc.l3_region_size = cfg.l3_region_size;
 	tc.l3_write_rate = cfg.l3_write_rate;
 	tc.pin_max = cfg.max_pinned;
+	if (!cfg.no_shm && !cfg.check) {
+		/*
+		 * Room for all of L1 plus blocks that leases keep after their
+		 * eviction, PUT slots and promotions in flight.  Pages cost
+		 * nothing until touched.
+		 */
+		uint64_t slack = cfg.l1_size / 4;
+
+		if (slack < (64u << 20))
+			slack = 64u << 20;
+		tc.shm_size = cfg.shm_size ? cfg.shm_size : cfg.l1_size + slack;
+		tc.shm_threshold = cfg.shm_threshold;
+	}
 	tc.errmsg = errmsg;
 	tc.errmsg_len = sizeof(errmsg);
 	rc = kvt_tm_open(&tm, &tc);
@@ -136,6 +149,18 @@ int main(int argc, char **argv)
 		kvt_size_format(cfg.l2_size, b2, sizeof(b2)),
 		kvt_size_format(cfg.l3_size, b3, sizeof(b3)), cfg.data_dir);
 
+	if (tc.shm_size) {
+		int aerr;
+
+		if (kvt_tm_arena(tm, &aerr))
+			kvt_log(KVT_LOG_INFO, "event=shm arena=%s threshold=%s",
+				kvt_size_format(tc.shm_size, b1, sizeof(b1)),
+				kvt_size_format(tc.shm_threshold, b2,
+						sizeof(b2)));
+		else
+			kvt_log(KVT_LOG_WARN, "event=shm_unavailable error=\"%s\" "
+				"fallback=socket", kvt_strerror(aerr));
+	}
 	rc = kvt_server_open(&srv, &cfg, tm, argc, argv);
 	if (rc) {
 		fprintf(stderr, "kvtierd: cannot start on %s: %s\n",
