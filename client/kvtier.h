@@ -55,6 +55,20 @@
  * and may evict any entry at any time, so a miss is a normal outcome that
  * callers must handle, not a failure.
  *
+ * SHARED MEMORY
+ *
+ * When the daemon trusts the connecting process (same user, root, or its
+ * shm-allow-uid list), kvt_connect() maps the daemon's block arena, a memfd
+ * it passes over the socket, and large values (at least the daemon's
+ * shm-threshold, 64 KiB by default) stop going through the socket: a get is
+ * one memcpy from the daemon's memory into the caller's buffer, a put one
+ * memcpy into a slot the daemon hands out.  The daemon keeps the bytes in
+ * place while they are copied (a lease, ended before the call returns), so
+ * a concurrent eviction cannot change them.  Nothing changes for callers:
+ * every function returns the same bytes either way.  Anything that fails
+ * while setting it up leaves the socket path; KVTIER_SHM=0 in the
+ * environment turns it off; kvt_client_shm() tells which path is in use.
+ *
  * PREFIX KEYS
  *
  * Inference processes that want to share a prefix cache must name the same
@@ -195,6 +209,12 @@ int kvt_connect(kvt_client **out, const char *socket_path);
  * Never fails.  Requests already answered are not affected.
  */
 void kvt_close(kvt_client *c);
+
+/*
+ * Returns 1 if c moves large values through shared memory (see SHARED
+ * MEMORY above), 0 if everything goes through the socket or c is NULL.
+ */
+int kvt_client_shm(const kvt_client *c);
 
 /*
  * kvt_client_errmsg - a message describing the last failure on c, or "" if

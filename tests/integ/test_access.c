@@ -27,7 +27,7 @@ static int teardown(void **state)
  * Runs op as uid in a child; returns its result code (an int that fits an
  * exit status: 0 ok, 1 denied, 2 other error, 3 connect denied).
  */
-enum { AS_PING, AS_PUT_NS, AS_DROP_NS };
+enum { AS_PING, AS_PUT_NS, AS_DROP_NS, AS_SHM };
 static int as_uid(uid_t uid, int op, const char *ns)
 {
 	pid_t pid = fork();
@@ -49,6 +49,24 @@ static int as_uid(uid_t uid, int op, const char *ns)
 			rc = kvt_ping(c);
 		else if (op == AS_PUT_NS)
 			rc = kvt_put(c, ns, "k", 1, "v", 1, NULL);
+		else if (op == AS_SHM) {
+			/* 10 + whether c got the arena, if a 1 MiB round trip
+			 * gives back the same bytes. */
+			static uint8_t v[1 << 20], got[1 << 20];
+			size_t n;
+
+			integ_fill(v, sizeof(v), (uint64_t)getpid());
+			rc = kvt_put(c, ns, "big", 3, v, sizeof(v), NULL);
+			if (!rc)
+				rc = kvt_get(c, ns, "big", 3, got, sizeof(got),
+					     &n);
+			if (!rc && (n != sizeof(v) || memcmp(v, got, n)))
+				rc = KVT_ECORRUPT;
+			if (!rc)
+				rc = 10 + kvt_client_shm(c);
+			kvt_close(c);
+			_exit(rc >= 10 ? rc : 2);
+		}
 		else
 			rc = kvt_drop(c, ns, NULL);
 		kvt_close(c);
@@ -150,6 +168,35 @@ static void test_ns_owner(void **state)
 	kvt_close(c);
 }
 
+/*
+ * Shared memory only for trusted peers: our uid, root, shm-allow-uid.
+ * Others get the socket path, with the same bytes.
+ */
+static void test_shm_trust(void **state)
+{
+	static const char *const plain[] = { "--l3-size", "0", "--socket-mode",
+					     "0666", NULL };
+	static const char *const listed[] = { "--l3-size", "0", "--socket-mode",
+					      "0666", "--shm-allow-uid",
+					      "65534", NULL };
+	(void)state;
+	assert_int_equal(integ_start(&D, plain), 0);
+	if (geteuid() != 0) {
+		printf("skip: not root, so no other uid can be played\n");
+		return;
+	}
+	assert_int_equal(chmod(D.dir, 0755), 0);
+	assert_int_equal(as_uid(0, AS_SHM, "s"), 11);	  /* root */
+	assert_int_equal(as_uid(65534, AS_SHM, "s"), 10); /* not trusted */
+	char *j = stats();
+	assert_non_null(strstr(j, "\"clients_refused\":1"));
+	free(j);
+	integ_cleanup(&D);
+	assert_int_equal(integ_start(&D, listed), 0);
+	assert_int_equal(chmod(D.dir, 0755), 0);
+	assert_int_equal(as_uid(65534, AS_SHM, "s"), 11);
+}
+
 /* Socket group: the file gets the group and mode asked for. */
 static void test_socket_group(void **state)
 {
@@ -192,6 +239,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_allow_list_refuses, teardown),
 		cmocka_unit_test_teardown(test_allow_list_admits, teardown),
 		cmocka_unit_test_teardown(test_ns_owner, teardown),
+		cmocka_unit_test_teardown(test_shm_trust, teardown),
 		cmocka_unit_test_teardown(test_socket_group, teardown),
 		cmocka_unit_test(test_bad_settings),
 	};

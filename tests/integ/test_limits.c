@@ -214,7 +214,11 @@ static void test_inflight_memory(void **state)
 	assert_int_equal(write(fd, hdr, KVT_HDR_SIZE + w),
 			 (ssize_t)(KVT_HDR_SIZE + w));
 	assert_int_equal(write(fd, val, len / 2), (ssize_t)(len / 2));
-	/* A second one must wait for that memory. */
+	/*
+	 * A second one must wait for that memory.  It sends its value over
+	 * the socket: a shared-memory slot is not a body being received.
+	 */
+	setenv("KVTIER_SHM", "0", 1);
 	assert_int_equal(pthread_create(&th, NULL, put_thread, &p), 0);
 	for (int i = 0; i < 100 && stat_u64("mem_waits") == 0; i++)
 		integ_sleep_ms(20);
@@ -226,6 +230,7 @@ static void test_inflight_memory(void **state)
 	ssize_t n = recv(fd, reply, sizeof(reply), MSG_WAITALL);
 	assert_int_equal(n, (ssize_t)sizeof(reply));
 	pthread_join(th, NULL);
+	unsetenv("KVTIER_SHM");
 	assert_int_equal(p.rc, 0);
 	assert_int_equal(stat_u64("inflight_bytes"), 0);
 	close(fd);

@@ -260,6 +260,14 @@ class Client:
     def closed(self):
         return self._c is None
 
+    @property
+    def shared_memory(self):
+        """True if large values move through the daemon's shared memory
+        (same user as the daemon, or in its shm-allow-uid list) instead of
+        the socket; the bytes are the same either way.  KVTIER_SHM=0 in the
+        environment before connecting turns it off."""
+        return self._c is not None and _lib.kvt_client_shm(self._c) == 1
+
     def _h(self):
         if self._c is None:
             raise ConnectionClosed(ECLOSED, "kvtier client is closed")

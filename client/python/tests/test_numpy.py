@@ -55,6 +55,19 @@ class NumpyTest(unittest.TestCase):
         # received in place: same object, same memory, the child's values
         self.assertEqual((out.ctypes.data, id(out)), (ptr, ident))
         self.assertTrue(np.array_equal(out.view(np.uint16), expected(7)))
+        # ...through shared memory: one copy from the daemon's arena
+        self.assertTrue(self.c.shared_memory)
+        self.assertGreaterEqual(self.c.stats()["shm"]["gets"], 1)
+        # and the socket path returns the very same bytes
+        with mock.patch.dict("os.environ", {"KVTIER_SHM": "0"}):
+            sock = kvtier.Client(self.d.socket)
+        with sock:
+            self.assertFalse(sock.shared_memory)
+            out2 = np.zeros(1 << 20, dtype=np.float16)
+            self.assertEqual(sock.get_into(b"block0", out2, ns="np/fp16"),
+                             MIB2)
+            self.assertTrue(np.array_equal(out2.view(np.uint16),
+                                           out.view(np.uint16)))
         self.assertIsNone(self.c.get_into(b"absent", out, ns="np/fp16"))
         with self.assertRaises(kvtier.BufferTooSmall) as cm:
             self.c.get_into(b"block0", np.zeros(100, np.float16),
