@@ -371,12 +371,12 @@ static int mc_get(struct conn *c, const char *key, uint8_t *dst, size_t cap,
 
 /* ---- The run --------------------------------------------------------- */
 
-static int do_put(struct worker *w, uint64_t key)
+/* name: the key's name, made before the clock starts, as kvtier bench does. */
+static int do_put(struct worker *w, uint64_t key, const char *name,
+		  size_t klen)
 {
 	const struct bench *b = w->b;
 	uint64_t size = b->o->size;
-	char name[BENCH_KEY_MAX];
-	size_t klen = key_name(name, size, key);
 
 	switch (b->o->server) {
 	case SRV_REDIS:
@@ -389,12 +389,11 @@ static int do_put(struct worker *w, uint64_t key)
 	}
 }
 
-static int do_get(struct worker *w, uint64_t key, size_t *len)
+static int do_get(struct worker *w, uint64_t key, const char *name,
+		  size_t klen, size_t *len)
 {
 	const struct bench *b = w->b;
 	uint64_t size = b->o->size;
-	char name[BENCH_KEY_MAX];
-	size_t klen = key_name(name, size, key);
 
 	switch (b->o->server) {
 	case SRV_REDIS:
@@ -436,15 +435,17 @@ static void *worker_main(void *arg)
 	struct bench *b = w->b;
 	const struct opts *o = b->o;
 	struct timespec a, z;
-	size_t len = 0;
+	char name[BENCH_KEY_MAX];
+	size_t len = 0, klen;
 	int rc;
 
 	pthread_barrier_wait(&b->start);
 	clock_gettime(CLOCK_MONOTONIC, &w->t0);
 	for (uint64_t g = w->first; g < w->first + w->count; g++) {
+		klen = key_name(name, o->size, g % o->keys);
 		clock_gettime(CLOCK_MONOTONIC, &a);
-		rc = o->op == OP_PUT ? do_put(w, g % o->keys)
-				     : do_get(w, g % o->keys, &len);
+		rc = o->op == OP_PUT ? do_put(w, g % o->keys, name, klen)
+				     : do_get(w, g % o->keys, name, klen, &len);
 		clock_gettime(CLOCK_MONOTONIC, &z);
 		w->lat_us[w->n_lat++] = (float)(ts_diff(&a, &z) * 1e6);
 		if (rc != 0)
@@ -642,7 +643,10 @@ int main(int argc, char **argv)
 	if (o.op == OP_GET) {
 		/* Store the working set, untimed, on the first connection. */
 		for (uint64_t k = 0; k < o.keys; k++) {
-			rc = do_put(&w[0], k);
+			char name[BENCH_KEY_MAX];
+			size_t klen = key_name(name, o.size, k);
+
+			rc = do_put(&w[0], k, name, klen);
 			if (rc != 0) {
 				fprintf(stderr, "bench_kvs: storing the "
 					"working set failed (%d)\n", rc);
