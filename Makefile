@@ -145,12 +145,15 @@ tsan: deps
 		EXTRA_LDFLAGS="-fsanitize=thread"
 
 # Figures side by side with a reference measured in the same run: the L2
-# codec against the zstd CLI, L3 batch reads against fio.
+# codec against the zstd CLI, L3 batch reads against fio, and the daemon
+# against Redis, memcached and memcpy (tests/bench/compare, which drives
+# them with $(BUILD)/tests/bench/bench_kvs and kvtier with `kvtier bench`).
 bench: deps
 	$(Q)sh scripts/deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
 	BUILD=$(BUILD) sh tests/bench/bench_codec.sh
 	BUILD=$(BUILD) sh tests/bench/bench_l3.sh
+	BUILD=$(BUILD) python3 tests/bench/compare
 
 # Installation.  `make install` installs what `all` built in $(BUILD) (it
 # never rebuilds with other flags: pass the same BUILD), under

@@ -2,6 +2,7 @@
  * kvtier_cli.c - the kvtier command-line tool: arguments and commands.
  *
  *   kvtier [-s SOCKET] ping | put | get | del | exists | match | stats
+ *   kvtier [-s SOCKET] bench    (the load generator: kvtier_cli_bench.c)
  *   kvtier keys
  *
  * The tool only uses the public libkvtier API, like any other client.
@@ -195,6 +196,31 @@ static const struct cmd_help helps[] = {
 	  "  --json             print the daemon's JSON document as is\n"
 	  "  --prometheus       print in the Prometheus text format\n"
 	  "  --watch SECONDS    repeat every SECONDS until interrupted\n" },
+	{ "bench",
+	  "bench [--op put|get|mget] [--size SIZE] [--clients N] "
+	  "[--requests N] [--keys N] [--ns NS] [--json]",
+	  "Measures the daemon as a client sees it: N client threads, each with\n"
+	  "its own connection, send REQUESTS requests in all over a working set\n"
+	  "of KEYS keys (request i uses key i mod KEYS), and the tool prints\n"
+	  "op, size, clients, requests, seconds, ops/s, GB/s (10^9 bytes/s),\n"
+	  "p50 and p99 latency in microseconds, and errors.  Values are\n"
+	  "pseudo-random bytes.  get and mget first store the working set\n"
+	  "(untimed), then check every value they read: length always, the\n"
+	  "whole value the first time each key is read; a miss or a wrong\n"
+	  "value counts as an error.  Exits with 1 if there were errors.\n"
+	  "\n"
+	  "  --op OP          put, get (default) or mget (up to 32 keys per\n"
+	  "                   call; each key counts as a request, charged\n"
+	  "                   the latency of its call)\n"
+	  "  --size SIZE      value size, K/M/G suffixes (default 64K)\n"
+	  "  --clients N      client threads, 1 to 256 (default 1)\n"
+	  "  --requests N     requests in all, 1 to 10^8 (default 1000)\n"
+	  "  --keys N         working set (default: as many as fit in 256 MiB,\n"
+	  "                   at least 1, at most REQUESTS)\n"
+	  "  --ns NS          namespace of the bench keys (default \"bench\")\n"
+	  "  --json           one JSON object: op, size, clients, requests,\n"
+	  "                   keys, seconds, ops_per_s, gbytes_per_s, p50_us,\n"
+	  "                   p99_us, errors\n" },
 	{ "keys", "keys [--ns NS] [--block-tokens N] TOKEN...",
 	  "Prints the prefix key of every complete block of N tokens, one\n"
 	  "\"hex:\" KEY per line, ready for get, exists or put.  Each key is\n"
@@ -230,8 +256,9 @@ static void print_common_help(FILE *out)
 		"$XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock;\n"
 		"here: %s\n"
 		"\n"
-		"Exit status: 0 ok, 1 miss (get, del), 2 usage error (including an\n"
-		"unopenable FILE), 3 daemon unreachable or request failed.\n",
+		"Exit status: 0 ok, 1 miss (get, del) or errors (bench), 2 usage\n"
+		"error (including an unopenable FILE), 3 daemon unreachable or\n"
+		"request failed.\n",
 		def);
 }
 
@@ -289,6 +316,11 @@ enum {
 	OPT_VERSION,
 	OPT_BLOCK_TOKENS,
 	OPT_TOP,
+	OPT_OP,
+	OPT_SIZE,
+	OPT_CLIENTS,
+	OPT_REQUESTS,
+	OPT_KEYS,
 };
 
 struct opt_def {
@@ -1353,6 +1385,114 @@ out:
 	return rc;
 }
 
+/* Parses a decimal count in [lo, hi]; returns 0 or -1. */
+static int parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int cmd_bench(struct cli *cl, int argc, char **argv)
+{
+	static const struct opt_def opts[] = {
+		{ "--op", 0, true, OPT_OP },
+		{ "--size", 0, true, OPT_SIZE },
+		{ "--clients", 0, true, OPT_CLIENTS },
+		{ "--requests", 0, true, OPT_REQUESTS },
+		{ "--keys", 0, true, OPT_KEYS },
+		{ "--ns", 0, true, OPT_NS },
+		{ "--json", 0, false, OPT_JSON },
+		{ NULL, 0, false, 0 },
+	};
+	struct args a = { .cl = cl, .argc = argc, .argv = argv };
+	struct kvt_cli_bench_opts bo = {
+		.socket = cl->socket,
+		.ns = "bench",
+		.op = KVT_CLI_BENCH_GET,
+		.size = 64 * 1024,
+		.clients = 1,
+		.requests = 1000,
+	};
+	uint64_t n;
+	const char *v;
+	int o;
+
+	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
+		switch (o) {
+		case OPT_ERR:
+			return KVT_CLI_USAGE;
+		case OPT_HELP:
+			return cmd_help_exit(cl->cmd);
+		case OPT_OP:
+			if (strcmp(v, "put") == 0)
+				bo.op = KVT_CLI_BENCH_PUT;
+			else if (strcmp(v, "get") == 0)
+				bo.op = KVT_CLI_BENCH_GET;
+			else if (strcmp(v, "mget") == 0)
+				bo.op = KVT_CLI_BENCH_MGET;
+			else
+				return usage_err(cl, "bad --op '%s' (put, get "
+						 "or mget)", v);
+			break;
+		case OPT_SIZE:
+			if (kvt_size_parse(v, &bo.size) < 0 || bo.size == 0 ||
+			    bo.size > CLI_VALUE_MAX)
+				return usage_err(cl, "bad --size '%s' (1 to 4G-1, "
+						 "K/M/G suffixes)", v);
+			break;
+		case OPT_CLIENTS:
+			if (parse_count(v, 1, KVT_CLI_BENCH_CLIENTS_MAX, &n) < 0)
+				return usage_err(cl, "bad --clients '%s' (1 to "
+						 "%u)", v,
+						 KVT_CLI_BENCH_CLIENTS_MAX);
+			bo.clients = (unsigned)n;
+			break;
+		case OPT_REQUESTS:
+			if (parse_count(v, 1, KVT_CLI_BENCH_REQUESTS_MAX,
+					&bo.requests) < 0)
+				return usage_err(cl, "bad --requests '%s' (1 to "
+						 "%llu)", v,
+						 KVT_CLI_BENCH_REQUESTS_MAX);
+			break;
+		case OPT_KEYS:
+			if (parse_count(v, 1, KVT_CLI_BENCH_REQUESTS_MAX,
+					&bo.keys) < 0)
+				return usage_err(cl, "bad --keys '%s' (1 to "
+						 "%llu)", v,
+						 KVT_CLI_BENCH_REQUESTS_MAX);
+			break;
+		case OPT_NS:
+			bo.ns = v;
+			break;
+		case OPT_JSON:
+			bo.json = true;
+			break;
+		case OPT_POS:
+			return usage_err(cl, "unexpected argument '%s'", v);
+		}
+	}
+	if (ns_check(cl, bo.ns))
+		return KVT_CLI_USAGE;
+	if (bo.keys == 0) {
+		bo.keys = KVT_CLI_BENCH_WORKING_SET / bo.size;
+		if (bo.keys < 1)
+			bo.keys = 1;
+	}
+	/* More keys than requests would store keys nobody reads. */
+	if (bo.keys > bo.requests)
+		bo.keys = bo.requests;
+	return kvt_cli_bench_run(&bo);
+}
+
 /* ---- Main ----------------------------------------------------------- */
 
 struct command {
@@ -1371,11 +1511,9 @@ static const struct command commands[] = {
 	{ "drop", cmd_drop, false },
 	{ "hot", cmd_hot, false },
 	{ "stats", cmd_stats, false },
+	{ "bench", cmd_bench, false },
 	{ "keys", cmd_keys, true },
 };
-
-/* Contract commands this version of the tool does not provide yet. */
-static const char *const later[] = { "bench" };
 
 int main(int argc, char **argv)
 {
@@ -1438,14 +1576,6 @@ int main(int argc, char **argv)
 		rc = commands[i].fn(&cl, argc - a.i - 1, argv + a.i + 1);
 		kvt_close(cl.c);
 		return rc;
-	}
-	for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
-		if (strcmp(later[i], name) == 0) {
-			cl.cmd = name;
-			say(&cl, "not supported by this version of kvtier (%s)",
-			    kvt_version());
-			return KVT_CLI_USAGE;
-		}
 	}
 	return usage_err(&cl, "unknown command '%s'", name);
 }

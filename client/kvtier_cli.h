@@ -1,18 +1,22 @@
 /*
  * kvtier_cli.h - pieces of the kvtier tool shared between its files
  * (kvtier_cli.c: arguments and commands; kvtier_cli_stats.c: rendering
- * the daemon's STATS document).  Not part of libkvtier.
+ * the daemon's STATS document; kvtier_cli_bench.c: the load generator of
+ * `kvtier bench`).  Not part of libkvtier.
  */
 #ifndef KVTIER_CLI_H
 #define KVTIER_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Exit statuses, part of the tool's contract (DESIGN.md). */
 enum kvt_cli_exit {
 	KVT_CLI_OK = 0,
-	KVT_CLI_MISS = 1,  /* get/del: a key was not in the cache */
+	KVT_CLI_MISS = 1,  /* get/del: a key was not in the cache;
+			      bench: requests failed */
 	KVT_CLI_USAGE = 2, /* bad arguments; nothing was sent */
 	KVT_CLI_FAIL = 3,  /* daemon unreachable, or a request failed */
 };
@@ -39,5 +43,40 @@ void kvt_cli_stats_rates(FILE *out, const char *prev, size_t prev_len,
 
 int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
 			enum kvt_cli_stats_format fmt);
+
+/* ---- bench ---- */
+
+enum kvt_cli_bench_op {
+	KVT_CLI_BENCH_PUT,
+	KVT_CLI_BENCH_GET,
+	KVT_CLI_BENCH_MGET,
+};
+
+/* Largest --requests: the latencies of all requests are kept in RAM. */
+#define KVT_CLI_BENCH_REQUESTS_MAX 100000000ull
+/* Largest --clients: one thread and one connection each. */
+#define KVT_CLI_BENCH_CLIENTS_MAX 256u
+/* Default working set: keys x size at most this many bytes. */
+#define KVT_CLI_BENCH_WORKING_SET (256ull << 20)
+
+/* Arguments of `kvtier bench`, checked by kvtier_cli.c before the run. */
+struct kvt_cli_bench_opts {
+	const char *socket;	   /* the daemon's socket, never NULL */
+	const char *ns;		   /* namespace of the bench keys */
+	enum kvt_cli_bench_op op;
+	uint64_t size;		   /* value bytes, 1 .. UINT32_MAX */
+	unsigned clients;	   /* threads, each with its own connection */
+	uint64_t requests;	   /* total over all clients */
+	uint64_t keys;		   /* working set, 1 .. requests */
+	bool json;		   /* one JSON object on stdout */
+};
+
+/*
+ * Runs the benchmark and prints its result.  Returns the tool's exit
+ * status: KVT_CLI_OK, KVT_CLI_MISS when a request failed, missed or
+ * returned a wrong value (the count is printed as "errors"), KVT_CLI_FAIL
+ * when the daemon could not be reached or a connection broke.
+ */
+int kvt_cli_bench_run(const struct kvt_cli_bench_opts *o);
 
 #endif /* KVTIER_CLI_H */

@@ -6,7 +6,7 @@ set -eu
 PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
 libssl-dev libxxhash-dev python3 python3-numpy groff-base"
 # `deps.sh bench`: the reference tools the benchmarks compare against.
-[ "${1:-}" = bench ] && PKGS="zstd fio"
+[ "${1:-}" = bench ] && PKGS="zstd fio redis-server memcached"
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
