@@ -61,8 +61,9 @@
  * shm-allow-uid list), kvt_connect() maps the daemon's block arena, a memfd
  * it passes over the socket, and large values (at least the daemon's
  * shm-threshold, 64 KiB by default) stop going through the socket: a get is
- * one memcpy from the daemon's memory into the caller's buffer, a put one
- * memcpy into a slot the daemon hands out.  The daemon keeps the bytes in
+ * one memcpy from the daemon's memory into the caller's buffer, a put (of
+ * at least 256 KiB, where saving the copy outweighs a second round trip)
+ * one memcpy into a slot the daemon hands out.  The daemon keeps the bytes in
  * place while they are copied (a lease, ended before the call returns), so
  * a concurrent eviction cannot change them.  Nothing changes for callers:
  * every function returns the same bytes either way.  Anything that fails
