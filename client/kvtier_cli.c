@@ -1417,7 +1417,7 @@ static int cmd_bench(struct cli *cl, int argc, char **argv)
 	struct kvt_cli_bench_opts bo = {
 		.socket = cl->socket,
 		.ns = "bench",
-		.op = KVT_CLI_BENCH_GET,
+		.op = KVT_LOAD_GET,
 		.size = 64 * 1024,
 		.clients = 1,
 		.requests = 1000,
@@ -1434,11 +1434,11 @@ static int cmd_bench(struct cli *cl, int argc, char **argv)
 			return cmd_help_exit(cl->cmd);
 		case OPT_OP:
 			if (strcmp(v, "put") == 0)
-				bo.op = KVT_CLI_BENCH_PUT;
+				bo.op = KVT_LOAD_PUT;
 			else if (strcmp(v, "get") == 0)
-				bo.op = KVT_CLI_BENCH_GET;
+				bo.op = KVT_LOAD_GET;
 			else if (strcmp(v, "mget") == 0)
-				bo.op = KVT_CLI_BENCH_MGET;
+				bo.op = KVT_LOAD_MGET;
 			else
 				return usage_err(cl, "bad --op '%s' (put, get "
 						 "or mget)", v);
@@ -1450,25 +1450,25 @@ static int cmd_bench(struct cli *cl, int argc, char **argv)
 						 "K/M/G suffixes)", v);
 			break;
 		case OPT_CLIENTS:
-			if (parse_count(v, 1, KVT_CLI_BENCH_CLIENTS_MAX, &n) < 0)
+			if (parse_count(v, 1, KVT_LOAD_CLIENTS_MAX, &n) < 0)
 				return usage_err(cl, "bad --clients '%s' (1 to "
 						 "%u)", v,
-						 KVT_CLI_BENCH_CLIENTS_MAX);
+						 KVT_LOAD_CLIENTS_MAX);
 			bo.clients = (unsigned)n;
 			break;
 		case OPT_REQUESTS:
-			if (parse_count(v, 1, KVT_CLI_BENCH_REQUESTS_MAX,
+			if (parse_count(v, 1, KVT_LOAD_REQUESTS_MAX,
 					&bo.requests) < 0)
 				return usage_err(cl, "bad --requests '%s' (1 to "
 						 "%llu)", v,
-						 KVT_CLI_BENCH_REQUESTS_MAX);
+						 KVT_LOAD_REQUESTS_MAX);
 			break;
 		case OPT_KEYS:
-			if (parse_count(v, 1, KVT_CLI_BENCH_REQUESTS_MAX,
+			if (parse_count(v, 1, KVT_LOAD_REQUESTS_MAX,
 					&bo.keys) < 0)
 				return usage_err(cl, "bad --keys '%s' (1 to "
 						 "%llu)", v,
-						 KVT_CLI_BENCH_REQUESTS_MAX);
+						 KVT_LOAD_REQUESTS_MAX);
 			break;
 		case OPT_NS:
 			bo.ns = v;
@@ -1483,7 +1483,7 @@ static int cmd_bench(struct cli *cl, int argc, char **argv)
 	if (ns_check(cl, bo.ns))
 		return KVT_CLI_USAGE;
 	if (bo.keys == 0) {
-		bo.keys = KVT_CLI_BENCH_WORKING_SET / bo.size;
+		bo.keys = KVT_LOAD_WORKING_SET / bo.size;
 		if (bo.keys < 1)
 			bo.keys = 1;
 	}

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "kvtier_cli_load.h"
+
 /* Exit statuses, part of the tool's contract (DESIGN.md). */
 enum kvt_cli_exit {
 	KVT_CLI_OK = 0,
@@ -44,30 +46,18 @@ void kvt_cli_stats_rates(FILE *out, const char *prev, size_t prev_len,
 int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
 			enum kvt_cli_stats_format fmt);
 
-/* ---- bench ---- */
+/* ---- bench (kvtier_cli_bench.c; the workload: kvtier_cli_load.h) ---- */
 
-enum kvt_cli_bench_op {
-	KVT_CLI_BENCH_PUT,
-	KVT_CLI_BENCH_GET,
-	KVT_CLI_BENCH_MGET,
-};
-
-/* Largest --requests: the latencies of all requests are kept in RAM. */
-#define KVT_CLI_BENCH_REQUESTS_MAX 100000000ull
-/* Largest --clients: one thread and one connection each. */
-#define KVT_CLI_BENCH_CLIENTS_MAX 256u
-/* Default working set: keys x size at most this many bytes. */
-#define KVT_CLI_BENCH_WORKING_SET (256ull << 20)
-
-/* Arguments of `kvtier bench`, checked by kvtier_cli.c before the run. */
+/* Arguments of `kvtier bench`. */
 struct kvt_cli_bench_opts {
 	const char *socket;	   /* the daemon's socket, never NULL */
 	const char *ns;		   /* namespace of the bench keys */
-	enum kvt_cli_bench_op op;
+	enum kvt_load_op op;
 	uint64_t size;		   /* value bytes, 1 .. UINT32_MAX */
 	unsigned clients;	   /* threads, each with its own connection */
 	uint64_t requests;	   /* total over all clients */
-	uint64_t keys;		   /* working set, 1 .. requests */
+	uint64_t keys;		   /* working set; 0: the default
+				      (kvt_load_keys), at most requests */
 	bool json;		   /* one JSON object on stdout */
 };
 
