@@ -1,8 +1,9 @@
 /*
  * kvtier_cli.h - pieces of the kvtier tool shared between its files
  * (kvtier_cli.c: arguments and commands; kvtier_cli_stats.c: rendering
- * the daemon's STATS document; kvtier_cli_bench.c: the load generator of
- * `kvtier bench`).  Not part of libkvtier.
+ * the daemon's STATS document; kvtier_cli_bench.c: `kvtier bench`, its
+ * option values, help text and load generator, over the workload of
+ * kvtier_cli_load.c).  Not part of libkvtier.
  */
 #ifndef KVTIER_CLI_H
 #define KVTIER_CLI_H
@@ -60,6 +61,24 @@ struct kvt_cli_bench_opts {
 				      (kvt_load_keys), at most requests */
 	bool json;		   /* one JSON object on stdout */
 };
+
+/* The synopsis and help text of `kvtier bench --help`. */
+extern const char kvt_cli_bench_synopsis[];
+extern const char kvt_cli_bench_help[];
+
+/* The defaults: get 64K values, 1 client, 1000 requests, namespace "bench". */
+void kvt_cli_bench_opts_init(struct kvt_cli_bench_opts *o,
+			     const char *socket);
+
+/*
+ * Sets the option name ("--op", "--size", "--clients", "--requests",
+ * "--keys", "--ns" or "--json") from its value v (NULL for --json).
+ * Returns 0, or -1 for a bad value, with the usage error, e.g. "bad --op
+ * 'x' (put, get or mget)", in why (capacity cap).  The namespace is
+ * checked by the caller.
+ */
+int kvt_cli_bench_opt(struct kvt_cli_bench_opts *o, const char *name,
+		      const char *v, char *why, size_t cap);
 
 /*
  * Runs the benchmark and prints its result.  Returns the tool's exit

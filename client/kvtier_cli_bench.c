@@ -1,6 +1,7 @@
 /*
  * kvtier_cli_bench.c - `kvtier bench`: a load generator that measures the
- * daemon as a client sees it, through the public libkvtier API only.
+ * daemon as a client sees it, through the public libkvtier API only; and
+ * its option values and help text (the option parsing is kvtier_cli.c's).
  *
  * Each client is a thread with its own connection.  Everything that costs
  * time but is not the request itself happens before the clock starts:
@@ -11,6 +12,7 @@
  * figures) is kvtier_cli_load.c, which tests/bench/bench_kvs.c also runs
  * against Redis, memcached and memcpy.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -193,6 +195,91 @@ static void progress(struct bench *b, bool last)
 		fputs("\r\033[K", stderr);
 	fflush(stderr);
 }
+
+void kvt_cli_bench_opts_init(struct kvt_cli_bench_opts *o,
+			     const char *socket)
+{
+	memset(o, 0, sizeof(*o));
+	o->socket = socket;
+	o->ns = "bench";
+	o->op = KVT_LOAD_GET;
+	o->size = 64 * 1024;
+	o->clients = 1;
+	o->requests = 1000;
+}
+
+int kvt_cli_bench_opt(struct kvt_cli_bench_opts *o, const char *name,
+		      const char *v, char *why, size_t cap)
+{
+	uint64_t n;
+
+	if (strcmp(name, "--op") == 0) {
+		if (kvt_load_op_parse(v, &o->op) < 0)
+			goto bad;
+	} else if (strcmp(name, "--size") == 0) {
+		if (kvt_load_parse_size(v, &o->size) < 0)
+			goto bad;
+	} else if (strcmp(name, "--clients") == 0) {
+		if (kvt_load_parse_count(v, 1, KVT_LOAD_CLIENTS_MAX, &n) < 0)
+			goto bad;
+		o->clients = (unsigned)n;
+	} else if (strcmp(name, "--requests") == 0) {
+		if (kvt_load_parse_count(v, 1, KVT_LOAD_REQUESTS_MAX,
+					 &o->requests) < 0)
+			goto bad;
+	} else if (strcmp(name, "--keys") == 0) {
+		if (kvt_load_parse_count(v, 1, KVT_LOAD_REQUESTS_MAX,
+					 &o->keys) < 0)
+			goto bad;
+	} else if (strcmp(name, "--ns") == 0) {
+		o->ns = v;
+	} else {
+		assert(strcmp(name, "--json") == 0);
+		o->json = true;
+	}
+	return 0;
+bad:
+	if (strcmp(name, "--op") == 0)
+		snprintf(why, cap, "bad --op '%s' (put, get or mget)", v);
+	else if (strcmp(name, "--size") == 0)
+		snprintf(why, cap, "bad --size '%s' (1 to 4G-1, K/M/G "
+			 "suffixes)", v);
+	else if (strcmp(name, "--clients") == 0)
+		snprintf(why, cap, "bad --clients '%s' (1 to %u)", v,
+			 KVT_LOAD_CLIENTS_MAX);
+	else
+		snprintf(why, cap, "bad %s '%s' (1 to %llu)", name, v,
+			 KVT_LOAD_REQUESTS_MAX);
+	return -1;
+}
+
+const char kvt_cli_bench_synopsis[] =
+	"bench [--op put|get|mget] [--size SIZE] [--clients N] "
+	"[--requests N] [--keys N] [--ns NS] [--json]";
+
+const char kvt_cli_bench_help[] =
+	"Measures the daemon as a client sees it: N client threads, each with\n"
+	"its own connection, send REQUESTS requests in all over a working set\n"
+	"of KEYS keys (request i uses key i mod KEYS), and the tool prints\n"
+	"op, size, clients, requests, seconds, ops/s, GB/s (10^9 bytes/s),\n"
+	"p50 and p99 latency in microseconds, and errors.  Values are\n"
+	"pseudo-random bytes.  get and mget first store the working set\n"
+	"(untimed), then check every value they read: length always, the\n"
+	"whole value the first time each key is read; a miss or a wrong\n"
+	"value counts as an error.  Exits with 1 if there were errors.\n"
+	"\n"
+	"  --op OP          put, get (default) or mget (up to 32 keys per\n"
+	"                   call; each key counts as a request, charged\n"
+	"                   the latency of its call)\n"
+	"  --size SIZE      value size, K/M/G suffixes (default 64K)\n"
+	"  --clients N      client threads, 1 to 256 (default 1)\n"
+	"  --requests N     requests in all, 1 to 10^8 (default 1000)\n"
+	"  --keys N         working set (default: as many as fit in 256 MiB,\n"
+	"                   at least 1, at most REQUESTS)\n"
+	"  --ns NS          namespace of the bench keys (default \"bench\")\n"
+	"  --json           one JSON object: op, size, clients, requests,\n"
+	"                   keys, seconds, ops_per_s, gbytes_per_s, p50_us,\n"
+	"                   p99_us, errors\n";
 
 int kvt_cli_bench_run(const struct kvt_cli_bench_opts *opts)
 {
