@@ -151,6 +151,31 @@ static void print_misses(FILE *out, const struct doc *d)
 			     "the RAM\n", r1 * 100.0, r2 * 100.0);
 }
 
+/* The shared-memory data path, when the daemon has it on. */
+static void print_shm(FILE *out, const struct doc *d)
+{
+	uint64_t size, used, gets, gb, puts, pb, cl, leases;
+	char b1[32], b2[32], b3[32], b4[32];
+
+	if (!get_u64(d, "shm.arena_bytes", &size) || size == 0 ||
+	    !get_u64(d, "shm.arena_used_bytes", &used) ||
+	    !get_u64(d, "shm.gets", &gets) ||
+	    !get_u64(d, "shm.get_bytes", &gb) ||
+	    !get_u64(d, "shm.puts", &puts) ||
+	    !get_u64(d, "shm.put_bytes", &pb) ||
+	    !get_u64(d, "shm.clients_granted", &cl) ||
+	    !get_u64(d, "shm.leases", &leases))
+		return;
+	fmt_size(b1, sizeof(b1), true, used);
+	fmt_size(b2, sizeof(b2), true, size);
+	fmt_size(b3, sizeof(b3), true, gb);
+	fmt_size(b4, sizeof(b4), true, pb);
+	fprintf(out, "%-24s %s of %s used, %" PRIu64 " clients, %" PRIu64
+		     " leases open\n", "shared memory", b1, b2, cl, leases);
+	fprintf(out, "%-24s %" PRIu64 " gets (%s), %" PRIu64 " puts (%s)\n",
+		"  through it", gets, b3, puts, b4);
+}
+
 /* L2 compression and L3 I/O; absent fields (older daemons) are skipped. */
 static void print_extras(FILE *out, const struct doc *d)
 {
@@ -183,6 +208,7 @@ static void print_extras(FILE *out, const struct doc *d)
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
 		if (get_u64(d, counts[i][0], &v))
 			fprintf(out, "%-24s %" PRIu64 "\n", counts[i][1], v);
+	print_shm(out, d);
 }
 
 static const char *const lat_ops[] = { "get", "put", "del", "exists" };
@@ -306,6 +332,26 @@ static const struct prom_metric prom_top[] = {
 	  "Misses on blocks that failed their checksum." },
 	{ "ghost_hits_2x", "ram_ghost_hits_2x_total", "counter",
 	  "RAM misses that RAM twice as big would have served." },
+	{ "shm.arena_bytes", "shm_arena_bytes", "gauge",
+	  "Size of the shared block arena (0: shared memory off)." },
+	{ "shm.arena_used_bytes", "shm_arena_used_bytes", "gauge",
+	  "Bytes of the arena holding blocks, leases and put slots." },
+	{ "shm.clients_granted", "shm_clients_granted_total", "counter",
+	  "Connections given the shared-memory arena." },
+	{ "shm.clients_refused", "shm_clients_refused_total", "counter",
+	  "Connections that asked for it and were not trusted." },
+	{ "shm.gets", "shm_gets_total", "counter",
+	  "GETs answered with a lease instead of the bytes." },
+	{ "shm.get_bytes", "shm_get_bytes_total", "counter",
+	  "Bytes clients copied out of the arena." },
+	{ "shm.puts", "shm_puts_total", "counter",
+	  "PUTs committed from a shared-memory slot." },
+	{ "shm.put_bytes", "shm_put_bytes_total", "counter",
+	  "Bytes clients wrote into slots." },
+	{ "shm.fallbacks", "shm_fallbacks_total", "counter",
+	  "GETs that asked for a lease and got the bytes over the socket." },
+	{ "shm.leases", "shm_leases", "gauge",
+	  "Leases and put slots outstanding." },
 };
 
 static const struct prom_metric prom_tier[] = {
