@@ -89,6 +89,10 @@ static const struct opt opts[] = {
 	{ "shm-size", OPT_SIZE, offsetof(struct kvt_config, shm_size),
 	  "shared block arena (memfd) size (default: L1 plus\n"
 	  "\t\t\tmax(L1/4, 64M); pages are used only when touched)", 0 },
+	{ "shm-prefault", OPT_BOOL, offsetof(struct kvt_config, shm_prefault),
+	  "fault the whole arena in at start (in the background),\n"
+	  "\t\t\tso puts never wait for page faults; RSS is the\n"
+	  "\t\t\tarena size from the start", 0 },
 	{ "shm-threshold", OPT_SIZE, offsetof(struct kvt_config, shm_threshold),
 	  "values of at least this size move through shared\n"
 	  "\t\t\tmemory for trusted clients (default 64K)", 0 },

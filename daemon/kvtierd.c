@@ -120,6 +120,7 @@ int main(int argc, char **argv)
 			slack = 64u << 20;
 		tc.shm_size = cfg.shm_size ? cfg.shm_size : cfg.l1_size + slack;
 		tc.shm_threshold = cfg.shm_threshold;
+		tc.shm_prefault = cfg.shm_prefault;
 	}
 	tc.errmsg = errmsg;
 	tc.errmsg_len = sizeof(errmsg);
@@ -152,11 +153,17 @@ int main(int argc, char **argv)
 	if (tc.shm_size) {
 		int aerr;
 
-		if (kvt_tm_arena(tm, &aerr))
-			kvt_log(KVT_LOG_INFO, "event=shm arena=%s threshold=%s",
+		if (kvt_tm_arena(tm, &aerr) && aerr)
+			kvt_log(KVT_LOG_WARN, "event=shm_prefault_failed "
+				"error=\"%s\" hint=\"needs Linux 5.14\"",
+				kvt_strerror(aerr));
+		if (kvt_tm_arena(tm, NULL))
+			kvt_log(KVT_LOG_INFO, "event=shm arena=%s threshold=%s "
+				"prefault=%d",
 				kvt_size_format(tc.shm_size, b1, sizeof(b1)),
 				kvt_size_format(tc.shm_threshold, b2,
-						sizeof(b2)));
+						sizeof(b2)),
+				tc.shm_prefault);
 		else
 			kvt_log(KVT_LOG_WARN, "event=shm_unavailable error=\"%s\" "
 				"fallback=socket", kvt_strerror(aerr));

@@ -903,6 +903,8 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 						       cfg->shm_size);
 		if (tm->arena)
 			kvt_mem_set_arena(tm->arena, cfg->shm_threshold);
+		if (tm->arena && cfg->shm_prefault)
+			tm->arena_err = kvt_arena_prefault(tm->arena);
 	}
 	pthread_mutex_init(&tm->ghost_mu, NULL);
 	/* 64Ki keys each: a few MiB that cover far more blocks than fit. */

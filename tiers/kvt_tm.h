@@ -83,6 +83,8 @@ struct kvt_tm_config {
 	 */
 	uint64_t shm_size;
 	uint64_t shm_threshold;
+	/* Fault the whole arena in from a background thread (kvt_arena.h). */
+	int shm_prefault;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
 	/* Tests only: L3 I/O failure injection (struct kvt_l3_faults). */
 	struct kvt_l3_faults *l3_faults;
