@@ -42,6 +42,7 @@ struct kvt_config {
 	char allow_gid[512];   /* comma-separated groups/gids, "" = any */
 	char ns_owner[1024];   /* PREFIX=USER,... namespaces bound to uids */
 	int check;    /* --check: verify L3 and exit */
+	int io_backend; /* enum kvt_io_backend (kvt_loop.h) */
 };
 
 /* Fills in the built-in defaults (socket: kvt_socket_default()). */
