@@ -40,6 +40,7 @@ struct ep_slot {
 	uint32_t mask;	      /* events registered with epoll, 0 = none */
 	uint32_t gen;
 	bool dirty; /* ops changed: registration to update before waiting */
+	bool fresh; /* a send was just submitted: try it before waiting */
 	bool nonblock; /* O_NONBLOCK set by us */
 };
 
@@ -63,6 +64,8 @@ struct kvt_loop {
 	size_t nslots;
 	int *dirty; /* descriptors with dirty slots */
 	size_t ndirty, dirty_cap;
+	int *fresh; /* descriptors with fresh sends */
+	size_t nfresh, fresh_cap;
 	struct ep_done *done;
 	size_t ndone, done_cap;
 	bool timer_armed;
@@ -160,6 +163,7 @@ void kvt_loop_close(struct kvt_loop *l)
 		close(l->epfd);
 	free(l->slots);
 	free(l->dirty);
+	free(l->fresh);
 	free(l->done);
 	free(l);
 }
@@ -277,6 +281,31 @@ static int ep_mark_dirty(struct kvt_loop *l, int fd)
 	return 0;
 }
 
+/*
+ * Sends usually fit in the socket buffer: a fresh one is tried once before
+ * waiting, which saves registering for EPOLLOUT and a round through
+ * epoll_wait per reply.  It is still completed from kvt_loop_run_once(),
+ * never from inside the submit call.
+ */
+static void ep_mark_fresh(struct kvt_loop *l, int fd)
+{
+	struct ep_slot *s = &l->slots[fd];
+
+	if (s->fresh)
+		return;
+	if (l->nfresh == l->fresh_cap) {
+		size_t cap = l->fresh_cap ? l->fresh_cap * 2 : 64;
+		int *p = realloc(l->fresh, cap * sizeof(*p));
+
+		if (!p)
+			return; /* then it waits for EPOLLOUT like the rest */
+		l->fresh = p;
+		l->fresh_cap = cap;
+	}
+	l->fresh[l->nfresh++] = fd;
+	s->fresh = true;
+}
+
 static int ep_set_nonblock(struct ep_slot *s, int fd)
 {
 	int fl;
@@ -315,6 +344,7 @@ static void ep_submit(struct kvt_loop *l, int fd, const struct ep_op *op,
 			return;
 		}
 		s->out = *op;
+		ep_mark_fresh(l, fd);
 	} else {
 		if (s->in.kind != OPK_NONE) {
 			ep_complete_later(l, op->ud, -EBUSY, 0);
@@ -476,6 +506,34 @@ static void ep_ready(struct kvt_loop *l, const struct epoll_event *ev,
 	}
 }
 
+/* Tries the fresh sends (those submitted meanwhile wait for next time). */
+static void ep_try_fresh(struct kvt_loop *l, kvt_loop_fn fn, void *arg)
+{
+	size_t n = l->nfresh;
+
+	for (size_t i = 0; i < n; i++) {
+		int fd = l->fresh[i];
+		struct ep_slot *s = &l->slots[fd];
+		struct ep_op op;
+		int res;
+
+		if (!s->fresh)
+			continue; /* closed meanwhile */
+		s->fresh = false;
+		if (s->out.kind != OPK_SEND)
+			continue;
+		op = s->out;
+		res = ep_do_out(fd, &op);
+		if (res == -EAGAIN)
+			continue; /* registered for EPOLLOUT by ep_sync */
+		s->out.kind = OPK_NONE;
+		ep_mark_dirty(l, fd);
+		fn(arg, op.ud, res, 0);
+	}
+	memmove(l->fresh, l->fresh + n, (l->nfresh - n) * sizeof(*l->fresh));
+	l->nfresh -= n;
+}
+
 /* Delivers the completions queued so far (not those they queue). */
 static void ep_deliver_queued(struct kvt_loop *l, kvt_loop_fn fn, void *arg)
 {
@@ -498,8 +556,9 @@ static int ep_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 	struct epoll_event evs[EP_EVENTS];
 	int n, wait_ms = timeout_ms;
 
+	ep_try_fresh(l, fn, arg);
 	ep_sync(l);
-	if (l->ndone)
+	if (l->ndone || l->nfresh)
 		wait_ms = 0;
 	if (l->timer_armed) {
 		uint64_t now = now_ns();
@@ -637,6 +696,7 @@ void kvt_loop_close_fd(struct kvt_loop *l, int fd)
 		s->in.kind = s->out.kind = OPK_NONE;
 		s->mask = 0;
 		s->nonblock = false;
+		s->fresh = false;
 		s->gen++;
 	}
 	close(fd);
