@@ -511,6 +511,8 @@ static void ep_try_fresh(struct kvt_loop *l, kvt_loop_fn fn, void *arg)
 {
 	size_t n = l->nfresh;
 
+	if (!n)
+		return;
 	for (size_t i = 0; i < n; i++) {
 		int fd = l->fresh[i];
 		struct ep_slot *s = &l->slots[fd];
