@@ -241,7 +241,7 @@ static void print_latency(FILE *out, const struct doc *d)
 
 static void print_table(FILE *out, const struct doc *d)
 {
-	char version[64], up[48], pct[16];
+	char version[64], up[48], pct[16], io[32];
 	uint64_t gets = 0, misses = 0, uptime;
 	bool have_gets = get_u64(d, "gets", &gets);
 	bool have_misses = get_u64(d, "misses", &misses);
@@ -253,7 +253,12 @@ static void print_table(FILE *out, const struct doc *d)
 		fmt_uptime(up, sizeof(up), uptime);
 	else
 		snprintf(up, sizeof(up), "-");
-	fprintf(out, "kvtierd %s, up %s\n\n", version, up);
+	/* Older daemons do not say; then neither does the table. */
+	if (kvt_json_get_string(d->json, d->len, "io_backend", io,
+				sizeof(io)) == 0)
+		fprintf(out, "kvtierd %s, up %s, io %s\n\n", version, up, io);
+	else
+		fprintf(out, "kvtierd %s, up %s\n\n", version, up);
 
 	fprintf(out, "%-5s %10s %12s %12s %7s %12s %9s\n", "tier", "entries",
 		"bytes", "capacity", "fill", "hits", "hit rate");

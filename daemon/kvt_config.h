@@ -48,6 +48,7 @@ struct kvt_config {
 	uint64_t shm_lease_max;	   /* bytes one connection may lease */
 	char shm_allow_uid[512];   /* more users trusted with the arena */
 	int check;    /* --check: verify L3 and exit */
+	int io_backend; /* enum kvt_io_backend (kvt_loop.h) */
 };
 
 /* Fills in the built-in defaults (socket: kvt_socket_default()). */

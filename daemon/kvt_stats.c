@@ -140,6 +140,9 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	kvt_tm_stats(s->tm, &ts);
 	jput(&b, "{\"version\":\"%s\",\"uptime_s\":%llu,", KVT_VERSION_STRING,
 	     (unsigned long long)((kvt_now_ns() - s->start_ns) / 1000000000ull));
+	/* Which event backend serves: io_uring, or epoll after a fallback. */
+	jput(&b, "\"io_backend\":\"%s\",",
+	     kvt_io_backend_name(kvt_loop_backend(s->loop)));
 	jput(&b, "\"gets\":%llu,\"puts\":%llu,\"dels\":%llu,\"misses\":%llu,"
 		 "\"promotions\":%llu,\"demotions\":%llu,\"evictions\":%llu,"
 		 "\"rejected_too_big\":%llu,",

@@ -925,6 +925,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.capacity = cfg->l3_capacity,
 			.region_size = cfg->l3_region_size,
 			.no_sync = cfg->l3_no_sync,
+			.io_backend = cfg->l3_io_backend,
 			.faults = cfg->l3_faults,
 			.now_s = tm->now_s,
 			.errmsg = cfg->errmsg,

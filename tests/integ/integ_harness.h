@@ -3,11 +3,18 @@
  * fresh mktemp -d folder with its own socket, and stops it.  Header-only:
  * every integration test is its own program.  The daemon binary comes from
  * $KVTIERD (set by tests/run.sh), else build/kvtierd.
+ *
+ * $KVTIER_TEST_IO_BACKEND (auto, io_uring or epoll), when set, adds
+ * `--io-backend VALUE` to every daemon started here (before the test's own
+ * arguments, which may override it): tests/run.sh runs some suites a
+ * second time with epoll, so that the portable path is held to the same
+ * tests as io_uring.
  */
 #ifndef INTEG_HARNESS_H
 #define INTEG_HARNESS_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +33,13 @@ struct integ_daemon {
 	char dir[256];
 	char sock[300];
 	char data[300];
+	/*
+	 * Optional: a program the daemon is started through (argv[0] of the
+	 * command, the daemon's command line follows), e.g. a sandbox.
+	 */
+	const char *launcher;
+	/* Optional: the daemon's stderr goes to this file (appended). */
+	const char *log_path;
 };
 
 static inline const char *integ_kvtierd(void)
@@ -71,6 +85,7 @@ static inline int integ_wait_socket(struct integ_daemon *d)
 static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 {
 	const char *argv[64];
+	const char *backend = getenv("KVTIER_TEST_IO_BACKEND");
 	int n = 0;
 
 	if (!d->dir[0]) {
@@ -80,6 +95,8 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 		snprintf(d->sock, sizeof(d->sock), "%s/kvtier.sock", d->dir);
 		snprintf(d->data, sizeof(d->data), "%s/var", d->dir);
 	}
+	if (d->launcher)
+		argv[n++] = d->launcher;
 	argv[n++] = integ_kvtierd();
 	argv[n++] = "--socket";
 	argv[n++] = d->sock;
@@ -93,6 +110,10 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 	argv[n++] = "256M";
 	argv[n++] = "--l3-region-size";
 	argv[n++] = "16M";
+	if (backend && *backend) {
+		argv[n++] = "--io-backend";
+		argv[n++] = backend;
+	}
 	for (int i = 0; extra && extra[i] && n < 63; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
@@ -100,6 +121,14 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 	if (d->pid < 0)
 		return -1;
 	if (d->pid == 0) {
+		if (d->log_path) {
+			int fd = open(d->log_path,
+				      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+				      0600);
+
+			if (fd >= 0)
+				dup2(fd, 2);
+		}
 		execv(argv[0], (char *const *)argv);
 		fprintf(stderr, "integ: cannot exec %s: %s\n", argv[0],
 			strerror(errno));
