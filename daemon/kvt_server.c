@@ -1139,7 +1139,7 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 				     NULL, NULL, err, sizeof(err))) {
 			kvt_log(KVT_LOG_ERROR, "event=config_error "
 				"what=shm-allow-uid error=\"%s\"", err);
-			free(s);
+			kvt_server_close(s);
 			return KVT_EINVAL;
 		}
 	}
