@@ -212,4 +212,29 @@ static inline int integ_raw_connect(const struct integ_daemon *d)
 	return fd;
 }
 
+/*
+ * Reads the unsigned number "name":N from a stats document, inside the
+ * object "obj":{...} when obj is not NULL (the first such field after the
+ * object opens).  Returns 0, or -1 if absent.
+ */
+static inline int integ_json_u64(const char *json, const char *obj,
+				 const char *name, uint64_t *out)
+{
+	char pat[80];
+	const char *p = json;
+
+	if (obj) {
+		snprintf(pat, sizeof(pat), "\"%s\":{", obj);
+		p = strstr(json, pat);
+		if (!p)
+			return -1;
+	}
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	p = strstr(p, pat);
+	if (!p)
+		return -1;
+	*out = strtoull(p + strlen(pat), NULL, 10);
+	return 0;
+}
+
 #endif /* INTEG_HARNESS_H */

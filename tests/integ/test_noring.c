@@ -62,18 +62,10 @@ static unsigned count_of(const char *hay, const char *needle)
 /* Parses one unsigned number field "name":N, inside object obj if set. */
 static uint64_t jnum(const char *json, const char *obj, const char *name)
 {
-	char pat[64];
-	const char *p = json;
+	uint64_t v = 0;
 
-	if (obj) {
-		snprintf(pat, sizeof(pat), "\"%s\":{", obj);
-		p = strstr(json, pat);
-		assert_non_null(p);
-	}
-	snprintf(pat, sizeof(pat), "\"%s\":", name);
-	p = strstr(p, pat);
-	assert_non_null(p);
-	return strtoull(p + strlen(pat), NULL, 10);
+	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
+	return v;
 }
 
 static char *stats(kvt_client *c)

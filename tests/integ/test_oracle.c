@@ -396,18 +396,10 @@ static int check_get(const struct op *g, const struct key_writes *kw,
 /* Parses one unsigned number field "name":N out of flat JSON text. */
 static uint64_t jnum(const char *json, const char *obj, const char *name)
 {
-	char pat[64];
-	const char *p = json;
+	uint64_t v = 0;
 
-	if (obj) {
-		snprintf(pat, sizeof(pat), "\"%s\":{", obj);
-		p = strstr(json, pat);
-		assert_non_null(p);
-	}
-	snprintf(pat, sizeof(pat), "\"%s\":", name);
-	p = strstr(p, pat);
-	assert_non_null(p);
-	return strtoull(p + strlen(pat), NULL, 10);
+	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
+	return v;
 }
 
 /* Waits until the daemon has no blocks in motion (at most 60 s). */

@@ -46,26 +46,16 @@ static kvt_client *connect_path(int shm)
 static long long stat_num(const char *obj, const char *key)
 {
 	kvt_client *c = NULL;
-	char *j = NULL, pat[64];
-	const char *p;
+	char *j = NULL;
+	uint64_t v = 0;
 	size_t n;
-	long long v;
 
 	assert_int_equal(kvt_connect(&c, D.sock), 0);
 	assert_int_equal(kvt_stats_json(c, &j, &n), 0);
 	kvt_close(c);
-	p = j;
-	if (obj) {
-		snprintf(pat, sizeof(pat), "\"%s\":{", obj);
-		p = strstr(j, pat);
-		assert_non_null(p);
-	}
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(p, pat);
-	assert_non_null(p);
-	v = atoll(p + strlen(pat));
+	assert_int_equal(integ_json_u64(j, obj, key, &v), 0);
 	free(j);
-	return v;
+	return (long long)v;
 }
 
 /* Every size, put by either path, reads back identically by every path. */

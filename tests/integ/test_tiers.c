@@ -57,21 +57,12 @@ static kvt_client *connect_ok(void)
 }
 
 /* Parses one unsigned number field "name":N out of flat JSON text. */
-static uint64_t jnum(const char *json, const char *path_obj,
-		     const char *name)
+static uint64_t jnum(const char *json, const char *obj, const char *name)
 {
-	char pat[64];
-	const char *p = json;
+	uint64_t v = 0;
 
-	if (path_obj) {
-		snprintf(pat, sizeof(pat), "\"%s\":{", path_obj);
-		p = strstr(json, pat);
-		assert_non_null(p);
-	}
-	snprintf(pat, sizeof(pat), "\"%s\":", name);
-	p = strstr(p, pat);
-	assert_non_null(p);
-	return strtoull(p + strlen(pat), NULL, 10);
+	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
+	return v;
 }
 
 static char *stats(kvt_client *c)
