@@ -280,7 +280,7 @@ static void arm_recv(struct kvt_conn *c)
 	if (c->recv_armed || c->parked || c->mem_wait || c->closing ||
 	    c->close_after || s->stopping)
 		return;
-	if (c->out_bytes > KVT_OUT_HIGH_WATER)
+	if (c->out_bytes > KVT_OUT_HIGH_WATER || c->pending >= KVT_PENDING_MAX)
 		return; /* resumed by on_send once the client reads */
 	c->recv_direct = c->body && c->roff == c->rlen;
 	if (c->recv_direct) {
@@ -379,6 +379,7 @@ struct kvt_reply *kvt_reply_reserve(struct kvt_conn *c, uint64_t request_id,
 		c->out_head = r;
 	c->out_tail = r;
 	c->inflight++; /* until finished: keeps c alive for async replies */
+	c->pending++;
 	return r;
 }
 
@@ -406,6 +407,7 @@ void kvt_reply_finish(struct kvt_conn *c, struct kvt_reply *r, int status,
 	r->ready = true;
 	c->out_bytes += KVT_HDR_SIZE + len;
 	c->inflight--;
+	c->pending--;
 	if (c->closing) {
 		conn_free_if_done(c);
 		return;
@@ -596,7 +598,8 @@ static void unpark_all(struct kvt_server *s)
 static void process_input(struct kvt_conn *c)
 {
 	while (!c->closing && !c->close_after && !c->parked && !c->mem_wait &&
-	       c->roff < c->rlen && c->out_bytes <= KVT_OUT_HIGH_WATER) {
+	       c->roff < c->rlen && c->out_bytes <= KVT_OUT_HIGH_WATER &&
+	       c->pending < KVT_PENDING_MAX) {
 		size_t used = 0;
 		int ev = kvt_decoder_feed(&c->dec, c->rbuf + c->roff,
 					  c->rlen - c->roff, &used);
