@@ -117,6 +117,15 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(CORE_A)
 	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS) \
 		$(TIER_LIBS) -lm
 
+# bench_kvs runs the workload of `kvtier bench` (client/kvtier_cli_load.c)
+# against other servers, so it links that object, not the client library.
+LOAD_OBJ := $(call obj,client/kvtier_cli_load.c)
+$(BUILD)/tests/bench/bench_kvs: tests/bench/bench_kvs.c $(LOAD_OBJ) $(CORE_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BENCH   $<")
+	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -o $@ $< $(LOAD_OBJ) $(CORE_A) \
+		$(LDFLAGS) $(TIER_LIBS) -lm
+
 tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(BENCH_BIN)
 
 deps:

@@ -196,31 +196,7 @@ static const struct cmd_help helps[] = {
 	  "  --json             print the daemon's JSON document as is\n"
 	  "  --prometheus       print in the Prometheus text format\n"
 	  "  --watch SECONDS    repeat every SECONDS until interrupted\n" },
-	{ "bench",
-	  "bench [--op put|get|mget] [--size SIZE] [--clients N] "
-	  "[--requests N] [--keys N] [--ns NS] [--json]",
-	  "Measures the daemon as a client sees it: N client threads, each with\n"
-	  "its own connection, send REQUESTS requests in all over a working set\n"
-	  "of KEYS keys (request i uses key i mod KEYS), and the tool prints\n"
-	  "op, size, clients, requests, seconds, ops/s, GB/s (10^9 bytes/s),\n"
-	  "p50 and p99 latency in microseconds, and errors.  Values are\n"
-	  "pseudo-random bytes.  get and mget first store the working set\n"
-	  "(untimed), then check every value they read: length always, the\n"
-	  "whole value the first time each key is read; a miss or a wrong\n"
-	  "value counts as an error.  Exits with 1 if there were errors.\n"
-	  "\n"
-	  "  --op OP          put, get (default) or mget (up to 32 keys per\n"
-	  "                   call; each key counts as a request, charged\n"
-	  "                   the latency of its call)\n"
-	  "  --size SIZE      value size, K/M/G suffixes (default 64K)\n"
-	  "  --clients N      client threads, 1 to 256 (default 1)\n"
-	  "  --requests N     requests in all, 1 to 10^8 (default 1000)\n"
-	  "  --keys N         working set (default: as many as fit in 256 MiB,\n"
-	  "                   at least 1, at most REQUESTS)\n"
-	  "  --ns NS          namespace of the bench keys (default \"bench\")\n"
-	  "  --json           one JSON object: op, size, clients, requests,\n"
-	  "                   keys, seconds, ops_per_s, gbytes_per_s, p50_us,\n"
-	  "                   p99_us, errors\n" },
+	{ "bench", kvt_cli_bench_synopsis, kvt_cli_bench_help },
 	{ "keys", "keys [--ns NS] [--block-tokens N] TOKEN...",
 	  "Prints the prefix key of every complete block of N tokens, one\n"
 	  "\"hex:\" KEY per line, ready for get, exists or put.  Each key is\n"
@@ -1385,22 +1361,7 @@ out:
 	return rc;
 }
 
-/* Parses a decimal count in [lo, hi]; returns 0 or -1. */
-static int parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
-}
-
+/* The option values are kvtier_cli_bench.c's; the parsing is here. */
 static int cmd_bench(struct cli *cl, int argc, char **argv)
 {
 	static const struct opt_def opts[] = {
@@ -1414,82 +1375,32 @@ static int cmd_bench(struct cli *cl, int argc, char **argv)
 		{ NULL, 0, false, 0 },
 	};
 	struct args a = { .cl = cl, .argc = argc, .argv = argv };
-	struct kvt_cli_bench_opts bo = {
-		.socket = cl->socket,
-		.ns = "bench",
-		.op = KVT_CLI_BENCH_GET,
-		.size = 64 * 1024,
-		.clients = 1,
-		.requests = 1000,
-	};
-	uint64_t n;
+	struct kvt_cli_bench_opts bo;
+	const struct opt_def *d;
 	const char *v;
+	char why[160];
 	int o;
 
+	kvt_cli_bench_opts_init(&bo, cl->socket);
 	while ((o = next_opt(&a, opts, &v)) != OPT_END) {
 		switch (o) {
 		case OPT_ERR:
 			return KVT_CLI_USAGE;
 		case OPT_HELP:
 			return cmd_help_exit(cl->cmd);
-		case OPT_OP:
-			if (strcmp(v, "put") == 0)
-				bo.op = KVT_CLI_BENCH_PUT;
-			else if (strcmp(v, "get") == 0)
-				bo.op = KVT_CLI_BENCH_GET;
-			else if (strcmp(v, "mget") == 0)
-				bo.op = KVT_CLI_BENCH_MGET;
-			else
-				return usage_err(cl, "bad --op '%s' (put, get "
-						 "or mget)", v);
-			break;
-		case OPT_SIZE:
-			if (kvt_size_parse(v, &bo.size) < 0 || bo.size == 0 ||
-			    bo.size > CLI_VALUE_MAX)
-				return usage_err(cl, "bad --size '%s' (1 to 4G-1, "
-						 "K/M/G suffixes)", v);
-			break;
-		case OPT_CLIENTS:
-			if (parse_count(v, 1, KVT_CLI_BENCH_CLIENTS_MAX, &n) < 0)
-				return usage_err(cl, "bad --clients '%s' (1 to "
-						 "%u)", v,
-						 KVT_CLI_BENCH_CLIENTS_MAX);
-			bo.clients = (unsigned)n;
-			break;
-		case OPT_REQUESTS:
-			if (parse_count(v, 1, KVT_CLI_BENCH_REQUESTS_MAX,
-					&bo.requests) < 0)
-				return usage_err(cl, "bad --requests '%s' (1 to "
-						 "%llu)", v,
-						 KVT_CLI_BENCH_REQUESTS_MAX);
-			break;
-		case OPT_KEYS:
-			if (parse_count(v, 1, KVT_CLI_BENCH_REQUESTS_MAX,
-					&bo.keys) < 0)
-				return usage_err(cl, "bad --keys '%s' (1 to "
-						 "%llu)", v,
-						 KVT_CLI_BENCH_REQUESTS_MAX);
-			break;
-		case OPT_NS:
-			bo.ns = v;
-			break;
-		case OPT_JSON:
-			bo.json = true;
-			break;
 		case OPT_POS:
 			return usage_err(cl, "unexpected argument '%s'", v);
+		default:
+			for (d = opts; d->id != o; d++)
+				;
+			if (kvt_cli_bench_opt(&bo, d->lng, v, why,
+					      sizeof(why)) < 0)
+				return usage_err(cl, "%s", why);
+			break;
 		}
 	}
 	if (ns_check(cl, bo.ns))
 		return KVT_CLI_USAGE;
-	if (bo.keys == 0) {
-		bo.keys = KVT_CLI_BENCH_WORKING_SET / bo.size;
-		if (bo.keys < 1)
-			bo.keys = 1;
-	}
-	/* More keys than requests would store keys nobody reads. */
-	if (bo.keys > bo.requests)
-		bo.keys = bo.requests;
 	return kvt_cli_bench_run(&bo);
 }
 

@@ -1,8 +1,9 @@
 /*
  * kvtier_cli.h - pieces of the kvtier tool shared between its files
  * (kvtier_cli.c: arguments and commands; kvtier_cli_stats.c: rendering
- * the daemon's STATS document; kvtier_cli_bench.c: the load generator of
- * `kvtier bench`).  Not part of libkvtier.
+ * the daemon's STATS document; kvtier_cli_bench.c: `kvtier bench`, its
+ * option values, help text and load generator, over the workload of
+ * kvtier_cli_load.c).  Not part of libkvtier.
  */
 #ifndef KVTIER_CLI_H
 #define KVTIER_CLI_H
@@ -11,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "kvtier_cli_load.h"
 
 /* Exit statuses, part of the tool's contract (DESIGN.md). */
 enum kvt_cli_exit {
@@ -44,32 +47,38 @@ void kvt_cli_stats_rates(FILE *out, const char *prev, size_t prev_len,
 int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
 			enum kvt_cli_stats_format fmt);
 
-/* ---- bench ---- */
+/* ---- bench (kvtier_cli_bench.c; the workload: kvtier_cli_load.h) ---- */
 
-enum kvt_cli_bench_op {
-	KVT_CLI_BENCH_PUT,
-	KVT_CLI_BENCH_GET,
-	KVT_CLI_BENCH_MGET,
-};
-
-/* Largest --requests: the latencies of all requests are kept in RAM. */
-#define KVT_CLI_BENCH_REQUESTS_MAX 100000000ull
-/* Largest --clients: one thread and one connection each. */
-#define KVT_CLI_BENCH_CLIENTS_MAX 256u
-/* Default working set: keys x size at most this many bytes. */
-#define KVT_CLI_BENCH_WORKING_SET (256ull << 20)
-
-/* Arguments of `kvtier bench`, checked by kvtier_cli.c before the run. */
+/* Arguments of `kvtier bench`. */
 struct kvt_cli_bench_opts {
 	const char *socket;	   /* the daemon's socket, never NULL */
 	const char *ns;		   /* namespace of the bench keys */
-	enum kvt_cli_bench_op op;
+	enum kvt_load_op op;
 	uint64_t size;		   /* value bytes, 1 .. UINT32_MAX */
 	unsigned clients;	   /* threads, each with its own connection */
 	uint64_t requests;	   /* total over all clients */
-	uint64_t keys;		   /* working set, 1 .. requests */
+	uint64_t keys;		   /* working set; 0: the default
+				      (kvt_load_keys), at most requests */
 	bool json;		   /* one JSON object on stdout */
 };
+
+/* The synopsis and help text of `kvtier bench --help`. */
+extern const char kvt_cli_bench_synopsis[];
+extern const char kvt_cli_bench_help[];
+
+/* The defaults: get 64K values, 1 client, 1000 requests, namespace "bench". */
+void kvt_cli_bench_opts_init(struct kvt_cli_bench_opts *o,
+			     const char *socket);
+
+/*
+ * Sets the option name ("--op", "--size", "--clients", "--requests",
+ * "--keys", "--ns" or "--json") from its value v (NULL for --json).
+ * Returns 0, or -1 for a bad value, with the usage error, e.g. "bad --op
+ * 'x' (put, get or mget)", in why (capacity cap).  The namespace is
+ * checked by the caller.
+ */
+int kvt_cli_bench_opt(struct kvt_cli_bench_opts *o, const char *name,
+		      const char *v, char *why, size_t cap);
 
 /*
  * Runs the benchmark and prints its result.  Returns the tool's exit

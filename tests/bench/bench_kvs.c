@@ -6,15 +6,16 @@
  *             [--op put|get] [--size SIZE] [--clients N] [--requests N]
  *             [--keys N] [--json]
  *
- * Same shape as client/kvtier_cli_bench.c, on purpose (keep them in step):
+ * The workload is client/kvtier_cli_load.c, the one `kvtier bench` runs:
  * the same keys ("bench-SIZE-I", request g uses key g % keys, client t does
  * a contiguous share of the g's), the same default working set (as many
  * keys as fit in 256 MiB, at most --requests), the same pseudo-random
  * values, the same checks (length and first/last 8 bytes of every get, the
- * whole value on the first read of each key, off the clock), one request in
- * flight per connection and thread, buffers touched before the clock
- * starts, per-request latency from CLOCK_MONOTONIC, nearest-rank p50/p99,
- * and the same JSON keys.
+ * whole value on the first read of each key, off the clock), buffers
+ * touched before the clock starts, nearest-rank p50/p99, and the same JSON
+ * keys.  Like client/kvtier_cli_bench.c, it keeps one request in flight per
+ * connection and thread and takes per-request latency from
+ * CLOCK_MONOTONIC.
  *
  * redis:     RESP SET/GET over a Unix socket.  GET replies are read the
  *            way libkvtier reads its own: the bulk header from a small
@@ -42,23 +43,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kvt_size.h"
+#include "kvtier_cli_load.h"
 
-#define BENCH_VARIANTS 256
-#define BENCH_VARIANT_STEP 64
-#define BENCH_KEY_MAX 48
-#define BENCH_WORKING_SET (256ull << 20)
-#define BENCH_REQUESTS_MAX 100000000ull
-#define BENCH_CLIENTS_MAX 256u
 #define RBUF_SIZE 16384
 
 enum server { SRV_REDIS, SRV_MEMCACHED, SRV_MEMCPY };
-enum op { OP_PUT, OP_GET };
 
 struct opts {
 	enum server server;
 	const char *socket;
-	enum op op;
+	enum kvt_load_op op; /* put or get */
 	uint64_t size, requests, keys;
 	unsigned clients;
 	bool json;
@@ -73,9 +67,7 @@ struct conn {
 
 struct bench {
 	const struct opts *o;
-	uint8_t *pool;
-	uint64_t sums[BENCH_VARIANTS];
-	unsigned variants;
+	struct kvt_load_pool pool;
 	uint8_t *store; /* memcpy mode: keys * size */
 	pthread_barrier_t start;
 };
@@ -85,56 +77,10 @@ struct worker {
 	struct conn *c;
 	uint64_t first, count;
 	uint8_t *dst;
-	float *lat_us;
-	uint64_t n_lat, errors;
+	struct kvt_load_tally *tally;
 	bool broken;
-	struct timespec t0, t1;
-	double verify_s;
 	pthread_t tid;
 };
-
-static double ts_diff(const struct timespec *a, const struct timespec *b)
-{
-	return (double)(b->tv_sec - a->tv_sec) +
-	       (double)(b->tv_nsec - a->tv_nsec) / 1e9;
-}
-
-/* Same generator and checksum as kvtier_cli_bench.c. */
-static uint64_t mix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t checksum(const uint8_t *p, size_t n)
-{
-	uint64_t h = 0x84222325cbf29ce4ull ^ n, w;
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		memcpy(&w, p + i, 8);
-		h = (h ^ w) * 0x100000001b3ull;
-		h ^= h >> 29;
-	}
-	for (; i < n; i++)
-		h = (h ^ p[i]) * 0x100000001b3ull;
-	return h;
-}
-
-static size_t key_name(char *buf, uint64_t size, uint64_t i)
-{
-	return (size_t)snprintf(buf, BENCH_KEY_MAX, "bench-%llu-%llu",
-				(unsigned long long)size,
-				(unsigned long long)i);
-}
-
-static const uint8_t *value_of(const struct bench *b, uint64_t key)
-{
-	return b->pool + (key % b->variants) * BENCH_VARIANT_STEP;
-}
 
 /* ---- Socket I/O ------------------------------------------------------ */
 
@@ -376,15 +322,16 @@ static int do_put(struct worker *w, uint64_t key, const char *name,
 		  size_t klen)
 {
 	const struct bench *b = w->b;
+	const uint8_t *val = kvt_load_value(&b->pool, key);
 	uint64_t size = b->o->size;
 
 	switch (b->o->server) {
 	case SRV_REDIS:
-		return redis_set(w->c, name, klen, value_of(b, key), size);
+		return redis_set(w->c, name, klen, val, size);
 	case SRV_MEMCACHED:
-		return mc_set(w->c, name, value_of(b, key), size);
+		return mc_set(w->c, name, val, size);
 	default:
-		memcpy(b->store + key * size, value_of(b, key), size);
+		memcpy(b->store + key * size, val, size);
 		return 0;
 	}
 }
@@ -407,80 +354,41 @@ static int do_get(struct worker *w, uint64_t key, const char *name,
 	}
 }
 
-static bool check_value(struct worker *w, uint64_t g, size_t len)
-{
-	const struct bench *b = w->b;
-	uint64_t key = g % b->o->keys, size = b->o->size;
-	const uint8_t *want = value_of(b, key), *got = w->dst;
-	struct timespec a, z;
-	bool ok;
-
-	if (len != size)
-		return false;
-	if (size >= 8 && (memcmp(got, want, 8) != 0 ||
-			  memcmp(got + size - 8, want + size - 8, 8) != 0))
-		return false;
-	if (g >= b->o->keys)
-		return size >= 8 || memcmp(got, want, size) == 0;
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	ok = checksum(got, len) == b->sums[key % b->variants];
-	clock_gettime(CLOCK_MONOTONIC, &z);
-	w->verify_s += ts_diff(&a, &z);
-	return ok;
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct bench *b = w->b;
 	const struct opts *o = b->o;
+	struct kvt_load_tally *ty = w->tally;
 	struct timespec a, z;
-	char name[BENCH_KEY_MAX];
+	char name[KVT_LOAD_KEY_MAX];
 	size_t len = 0, klen;
 	int rc;
 
 	pthread_barrier_wait(&b->start);
-	clock_gettime(CLOCK_MONOTONIC, &w->t0);
+	clock_gettime(CLOCK_MONOTONIC, &ty->t0);
 	for (uint64_t g = w->first; g < w->first + w->count; g++) {
-		klen = key_name(name, o->size, g % o->keys);
+		klen = kvt_load_key_name(name, sizeof(name), o->size,
+					 g % o->keys);
 		clock_gettime(CLOCK_MONOTONIC, &a);
-		rc = o->op == OP_PUT ? do_put(w, g % o->keys, name, klen)
+		rc = o->op == KVT_LOAD_PUT ? do_put(w, g % o->keys, name, klen)
 				     : do_get(w, g % o->keys, name, klen, &len);
 		clock_gettime(CLOCK_MONOTONIC, &z);
-		w->lat_us[w->n_lat++] = (float)(ts_diff(&a, &z) * 1e6);
+		ty->lat_us[ty->n_lat++] = (float)(kvt_load_ts_diff(&a, &z) * 1e6);
 		if (rc != 0)
-			w->errors++;
-		else if (o->op == OP_GET && !check_value(w, g, len))
-			w->errors++;
+			ty->errors++;
+		else if (o->op == KVT_LOAD_GET &&
+			 !kvt_load_check(&b->pool, o->keys, g, w->dst, len,
+					 &ty->verify_s))
+			ty->errors++;
 		if (rc < 0) {
 			w->broken = true;
-			w->errors += w->first + w->count - g - 1;
+			ty->errors += w->first + w->count - g - 1;
 			break;
 		}
 	}
-	clock_gettime(CLOCK_MONOTONIC, &w->t1);
+	clock_gettime(CLOCK_MONOTONIC, &ty->t1);
 	return NULL;
-}
-
-static int cmp_float(const void *pa, const void *pb)
-{
-	float a = *(const float *)pa, b = *(const float *)pb;
-
-	return (a > b) - (a < b);
-}
-
-static double percentile(const float *v, uint64_t n, double p)
-{
-	uint64_t r;
-
-	if (n == 0)
-		return 0;
-	r = (uint64_t)(p * (double)n + 0.999999);
-	if (r < 1)
-		r = 1;
-	if (r > n)
-		r = n;
-	return v[r - 1];
 }
 
 static const char *const server_names[] = { "redis", "memcached", "memcpy" };
@@ -493,21 +401,6 @@ static int usage(const char *msg, const char *arg)
 		"                 [--size SIZE] [--clients N] [--requests N] "
 		"[--keys N] [--json]\n", msg, arg);
 	return 2;
-}
-
-static int parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end || v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -537,25 +430,22 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		} else if (strcmp(a, "--socket") == 0) {
 			o->socket = v;
 		} else if (strcmp(a, "--op") == 0) {
-			if (strcmp(v, "put") == 0)
-				o->op = OP_PUT;
-			else if (strcmp(v, "get") == 0)
-				o->op = OP_GET;
-			else
+			/* mget is a libkvtier call with no match here. */
+			if (kvt_load_op_parse(v, &o->op) < 0 ||
+			    o->op == KVT_LOAD_MGET)
 				return usage("bad --op", v);
 		} else if (strcmp(a, "--size") == 0) {
-			if (kvt_size_parse(v, &o->size) < 0 || o->size == 0 ||
-			    o->size > UINT32_MAX)
+			if (kvt_load_parse_size(v, &o->size) < 0)
 				return usage("bad --size", v);
 		} else if (strcmp(a, "--clients") == 0) {
-			if (parse_count(v, 1, BENCH_CLIENTS_MAX, &n) < 0)
+			if (kvt_load_parse_count(v, 1, KVT_LOAD_CLIENTS_MAX, &n) < 0)
 				return usage("bad --clients", v);
 			o->clients = (unsigned)n;
 		} else if (strcmp(a, "--requests") == 0) {
-			if (parse_count(v, 1, BENCH_REQUESTS_MAX, &o->requests) < 0)
+			if (kvt_load_parse_count(v, 1, KVT_LOAD_REQUESTS_MAX, &o->requests) < 0)
 				return usage("bad --requests", v);
 		} else if (strcmp(a, "--keys") == 0) {
-			if (parse_count(v, 1, BENCH_REQUESTS_MAX, &o->keys) < 0)
+			if (kvt_load_parse_count(v, 1, KVT_LOAD_REQUESTS_MAX, &o->keys) < 0)
 				return usage("bad --keys", v);
 		} else {
 			return usage("unknown option", a);
@@ -565,62 +455,40 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return usage("missing", "--server");
 	if (o->server != SRV_MEMCPY && !o->socket)
 		return usage("missing", "--socket");
-	if (o->keys == 0) {
-		o->keys = BENCH_WORKING_SET / o->size;
-		if (o->keys < 1)
-			o->keys = 1;
-	}
-	if (o->keys > o->requests)
-		o->keys = o->requests;
+	o->keys = kvt_load_keys(o->keys, o->size, o->requests);
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .op = OP_GET, .size = 64 * 1024, .clients = 1,
+	struct opts o = { .op = KVT_LOAD_GET, .size = 64 * 1024, .clients = 1,
 			  .requests = 1000 };
 	struct bench b = { .o = &o };
 	struct worker *w;
-	uint64_t seed, per, extra, first = 0;
-	size_t pool_len;
+	struct kvt_load_tally *ty;
+	struct kvt_load_result r;
 	int rc;
 
 	rc = parse_args(argc, argv, &o);
 	if (rc)
 		return rc;
-	b.variants = o.keys < BENCH_VARIANTS ? (unsigned)o.keys : BENCH_VARIANTS;
-	seed = 0x6b76746965720000ull ^ o.size;
-	pool_len = ((size_t)o.size + (size_t)b.variants * BENCH_VARIANT_STEP +
-		    7) & ~(size_t)7;
-	b.pool = malloc(pool_len);
 	w = calloc(o.clients, sizeof(*w));
-	if (!b.pool || !w) {
+	ty = calloc(o.clients, sizeof(*ty));
+	if (kvt_load_pool_init(&b.pool, o.size, o.keys) < 0 || !w || !ty) {
 		fprintf(stderr, "bench_kvs: out of memory\n");
 		return 3;
 	}
-	for (size_t i = 0; i < pool_len; i += 8) {
-		uint64_t r = mix64(&seed);
-		memcpy(b.pool + i, &r, 8);
-	}
-	for (unsigned v = 0; v < b.variants; v++)
-		b.sums[v] = checksum(b.pool + (size_t)v * BENCH_VARIANT_STEP,
-				     (size_t)o.size);
 
-	per = o.requests / o.clients;
-	extra = o.requests % o.clients;
 	for (unsigned t = 0; t < o.clients; t++) {
 		w[t].b = &b;
-		w[t].first = first;
-		w[t].count = per + (t < extra);
-		first += w[t].count;
-		w[t].dst = malloc((size_t)o.size);
-		w[t].lat_us = malloc((w[t].count + 1) * sizeof(float));
-		if (!w[t].dst || !w[t].lat_us) {
+		w[t].tally = &ty[t];
+		kvt_load_share(o.requests, o.clients, t, &w[t].first,
+			       &w[t].count);
+		w[t].dst = kvt_load_alloc_touched((size_t)o.size);
+		if (!w[t].dst || kvt_load_tally_init(&ty[t], w[t].count) < 0) {
 			fprintf(stderr, "bench_kvs: out of memory\n");
 			return 3;
 		}
-		memset(w[t].dst, 0xa5, (size_t)o.size);
-		memset(w[t].lat_us, 0x5a, (w[t].count + 1) * sizeof(float));
 		if (o.server != SRV_MEMCPY) {
 			rc = conn_open(o.socket, &w[t].c);
 			if (rc < 0) {
@@ -631,20 +499,19 @@ int main(int argc, char **argv)
 		}
 	}
 	if (o.server == SRV_MEMCPY) {
-		/* The "server's" memory, touched (not with zeros, which the
-		 * compiler may turn into calloc), like a warm cache. */
-		b.store = malloc((size_t)(o.keys * o.size));
+		/* The "server's" memory, touched, like a warm cache. */
+		b.store = kvt_load_alloc_touched((size_t)(o.keys * o.size));
 		if (!b.store) {
 			fprintf(stderr, "bench_kvs: out of memory\n");
 			return 3;
 		}
-		memset(b.store, 0xa5, (size_t)(o.keys * o.size));
 	}
-	if (o.op == OP_GET) {
+	if (o.op == KVT_LOAD_GET) {
 		/* Store the working set, untimed, on the first connection. */
 		for (uint64_t k = 0; k < o.keys; k++) {
-			char name[BENCH_KEY_MAX];
-			size_t klen = key_name(name, o.size, k);
+			char name[KVT_LOAD_KEY_MAX];
+			size_t klen = kvt_load_key_name(name, sizeof(name),
+							o.size, k);
 
 			rc = do_put(&w[0], k, name, klen);
 			if (rc != 0) {
@@ -664,68 +531,40 @@ int main(int argc, char **argv)
 	for (unsigned t = 0; t < o.clients; t++)
 		pthread_join(w[t].tid, NULL);
 
-	uint64_t n_lat = 0, errors = 0, at = 0;
 	bool broken = false;
-	for (unsigned t = 0; t < o.clients; t++) {
-		n_lat += w[t].n_lat;
-		errors += w[t].errors;
+	for (unsigned t = 0; t < o.clients; t++)
 		broken |= w[t].broken;
-	}
-	float *all = malloc((n_lat + 1) * sizeof(float));
-	if (!all) {
+	if (kvt_load_result_compute(&r, ty, o.clients, o.requests,
+				    o.size) < 0) {
 		fprintf(stderr, "bench_kvs: out of memory\n");
 		return 3;
 	}
-	struct timespec t_first = w[0].t0;
-	double seconds = 0;
-	for (unsigned t = 0; t < o.clients; t++) {
-		memcpy(all + at, w[t].lat_us, w[t].n_lat * sizeof(float));
-		at += w[t].n_lat;
-		if (ts_diff(&w[t].t0, &t_first) > 0)
-			t_first = w[t].t0;
-	}
-	for (unsigned t = 0; t < o.clients; t++) {
-		double s = ts_diff(&t_first, &w[t].t1) - w[t].verify_s;
-		if (s > seconds)
-			seconds = s;
-	}
-	qsort(all, n_lat, sizeof(float), cmp_float);
-	double p50 = percentile(all, n_lat, 0.50);
-	double p99 = percentile(all, n_lat, 0.99);
-	double ops = seconds > 0 ? (double)o.requests / seconds : 0;
-	double gbs = ops * (double)o.size / 1e9;
-	const char *opn = o.op == OP_PUT ? "put" : "get";
 
 	if (o.json)
-		printf("{\"server\":\"%s\",\"op\":\"%s\",\"size\":%llu,"
-		       "\"clients\":%u,\"requests\":%llu,\"keys\":%llu,"
-		       "\"seconds\":%.6f,\"ops_per_s\":%.1f,"
-		       "\"gbytes_per_s\":%.4f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
-		       "\"errors\":%llu}\n",
-		       server_names[o.server], opn, (unsigned long long)o.size,
-		       o.clients, (unsigned long long)o.requests,
-		       (unsigned long long)o.keys, seconds, ops, gbs, p50, p99,
-		       (unsigned long long)errors);
+		kvt_load_print_json(stdout, server_names[o.server], o.op,
+				    o.size, o.clients, o.requests, o.keys, &r);
 	else
 		printf("server %s op %s size %llu clients %u requests %llu "
 		       "keys %llu: %.3f s, %.0f ops/s, %.3f GB/s, p50 %.1f us, "
 		       "p99 %.1f us, %llu errors\n",
-		       server_names[o.server], opn, (unsigned long long)o.size,
-		       o.clients, (unsigned long long)o.requests,
-		       (unsigned long long)o.keys, seconds, ops, gbs, p50, p99,
-		       (unsigned long long)errors);
+		       server_names[o.server], kvt_load_op_name(o.op),
+		       (unsigned long long)o.size, o.clients,
+		       (unsigned long long)o.requests,
+		       (unsigned long long)o.keys, r.seconds, r.ops_per_s,
+		       r.gbytes_per_s, r.p50_us, r.p99_us,
+		       (unsigned long long)r.errors);
 	for (unsigned t = 0; t < o.clients; t++) {
 		conn_close(w[t].c);
 		free(w[t].dst);
-		free(w[t].lat_us);
+		kvt_load_tally_free(&ty[t]);
 	}
-	free(all);
+	free(ty);
 	free(w);
 	free(b.store);
-	free(b.pool);
+	kvt_load_pool_free(&b.pool);
 	if (broken) {
 		fprintf(stderr, "bench_kvs: a connection broke\n");
 		return 3;
 	}
-	return errors ? 1 : 0;
+	return r.errors ? 1 : 0;
 }

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -191,6 +193,28 @@ static inline void integ_fill(void *buf, size_t len, uint64_t seed)
 		x ^= x << 17;
 		p[i] = (uint8_t)x;
 	}
+}
+
+/*
+ * A bare socket connected to the daemon, for tests that speak the wire
+ * protocol themselves (malformed frames, shared memory).  Returns the fd or
+ * -1.
+ */
+static inline int integ_raw_connect(const struct integ_daemon *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = strlen(d->sock);
+	int fd;
+
+	if (n >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, d->sock, n + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
 }
 
 #endif /* INTEG_HARNESS_H */

@@ -87,7 +87,7 @@ static void test_paths_identical(void **state)
 	cs = connect_path(1);
 	cp = connect_path(0);
 	want = malloc(8 << 20);
-	got = malloc(8 << 20);
+	got = malloc((8 << 20) + 1); /* room for the canary byte below */
 	for (size_t i = 0; i < n; i++) {
 		for (int by = 0; by < 2; by++) {
 			char key[32];
@@ -215,13 +215,9 @@ static struct kvt_frame_header raw_reply(struct raw *r, void *body,
 
 static int raw_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	int fd = integ_raw_connect(&D);
 
 	assert_true(fd >= 0);
-	assert_true(strlen(D.sock) < sizeof(sa.sun_path));
-	memcpy(sa.sun_path, D.sock, strlen(D.sock) + 1);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	return fd;
 }
 
