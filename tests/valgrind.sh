@@ -12,7 +12,7 @@
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-LOGS="$ROOT/$BUILD/valgrind"
+LOGS="$ROOT/$BUILD/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 export KVTIER_VG_LOGS="$LOGS"
