@@ -109,6 +109,14 @@ $(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h $(LIBKVTIER_
 	$(Q)$(CC) $(CFLAGS) $(call pkgcflags,cmocka) -o $@ $< $(LIBKVTIER_A) \
 		$(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
+# tests/integ/noring runs a command where io_uring is refused (seccomp), for
+# the fallback test; a plain program, no client library.
+NORING_BIN := $(BUILD)/tests/integ/noring
+$(NORING_BIN): tests/integ/noring.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST-CC $<")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
 # Benchmarks are programs, not tests; they are built with the tests so that
 # they keep compiling, and run by `make bench`.
 $(BUILD)/tests/bench/%: tests/bench/%.c $(CORE_A)
@@ -126,7 +134,7 @@ $(BUILD)/tests/bench/bench_kvs: tests/bench/bench_kvs.c $(LOAD_OBJ) $(CORE_A)
 	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -o $@ $< $(LOAD_OBJ) $(CORE_A) \
 		$(LDFLAGS) $(TIER_LIBS) -lm
 
-tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(BENCH_BIN)
+tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(NORING_BIN) $(BENCH_BIN)
 
 deps:
 	$(Q)sh scripts/deps.sh

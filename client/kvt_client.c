@@ -59,6 +59,15 @@
  * socket whatever the daemon's threshold.
  */
 #define KVT_CLIENT_SHM_PUT_MIN (256u << 10)
+/*
+ * The arena is mapped lazily: the first copy through a page costs a page
+ * fault, which on virtual machines can cost more than copying the page
+ * (34 us per 4 KiB measured on the dev VM).  Before the first copy through
+ * each chunk of this size the library asks the kernel to map the whole
+ * chunk in one call (MADV_POPULATE_WRITE, Linux 5.14; without it the
+ * faults just happen).
+ */
+#define KVT_CLIENT_SHM_CHUNK (2u << 20)
 
 struct kvt_client {
 	int fd;
@@ -90,6 +99,7 @@ struct kvt_client {
 	uint8_t *shm;
 	uint64_t shm_size;
 	uint64_t shm_threshold;
+	uint8_t *shm_mapped; /* bit per KVT_CLIENT_SHM_CHUNK: page tables set */
 	bool want_fd;  /* reading the HELLO reply: accept SCM_RIGHTS */
 	int recv_fd;   /* the fd it carried, or -1 */
 	/* Leases whose bytes we copied, to end with the next RELEASE. */
@@ -690,11 +700,39 @@ static int value_open(kvt_client *c, const struct kvt_frame_header *rh,
 	return 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Maps in the chunks of the arena that [p, p + len) touches (see above). */
+static void shm_populate(kvt_client *c, const uint8_t *p, size_t len)
+{
+	size_t first = (size_t)(p - c->shm) / KVT_CLIENT_SHM_CHUNK;
+	size_t last = len ? ((size_t)(p - c->shm) + len - 1) /
+				    KVT_CLIENT_SHM_CHUNK
+			  : first;
+
+	if (!c->shm_mapped)
+		return;
+	for (size_t i = first; i <= last; i++) {
+		size_t off = i * KVT_CLIENT_SHM_CHUNK, n = KVT_CLIENT_SHM_CHUNK;
+
+		if (c->shm_mapped[i / 8] & (1u << (i % 8)))
+			continue;
+		if (n > c->shm_size - off)
+			n = (size_t)(c->shm_size - off);
+		/* A failure only means the faults will happen one by one. */
+		madvise(c->shm + off, n, MADV_POPULATE_WRITE);
+		c->shm_mapped[i / 8] |= (uint8_t)(1u << (i % 8));
+	}
+}
+
 /* Copies the value into dst (room for v->len bytes) and ends its lease. */
 static int value_copy(kvt_client *c, const struct value_src *v, void *dst)
 {
 	if (!v->shm)
 		return read_body(c, dst, v->len);
+	shm_populate(c, v->shm, v->len);
 	memcpy(dst, v->shm, v->len);
 	return lease_done(c, v->lease);
 }
@@ -731,6 +769,10 @@ static void shm_map(kvt_client *c, const struct kvt_shm_hello *sh)
 		return;
 	c->shm = p;
 	c->shm_size = sh->arena_size;
+	/* Without the bitmap every copy just takes its page faults. */
+	c->shm_mapped = calloc((size_t)(sh->arena_size / KVT_CLIENT_SHM_CHUNK) /
+				       8 + 1,
+			       1);
 	c->shm_threshold = sh->threshold ? sh->threshold : 1;
 }
 
@@ -774,6 +816,7 @@ static int put_shm(kvt_client *c, size_t len, const void *val,
 	if (kvt_shm_slot_parse(b, sizeof(b), &slot) < 0 ||
 	    slot.offset > c->shm_size || val_len > c->shm_size - slot.offset)
 		return conn_fail(c, KVT_EPROTO, "slot outside the arena");
+	shm_populate(c, c->shm + slot.offset, val_len);
 	memcpy(c->shm + slot.offset, val, val_len);
 	kvt_shm_commit_req_encode(c->sbuf + KVT_HDR_SIZE, slot.id);
 	rc = do_request(c, KVT_OP_PUT_COMMIT, KVT_SHM_COMMIT_SIZE, NULL, 0,
@@ -1000,6 +1043,7 @@ void kvt_close(kvt_client *c)
 	/* Closing the connection ends our leases; then the map can go. */
 	if (c->shm)
 		munmap(c->shm, (size_t)c->shm_size);
+	free(c->shm_mapped);
 	free(c->sbuf);
 	free(c);
 }

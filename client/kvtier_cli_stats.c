@@ -151,6 +151,31 @@ static void print_misses(FILE *out, const struct doc *d)
 			     "the RAM\n", r1 * 100.0, r2 * 100.0);
 }
 
+/* The shared-memory data path, when the daemon has it on. */
+static void print_shm(FILE *out, const struct doc *d)
+{
+	uint64_t size, used, gets, gb, puts, pb, cl, leases;
+	char b1[32], b2[32], b3[32], b4[32];
+
+	if (!get_u64(d, "shm.arena_bytes", &size) || size == 0 ||
+	    !get_u64(d, "shm.arena_used_bytes", &used) ||
+	    !get_u64(d, "shm.gets", &gets) ||
+	    !get_u64(d, "shm.get_bytes", &gb) ||
+	    !get_u64(d, "shm.puts", &puts) ||
+	    !get_u64(d, "shm.put_bytes", &pb) ||
+	    !get_u64(d, "shm.clients_granted", &cl) ||
+	    !get_u64(d, "shm.leases", &leases))
+		return;
+	fmt_size(b1, sizeof(b1), true, used);
+	fmt_size(b2, sizeof(b2), true, size);
+	fmt_size(b3, sizeof(b3), true, gb);
+	fmt_size(b4, sizeof(b4), true, pb);
+	fprintf(out, "%-24s %s of %s used, %" PRIu64 " clients, %" PRIu64
+		     " leases open\n", "shared memory", b1, b2, cl, leases);
+	fprintf(out, "%-24s %" PRIu64 " gets (%s), %" PRIu64 " puts (%s)\n",
+		"  through it", gets, b3, puts, b4);
+}
+
 /* L2 compression and L3 I/O; absent fields (older daemons) are skipped. */
 static void print_extras(FILE *out, const struct doc *d)
 {
@@ -183,6 +208,7 @@ static void print_extras(FILE *out, const struct doc *d)
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
 		if (get_u64(d, counts[i][0], &v))
 			fprintf(out, "%-24s %" PRIu64 "\n", counts[i][1], v);
+	print_shm(out, d);
 }
 
 static const char *const lat_ops[] = { "get", "put", "del", "exists" };
@@ -215,7 +241,7 @@ static void print_latency(FILE *out, const struct doc *d)
 
 static void print_table(FILE *out, const struct doc *d)
 {
-	char version[64], up[48], pct[16];
+	char version[64], up[48], pct[16], io[32];
 	uint64_t gets = 0, misses = 0, uptime;
 	bool have_gets = get_u64(d, "gets", &gets);
 	bool have_misses = get_u64(d, "misses", &misses);
@@ -227,7 +253,12 @@ static void print_table(FILE *out, const struct doc *d)
 		fmt_uptime(up, sizeof(up), uptime);
 	else
 		snprintf(up, sizeof(up), "-");
-	fprintf(out, "kvtierd %s, up %s\n\n", version, up);
+	/* Older daemons do not say; then neither does the table. */
+	if (kvt_json_get_string(d->json, d->len, "io_backend", io,
+				sizeof(io)) == 0)
+		fprintf(out, "kvtierd %s, up %s, io %s\n\n", version, up, io);
+	else
+		fprintf(out, "kvtierd %s, up %s\n\n", version, up);
 
 	fprintf(out, "%-5s %10s %12s %12s %7s %12s %9s\n", "tier", "entries",
 		"bytes", "capacity", "fill", "hits", "hit rate");
@@ -306,6 +337,26 @@ static const struct prom_metric prom_top[] = {
 	  "Misses on blocks that failed their checksum." },
 	{ "ghost_hits_2x", "ram_ghost_hits_2x_total", "counter",
 	  "RAM misses that RAM twice as big would have served." },
+	{ "shm.arena_bytes", "shm_arena_bytes", "gauge",
+	  "Size of the shared block arena (0: shared memory off)." },
+	{ "shm.arena_used_bytes", "shm_arena_used_bytes", "gauge",
+	  "Bytes of the arena holding blocks, leases and put slots." },
+	{ "shm.clients_granted", "shm_clients_granted_total", "counter",
+	  "Connections given the shared-memory arena." },
+	{ "shm.clients_refused", "shm_clients_refused_total", "counter",
+	  "Connections that asked for it and were not trusted." },
+	{ "shm.gets", "shm_gets_total", "counter",
+	  "GETs answered with a lease instead of the bytes." },
+	{ "shm.get_bytes", "shm_get_bytes_total", "counter",
+	  "Bytes clients copied out of the arena." },
+	{ "shm.puts", "shm_puts_total", "counter",
+	  "PUTs committed from a shared-memory slot." },
+	{ "shm.put_bytes", "shm_put_bytes_total", "counter",
+	  "Bytes clients wrote into slots." },
+	{ "shm.fallbacks", "shm_fallbacks_total", "counter",
+	  "GETs that asked for a lease and got the bytes over the socket." },
+	{ "shm.leases", "shm_leases", "gauge",
+	  "Leases and put slots outstanding." },
 };
 
 static const struct prom_metric prom_tier[] = {

@@ -10,6 +10,7 @@
 
 #include "kvt_frame.h"
 #include "kvt_log.h"
+#include "kvt_loop.h"
 #include "kvt_path.h"
 #include "kvt_size.h"
 #include "kvtier_errors.h"
@@ -29,6 +30,7 @@ enum opt_kind {
 	OPT_MODE, /* octal permission bits */
 	OPT_STR,  /* text into a char array of struct kvt_config */
 	OPT_UINT0, /* like OPT_UINT, 0 allowed */
+	OPT_BACKEND, /* auto, io_uring or epoll (kvt_loop.h) */
 };
 
 struct opt {
@@ -89,6 +91,10 @@ static const struct opt opts[] = {
 	{ "shm-size", OPT_SIZE, offsetof(struct kvt_config, shm_size),
 	  "shared block arena (memfd) size (default: L1 plus\n"
 	  "\t\t\tmax(L1/4, 64M); pages are used only when touched)", 0 },
+	{ "shm-prefault", OPT_BOOL, offsetof(struct kvt_config, shm_prefault),
+	  "fault the whole arena in at start (in the background),\n"
+	  "\t\t\tso puts never wait for page faults; RSS is the\n"
+	  "\t\t\tarena size from the start", 0 },
 	{ "shm-threshold", OPT_SIZE, offsetof(struct kvt_config, shm_threshold),
 	  "values of at least this size move through shared\n"
 	  "\t\t\tmemory for trusted clients (default 64K)", 0 },
@@ -113,6 +119,10 @@ static const struct opt opts[] = {
 	  "close clients that read none of their replies for\n"
 	  "this many seconds, 0 = never (default 60)", 0 },
 	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)", 0 },
+	{ "io-backend", OPT_BACKEND, offsetof(struct kvt_config, io_backend),
+	  "auto, io_uring or epoll (default auto: io_uring,\n"
+	  "\t\t\tor epoll and pread/pwrite with a warning if the\n"
+	  "\t\t\tkernel or a sandbox refuses io_uring)", 0 },
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
 	  "most client connections at once (default 4096)", 0 },
@@ -159,6 +169,7 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->max_value_size = 256ull << 20;
 	cfg->max_inflight = 1ull << 30;
 	cfg->send_timeout_s = 60;
+	cfg->io_backend = KVT_IO_AUTO;
 }
 
 static const char *arg_name(enum opt_kind k)
@@ -179,6 +190,8 @@ static const char *arg_name(enum opt_kind k)
 		return " MODE";
 	case OPT_STR:
 		return " LIST";
+	case OPT_BACKEND:
+		return " BACKEND";
 	case OPT_BOOL:
 		break;
 	}
@@ -293,6 +306,15 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 		*(unsigned *)((char *)cfg + o->offset) = (unsigned)m;
 		return 0;
 	}
+	case OPT_BACKEND:
+		rc = kvt_io_backend_parse(val);
+		if (rc < 0) {
+			snprintf(err, errcap, "bad io backend '%s' (auto, "
+				 "io_uring or epoll)", val);
+			return -1;
+		}
+		*(int *)((char *)cfg + o->offset) = rc;
+		return 0;
 	case OPT_STR:
 		if (strlen(val) >= o->cap) {
 			snprintf(err, errcap, "value for %s is longer than %zu "

@@ -42,11 +42,13 @@ struct kvt_config {
 	char allow_gid[512];   /* comma-separated groups/gids, "" = any */
 	char ns_owner[1024];   /* PREFIX=USER,... namespaces bound to uids */
 	int no_shm;		   /* never offer shared memory */
+	int shm_prefault;	   /* fault the arena in at start */
 	uint64_t shm_size;	   /* arena bytes, 0 = L1 + max(L1/4, 64M) */
 	uint64_t shm_threshold;	   /* values this big go through the arena */
 	uint64_t shm_lease_max;	   /* bytes one connection may lease */
 	char shm_allow_uid[512];   /* more users trusted with the arena */
 	int check;    /* --check: verify L3 and exit */
+	int io_backend; /* enum kvt_io_backend (kvt_loop.h) */
 };
 
 /* Fills in the built-in defaults (socket: kvt_socket_default()). */

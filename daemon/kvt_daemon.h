@@ -2,7 +2,8 @@
  * kvt_daemon.h - kvtierd internals shared by the socket loop (kvt_server.c),
  * request dispatch (kvt_request.c) and stats (kvt_stats.c).
  *
- * One thread runs an io_uring event loop.  Each connection has at most one
+ * One thread runs the event loop (io_uring, or epoll where io_uring is
+ * refused: kvt_loop.h).  Each connection has at most one
  * recv and one send in flight.  Replies are queued in request order: a
  * request reserves its reply slot when it is decoded and fills it when the
  * answer is known (at once for L1, later for work done off the loop), and
@@ -12,7 +13,6 @@
 #ifndef KVT_DAEMON_H
 #define KVT_DAEMON_H
 
-#include <liburing.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +23,7 @@
 #include "kvt_config.h"
 #include "kvt_frame.h"
 #include "kvt_hist.h"
+#include "kvt_loop.h"
 #include "kvt_shm.h"
 #include "kvt_tm.h"
 
@@ -84,7 +85,7 @@ struct kvt_conn {
 	uint64_t id;
 	uid_t uid; /* the peer's credentials, from SO_PEERCRED */
 	gid_t gid;
-	unsigned inflight; /* io_uring ops and unfinished replies */
+	unsigned inflight; /* loop operations and unfinished replies */
 	unsigned pending;  /* unfinished replies (KVT_PENDING_MAX) */
 	bool recv_armed;
 	bool recv_direct; /* the armed recv writes into body, not rbuf */
@@ -154,7 +155,7 @@ struct kvt_server_stats {
 #define KVT_LAT_OPS KVT_OP_END_
 
 struct kvt_server {
-	struct io_uring ring;
+	struct kvt_loop *loop; /* owned */
 	struct kvt_config *cfg;
 	/* The command line, re-read with the config file on SIGHUP. */
 	int argc;
@@ -183,8 +184,20 @@ struct kvt_server {
 
 /* ---- kvt_server.c: loop, connections, reply queue ---------------------- */
 
+/*
+ * Opens the event loop for the io-backend setting (KVT_IO_*): auto tries
+ * io_uring and falls back to epoll with one warning in the log; io_uring
+ * fails with a clear log line when the kernel refuses it; epoll always uses
+ * the portable path.  Returns 0 or -errno.
+ */
+int kvt_server_loop_open(struct kvt_loop **out, int backend);
+/*
+ * Creates the server on loop (from kvt_server_loop_open), which it owns
+ * from now on, failure included.
+ */
 int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
-		    struct kvt_tm *tm, int argc, char **argv);
+		    struct kvt_loop *loop, struct kvt_tm *tm, int argc,
+		    char **argv);
 /* Serves until SIGTERM or SIGINT.  Returns 0 or a negative error. */
 int kvt_server_run(struct kvt_server *s);
 void kvt_server_close(struct kvt_server *s);

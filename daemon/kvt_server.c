@@ -1,10 +1,12 @@
 /*
- * kvt_server.c - the socket side of kvtierd: listening socket, io_uring event
- * loop (accept, recv, send, signals), connections and their reply queues.
+ * kvt_server.c - the socket side of kvtierd: listening socket, event loop
+ * (accept, recv, send, signals), connections and their reply queues.
  *
- * Every io_uring operation carries its owner and kind in user_data: the
- * owner pointer (a connection, or NULL for the server's own operations) with
- * the kind in the low bits, which are always zero in an aligned pointer.
+ * The loop runs on io_uring, or on epoll where io_uring is refused
+ * (kvt_loop.h); the handlers here see the same completions either way.
+ * Every operation carries its owner and kind in user_data: the owner
+ * pointer (a connection, or NULL for the server's own operations) with the
+ * kind in the low bits, which are always zero in an aligned pointer.
  */
 #include <errno.h>
 #include <poll.h>
@@ -23,6 +25,7 @@
 #include "kvt_arena.h"
 #include "kvt_daemon.h"
 #include "kvt_log.h"
+#include "kvt_loop.h"
 #include "kvt_notify.h"
 
 /*
@@ -56,7 +59,6 @@ enum op_kind {
 
 struct stop_state {
 	uint64_t tm_counter;
-	struct __kernel_timespec tick;
 	bool accept_armed;
 	bool signal_armed;
 	struct signalfd_siginfo si;
@@ -75,22 +77,6 @@ uint64_t kvt_now_ns(void)
 static uint64_t tag(void *p, enum op_kind k)
 {
 	return (uint64_t)(uintptr_t)p | (uint64_t)k;
-}
-
-/*
- * Returns a submission queue entry, submitting what is queued to make room
- * if the queue is full.  With RING_ENTRIES sized for two operations per
- * connection this only spins in pathological cases.
- */
-static struct io_uring_sqe *get_sqe(struct kvt_server *s)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
-
-	while (!sqe) {
-		io_uring_submit(&s->ring);
-		sqe = io_uring_get_sqe(&s->ring);
-	}
-	return sqe;
 }
 
 /* ---- listening socket ----------------------------------------------- */
@@ -258,7 +244,7 @@ static void conn_free_if_done(struct kvt_conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	close(c->fd);
+	kvt_loop_close_fd(s->loop, c->fd);
 	s->nconns--;
 	/* A client that died mid-body leaves its memory to the waiters. */
 	if (freed && s->mem_waiters)
@@ -286,7 +272,6 @@ static void conn_close(struct kvt_conn *c)
 static void arm_recv(struct kvt_conn *c)
 {
 	struct kvt_server *s = c->srv;
-	struct io_uring_sqe *sqe;
 	uint8_t *p;
 	size_t room;
 
@@ -311,9 +296,7 @@ static void arm_recv(struct kvt_conn *c)
 		p = c->rbuf + c->rlen;
 		room = KVT_RBUF_SIZE - c->rlen;
 	}
-	sqe = get_sqe(s);
-	io_uring_prep_recv(sqe, c->fd, p, room, 0);
-	io_uring_sqe_set_data64(sqe, tag(c, OP_RECV));
+	kvt_loop_recv(s->loop, c->fd, p, room, tag(c, OP_RECV));
 	c->recv_armed = true;
 	c->inflight++;
 }
@@ -340,7 +323,6 @@ static void attach_arena_fd(struct kvt_conn *c)
 static void flush(struct kvt_conn *c)
 {
 	struct kvt_server *s = c->srv;
-	struct io_uring_sqe *sqe;
 	int n = 0;
 
 	if (c->send_armed)
@@ -369,9 +351,7 @@ static void flush(struct kvt_conn *c)
 	c->msg.msg_iovlen = (size_t)n;
 	if (c->out_head->pass_arena && c->out_head->sent == 0)
 		attach_arena_fd(c);
-	sqe = get_sqe(s);
-	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, tag(c, OP_SEND));
+	kvt_loop_sendmsg(s->loop, c->fd, &c->msg, MSG_NOSIGNAL, tag(c, OP_SEND));
 	c->send_armed = true;
 	c->inflight++;
 }
@@ -860,19 +840,14 @@ static void housekeeping(struct kvt_server *s)
 
 static void arm_timer(struct kvt_server *s)
 {
-	struct io_uring_sqe *sqe = get_sqe(s);
-
-	g_stop.tick.tv_sec = 1;
-	g_stop.tick.tv_nsec = 0;
-	io_uring_prep_timeout(sqe, &g_stop.tick, 0, 0);
-	io_uring_sqe_set_data64(sqe, tag(NULL, OP_TIMER));
+	kvt_loop_timeout(s->loop, 1000, tag(NULL, OP_TIMER));
 }
 
 static void on_accept(struct kvt_server *s, int res, unsigned flags)
 {
 	struct kvt_conn *c;
 
-	if (!(flags & IORING_CQE_F_MORE))
+	if (!(flags & KVT_LOOP_MORE))
 		g_stop.accept_armed = false;
 	if (res < 0) {
 		if (res != -ECANCELED && !s->stopping)
@@ -927,33 +902,24 @@ static void on_accept(struct kvt_server *s, int res, unsigned flags)
 
 static void arm_accept(struct kvt_server *s)
 {
-	struct io_uring_sqe *sqe = get_sqe(s);
-
-	io_uring_prep_multishot_accept(sqe, s->listen_fd, NULL, NULL,
-				       SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, tag(NULL, OP_ACCEPT));
+	kvt_loop_accept(s->loop, s->listen_fd, tag(NULL, OP_ACCEPT));
 	g_stop.accept_armed = true;
 }
 
 static void arm_tm(struct kvt_server *s)
 {
 	int fd = kvt_tm_event_fd(s->tm);
-	struct io_uring_sqe *sqe;
 
 	if (fd < 0)
 		return; /* every tier operation completes at once */
-	sqe = get_sqe(s);
-	io_uring_prep_read(sqe, fd, &g_stop.tm_counter,
-			   sizeof(g_stop.tm_counter), 0);
-	io_uring_sqe_set_data64(sqe, tag(NULL, OP_TM));
+	kvt_loop_read(s->loop, fd, &g_stop.tm_counter,
+		      sizeof(g_stop.tm_counter), tag(NULL, OP_TM));
 }
 
 static void arm_signal(struct kvt_server *s)
 {
-	struct io_uring_sqe *sqe = get_sqe(s);
-
-	io_uring_prep_read(sqe, s->signal_fd, &g_stop.si, sizeof(g_stop.si), 0);
-	io_uring_sqe_set_data64(sqe, tag(NULL, OP_SIGNAL));
+	kvt_loop_read(s->loop, s->signal_fd, &g_stop.si, sizeof(g_stop.si),
+		      tag(NULL, OP_SIGNAL));
 	g_stop.signal_armed = true;
 }
 
@@ -963,8 +929,6 @@ static void arm_signal(struct kvt_server *s)
  */
 static void begin_stop(struct kvt_server *s, const char *why)
 {
-	struct io_uring_sqe *sqe;
-
 	if (s->stopping)
 		return;
 	s->stopping = true;
@@ -972,11 +936,9 @@ static void begin_stop(struct kvt_server *s, const char *why)
 	g_stop.stop_deadline = kvt_now_ns() + STOP_GRACE_NS;
 	kvt_log(KVT_LOG_INFO, "event=stopping reason=%s conns=%u", why,
 		s->nconns);
-	if (g_stop.accept_armed) {
-		sqe = get_sqe(s);
-		io_uring_prep_cancel64(sqe, tag(NULL, OP_ACCEPT), 0);
-		io_uring_sqe_set_data64(sqe, tag(NULL, OP_CANCEL));
-	}
+	if (g_stop.accept_armed)
+		kvt_loop_cancel(s->loop, tag(NULL, OP_ACCEPT),
+				tag(NULL, OP_CANCEL));
 	for (struct kvt_conn *c = s->conns, *next; c; c = next) {
 		next = c->next;
 		c->close_after = true;
@@ -1039,10 +1001,12 @@ static void reload(struct kvt_server *s)
 	if (strcmp(n.socket_path, o->socket_path) ||
 	    strcmp(n.data_dir, o->data_dir) || n.l1_size != o->l1_size ||
 	    n.l2_size != o->l2_size || n.l3_size != o->l3_size ||
-	    n.l2_level != o->l2_level || n.l3_region_size != o->l3_region_size)
+	    n.l2_level != o->l2_level || n.l3_region_size != o->l3_region_size ||
+	    n.io_backend != o->io_backend)
 		kvt_log(KVT_LOG_WARN, "event=reload_needs_restart "
-			"hint=\"socket, data-dir, tier sizes, l2-level and "
-			"l3-region-size change only on restart\"");
+			"hint=\"socket, data-dir, tier sizes, l2-level, "
+			"l3-region-size and io-backend change only on "
+			"restart\"");
 	kvt_log(KVT_LOG_INFO, "event=reloaded changed=%d", changed);
 	kvt_notify("READY=1");
 }
@@ -1074,25 +1038,26 @@ static void on_signal(struct kvt_server *s, int res)
 		arm_signal(s);
 }
 
-static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
+/* One completion from the loop, whichever backend produced it. */
+static void dispatch(void *arg, uint64_t ud, int res, unsigned flags)
 {
-	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	struct kvt_server *s = arg;
 	struct kvt_conn *c = (struct kvt_conn *)(uintptr_t)(ud & ~(uint64_t)OP_MASK);
 
 	switch ((enum op_kind)(ud & OP_MASK)) {
 	case OP_ACCEPT:
-		on_accept(s, cqe->res, cqe->flags);
+		on_accept(s, res, flags);
 		if (!g_stop.accept_armed && !s->stopping)
 			arm_accept(s);
 		break;
 	case OP_SIGNAL:
-		on_signal(s, cqe->res);
+		on_signal(s, res);
 		break;
 	case OP_RECV:
-		on_recv(c, cqe->res);
+		on_recv(c, res);
 		break;
 	case OP_SEND:
-		on_send(c, cqe->res);
+		on_send(c, res);
 		break;
 	case OP_TM:
 		/* Runs get callbacks, which queue replies on connections. */
@@ -1110,17 +1075,62 @@ static void dispatch_cqe(struct kvt_server *s, struct io_uring_cqe *cqe)
 	}
 }
 
-int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
-		    struct kvt_tm *tm, int argc, char **argv)
+int kvt_server_loop_open(struct kvt_loop **out, int backend)
 {
-	struct io_uring_params p;
+	char err[128];
+	int rc;
+
+	if (backend == KVT_IO_EPOLL) {
+		rc = kvt_loop_open(out, KVT_IO_EPOLL, RING_ENTRIES, err,
+				   sizeof(err));
+		if (rc)
+			kvt_log(KVT_LOG_ERROR, "event=loop_failed backend=epoll "
+				"error=\"%s\"", err);
+		return rc;
+	}
+	rc = kvt_loop_open(out, KVT_IO_URING, RING_ENTRIES, err, sizeof(err));
+	if (rc == 0)
+		return 0;
+	if (backend == KVT_IO_URING) {
+		kvt_log(KVT_LOG_ERROR,
+			"event=io_uring_unavailable error=\"%s\" "
+			"io_backend=io_uring hint=\"io_uring_setup was refused; "
+			"the kernel may be too old, or a container/seccomp "
+			"profile or kernel.io_uring_disabled blocks it. Use "
+			"--io-backend auto or epoll to run on the portable "
+			"epoll/pread path instead.\"", strerror(-rc));
+		return rc;
+	}
+	/*
+	 * auto: one warning, then the portable path.  Operators see why in
+	 * the log and which path is serving in the stats (io_backend).
+	 */
+	kvt_log(KVT_LOG_WARN, "event=io_uring_unavailable error=\"%s\" "
+		"fallback=epoll hint=\"io_uring_setup was refused (old kernel, "
+		"seccomp/container policy or kernel.io_uring_disabled); "
+		"serving with epoll and L3 with pread/pwrite\"",
+		strerror(-rc));
+	rc = kvt_loop_open(out, KVT_IO_EPOLL, RING_ENTRIES, err, sizeof(err));
+	if (rc)
+		kvt_log(KVT_LOG_ERROR, "event=loop_failed backend=epoll "
+			"error=\"%s\"", err);
+	return rc;
+}
+
+int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
+		    struct kvt_loop *loop, struct kvt_tm *tm, int argc,
+		    char **argv)
+{
 	struct kvt_server *s;
 	sigset_t mask;
 	int rc;
 
 	s = calloc(1, sizeof(*s));
-	if (!s)
+	if (!s) {
+		kvt_loop_close(loop);
 		return -ENOMEM;
+	}
+	s->loop = loop;
 	s->cfg = cfg;
 	s->tm = tm;
 	s->argc = argc;
@@ -1139,7 +1149,7 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 				     sizeof(err))) {
 			kvt_log(KVT_LOG_ERROR, "event=config_error what=access "
 				"error=\"%s\"", err);
-			free(s);
+			kvt_server_close(s);
 			return KVT_EINVAL;
 		}
 	}
@@ -1150,24 +1160,11 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 				     NULL, NULL, err, sizeof(err))) {
 			kvt_log(KVT_LOG_ERROR, "event=config_error "
 				"what=shm-allow-uid error=\"%s\"", err);
-			free(s);
+			kvt_server_close(s);
 			return KVT_EINVAL;
 		}
 	}
 	s->arena = kvt_tm_arena(tm, NULL);
-
-	memset(&p, 0, sizeof(p));
-	rc = io_uring_queue_init_params(RING_ENTRIES, &s->ring, &p);
-	if (rc < 0) {
-		kvt_log(KVT_LOG_ERROR,
-			"event=io_uring_unavailable error=\"%s\" "
-			"hint=\"io_uring_setup was refused; the kernel may be "
-			"too old, or a container/seccomp profile or "
-			"kernel.io_uring_disabled blocks it. kvtierd needs "
-			"io_uring.\"", strerror(-rc));
-		free(s);
-		return rc;
-	}
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -1208,15 +1205,13 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 
 int kvt_server_run(struct kvt_server *s)
 {
-	struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 100000000 };
-
 	arm_accept(s);
 	arm_signal(s);
 	arm_tm(s);
 	arm_timer(s);
-	kvt_log(KVT_LOG_INFO, "event=listening socket=%s pid=%d",
+	kvt_log(KVT_LOG_INFO, "event=listening socket=%s pid=%d io_backend=%s",
 		s->activated ? "(systemd)" : s->cfg->socket_path,
-		(int)getpid());
+		(int)getpid(), kvt_io_backend_name(kvt_loop_backend(s->loop)));
 	{
 		char st[256];
 		snprintf(st, sizeof(st), "READY=1\nMAINPID=%d\nSTATUS=serving",
@@ -1227,23 +1222,14 @@ int kvt_server_run(struct kvt_server *s)
 				strerror(-nrc));
 	}
 	while (!s->stopping || s->nconns > 0 || g_stop.accept_armed) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-		int rc;
+		int rc = kvt_loop_run_once(s->loop, s->stopping ? 100 : -1,
+					   dispatch, s);
 
-		rc = io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1,
-						      s->stopping ? &ts : NULL,
-						      NULL);
-		if (rc < 0 && rc != -ETIME && rc != -EINTR) {
+		if (rc < 0) {
 			kvt_log(KVT_LOG_ERROR, "event=loop_failed error=\"%s\"",
 				strerror(-rc));
 			return rc;
 		}
-		io_uring_for_each_cqe(&s->ring, head, cqe) {
-			dispatch_cqe(s, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&s->ring, n);
 		if (s->stopping && kvt_now_ns() > g_stop.stop_deadline) {
 			/* Clients that will not read their replies lose them. */
 			for (struct kvt_conn *c = s->conns, *next; c; c = next) {
@@ -1269,6 +1255,6 @@ void kvt_server_close(struct kvt_server *s)
 	}
 	if (s->signal_fd >= 0)
 		close(s->signal_fd);
-	io_uring_queue_exit(&s->ring);
+	kvt_loop_close(s->loop);
 	free(s);
 }

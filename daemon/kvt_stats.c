@@ -109,13 +109,14 @@ static void jshm(struct jbuf *b, const struct kvt_server *s)
 		kvt_arena_stats(s->arena, &as);
 	jput(b, "\"shm\":{\"enabled\":%s,\"arena_bytes\":%llu,"
 		"\"arena_used_bytes\":%llu,\"arena_peak_bytes\":%llu,"
-		"\"arena_alloc_fails\":%llu,\"clients_granted\":%llu,"
+		"\"arena_alloc_fails\":%llu,\"arena_prefaulted_bytes\":%llu,\"clients_granted\":%llu,"
 		"\"clients_refused\":%llu,\"gets\":%llu,\"get_bytes\":%llu,"
 		"\"puts\":%llu,\"put_bytes\":%llu,\"fallbacks\":%llu,"
 		"\"slots_refused\":%llu,\"leases\":%llu,\"lease_bytes\":%llu},",
 	     s->arena ? "true" : "false", (unsigned long long)as.size,
 	     (unsigned long long)as.used, (unsigned long long)as.peak_used,
 	     (unsigned long long)as.fails,
+	     (unsigned long long)as.prefaulted,
 	     (unsigned long long)s->st.shm_granted,
 	     (unsigned long long)s->st.shm_refused,
 	     (unsigned long long)s->st.shm_gets,
@@ -139,6 +140,9 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	kvt_tm_stats(s->tm, &ts);
 	jput(&b, "{\"version\":\"%s\",\"uptime_s\":%llu,", KVT_VERSION_STRING,
 	     (unsigned long long)((kvt_now_ns() - s->start_ns) / 1000000000ull));
+	/* Which event backend serves: io_uring, or epoll after a fallback. */
+	jput(&b, "\"io_backend\":\"%s\",",
+	     kvt_io_backend_name(kvt_loop_backend(s->loop)));
 	jput(&b, "\"gets\":%llu,\"puts\":%llu,\"dels\":%llu,\"misses\":%llu,"
 		 "\"promotions\":%llu,\"demotions\":%llu,\"evictions\":%llu,"
 		 "\"rejected_too_big\":%llu,",

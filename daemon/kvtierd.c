@@ -77,6 +77,7 @@ int main(int argc, char **argv)
 	struct kvt_config cfg;
 	struct kvt_tm_config tc = { 0 };
 	struct kvt_server *srv = NULL;
+	struct kvt_loop *loop = NULL;
 	struct kvt_tm *tm = NULL;
 	char b1[32], b2[32], b3[32], errmsg[256] = "";
 	int rc;
@@ -100,6 +101,34 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/*
+	 * The event loop first: whether io_uring is usable decides the L3
+	 * backend too, so a refused io_uring is found (and, with auto,
+	 * reported) once.  --check serves nothing and needs no loop.
+	 */
+	if (!cfg.check) {
+		rc = kvt_server_loop_open(&loop, cfg.io_backend);
+		if (rc) {
+			fprintf(stderr, "kvtierd: cannot start: %s%s\n",
+				cfg.io_backend == KVT_IO_URING ?
+				"io_uring is unavailable: " :
+				"cannot create the event loop: ",
+				strerror(-rc));
+			if (cfg.io_backend == KVT_IO_URING)
+				fprintf(stderr, "kvtierd: --io-backend io_uring "
+					"was given; use --io-backend auto (or "
+					"epoll) to run on the portable "
+					"epoll/pread path\n");
+			return 1;
+		}
+		tc.l3_io_backend = kvt_loop_backend(loop) == KVT_IO_EPOLL ?
+				   KVT_TM_L3_IO_PREAD :
+				   cfg.io_backend == KVT_IO_URING ?
+				   KVT_TM_L3_IO_URING : KVT_TM_L3_IO_AUTO;
+	} else if (cfg.io_backend == KVT_IO_EPOLL) {
+		tc.l3_io_backend = KVT_TM_L3_IO_PREAD;
+	}
+
 	tc.l1_capacity = cfg.l1_size;
 	tc.l2_capacity = cfg.l2_size;
 	tc.l3_capacity = cfg.l3_size;
@@ -120,6 +149,7 @@ int main(int argc, char **argv)
 			slack = 64u << 20;
 		tc.shm_size = cfg.shm_size ? cfg.shm_size : cfg.l1_size + slack;
 		tc.shm_threshold = cfg.shm_threshold;
+		tc.shm_prefault = cfg.shm_prefault;
 	}
 	tc.errmsg = errmsg;
 	tc.errmsg_len = sizeof(errmsg);
@@ -129,6 +159,7 @@ int main(int argc, char **argv)
 			"detail=\"%s\"", kvt_strerror(rc), errmsg);
 		fprintf(stderr, "kvtierd: cannot open the cache tiers: %s%s%s\n",
 			kvt_strerror(rc), errmsg[0] ? ": " : "", errmsg);
+		kvt_loop_close(loop);
 		return 1;
 	}
 	if (cfg.check) {
@@ -144,24 +175,31 @@ int main(int argc, char **argv)
 		return rc ? 1 : 0;
 	}
 	kvt_log(KVT_LOG_INFO, "event=start version=%s l1=%s l2=%s l3=%s "
-		"data_dir=%s", KVT_VERSION_STRING,
+		"data_dir=%s io_backend=%s", KVT_VERSION_STRING,
 		kvt_size_format(cfg.l1_size, b1, sizeof(b1)),
 		kvt_size_format(cfg.l2_size, b2, sizeof(b2)),
-		kvt_size_format(cfg.l3_size, b3, sizeof(b3)), cfg.data_dir);
+		kvt_size_format(cfg.l3_size, b3, sizeof(b3)), cfg.data_dir,
+		kvt_io_backend_name(kvt_loop_backend(loop)));
 
 	if (tc.shm_size) {
 		int aerr;
 
-		if (kvt_tm_arena(tm, &aerr))
-			kvt_log(KVT_LOG_INFO, "event=shm arena=%s threshold=%s",
+		if (kvt_tm_arena(tm, &aerr) && aerr)
+			kvt_log(KVT_LOG_WARN, "event=shm_prefault_failed "
+				"error=\"%s\" hint=\"needs Linux 5.14\"",
+				kvt_strerror(aerr));
+		if (kvt_tm_arena(tm, NULL))
+			kvt_log(KVT_LOG_INFO, "event=shm arena=%s threshold=%s "
+				"prefault=%d",
 				kvt_size_format(tc.shm_size, b1, sizeof(b1)),
 				kvt_size_format(tc.shm_threshold, b2,
-						sizeof(b2)));
+						sizeof(b2)),
+				tc.shm_prefault);
 		else
 			kvt_log(KVT_LOG_WARN, "event=shm_unavailable error=\"%s\" "
 				"fallback=socket", kvt_strerror(aerr));
 	}
-	rc = kvt_server_open(&srv, &cfg, tm, argc, argv);
+	rc = kvt_server_open(&srv, &cfg, loop, tm, argc, argv);
 	if (rc) {
 		fprintf(stderr, "kvtierd: cannot start on %s: %s\n",
 			cfg.socket_path,

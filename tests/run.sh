@@ -48,6 +48,13 @@ for t in "$ROOT"/tests/integ/test_*.c; do
 	b="$ROOT/$BUILD/tests/integ/$(basename "$t" .c)"
 	run_one "integ/$(basename "$b")" ${TEST_WRAPPER:-} "$b"
 done
+# The same suites once more on the portable path (--io-backend epoll: the
+# socket loop on epoll, L3 on pread/pwrite), as separately named entries.
+for t in test_server test_tiers test_limits test_systemd; do
+	[ -e "$ROOT/tests/integ/$t.c" ] || continue
+	run_one "integ/$t[epoll]" env KVTIER_TEST_IO_BACKEND=epoll \
+		"$ROOT/$BUILD/tests/integ/$t"
+done
 for t in "$ROOT"/tests/integ/test_*.sh; do
 	[ -e "$t" ] || continue
 	run_one "integ/$(basename "$t")" \

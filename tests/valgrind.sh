@@ -6,7 +6,7 @@
 # "N passed, N failed" from run.sh and one line per log with errors; exits
 # non-zero if a test failed or any log has an error or a leak.
 #
-# Under valgrind the daemon runs with the epoll back end when it has one
+# Under valgrind the daemon runs with the epoll back end
 # (KVTIER_TEST_IO_BACKEND=epoll): valgrind cannot see memory the kernel
 # writes through io_uring and would report it uninitialised.
 set -u
@@ -27,7 +27,8 @@ export KVTIER_TEST_WRAPPER="$ROOT/tests/valgrind-wrap.sh"
 export TEST_KVTIERD_SH="$LOGS/kvtierd"
 export KVTIER_TEST_IO_BACKEND=${KVTIER_TEST_IO_BACKEND:-epoll}
 export TEST_TIMEOUT=${TEST_TIMEOUT:-1200}
-export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh}"
+# The [epoll] repeats of run.sh are skipped: every daemon here runs on epoll.
+export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll]}"
 # Smaller workloads where a test has a knob for it.
 # (test_arena maps 4 GiB instead of 64 GiB, which valgrind cannot map;
 # test_oracle runs 2000 operations instead of 60000.)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -72,6 +73,12 @@ struct kvt_arena {
 	uint64_t peak_pages;
 	uint64_t allocs, frees, fails;
 	uint64_t free_extents;
+
+	/* kvt_arena_prefault(): its thread, progress and stop request. */
+	bool prefaulting;
+	pthread_t prefault_tid;
+	atomic_bool prefault_stop;
+	atomic_uint_least64_t prefaulted;
 };
 
 static unsigned size_class(uint32_t pages)
@@ -256,6 +263,10 @@ void kvt_arena_close(struct kvt_arena *a)
 {
 	if (!a)
 		return;
+	if (a->prefaulting) {
+		atomic_store(&a->prefault_stop, true);
+		pthread_join(a->prefault_tid, NULL);
+	}
 	if (a->rec != MAP_FAILED)
 		munmap(a->rec, a->rec_bytes);
 	if (a->base != MAP_FAILED)
@@ -391,6 +402,50 @@ size_t kvt_arena_alloc_size(struct kvt_arena *a, const void *p)
 	return n;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* Chunk of arena faulted in per madvise() call, between stop checks. */
+#define ARENA_PREFAULT_CHUNK (4u << 20)
+
+static void *prefault_main(void *arg)
+{
+	struct kvt_arena *a = arg;
+
+	for (uint64_t off = 0; off < a->size; off += ARENA_PREFAULT_CHUNK) {
+		uint64_t n = a->size - off < ARENA_PREFAULT_CHUNK
+				     ? a->size - off
+				     : ARENA_PREFAULT_CHUNK;
+
+		if (atomic_load(&a->prefault_stop))
+			break;
+		/* Faults pages in writable and keeps their contents, so it is
+		 * safe on pages that already hold blocks. */
+		if (madvise(a->base + off, (size_t)n, MADV_POPULATE_WRITE))
+			break;
+		atomic_fetch_add(&a->prefaulted, n);
+	}
+	return NULL;
+}
+
+int kvt_arena_prefault(struct kvt_arena *a)
+{
+	int rc;
+
+	if (!a || a->prefaulting)
+		return KVT_EINVAL;
+	/* One page first: kernels before 5.14 refuse the advice. */
+	if (madvise(a->base, (size_t)1 << a->page_shift, MADV_POPULATE_WRITE))
+		return -errno;
+	atomic_init(&a->prefault_stop, false);
+	rc = pthread_create(&a->prefault_tid, NULL, prefault_main, a);
+	if (rc)
+		return -rc;
+	a->prefaulting = true;
+	return 0;
+}
+
 void kvt_arena_stats(struct kvt_arena *a, struct kvt_arena_stats *st)
 {
 	uint32_t largest = 0;
@@ -415,4 +470,5 @@ void kvt_arena_stats(struct kvt_arena *a, struct kvt_arena_stats *st)
 	st->free_extents = a->free_extents;
 	st->largest_free = (uint64_t)largest << a->page_shift;
 	pthread_mutex_unlock(&a->lock);
+	st->prefaulted = atomic_load(&a->prefaulted);
 }

@@ -63,6 +63,7 @@ struct kvt_arena_stats {
 	uint64_t fails;	       /* kvt_arena_alloc calls that found no room */
 	uint64_t free_extents; /* maximal free page runs */
 	uint64_t largest_free; /* bytes of the largest free run */
+	uint64_t prefaulted;   /* bytes faulted in by kvt_arena_prefault() */
 };
 
 /*
@@ -152,5 +153,18 @@ size_t kvt_arena_alloc_size(struct kvt_arena *a, const void *p);
 
 /* Fills *st with a consistent snapshot of the counters.  Thread-safe. */
 void kvt_arena_stats(struct kvt_arena *a, struct kvt_arena_stats *st);
+
+/*
+ * Faults in every page of the arena from a background thread, a few MiB at
+ * a time (MADV_POPULATE_WRITE, which keeps the pages' contents, so blocks
+ * may be allocated and written meanwhile).  Values stored later then never
+ * wait for a page fault, which on virtual machines can cost more than the
+ * copy itself; the price is that the whole arena is resident from the
+ * start.  Progress is in kvt_arena_stats().prefaulted.  kvt_arena_close()
+ * stops and joins the thread.  Returns 0, KVT_EINVAL (a NULL, or already
+ * started), -EINVAL when the kernel lacks MADV_POPULATE_WRITE (before
+ * Linux 5.14), or another -errno.  Not thread-safe against itself.
+ */
+int kvt_arena_prefault(struct kvt_arena *a);
 
 #endif /* KVT_ARENA_H */

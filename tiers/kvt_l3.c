@@ -724,8 +724,17 @@ int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg)
 			l3->regions[i].dfd = -1;
 		}
 
-	if (!cfg->no_uring && io_uring_queue_init(l3->qd, &l3->ring, 0) == 0)
-		l3->have_ring = 1;
+	if (!cfg->no_uring && cfg->io_backend != KVT_L3_IO_PREAD) {
+		rc = io_uring_queue_init(l3->qd, &l3->ring, 0);
+		if (rc == 0) {
+			l3->have_ring = 1;
+		} else if (cfg->io_backend == KVT_L3_IO_URING) {
+			errmsg(cfg, "l3: io_uring is unavailable (%s) and the "
+			       "io_uring backend was required", strerror(-rc));
+			goto fail;
+		}
+		/* auto: pread() does the same reads, one at a time. */
+	}
 	free(idx);
 	free(lockp);
 	*out = l3;

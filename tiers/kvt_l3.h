@@ -126,6 +126,23 @@ struct kvt_l3_faults {
 	int skip_commit;
 	/* Out: number of region pwrite() calls made (including failed ones). */
 	unsigned writes;
+	/*
+	 * Counts down on every read of a region file (an io_uring read or a
+	 * pread(), whichever backend is in use); the read that brings it
+	 * from 1 to 0 fails with read_errno (0 means EIO), as the device
+	 * would.  0 = never fail.
+	 */
+	unsigned read_fail_at;
+	int read_errno;
+	/* Out: number of region reads issued (including failed ones). */
+	unsigned reads;
+};
+
+/* How L3 reads its region files (kvt_l3_config.io_backend). */
+enum kvt_l3_io {
+	KVT_L3_IO_AUTO = 0,  /* io_uring if the kernel allows it, else pread */
+	KVT_L3_IO_URING = 1, /* io_uring; kvt_l3_open() fails without it */
+	KVT_L3_IO_PREAD = 2, /* pread(), never io_uring */
 };
 
 struct kvt_l3_config {
@@ -155,7 +172,13 @@ struct kvt_l3_config {
 	int no_sync;
 	/* Tests only: never use O_DIRECT (exercises the buffered path). */
 	int no_direct;
-	/* Tests only: never use io_uring (exercises the pread path). */
+	/*
+	 * enum kvt_l3_io.  Both backends read every hit of a batch on the
+	 * calling thread, with the same O_DIRECT alignment, verification and
+	 * error reporting; writes are pwrite() either way.
+	 */
+	int io_backend;
+	/* Tests only: same as io_backend = KVT_L3_IO_PREAD. */
 	int no_uring;
 	/* Clock for expiry, in seconds since the epoch; NULL = time(). */
 	uint64_t (*now_s)(void);
@@ -185,7 +208,8 @@ struct kvt_l3_config {
  * Returns 0, KVT_EINVAL (bad config, or region size differs from the one the
  * store was created with), KVT_EVERSION (unknown on-disk format), KVT_EBUSY
  * (another process has the store open), KVT_ESERVER (LMDB failure), -ENOSPC
- * (region files cannot be preallocated), -ENOMEM, or another -errno.
+ * (region files cannot be preallocated), -ENOMEM, or another -errno (with
+ * io_backend KVT_L3_IO_URING: the errno io_uring_setup failed with).
  */
 int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg);
 

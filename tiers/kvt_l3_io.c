@@ -5,7 +5,9 @@
  * to the head region with large pwrite()s (O_DIRECT where available), the
  * touched region files are fdatasync()ed, and only then is the index
  * committed, in one transaction.  Read: every hit of a batch is read at once
- * through the tier's own io_uring ring, then verified.
+ * through the tier's own io_uring ring, then verified; where io_uring is
+ * refused (or not wanted: kvt_l3_config.io_backend) the same reads are made
+ * with pread() on the same thread and verified the same way.
  */
 #include "kvt_l3_int.h"
 
@@ -460,7 +462,24 @@ struct l3_io {
 	uint64_t done;
 	int res;            /* 0, -errno, or KVT_ECORRUPT */
 	int state;          /* 0 queued, 1 in the ring, 2 finished */
+	int fault;          /* injected -errno for the read in flight */
 };
+
+/*
+ * The read fault hook, called once per region read whichever backend
+ * makes it.  Returns the -errno the read must fail with, or 0.
+ */
+static int read_fault(struct kvt_l3 *l3)
+{
+	struct kvt_l3_faults *f = l3->faults;
+
+	if (!f)
+		return 0;
+	f->reads++;
+	if (f->read_fail_at && --f->read_fail_at == 0)
+		return -(f->read_errno ? f->read_errno : EIO);
+	return 0;
+}
 
 static int io_fd(const struct kvt_l3 *l3, const struct l3_io *io)
 {
@@ -482,6 +501,8 @@ static void io_prep(struct kvt_l3 *l3, struct io_uring_sqe *sqe,
 			   io->loc.offset + io->done);
 	io_uring_sqe_set_data64(sqe, idx);
 	io->state = 1;
+	/* The read still runs; its result is replaced on completion. */
+	io->fault = read_fault(l3);
 }
 
 /*
@@ -593,7 +614,8 @@ static void io_run_ring(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
 
 			seen++;
 			rr.inflight--;
-			switch (io_complete(&ios[idx], cqe->res)) {
+			switch (io_complete(&ios[idx], ios[idx].fault ?
+					    ios[idx].fault : cqe->res)) {
 			case 1:
 				rr.redo[rr.nredo++] = idx;
 				break;
@@ -626,11 +648,14 @@ static void io_run_sync(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
 		set_inflight(l3, 1);
 		do {
 			uint64_t left = io->loc.length - io->done;
-			ssize_t r = pread(io_fd(l3, io), io->buf + io->done,
-					  left < L3_IO_MAX ? left : L3_IO_MAX,
-					  (off_t)(io->loc.offset + io->done));
+			int fault = read_fault(l3);
+			ssize_t r = fault ? 0 :
+				pread(io_fd(l3, io), io->buf + io->done,
+				      left < L3_IO_MAX ? left : L3_IO_MAX,
+				      (off_t)(io->loc.offset + io->done));
 
-			st = io_complete(io, r < 0 ? -errno : (int)r);
+			st = io_complete(io, fault ? fault :
+					 r < 0 ? -errno : (int)r);
 		} while (st == 1);
 		if (st == 2)
 			io_verify(io);

@@ -903,6 +903,8 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 						       cfg->shm_size);
 		if (tm->arena)
 			kvt_mem_set_arena(tm->arena, cfg->shm_threshold);
+		if (tm->arena && cfg->shm_prefault)
+			tm->arena_err = kvt_arena_prefault(tm->arena);
 	}
 	pthread_mutex_init(&tm->ghost_mu, NULL);
 	/* 64Ki keys each: a few MiB that cover far more blocks than fit. */
@@ -923,6 +925,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.capacity = cfg->l3_capacity,
 			.region_size = cfg->l3_region_size,
 			.no_sync = cfg->l3_no_sync,
+			.io_backend = cfg->l3_io_backend,
 			.faults = cfg->l3_faults,
 			.now_s = tm->now_s,
 			.errmsg = cfg->errmsg,

@@ -53,6 +53,12 @@ struct kvt_blob {
 	uint8_t dtype; /* enum kvt_dtype from kvt_frame.h */
 };
 
+enum {
+	KVT_TM_L3_IO_AUTO = 0,
+	KVT_TM_L3_IO_URING = 1,
+	KVT_TM_L3_IO_PREAD = 2,
+};
+
 struct kvt_tm_config {
 	uint64_t l1_capacity; /* bytes, > 0 */
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
@@ -83,7 +89,15 @@ struct kvt_tm_config {
 	 */
 	uint64_t shm_size;
 	uint64_t shm_threshold;
+	/* Fault the whole arena in from a background thread (kvt_arena.h). */
+	int shm_prefault;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
+	/*
+	 * How L3 reads its region files: KVT_TM_L3_IO_AUTO (io_uring if the
+	 * kernel allows it, else pread), _URING (open fails without it) or
+	 * _PREAD (never io_uring).  Same values as enum kvt_l3_io.
+	 */
+	int l3_io_backend;
 	/* Tests only: L3 I/O failure injection (struct kvt_l3_faults). */
 	struct kvt_l3_faults *l3_faults;
 	/* Clock in seconds since the epoch for TTLs; NULL = CLOCK_REALTIME

@@ -4,6 +4,12 @@
  * every integration test is its own program.  The daemon binary comes from
  * $KVTIERD (set by tests/run.sh), else build/kvtierd.
  *
+ * $KVTIER_TEST_IO_BACKEND (auto, io_uring or epoll), when set, adds
+ * `--io-backend VALUE` to every daemon started here (before the test's own
+ * arguments, which may override it): tests/run.sh runs some suites a
+ * second time with epoll, so that the portable path is held to the same
+ * tests as io_uring.
+ *
  * $KVTIER_TEST_WRAPPER, if set, is a command line (words separated by
  * spaces, no quoting) put before the daemon's: `make valgrind` runs every
  * kvtierd under valgrind this way.  Under a wrapper the daemon is slow, so
@@ -14,6 +20,7 @@
 #define INTEG_HARNESS_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +39,13 @@ struct integ_daemon {
 	char dir[256];
 	char sock[300];
 	char data[300];
+	/*
+	 * Optional: a program the daemon is started through (argv[0] of the
+	 * command, the daemon's command line follows), e.g. a sandbox.
+	 */
+	const char *launcher;
+	/* Optional: the daemon's stderr goes to this file (appended). */
+	const char *log_path;
 };
 
 static inline const char *integ_kvtierd(void)
@@ -88,6 +102,7 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 {
 	const char *argv[96];
 	static char wrap[512];
+	const char *backend = getenv("KVTIER_TEST_IO_BACKEND");
 	int n = 0;
 
 	if (!d->dir[0]) {
@@ -97,6 +112,8 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 		snprintf(d->sock, sizeof(d->sock), "%s/kvtier.sock", d->dir);
 		snprintf(d->data, sizeof(d->data), "%s/var", d->dir);
 	}
+	if (d->launcher)
+		argv[n++] = d->launcher;
 	if (integ_wrapper()) {
 		snprintf(wrap, sizeof(wrap), "%s", integ_wrapper());
 		for (char *w = strtok(wrap, " "); w && n < 32;
@@ -116,6 +133,10 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 	argv[n++] = "256M";
 	argv[n++] = "--l3-region-size";
 	argv[n++] = "16M";
+	if (backend && *backend) {
+		argv[n++] = "--io-backend";
+		argv[n++] = backend;
+	}
 	for (int i = 0; extra && extra[i] && n < 95; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
@@ -123,6 +144,14 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 	if (d->pid < 0)
 		return -1;
 	if (d->pid == 0) {
+		if (d->log_path) {
+			int fd = open(d->log_path,
+				      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+				      0600);
+
+			if (fd >= 0)
+				dup2(fd, 2);
+		}
 		execvp(argv[0], (char *const *)argv);
 		fprintf(stderr, "integ: cannot exec %s: %s\n", argv[0],
 			strerror(errno));

@@ -94,7 +94,21 @@ static pid_t spawn(const char *const *argv, int listen_fd, const char *notify,
 			setenv("LISTEN_PID", num, 1);
 			setenv("LISTEN_FDS", "1", 1);
 		}
-		execv(argv[0], (char *const *)argv);
+		/* KVTIER_TEST_IO_BACKEND: as integ_spawn() does. */
+		const char *be = getenv("KVTIER_TEST_IO_BACKEND");
+		const char *av[64];
+		int n = 0;
+
+		while (argv[n] && n < 60) {
+			av[n] = argv[n];
+			n++;
+		}
+		if (be && *be) {
+			av[n++] = "--io-backend";
+			av[n++] = be;
+		}
+		av[n] = NULL;
+		execv(av[0], (char *const *)av);
 		_exit(127);
 	}
 	return pid;

@@ -650,6 +650,44 @@ static void test_threads(void **state)
 	kvt_arena_close(a);
 }
 
+/*
+ * Prefaulting runs beside allocations without touching their bytes, reports
+ * its progress, and close stops it even half way.
+ */
+static void test_prefault(void **state)
+{
+	const uint64_t size = 64ull << 20;
+	struct kvt_arena_stats st;
+	struct kvt_arena *a;
+	uint8_t *p;
+
+	(void)state;
+	assert_int_equal(kvt_arena_open(&a, "prefault", size), 0);
+	p = kvt_arena_alloc(a, 1 << 20);
+	assert_non_null(p);
+	memset(p, 0x5a, 1 << 20);
+	assert_int_equal(kvt_arena_prefault(a), 0);
+	assert_int_equal(kvt_arena_prefault(a), KVT_EINVAL); /* once */
+	for (int i = 0; i < 1000; i++) {
+		kvt_arena_stats(a, &st);
+		if (st.prefaulted == size)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(st.prefaulted, size);
+	for (size_t i = 0; i < (1 << 20); i++)
+		if (p[i] != 0x5a)
+			fail_msg("prefault changed byte %zu", i);
+	kvt_arena_free(a, p);
+	kvt_arena_close(a);
+
+	/* Closing while it runs (a big arena) stops and joins it. */
+	assert_int_equal(kvt_arena_open(&a, "prefault", 8ull << 30), 0);
+	assert_int_equal(kvt_arena_prefault(a), 0);
+	kvt_arena_close(a);
+	assert_int_equal(kvt_arena_prefault(NULL), KVT_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -663,6 +701,7 @@ int main(void)
 		cmocka_unit_test(test_sealed),
 		cmocka_unit_test(test_bad_free_asserts),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_prefault),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,11 @@
  * I/O failures are injected through struct kvt_l3_faults; a crash is
  * simulated both in-process (skip_commit) and for real (a child process is
  * SIGKILLed in the middle of a stream of batches).
+ *
+ * The whole suite runs twice: once with the default read backend (io_uring
+ * where the kernel allows it) and once with io_backend = KVT_L3_IO_PREAD,
+ * the path kvtierd takes where io_uring is refused, so that both are held to
+ * the same round trips, fault injection, crash and corruption cases.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <liburing.h>
+
 #include "kvt_l3.h"
 #include "kvtier_errors.h"
 
@@ -40,6 +47,9 @@ static uint64_t fake_clock(void)
 {
 	return fake_now;
 }
+
+/* The read backend of the current group (see main). */
+static int g_backend = KVT_L3_IO_AUTO;
 
 /* I/O modes the round-trip tests run in. */
 enum mode { MODE_DEFAULT, MODE_BUFFERED, MODE_SYNC_READS };
@@ -74,6 +84,7 @@ static struct fx *fx_new(uint64_t capacity, uint64_t region_size, int mode)
 	f->cfg.no_sync = mode != MODE_DEFAULT;
 	f->cfg.no_direct = mode == MODE_BUFFERED;
 	f->cfg.no_uring = mode == MODE_SYNC_READS;
+	f->cfg.io_backend = g_backend;
 	f->cfg.now_s = fake_clock;
 	f->cfg.faults = &f->faults;
 	f->cfg.errmsg = f->err;
@@ -930,14 +941,121 @@ static void test_caller_buffers(void **state)
 	fx_free(f);
 }
 
+/* 1 if this process may create an io_uring ring. */
+static int uring_available(void)
+{
+	struct io_uring ring;
+
+	if (io_uring_queue_init(4, &ring, 0))
+		return 0;
+	io_uring_queue_exit(&ring);
+	return 1;
+}
+
+/* The backend asked for is the backend used, and io_uring can be required. */
+static void test_backend_choice(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_l3_stats st = stats(f);
+	struct kvt_l3 *l3 = NULL;
+	int rc;
+
+	(void)state;
+	if (g_backend == KVT_L3_IO_PREAD)
+		assert_int_equal(st.uring, 0);
+	else
+		assert_int_equal(st.uring, uring_available());
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	f->cfg.io_backend = KVT_L3_IO_URING;
+	f->err[0] = '\0';
+	rc = kvt_l3_open(&l3, &f->cfg);
+	if (uring_available()) {
+		assert_int_equal(rc, 0);
+		assert_int_equal((kvt_l3_stats(l3, &st), st.uring), 1);
+	} else {
+		assert_true(rc < 0);
+		assert_null(l3);
+		assert_non_null(strstr(f->err, "io_uring"));
+	}
+	f->l3 = l3;
+	if (!f->l3) {
+		f->cfg.io_backend = g_backend;
+		fx_reopen(f);
+	}
+	fx_free(f);
+}
+
+/*
+ * An injected read error fails that read only, with the device's errno;
+ * the entry stays indexed (the data is not known to be bad) and the next
+ * read of it succeeds.  Other reads of the batch are unaffected.
+ */
+static void test_read_faults(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	const char *keys[3] = { "a", "b", "c" };
+	struct kvt_l3_read rd[3];
+	unsigned failed = 0;
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(put_one(f, keys[i], 100000 + 1000 * i, 0), 0);
+	memset(rd, 0, sizeof(rd));
+	for (int i = 0; i < 3; i++)
+		rd[i].k = mkkey(keys[i]);
+	f->faults.reads = 0;
+	f->faults.read_fail_at = 2;
+	f->faults.read_errno = EIO;
+	assert_int_equal(kvt_l3_read_batch(f->l3, rd, 3), 0);
+	assert_true(f->faults.reads >= 3);
+	for (int i = 0; i < 3; i++) {
+		if (rd[i].status == -EIO) {
+			failed++;
+			assert_null(rd[i].mem);
+			continue;
+		}
+		assert_int_equal(rd[i].status, 0);
+		free(rd[i].mem);
+	}
+	assert_int_equal(failed, 1);
+	assert_int_equal(stats(f).entries, 3);
+	assert_int_equal(stats(f).checksum_failures, 0);
+	assert_int_equal(stats(f).reads_inflight, 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(read_one(f, keys[i], 100000 + 1000 * i), 0);
+	/* ENOSPC-like errnos pass through unchanged too. */
+	f->faults.read_fail_at = 1;
+	f->faults.read_errno = EBADMSG;
+	assert_int_equal(read_one(f, "b", 101000), -EBADMSG);
+	assert_int_equal(read_one(f, "b", 101000), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
 #define MODES(fn)                                                        \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_DEFAULT),   \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_BUFFERED),  \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_SYNC_READS)
 
+static int group_default(void **state)
+{
+	(void)state;
+	g_backend = KVT_L3_IO_AUTO;
+	return 0;
+}
+
+static int group_pread(void **state)
+{
+	(void)state;
+	g_backend = KVT_L3_IO_PREAD;
+	return 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_backend_choice),
+		MODES(test_read_faults),
 		MODES(test_roundtrip_sizes),
 		MODES(test_many_reads),
 		MODES(test_caller_buffers),
@@ -958,5 +1076,11 @@ int main(void)
 		cmocka_unit_test(test_contains_threaded),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int failed;
+
+	failed = cmocka_run_group_tests_name("l3 (default backend)", tests,
+					     group_default, NULL);
+	failed += cmocka_run_group_tests_name("l3 (pread backend)", tests,
+					      group_pread, NULL);
+	return failed;
 }
