@@ -37,6 +37,15 @@
  * the daemon pin unbounded memory.
  */
 #define KVT_OUT_HIGH_WATER (64u << 20)
+/*
+ * Stop decoding a client's requests while this many of its replies are
+ * unfinished (waiting for L2 decompression or an L3 read).  Their bytes
+ * only count against KVT_OUT_HIGH_WATER once finished, so without this
+ * cap one read buffer of pipelined GETs (about a thousand) could pin that
+ * many blocks at once.  The library never has more than 32 requests in
+ * flight on a connection, so it is never slowed by this.
+ */
+#define KVT_PENDING_MAX 32
 
 struct kvt_server;
 
@@ -77,6 +86,7 @@ struct kvt_conn {
 	uid_t uid; /* the peer's credentials, from SO_PEERCRED */
 	gid_t gid;
 	unsigned inflight; /* loop operations and unfinished replies */
+	unsigned pending;  /* unfinished replies (KVT_PENDING_MAX) */
 	bool recv_armed;
 	bool recv_direct; /* the armed recv writes into body, not rbuf */
 	bool send_armed;

@@ -7,6 +7,8 @@ PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
 libssl-dev libxxhash-dev python3 python3-numpy groff-base"
 # `deps.sh bench`: the reference tools the benchmarks compare against.
 [ "${1:-}" = bench ] && PKGS="zstd fio redis-server memcached"
+# `deps.sh valgrind`: memcheck for `make valgrind`.
+[ "${1:-}" = valgrind ] && PKGS="valgrind"
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
@@ -14,7 +16,7 @@ installed() {
 
 # Optional test tools: systemd-analyze verifies the shipped unit files.
 # Tests print a visible skip line without them; a failed install warns.
-if [ "${1:-}" != bench ] && [ "$(id -u)" -eq 0 ] && ! installed systemd; then
+if [ -z "${1:-}" ] && [ "$(id -u)" -eq 0 ] && ! installed systemd; then
 	echo "deps: installing systemd (for systemd-analyze verify)" >&2
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends systemd; } >&2 ||

@@ -2,6 +2,10 @@
 # Runs every test under a timeout: cmocka unit binaries, integration test
 # programs and integration shell scripts.  Prints "N passed, N failed".
 # BUILD names the build folder (build, build/asan, ...).
+# TEST_WRAPPER (words, no quoting) is put before every test program (not
+# before the shell scripts' sh), TEST_KVTIERD_SH replaces $KVTIERD for the
+# shell scripts, and TEST_SKIP lists tests not to run ("integ/test_crash
+# ..."): `make valgrind` uses them (tests/valgrind.sh).
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +22,12 @@ run_one() {
 	name=$1
 	shift
 	echo "=== $name"
+	case " ${TEST_SKIP:-} " in
+	*" $name "*)
+		echo "--- SKIP: $name"
+		return
+		;;
+	esac
 	if timeout "${TEST_TIMEOUT:-300}" "$@"; then
 		pass=$((pass + 1))
 	else
@@ -31,12 +41,12 @@ run_one() {
 for t in "$ROOT"/tests/unit/test_*.c; do
 	[ -e "$t" ] || continue
 	t="$ROOT/$BUILD/tests/unit/$(basename "$t" .c)"
-	run_one "unit/$(basename "$t")" "$t"
+	run_one "unit/$(basename "$t")" ${TEST_WRAPPER:-} "$t"
 done
 for t in "$ROOT"/tests/integ/test_*.c; do
 	[ -e "$t" ] || continue
 	b="$ROOT/$BUILD/tests/integ/$(basename "$t" .c)"
-	run_one "integ/$(basename "$b")" "$b"
+	run_one "integ/$(basename "$b")" ${TEST_WRAPPER:-} "$b"
 done
 # The same suites once more on the portable path (--io-backend epoll: the
 # socket loop on epoll, L3 on pread/pwrite), as separately named entries.
@@ -47,13 +57,15 @@ for t in test_server test_tiers test_limits test_systemd; do
 done
 for t in "$ROOT"/tests/integ/test_*.sh; do
 	[ -e "$t" ] || continue
-	run_one "integ/$(basename "$t")" sh "$t"
+	run_one "integ/$(basename "$t")" \
+		env KVTIERD="${TEST_KVTIERD_SH:-$KVTIERD}" sh "$t"
 done
 # Fuzz corpus replays: each harness over its stored inputs, no libFuzzer.
 for t in "$ROOT"/tests/fuzz/fuzz_*.c; do
 	[ -e "$t" ] || continue
 	h=$(basename "$t" .c)
-	run_one "fuzz/replay_$h" "$ROOT/$BUILD/tests/fuzz/replay_$h" \
+	run_one "fuzz/replay_$h" ${TEST_WRAPPER:-} \
+		"$ROOT/$BUILD/tests/fuzz/replay_$h" \
 		"$ROOT/tests/fuzz/corpus/$h"
 done
 

@@ -9,6 +9,12 @@
  * arguments, which may override it): tests/run.sh runs some suites a
  * second time with epoll, so that the portable path is held to the same
  * tests as io_uring.
+ *
+ * $KVTIER_TEST_WRAPPER, if set, is a command line (words separated by
+ * spaces, no quoting) put before the daemon's: `make valgrind` runs every
+ * kvtierd under valgrind this way.  Under a wrapper the daemon is slow, so
+ * the harness waits longer for it, and stops it with SIGTERM before
+ * SIGKILL so that the wrapper can report leaks.
  */
 #ifndef INTEG_HARNESS_H
 #define INTEG_HARNESS_H
@@ -48,6 +54,13 @@ static inline const char *integ_kvtierd(void)
 	return p && *p ? p : "build/kvtierd";
 }
 
+/* The wrapper command line, or NULL when there is none. */
+static inline const char *integ_wrapper(void)
+{
+	const char *w = getenv("KVTIER_TEST_WRAPPER");
+	return w && *w ? w : NULL;
+}
+
 static inline void integ_sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -55,13 +68,16 @@ static inline void integ_sleep_ms(long ms)
 }
 
 /*
- * Waits up to 20 s until the daemon answers a ping; returns 0 or -1.  The
+ * Waits up to 20 s (120 s under a wrapper) until the daemon answers a
+ * ping; returns 0 or -1.  The
  * socket file alone proves nothing: one left by a killed daemon exists
  * before the new daemon has bound it.
  */
 static inline int integ_wait_socket(struct integ_daemon *d)
 {
-	for (int i = 0; i < 2000; i++) {
+	int tries = integ_wrapper() ? 12000 : 2000;
+
+	for (int i = 0; i < tries; i++) {
 		kvt_client *c = NULL;
 		int ok = kvt_connect(&c, d->sock) == 0 && kvt_ping(c) == 0;
 
@@ -84,7 +100,8 @@ static inline int integ_wait_socket(struct integ_daemon *d)
  */
 static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 {
-	const char *argv[64];
+	const char *argv[96];
+	static char wrap[512];
 	const char *backend = getenv("KVTIER_TEST_IO_BACKEND");
 	int n = 0;
 
@@ -97,6 +114,12 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 	}
 	if (d->launcher)
 		argv[n++] = d->launcher;
+	if (integ_wrapper()) {
+		snprintf(wrap, sizeof(wrap), "%s", integ_wrapper());
+		for (char *w = strtok(wrap, " "); w && n < 32;
+		     w = strtok(NULL, " "))
+			argv[n++] = w;
+	}
 	argv[n++] = integ_kvtierd();
 	argv[n++] = "--socket";
 	argv[n++] = d->sock;
@@ -114,7 +137,7 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 		argv[n++] = "--io-backend";
 		argv[n++] = backend;
 	}
-	for (int i = 0; extra && extra[i] && n < 63; i++)
+	for (int i = 0; extra && extra[i] && n < 95; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
 	d->pid = fork();
@@ -129,7 +152,7 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 			if (fd >= 0)
 				dup2(fd, 2);
 		}
-		execv(argv[0], (char *const *)argv);
+		execvp(argv[0], (char *const *)argv);
 		fprintf(stderr, "integ: cannot exec %s: %s\n", argv[0],
 			strerror(errno));
 		_exit(127);
@@ -166,6 +189,17 @@ static inline void integ_cleanup(struct integ_daemon *d)
 {
 	char cmd[400];
 
+	if (d->pid > 0 && integ_wrapper()) {
+		/* Let the wrapper see a clean exit and report leaks. */
+		kill(d->pid, SIGTERM);
+		for (int i = 0; i < 1200; i++) {
+			if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
+				d->pid = 0;
+				break;
+			}
+			integ_sleep_ms(50);
+		}
+	}
 	if (d->pid > 0)
 		integ_stop_sig(d, SIGKILL);
 	if (d->dir[0] && strncmp(d->dir, "/tmp/kvtier-integ-", 18) == 0) {

@@ -85,9 +85,14 @@ static void test_open_close(void **state)
 	assert_int_equal(st.allocs + st.frees + st.fails + st.peak_used, 0);
 	kvt_arena_close(a);
 
-	/* A large sparse arena costs nothing until touched. */
-	assert_int_equal(kvt_arena_open(&a, "kvt-test", 64ull << 30), 0);
-	assert_int_equal(kvt_arena_size(a), 64ull << 30);
+	/*
+	 * A large sparse arena costs nothing until touched.  valgrind cannot
+	 * map 64 GiB (mmap fails with EINVAL inside it), so `make valgrind`
+	 * (KVTIER_TEST_SCALE=valgrind) tries 4 GiB.
+	 */
+	uint64_t big = getenv("KVTIER_TEST_SCALE") ? 4ull << 30 : 64ull << 30;
+	assert_int_equal(kvt_arena_open(&a, "kvt-test", big), 0);
+	assert_int_equal(kvt_arena_size(a), big);
 	kvt_arena_close(a);
 }
 
