@@ -97,8 +97,9 @@ struct kvt_client {
 	/* Leases whose bytes we copied, to end with the next RELEASE. */
 	uint64_t rel[KVT_SHM_RELEASE_MAX];
 	size_t nrel;
-	unsigned rel_replies; /* RELEASE replies still to skip */
-	uint8_t relbuf[KVT_SHM_RELEASE_FIXED + 8 * KVT_SHM_RELEASE_MAX];
+	/* A quiet RELEASE frame: header and body, built by release_encode. */
+	uint8_t relbuf[KVT_HDR_SIZE + KVT_SHM_RELEASE_FIXED +
+		       8 * KVT_SHM_RELEASE_MAX];
 };
 
 /*
@@ -399,7 +400,6 @@ static int read_reply(kvt_client *c, uint8_t op, uint64_t id,
 	uint8_t msg[KVT_ERRMSG_MAX];
 	int rc, code;
 
-again:
 	rc = read_exact(c, hb, sizeof(hb));
 	if (rc < 0)
 		return conn_lost(c, rc, "waiting for the reply");
@@ -421,18 +421,6 @@ again:
 	if (!(h->flags & KVT_FLAG_REPLY))
 		return conn_fail(c, KVT_EPROTO, "daemon sent a request frame "
 				 "instead of a reply");
-	/*
-	 * RELEASE frames go out without waiting for their replies (see
-	 * release_flush): skip those replies wherever they turn up.
-	 */
-	if (h->opcode == KVT_OP_RELEASE && op != KVT_OP_RELEASE &&
-	    c->rel_replies > 0) {
-		c->rel_replies--;
-		rc = discard(c, h->body_len);
-		if (rc < 0)
-			return conn_lost(c, rc, "reading a RELEASE reply");
-		goto again;
-	}
 
 	if (h->status != 0) {
 		if (h->status > INT_MAX || h->body_len > KVT_ERRMSG_MAX)
@@ -480,6 +468,30 @@ again:
 }
 
 /*
+ * Writes a quiet RELEASE of the leases collected so far into c->relbuf and
+ * empties the list; returns the frame's length.
+ */
+static size_t release_encode(kvt_client *c)
+{
+	struct kvt_frame_header h = { .version = KVT_PROTO_VERSION,
+				      .opcode = KVT_OP_RELEASE,
+				      .flags = KVT_FLAG_QUIET };
+	size_t len = 0;
+
+	/* Cannot fail: relbuf holds KVT_SHM_RELEASE_MAX ids. */
+	kvt_shm_release_req_encode(c->relbuf + KVT_HDR_SIZE,
+				   sizeof(c->relbuf) - KVT_HDR_SIZE, c->rel,
+				   c->nrel, &len);
+	c->nrel = 0;
+	if (c->next_id == 0)
+		c->next_id = 1;
+	h.request_id = c->next_id++;
+	h.body_len = (uint32_t)len;
+	kvt_frame_header_encode(c->relbuf, &h);
+	return KVT_HDR_SIZE + len;
+}
+
+/*
  * Sends one request whose header and body prefix are in c->sbuf (the
  * header's KVT_HDR_SIZE bytes followed by prefix_len body bytes), followed
  * by the value val[0..val_len), and reads the reply header.  Returns like
@@ -497,8 +509,19 @@ static int send_request(kvt_client *c, uint8_t op, size_t prefix_len,
 		.version = KVT_PROTO_VERSION,
 		.opcode = op,
 	};
-	struct iovec iov[2];
+	struct iovec iov[3];
+	int n = 0;
 
+	/*
+	 * Leases copied since the last request end with this one: their
+	 * quiet RELEASE goes out in the same sendmsg, so ending a lease costs
+	 * neither a system call nor a reply.
+	 */
+	if (c->nrel > 0 && op != KVT_OP_RELEASE) {
+		iov[n].iov_base = c->relbuf;
+		iov[n].iov_len = release_encode(c);
+		n++;
+	}
 	/* Request id 0 is what the daemon uses for unattributable errors. */
 	if (c->next_id == 0)
 		c->next_id = 1;
@@ -508,13 +531,16 @@ static int send_request(kvt_client *c, uint8_t op, size_t prefix_len,
 	if (op == KVT_OP_GET && c->shm)
 		h.flags = KVT_FLAG_SHM;
 	kvt_frame_header_encode(c->sbuf, &h);
-	iov[0].iov_base = c->sbuf;
-	iov[0].iov_len = KVT_HDR_SIZE + prefix_len;
+	iov[n].iov_base = c->sbuf;
+	iov[n].iov_len = KVT_HDR_SIZE + prefix_len;
+	n++;
 	/* sendmsg() does not write through iov_base; the cast is safe. */
-	iov[1].iov_base = (void *)val;
-	iov[1].iov_len = val_len;
+	iov[n].iov_base = (void *)val;
+	iov[n].iov_len = val_len;
+	if (val_len)
+		n++;
 	*id = h.request_id;
-	return send_all(c->fd, iov, val_len ? 2 : 1);
+	return send_all(c->fd, iov, n);
 }
 
 /*
@@ -629,28 +655,17 @@ static int key_request(kvt_client *c, uint8_t op, const char *ns,
 /* ---- Shared memory -------------------------------------------------- */
 
 /*
- * Sends one RELEASE for the leases collected so far, without waiting for
- * its reply (read_reply skips it later): a lease then costs the caller no
- * round trip, only this small send.
+ * A full list of leases ends on its own: one quiet RELEASE, no reply.
+ * (Otherwise they end with the next request, see send_request.)
  */
 static int release_flush(kvt_client *c)
 {
-	uint64_t id;
-	size_t len;
+	struct iovec iov = { .iov_base = c->relbuf };
 	int rc;
 
-	if (c->nrel == 0)
-		return 0;
-	rc = kvt_shm_release_req_encode(c->relbuf, sizeof(c->relbuf), c->rel,
-					c->nrel, &len);
-	c->nrel = 0;
-	if (rc < 0)
-		return set_err(c, rc, "cannot encode RELEASE");
-	rc = send_request(c, KVT_OP_RELEASE, 0, c->relbuf, len, &id);
-	if (rc < 0)
-		return conn_lost(c, rc, "sending RELEASE");
-	c->rel_replies++;
-	return 0;
+	iov.iov_len = release_encode(c);
+	rc = send_all(c->fd, &iov, 1);
+	return rc < 0 ? conn_lost(c, rc, "sending RELEASE") : 0;
 }
 
 static int lease_done(kvt_client *c, uint64_t id)
@@ -1103,8 +1118,6 @@ int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
 	if (v.len > cap) {
 		/* Drain the value so the next reply starts on a frame. */
 		rc = value_skip(c, &v);
-		if (rc == 0)
-			rc = release_flush(c);
 		if (rc < 0)
 			return rc;
 		*val_len = v.len;
@@ -1112,8 +1125,6 @@ int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
 			       "holds %zu", v.len, cap);
 	}
 	rc = value_copy(c, &v, buf);
-	if (rc == 0)
-		rc = release_flush(c);
 	if (rc < 0)
 		return rc;
 	*val_len = v.len;
@@ -1184,8 +1195,6 @@ int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
 	} else {
 		rc = value_copy(c, &v, p);
 	}
-	if (rc == 0)
-		rc = release_flush(c);
 	if (rc < 0) {
 		if (v.shm)
 			free(p);
@@ -1593,11 +1602,7 @@ static int mget_recv(kvt_client *c, void *arg, size_t i, int rc,
 		rc = value_skip(c, &v);
 		return rc < 0 ? rc : KVT_ERANGE;
 	}
-	rc = value_copy(c, &v, a->bufs[i].iov_base);
-	/* End leases a window at a time, so a long batch holds few. */
-	if (rc == 0 && c->nrel >= KVT_BATCH_WINDOW)
-		rc = release_flush(c);
-	return rc;
+	return value_copy(c, &v, a->bufs[i].iov_base);
 }
 
 int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
@@ -1605,15 +1610,12 @@ int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
 	     size_t *val_lens, int *statuses)
 {
 	struct mget_arg a = { ns, keys, key_lens, bufs, val_lens };
-	int rc, rrc;
 
 	if (!c)
 		return KVT_EINVAL;
 	if (n && (!keys || !key_lens || !bufs || !val_lens || !statuses))
 		return set_err(c, KVT_EINVAL, "mget: NULL array");
-	rc = run_batch(c, KVT_OP_GET, n, statuses, mget_send, mget_recv, &a);
-	rrc = c->broken ? 0 : release_flush(c);
-	return rc < 0 ? rc : rrc;
+	return run_batch(c, KVT_OP_GET, n, statuses, mget_send, mget_recv, &a);
 }
 
 void kvt_hot_free(struct kvt_hot_entry *entries)

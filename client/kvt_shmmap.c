@@ -70,6 +70,8 @@ int kvt_shmmap_get(int fd, uint64_t size, struct kvt_shmmap **out)
 		rc = -errno;
 		goto fail;
 	}
+	/* Huge pages where the host allows them (see kvt_arena.c). */
+	madvise(m->base, (size_t)size, MADV_HUGEPAGE);
 	m->dev = st.st_dev;
 	m->ino = st.st_ino;
 	m->size = size;

@@ -260,7 +260,8 @@ bool kvt_lease_hello(struct kvt_conn *c, struct kvt_reply *r,
 bool kvt_lease_get(struct kvt_conn *c, struct kvt_reply *r,
 		   struct kvt_ref *ref);
 
-/* Ends the leases a RELEASE body lists; answers r. */
+/* Ends the leases a RELEASE body lists; answers r (NULL: a quiet RELEASE,
+ * no answer, a malformed body only counted in protocol_errors). */
 void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
 		       const uint8_t *body, size_t len);
 

@@ -171,7 +171,10 @@ void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
 	int rc = kvt_shm_release_req_parse(body, len, &ids, &n);
 
 	if (rc) {
-		kvt_reply_error(c, r, rc, "bad RELEASE: %s", kvt_strerror(rc));
+		c->srv->st.protocol_errors++;
+		if (r)
+			kvt_reply_error(c, r, rc, "bad RELEASE: %s",
+					kvt_strerror(rc));
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -185,6 +188,8 @@ void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
 				break;
 			}
 	}
+	if (!r)
+		return; /* quiet */
 	out = malloc(KVT_SHM_RELEASE_REPLY_SIZE);
 	if (!out) {
 		kvt_reply_error(c, r, -ENOMEM, "out of memory");

@@ -468,8 +468,17 @@ static void handle_hot(struct kvt_conn *c, struct kvt_reply *r,
 void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 			uint8_t *body)
 {
-	struct kvt_reply *r = kvt_reply_reserve(c, h->request_id, h->opcode);
+	struct kvt_reply *r;
 	size_t len = h->body_len;
+
+	/* A quiet RELEASE (clients send one ahead of their next request)
+	 * gets no reply, so it takes no reply slot either. */
+	if (h->opcode == KVT_OP_RELEASE && (h->flags & KVT_FLAG_QUIET)) {
+		kvt_lease_release(c, NULL, body, len);
+		free(body);
+		return;
+	}
+	r = kvt_reply_reserve(c, h->request_id, h->opcode);
 
 	if (!r) {
 		kvt_log(KVT_LOG_ERROR, "event=oom where=reply conn=%llu",

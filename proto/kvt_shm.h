@@ -30,6 +30,8 @@
  * GET reply: the body is a lease (below), not the value.
  */
 #define KVT_FLAG_SHM 0x4000u
+/* Frame flag on a RELEASE request: send no reply. */
+#define KVT_FLAG_QUIET 0x2000u
 
 /*
  * HELLO reply extension, after the 32 bytes of kvt_hello_reply_encode():

@@ -241,6 +241,12 @@ int kvt_arena_open(struct kvt_arena **out, const char *name, uint64_t size)
 	if (a->base == MAP_FAILED)
 		goto fail_errno;
 	/*
+	 * 2 MiB pages where the host allows them for shared memory
+	 * (transparent_hugepage/shmem_enabled = advise): far fewer faults and
+	 * TLB misses on megabyte blocks.  Refused or ignored otherwise.
+	 */
+	madvise(a->base, a->size, MADV_HUGEPAGE);
+	/*
 	 * Zero-filled on demand: only the records of run boundaries are ever
 	 * written, so an arena of mostly large runs costs little metadata.
 	 */
