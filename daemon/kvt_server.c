@@ -311,6 +311,7 @@ static void attach_arena_fd(struct kvt_conn *c)
 	struct cmsghdr *cm;
 
 	c->out_head->pass_arena = false;
+	memset(&c->cmsg, 0, sizeof(c->cmsg)); /* padding goes to the kernel */
 	c->msg.msg_control = c->cmsg.buf;
 	c->msg.msg_controllen = sizeof(c->cmsg.buf);
 	cm = CMSG_FIRSTHDR(&c->msg);

@@ -16,10 +16,14 @@ LOGS="$ROOT/$BUILD/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 export KVTIER_VG_LOGS="$LOGS"
-# Shell tests run $KVTIERD: give them a kvtierd that runs under valgrind.
+# Shell tests run $KVTIERD: give them a kvtierd that runs under valgrind,
+# on epoll like the C tests' daemons.  (On io_uring, test_cli.sh's DROP
+# never got its answer under valgrind: the loop slept in io_uring_enter and
+# the worker on its futex.  valgrind runs one thread at a time.)
 cat >"$LOGS/kvtierd" <<EOS
 #!/bin/sh
-exec "$ROOT/tests/valgrind-wrap.sh" "$ROOT/$BUILD/kvtierd" "\$@"
+exec "$ROOT/tests/valgrind-wrap.sh" "$ROOT/$BUILD/kvtierd" \
+	--io-backend "\${KVTIER_TEST_IO_BACKEND:-epoll}" "\$@"
 EOS
 chmod +x "$LOGS/kvtierd"
 export TEST_WRAPPER="$ROOT/tests/valgrind-wrap.sh"
@@ -28,7 +32,10 @@ export TEST_KVTIERD_SH="$LOGS/kvtierd"
 export KVTIER_TEST_IO_BACKEND=${KVTIER_TEST_IO_BACKEND:-epoll}
 export TEST_TIMEOUT=${TEST_TIMEOUT:-1200}
 # The [epoll] repeats of run.sh are skipped: every daemon here runs on epoll.
-export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll]}"
+# unit/test_l3 drives L3's own io_uring ring and stalls under valgrind the
+# same way (its pread half is not separable); test_tm covers L3 through the
+# tier manager.
+export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll] unit/test_l3}"
 # Smaller workloads where a test has a knob for it.
 # (test_arena maps 4 GiB instead of 64 GiB, which valgrind cannot map;
 # test_oracle runs 2000 operations instead of 60000.)

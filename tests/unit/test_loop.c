@@ -82,7 +82,8 @@ static void test_recv_and_eof(void **state)
 {
 	struct kvt_loop *l = open_loop(state);
 	struct rec r = { .n = 0 };
-	char buf[16];
+	/* Zeroed: memcheck cannot see io_uring write into it. */
+	char buf[16] = { 0 };
 	int sv[2];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
@@ -114,7 +115,7 @@ static void test_sendmsg_rights(void **state)
 	union {
 		char buf[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
-	} cb, rb;
+	} cb = { { 0 } }, rb;
 	char ab[] = "ab", cde[] = "cde";
 	struct iovec iov[2] = { { ab, 2 }, { cde, 3 } };
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = 2,
