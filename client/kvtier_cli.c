@@ -232,6 +232,10 @@ static void print_common_help(FILE *out)
 		"$XDG_RUNTIME_DIR/kvtier.sock, else /tmp/kvtier-$UID.sock;\n"
 		"here: %s\n"
 		"\n"
+		"Run as the daemon's user, values of 64 KiB and more move through\n"
+		"its shared memory instead of the socket; KVTIER_SHM=0 turns that\n"
+		"off (the bytes are the same either way).\n"
+		"\n"
 		"Exit status: 0 ok, 1 miss (get, del) or errors (bench), 2 usage\n"
 		"error (including an unopenable FILE), 3 daemon unreachable or\n"
 		"request failed.\n",

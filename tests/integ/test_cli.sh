@@ -132,6 +132,8 @@ echo precious >"$dir/notasock"
 "$KVTIERD" --l1-size 12Q >/dev/null 2>&1; [ $? -eq 2 ] && ok "bad size exits 2" || fail "bad size"
 "$KVTIERD" --bogus >/dev/null 2>&1; [ $? -eq 2 ] && ok "unknown flag exits 2" || fail "unknown flag"
 "$KVTIERD" --help | grep -q -- "--l1-size" && ok "kvtierd --help" || fail "kvtierd --help"
+"$KVTIERD" --help | grep -q -- "--shm-threshold" && ok "kvtierd --help: shm" || fail "kvtierd --help lacks shm options"
+$K --help | grep -q KVTIER_SHM && ok "kvtier --help: KVTIER_SHM" || fail "kvtier --help lacks KVTIER_SHM"
 
 # Config files: errors name the file and line; the shipped example is valid.
 printf 'l1-size = 1G\nbogus = 1\n' >"$dir/bad.conf"
