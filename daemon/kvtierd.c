@@ -204,7 +204,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kvtierd: cannot start on %s: %s\n",
 			cfg.socket_path,
 			rc == -EADDRINUSE ? "another kvtierd is serving it"
-					  : kvt_strerror(rc));
+			: rc == KVT_EINVAL
+				? "a setting is invalid (see the config_error "
+				  "line above)"
+				: kvt_strerror(rc));
 		kvt_tm_close(tm);
 		return 1;
 	}

@@ -227,6 +227,12 @@ static void test_bad_settings(void **state)
 		 integ_kvtierd());
 	st = system(cmd);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+	/* Same for the shared-memory list, and stderr says which setting. */
+	snprintf(cmd, sizeof(cmd), "'%s' --l3-size 0 --socket /tmp/x-never "
+		 "--shm-allow-uid no-such-user-kvtier 2>&1 | grep -q "
+		 "\"shm-allow-uid.*unknown user\"", integ_kvtierd());
+	st = system(cmd);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	snprintf(cmd, sizeof(cmd), "'%s' --socket-mode 999 >/dev/null 2>&1",
 		 integ_kvtierd());
 	st = system(cmd);
