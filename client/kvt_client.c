@@ -32,6 +32,7 @@
 #include "kvt_path.h"
 #include "kvt_shm.h"
 #include "kvt_shmmap.h"
+#include "kvt_spin.h"
 #include "kvtier.h"
 #include "kvtier_errors.h"
 
@@ -60,6 +61,8 @@
  * socket whatever the daemon's threshold.
  */
 #define KVT_CLIENT_SHM_PUT_MIN (256u << 10)
+/* Default poll for a reply before sleeping, microseconds (kvt_spin.h). */
+#define KVT_CLIENT_SPIN_US 50u
 
 struct kvt_client {
 	int fd;
@@ -100,6 +103,8 @@ struct kvt_client {
 	/* A quiet RELEASE frame: header and body, built by release_encode. */
 	uint8_t relbuf[KVT_HDR_SIZE + KVT_SHM_RELEASE_FIXED +
 		       8 * KVT_SHM_RELEASE_MAX];
+	/* Polling for replies before sleeping (KVTIER_SPIN_US). */
+	struct kvt_spin spin;
 };
 
 /*
@@ -239,6 +244,52 @@ static ssize_t recv_some(int fd, void *dst, size_t n, int flags)
 }
 
 /*
+ * recv_some() for reply bytes, polled first: a reply usually comes within
+ * tens of microseconds, and sleeping for it costs about as much again on a
+ * VM (kvt_spin.h).  Nonblocking recv() for the adaptive window, then the
+ * blocking one.  Same returns as recv_some(); with MSG_WAITALL a polled
+ * read may return less, which callers loop on anyway.
+ */
+static ssize_t recv_reply(kvt_client *c, void *dst, size_t n, int flags)
+{
+	uint64_t start, win, now, polled = 0;
+	bool preempted = false;
+	ssize_t r;
+	long iv;
+
+	if (!c->spin.max_ns)
+		return recv_some(c->fd, dst, n, flags);
+	start = now = kvt_spin_now();
+	win = kvt_spin_window(&c->spin, start);
+	if (win) {
+		int err;
+
+		iv = kvt_spin_nivcsw();
+		for (;;) {
+			r = recv(c->fd, dst, n,
+				 (flags & ~MSG_WAITALL) | MSG_DONTWAIT);
+			err = errno;
+			now = kvt_spin_now();
+			if (r >= 0 || (err != EAGAIN && err != EINTR) ||
+			    now - start >= win)
+				break;
+		}
+		preempted = kvt_spin_nivcsw() != iv;
+		if (r >= 0 || (err != EAGAIN && err != EINTR)) {
+			kvt_spin_done(&c->spin, now - start, true, preempted,
+				      0, now);
+			return r > 0 ? r : r == 0 ? KVT_ECLOSED : -err;
+		}
+		polled = now - start;
+	}
+	r = recv_some(c->fd, dst, n, flags);
+	start = now;
+	now = kvt_spin_now();
+	kvt_spin_done(&c->spin, polled, false, preempted, now - start, now);
+	return r;
+}
+
+/*
  * recv() that also takes file descriptors passed with SCM_RIGHTS (the
  * arena, with the HELLO reply): the first is kept in c->recv_fd, any other
  * is closed.  A plain recv() would silently drop them.
@@ -313,7 +364,7 @@ static int read_exact(kvt_client *c, void *dst, size_t n)
 		c->rpos = c->rlen = 0;
 		if (p && n >= sizeof(c->rbuf)) {
 			/* MSG_WAITALL: one syscall for a whole value, usually. */
-			r = recv_some(c->fd, p, n, MSG_WAITALL);
+			r = recv_reply(c, p, n, MSG_WAITALL);
 			if (r < 0)
 				return (int)r;
 			p += r;
@@ -321,7 +372,7 @@ static int read_exact(kvt_client *c, void *dst, size_t n)
 			continue;
 		}
 		r = c->want_fd ? recv_fds(c, c->rbuf, sizeof(c->rbuf))
-			       : recv_some(c->fd, c->rbuf, sizeof(c->rbuf), 0);
+			       : recv_reply(c, c->rbuf, sizeof(c->rbuf), 0);
 		if (r < 0)
 			return (int)r;
 		c->rlen = (size_t)r;
@@ -739,6 +790,26 @@ static void shm_map(kvt_client *c, const struct kvt_shm_hello *sh)
 	c->shm_threshold = sh->threshold ? sh->threshold : 1;
 }
 
+/*
+ * How long to poll for a reply before sleeping: KVTIER_SPIN_US
+ * microseconds, 0 to always sleep; default KVT_CLIENT_SPIN_US.  Anything
+ * unparsable or over KVT_SPIN_MAX_US keeps the default.
+ */
+static uint64_t spin_wanted_ns(void)
+{
+	const char *e = getenv("KVTIER_SPIN_US");
+	unsigned long v;
+	char *end;
+
+	if (!e || !*e)
+		return KVT_CLIENT_SPIN_US * 1000ull;
+	errno = 0;
+	v = strtoul(e, &end, 10);
+	if (errno || *end || v > KVT_SPIN_MAX_US)
+		return KVT_CLIENT_SPIN_US * 1000ull;
+	return v * 1000ull;
+}
+
 /* Whether this process asked not to use shared memory (KVTIER_SHM=0). */
 static bool shm_wanted(void)
 {
@@ -974,6 +1045,7 @@ int kvt_connect(kvt_client **out, const char *socket_path)
 	}
 	c->next_id = 1;
 	c->recv_fd = -1;
+	kvt_spin_init(&c->spin, spin_wanted_ns());
 	c->fd = unix_connect(socket_path);
 	if (c->fd < 0) {
 		rc = c->fd;

@@ -1,5 +1,6 @@
 /* kvt_config.c - see kvt_config.h. */
 #include "kvt_config.h"
+#include "kvt_spin.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -123,6 +124,11 @@ static const struct opt opts[] = {
 	  "auto, io_uring or epoll (default auto: io_uring,\n"
 	  "\t\t\tor epoll and pread/pwrite with a warning if the\n"
 	  "\t\t\tkernel or a sandbox refuses io_uring)", 0 },
+	{ "busy-poll", OPT_UINT0, offsetof(struct kvt_config, busy_poll_us),
+	  "microseconds the event loop polls for the next\n"
+	  "\t\t\trequest before it sleeps, adaptive (less when\n"
+	  "\t\t\tidle, none while the CPUs are oversubscribed);\n"
+	  "\t\t\t0 = always sleep (default 50, at most 10000)", 0 },
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
 	  "most client connections at once (default 4096)", 0 },
@@ -170,6 +176,7 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->max_inflight = 1ull << 30;
 	cfg->send_timeout_s = 60;
 	cfg->io_backend = KVT_IO_AUTO;
+	cfg->busy_poll_us = 50;
 }
 
 static const char *arg_name(enum opt_kind k)
@@ -519,6 +526,11 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 	    cfg->max_value_size > 0xffffffffull - 65536 - 512) {
 		fprintf(stderr, "kvtierd: --max-value-size must be 1 byte to "
 				"4G minus 64K\n");
+		return -1;
+	}
+	if (cfg->busy_poll_us > KVT_SPIN_MAX_US) {
+		fprintf(stderr, "kvtierd: --busy-poll must be 0 to %u "
+				"microseconds\n", KVT_SPIN_MAX_US);
 		return -1;
 	}
 	if (cfg->max_inflight < (1u << 20)) {

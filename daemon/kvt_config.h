@@ -49,6 +49,7 @@ struct kvt_config {
 	char shm_allow_uid[512];   /* more users trusted with the arena */
 	int check;    /* --check: verify L3 and exit */
 	int io_backend; /* enum kvt_io_backend (kvt_loop.h) */
+	unsigned busy_poll_us; /* poll this long before sleeping; 0 never */
 };
 
 /* Fills in the built-in defaults (socket: kvt_socket_default()). */

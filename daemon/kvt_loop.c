@@ -5,6 +5,7 @@
  * descriptor is ready).
  */
 #include "kvt_loop.h"
+#include "kvt_spin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +71,8 @@ struct kvt_loop {
 	size_t ndone, done_cap;
 	bool timer_armed;
 	uint64_t timer_ud, timer_deadline_ns;
+
+	struct kvt_spin spin; /* busy polling before sleeping */
 };
 
 /* Most accepts performed per readiness event (fairness to clients). */
@@ -102,14 +105,6 @@ int kvt_io_backend_parse(const char *s)
 	return -1;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int kvt_loop_open(struct kvt_loop **out, int backend, unsigned entries,
 		  char *err, size_t errlen)
 {
@@ -129,8 +124,20 @@ int kvt_loop_open(struct kvt_loop **out, int backend, unsigned entries,
 	if (backend == KVT_IO_URING) {
 		struct io_uring_params p;
 
+		/*
+		 * Completions are delivered as task work.  With COOP_TASKRUN
+		 * the kernel does not interrupt the loop to run it (an IPI
+		 * per completion, costly on a VM) but raises IORING_SQ_TASKRUN,
+		 * which busy polling checks.  Kernels before 5.19 refuse the
+		 * flags; the loop then runs without them.
+		 */
 		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
 		rc = io_uring_queue_init_params(entries, &l->ring, &p);
+		if (rc == -EINVAL) {
+			memset(&p, 0, sizeof(p));
+			rc = io_uring_queue_init_params(entries, &l->ring, &p);
+		}
 		if (rc < 0) {
 			if (err && errlen)
 				snprintf(err, errlen, "io_uring_setup: %s",
@@ -173,6 +180,76 @@ int kvt_loop_backend(const struct kvt_loop *l)
 	return l->backend;
 }
 
+/* ---- busy polling ------------------------------------------------------- */
+
+/* One wait of kvt_loop_run_once(): polled, then maybe blocked. */
+struct spin_wait {
+	bool on;	/* the spin policy is in use */
+	bool hit;	/* an event came while polling */
+	bool preempted; /* switched out involuntarily while polling */
+	uint64_t start, end, blocked; /* ns: poll start and deadline, block start */
+	long nivcsw;  /* involuntary switches before polling */
+};
+
+void kvt_loop_set_busy_poll(struct kvt_loop *l, unsigned usec)
+{
+	kvt_spin_init(&l->spin, (uint64_t)usec * 1000);
+}
+
+void kvt_loop_busy_poll_stats(const struct kvt_loop *l,
+			      struct kvt_loop_poll_stats *st)
+{
+	st->max_us = l->spin.max_ns / 1000;
+	st->window_us = l->spin.cur_ns / 1000;
+	st->polls = l->spin.polls;
+	st->hits = l->spin.hits;
+	st->preempts = l->spin.preempts;
+	st->backoffs = l->spin.backoffs;
+}
+
+/*
+ * Starts a wait: returns true if the caller is to poll until w->end (may
+ * is false when there is work already or the wait is not to block).
+ */
+static bool spin_begin(struct kvt_loop *l, struct spin_wait *w, bool may)
+{
+	uint64_t win;
+
+	*w = (struct spin_wait){ .on = may && l->spin.max_ns };
+	if (!w->on)
+		return false;
+	w->start = w->blocked = kvt_spin_now();
+	win = kvt_spin_window(&l->spin, w->start);
+	if (!win)
+		return false;
+	w->end = w->start + win;
+	w->nivcsw = kvt_spin_nivcsw();
+	return true;
+}
+
+/* Polling is over without an event: the blocking part starts. */
+static void spin_block(struct spin_wait *w)
+{
+	if (w->on && w->end) {
+		w->preempted = kvt_spin_nivcsw() != w->nivcsw;
+		w->blocked = kvt_spin_now();
+	}
+}
+
+/* The wait is over: feeds the policy. */
+static void spin_end(struct kvt_loop *l, struct spin_wait *w)
+{
+	uint64_t now;
+
+	if (!w->on)
+		return;
+	now = kvt_spin_now();
+	if (w->hit)
+		w->preempted = kvt_spin_nivcsw() != w->nivcsw;
+	kvt_spin_done(&l->spin, w->blocked - w->start, w->hit, w->preempted,
+		      w->hit ? 0 : now - w->blocked, now);
+}
+
 /* ---- io_uring ----------------------------------------------------------- */
 
 /*
@@ -191,21 +268,46 @@ static struct io_uring_sqe *get_sqe(struct kvt_loop *l)
 	return sqe;
 }
 
+/* Whether a completion is waiting, running pending task work if flagged. */
+static bool uring_ready(struct kvt_loop *l)
+{
+	if (io_uring_cq_ready(&l->ring))
+		return true;
+	if (IO_URING_READ_ONCE(*l->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+		io_uring_get_events(&l->ring);
+		return io_uring_cq_ready(&l->ring) > 0;
+	}
+	return false;
+}
+
 static int uring_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 			  void *arg)
 {
 	struct __kernel_timespec ts;
 	struct io_uring_cqe *cqe;
+	struct spin_wait w;
 	unsigned head, n = 0;
-	int rc;
+	int rc = 0;
 
-	if (timeout_ms >= 0) {
-		ts.tv_sec = timeout_ms / 1000;
-		ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+	if (spin_begin(l, &w, timeout_ms != 0 && !io_uring_cq_ready(&l->ring))) {
+		/* Replies go out before polling for the next request. */
+		io_uring_submit(&l->ring);
+		while (!(w.hit = uring_ready(l)) && kvt_spin_now() < w.end)
+			;
 	}
-	rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1,
-					      timeout_ms >= 0 ? &ts : NULL,
-					      NULL);
+	if (w.hit) {
+		rc = io_uring_submit(&l->ring);
+	} else {
+		spin_block(&w);
+		if (timeout_ms >= 0) {
+			ts.tv_sec = timeout_ms / 1000;
+			ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+		}
+		rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1,
+						      timeout_ms >= 0 ? &ts :
+						      NULL, NULL);
+	}
+	spin_end(l, &w);
 	if (rc < 0 && rc != -ETIME && rc != -EINTR)
 		return rc;
 	io_uring_for_each_cqe(&l->ring, head, cqe) {
@@ -556,6 +658,7 @@ static int ep_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 		       void *arg)
 {
 	struct epoll_event evs[EP_EVENTS];
+	struct spin_wait w;
 	int n, wait_ms = timeout_ms;
 
 	ep_try_fresh(l, fn, arg);
@@ -563,19 +666,30 @@ static int ep_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 	if (l->ndone || l->nfresh)
 		wait_ms = 0;
 	if (l->timer_armed) {
-		uint64_t now = now_ns();
+		uint64_t now = kvt_spin_now();
 		int t = now >= l->timer_deadline_ns ? 0 :
 			(int)((l->timer_deadline_ns - now + 999999) / 1000000);
 
 		if (wait_ms < 0 || t < wait_ms)
 			wait_ms = t;
 	}
-	n = epoll_wait(l->epfd, evs, EP_EVENTS, wait_ms);
+	n = 0;
+	if (spin_begin(l, &w, wait_ms != 0)) {
+		while ((n = epoll_wait(l->epfd, evs, EP_EVENTS, 0)) == 0 &&
+		       kvt_spin_now() < w.end)
+			;
+		w.hit = n > 0;
+	}
+	if (!w.hit) {
+		spin_block(&w);
+		n = epoll_wait(l->epfd, evs, EP_EVENTS, wait_ms);
+	}
+	spin_end(l, &w);
 	if (n < 0 && errno != EINTR)
 		return -errno;
 	for (int i = 0; i < n; i++)
 		ep_ready(l, &evs[i], fn, arg);
-	if (l->timer_armed && now_ns() >= l->timer_deadline_ns) {
+	if (l->timer_armed && kvt_spin_now() >= l->timer_deadline_ns) {
 		l->timer_armed = false;
 		fn(arg, l->timer_ud, -ETIME, 0);
 	}
@@ -654,7 +768,7 @@ void kvt_loop_timeout(struct kvt_loop *l, unsigned ms, uint64_t ud)
 	}
 	l->timer_armed = true;
 	l->timer_ud = ud;
-	l->timer_deadline_ns = now_ns() + (uint64_t)ms * 1000000ull;
+	l->timer_deadline_ns = kvt_spin_now() + (uint64_t)ms * 1000000ull;
 }
 
 void kvt_loop_cancel(struct kvt_loop *l, uint64_t target, uint64_t ud)

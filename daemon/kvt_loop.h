@@ -105,6 +105,25 @@ void kvt_loop_cancel(struct kvt_loop *l, uint64_t target, uint64_t ud);
 void kvt_loop_close_fd(struct kvt_loop *l, int fd);
 
 /*
+ * Busy polling: before it sleeps, the loop polls for the next completion
+ * for up to usec microseconds, with the adaptive window of kvt_spin.h
+ * (shorter when idle, none for 100 ms after being preempted while
+ * polling).  0 (the default of a new loop) never polls.
+ */
+void kvt_loop_set_busy_poll(struct kvt_loop *l, unsigned usec);
+
+struct kvt_loop_poll_stats {
+	uint64_t max_us;    /* the setting */
+	uint64_t window_us; /* the adaptive window now */
+	uint64_t polls;	    /* waits that polled */
+	uint64_t hits;	    /* of which found work while polling */
+	uint64_t preempts;  /* polls during which the loop was preempted */
+	uint64_t backoffs;  /* times polling stopped for preemptions */
+};
+void kvt_loop_busy_poll_stats(const struct kvt_loop *l,
+			      struct kvt_loop_poll_stats *st);
+
+/*
  * Submits what is queued, waits up to timeout_ms (-1: until something
  * completes) and calls fn for every completion available.  Returns 0 (also
  * on timeout or signal) or -errno if the backend itself failed.

@@ -999,6 +999,13 @@ static void reload(struct kvt_server *s)
 			o->no_spill);
 		changed++;
 	}
+	if (n.busy_poll_us != o->busy_poll_us) {
+		kvt_log(KVT_LOG_WARN, "event=reload setting=busy-poll "
+			"old=%u new=%u", o->busy_poll_us, n.busy_poll_us);
+		o->busy_poll_us = n.busy_poll_us;
+		kvt_loop_set_busy_poll(s->loop, o->busy_poll_us);
+		changed++;
+	}
 	if (strcmp(n.socket_path, o->socket_path) ||
 	    strcmp(n.data_dir, o->data_dir) || n.l1_size != o->l1_size ||
 	    n.l2_size != o->l2_size || n.l3_size != o->l3_size ||
@@ -1132,6 +1139,7 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 		return -ENOMEM;
 	}
 	s->loop = loop;
+	kvt_loop_set_busy_poll(loop, cfg->busy_poll_us);
 	s->cfg = cfg;
 	s->tm = tm;
 	s->argc = argc;

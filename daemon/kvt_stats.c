@@ -101,6 +101,20 @@ static void jtier(struct jbuf *b, const char *name,
 }
 
 /* The shared-memory data path (kvt_lease.c): arena fill and traffic. */
+/* The event loop's busy polling (--busy-poll; kvt_spin.h). */
+static void jpoll(struct jbuf *b, const struct kvt_server *s)
+{
+	struct kvt_loop_poll_stats p;
+
+	kvt_loop_busy_poll_stats(s->loop, &p);
+	jput(b, "\"busy_poll\":{\"max_us\":%llu,\"window_us\":%llu,"
+		"\"polls\":%llu,\"hits\":%llu,\"preempts\":%llu,"
+		"\"backoffs\":%llu},",
+	     (unsigned long long)p.max_us, (unsigned long long)p.window_us,
+	     (unsigned long long)p.polls, (unsigned long long)p.hits,
+	     (unsigned long long)p.preempts, (unsigned long long)p.backoffs);
+}
+
 static void jshm(struct jbuf *b, const struct kvt_server *s)
 {
 	struct kvt_arena_stats as = { 0 };
@@ -143,6 +157,7 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	/* Which event backend serves: io_uring, or epoll after a fallback. */
 	jput(&b, "\"io_backend\":\"%s\",",
 	     kvt_io_backend_name(kvt_loop_backend(s->loop)));
+	jpoll(&b, s);
 	jput(&b, "\"gets\":%llu,\"puts\":%llu,\"dels\":%llu,\"misses\":%llu,"
 		 "\"promotions\":%llu,\"demotions\":%llu,\"evictions\":%llu,"
 		 "\"rejected_too_big\":%llu,",
