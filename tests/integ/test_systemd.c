@@ -175,11 +175,24 @@ static void test_notify_activation_reload(void **state)
 	/* SIGHUP: the new log level and limit apply, and are logged. */
 	f = fopen(conf, "w");
 	assert_non_null(f);
-	fprintf(f, "log-level = debug\nl3-size = 0\nmax-connections = 7\n");
+	fprintf(f, "log-level = debug\nl3-size = 0\nmax-connections = 7\n"
+		   "busy-poll = 0\n");
 	fclose(f);
 	kill(pid, SIGHUP);
 	assert_int_equal(expect_notify(nfd, "RELOADING=1", 10000), 0);
 	assert_int_equal(expect_notify(nfd, "READY=1", 10000), 0);
+	/* busy-poll applies at once: the stats say so. */
+	{
+		uint64_t v = 99;
+
+		assert_int_equal(kvt_connect(&c, sock), 0);
+		assert_int_equal(kvt_stats_json(c, &json, &n), 0);
+		assert_int_equal(integ_json_u64(json, "busy_poll", "max_us",
+						&v), 0);
+		assert_int_equal(v, 0);
+		free(json);
+		kvt_close(c);
+	}
 
 	/* A bad config on reload keeps the running settings. */
 	f = fopen(conf, "w");
@@ -211,6 +224,7 @@ static void test_notify_activation_reload(void **state)
 	assert_non_null(strstr(buf, "event=reload setting=log-level old=info "
 				    "new=debug"));
 	assert_non_null(strstr(buf, "setting=max-connections old=100 new=7"));
+	assert_non_null(strstr(buf, "setting=busy-poll old=50 new=0"));
 	assert_non_null(strstr(buf, "event=reload_failed"));
 }
 
