@@ -8,7 +8,8 @@ DESTDIR ?=
 BUILD ?= build
 PKG_CONFIG ?= pkg-config
 SOVERSION := 1
-VERSION := 0.1.0
+# The release number has one home, the public header (common/kvtier_defs.h).
+VERSION := $(shell sed -n 's/^\#define KVT_VERSION_STRING "\(.*\)"/\1/p' common/kvtier_defs.h)
 
 ifeq ($(V),1)
 Q :=
@@ -20,8 +21,7 @@ PKGS := liburing lmdb libzstd libxxhash
 CFLAGS ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -MMD -MP \
 	-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-	-Wwrite-strings -Wformat=2 -Wvla \
-	-Iproto -Itiers -Idaemon -Iclient
+	-Wwrite-strings -Wformat=2 -Wvla
 override CFLAGS += $(EXTRA_CFLAGS)
 override LDFLAGS += $(EXTRA_LDFLAGS)
 
@@ -30,7 +30,38 @@ override LDFLAGS += $(EXTRA_LDFLAGS)
 pkgcflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
 pkglibs = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 
+# ---- layers -------------------------------------------------------------
+# Each folder is a layer and compiles with only its own and lower layers'
+# include paths, so an include that points up is a compile error:
+#   common  libc only
+#   proto   -> common                   mem  -> common
+#   tiers   -> common proto mem
+#   daemon  -> common proto mem tiers   client -> common proto
+# scripts/check_layers.sh states the same rule over the sources (and the
+# rules inside a folder, e.g. nothing below the tier manager includes
+# kvt_tm.h); scripts/check_symbols.sh finds an external symbol defined twice
+# in the objects of the library, the daemon or the tool.  `make test` runs
+# both.
+LAYERS := common proto mem tiers daemon client
+INC_common := -Icommon
+INC_proto := $(INC_common) -Iproto
+INC_mem := $(INC_common) -Imem
+INC_tiers := $(INC_common) -Iproto -Imem -Itiers
+INC_daemon := $(INC_tiers) -Idaemon
+INC_client := $(INC_common) -Iproto -Iclient
+# What linking against a layer needs, top first.
+LINK_common := common
+LINK_proto := proto common
+LINK_mem := mem common
+LINK_tiers := tiers mem proto common
+LINK_daemon := daemon tiers mem proto common
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+layer_a = $(foreach l,$(1),$(BUILD)/libkvt_$(l).a)
+
+COMMON_SRC := $(wildcard common/*.c)
 PROTO_SRC := $(wildcard proto/*.c)
+MEM_SRC := $(wildcard mem/*.c)
 TIERS_SRC := $(wildcard tiers/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 CLIENT_LIB_SRC := $(filter-out client/kvtier_cli%.c,$(wildcard client/*.c))
@@ -39,13 +70,17 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_C_SRC := $(wildcard tests/integ/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/*.c)
 
-obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
 PROTO_OBJ := $(call obj,$(PROTO_SRC))
+MEM_OBJ := $(call obj,$(MEM_SRC))
 TIERS_OBJ := $(call obj,$(TIERS_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLIENT_LIB_OBJ := $(call obj,$(CLIENT_LIB_SRC))
 CLI_OBJ := $(call obj,$(CLI_SRC))
+# The objects each program is made of (check_symbols.sh looks at these).
+LIB_OBJS := $(CLIENT_LIB_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+DAEMON_OBJS := $(DAEMON_OBJ) $(TIERS_OBJ) $(MEM_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+TOOL_OBJS := $(CLI_OBJ) $(LIB_OBJS)
 
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BIN := $(patsubst tests/integ/%.c,$(BUILD)/tests/integ/%,$(INTEG_C_SRC))
@@ -56,58 +91,86 @@ DEP_CFLAGS = $(call pkgcflags,$(PKGS))
 
 LIBKVTIER_A := $(BUILD)/libkvtier.a
 LIBKVTIER_SO := $(BUILD)/libkvtier.so
-CORE_A := $(BUILD)/libkvt_core.a
-DAEMON_A := $(BUILD)/libkvt_daemon.a
 
 all: $(BUILD)/kvtierd $(BUILD)/kvtier $(LIBKVTIER_A) $(LIBKVTIER_SO)
 
-$(BUILD)/obj/%.o: %.c
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -c -o $@ $<
+# One compile rule; the include paths come from the object's folder.
+define layer_rule
+$(BUILD)/obj/$(1)/%.o: $(1)/%.c
+	@mkdir -p $$(dir $$@)
+	@$$(if $$(Q),echo "  CC      $$<")
+	$$(Q)$$(CC) $$(CFLAGS) $$(INC_$(1)) $$(DEP_CFLAGS) -c -o $$@ $$<
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rule,$(l))))
 
-# proto + tiers: the storage engine, linked into the daemon and unit tests.
-$(CORE_A): $(PROTO_OBJ) $(TIERS_OBJ)
-	@mkdir -p $(dir $@)
-	$(Q)rm -f $@ && $(AR) rcs $@ $^
-
+# One archive per layer, for the daemon and for unit tests of a layer.
+$(BUILD)/libkvt_common.a: $(COMMON_OBJ)
+$(BUILD)/libkvt_proto.a: $(PROTO_OBJ)
+$(BUILD)/libkvt_mem.a: $(MEM_OBJ)
+$(BUILD)/libkvt_tiers.a: $(TIERS_OBJ)
 # The daemon minus main(), for unit tests of its modules.
-$(DAEMON_A): $(filter-out %/kvtierd.o,$(DAEMON_OBJ))
+$(BUILD)/libkvt_daemon.a: $(filter-out %/kvtierd.o,$(DAEMON_OBJ))
+$(call layer_a,$(LAYERS)):
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
-$(BUILD)/kvtierd: $(DAEMON_OBJ) $(CORE_A)
+$(BUILD)/kvtierd: $(call obj,daemon/kvtierd.c) $(call layer_a,$(LINK_daemon))
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(CFLAGS) -o $@ $(DAEMON_OBJ) $(CORE_A) $(LDFLAGS) $(TIER_LIBS) -lcrypto
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(TIER_LIBS) -lcrypto
 
-$(LIBKVTIER_A): $(CLIENT_LIB_OBJ) $(PROTO_OBJ)
+$(LIBKVTIER_A): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
-$(LIBKVTIER_SO): $(CLIENT_LIB_OBJ) $(PROTO_OBJ) client/libkvtier.map
+$(LIBKVTIER_SO): $(LIB_OBJS) client/libkvtier.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -shared -Wl,-soname,libkvtier.so.$(SOVERSION) \
 		-Wl,--version-script=client/libkvtier.map \
-		-o $@.$(SOVERSION) $(CLIENT_LIB_OBJ) $(PROTO_OBJ) $(LDFLAGS) -lcrypto
+		-o $@.$(SOVERSION) $(LIB_OBJS) $(LDFLAGS) -lcrypto
 	$(Q)ln -sf libkvtier.so.$(SOVERSION) $@
 
 $(BUILD)/kvtier: $(CLI_OBJ) $(LIBKVTIER_A)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIBKVTIER_A) $(LDFLAGS) -lcrypto -lpthread -lm
 
-# Unit tests link the whole engine plus the client library objects.
-$(BUILD)/tests/unit/%: tests/unit/%.c $(DAEMON_A) $(CORE_A) $(LIBKVTIER_A)
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  TEST-CC $<")
-	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) $(call pkgcflags,cmocka) -o $@ $< \
-		$(CLIENT_LIB_OBJ) $(DAEMON_A) $(CORE_A) $(LDFLAGS) $(call pkglibs,cmocka) $(TIER_LIBS) -lcrypto
+# Unit tests: each is compiled with the include paths of the layer it
+# tests and linked with that layer and those below it, nothing else
+# (UNIT_LAYER_<test>; a test missing from this table does not build).
+UNIT_LAYER_test_arena := mem
+UNIT_LAYER_test_codec := tiers
+UNIT_LAYER_test_frame := proto
+UNIT_LAYER_test_ghost := tiers
+UNIT_LAYER_test_hist := daemon
+UNIT_LAYER_test_l1 := tiers
+UNIT_LAYER_test_l3 := tiers
+UNIT_LAYER_test_loop := daemon
+UNIT_LAYER_test_path := common
+UNIT_LAYER_test_prefix := client
+UNIT_LAYER_test_shm := proto
+UNIT_LAYER_test_size := common
+UNIT_LAYER_test_spin := common
+UNIT_LAYER_test_tm := tiers
+unit_layer = $(or $(UNIT_LAYER_$(1)),$(error tests/unit/$(1).c: add UNIT_LAYER_$(1) to the Makefile))
+# The client layer links as the library does.
+unit_link = $(if $(filter client,$(1)),$(LIBKVTIER_A),$(call layer_a,$(LINK_$(1))))
+
+define unit_rule
+$(BUILD)/tests/unit/$(1): tests/unit/$(1).c $(call unit_link,$(call unit_layer,$(1)))
+	@mkdir -p $$(dir $$@)
+	@$$(if $$(Q),echo "  TEST-CC $$<")
+	$$(Q)$$(CC) $$(CFLAGS) $$(INC_$(call unit_layer,$(1))) $$(DEP_CFLAGS) \
+		$$(call pkgcflags,cmocka) -o $$@ $$< \
+		$(call unit_link,$(call unit_layer,$(1))) $$(LDFLAGS) \
+		$$(call pkglibs,cmocka) $$(TIER_LIBS) -lcrypto
+endef
+$(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t))))
 
 # Integration test programs use only the public client library.
 $(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h $(LIBKVTIER_A)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST-CC $<")
-	$(Q)$(CC) $(CFLAGS) $(call pkgcflags,cmocka) -o $@ $< $(LIBKVTIER_A) \
-		$(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
+	$(Q)$(CC) $(CFLAGS) $(INC_client) $(call pkgcflags,cmocka) -o $@ $< \
+		$(LIBKVTIER_A) $(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
 # tests/integ/noring runs a command where io_uring is refused (seccomp), for
 # the fallback test; a plain program, no client library.
@@ -118,21 +181,31 @@ $(NORING_BIN): tests/integ/noring.c
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
 # Benchmarks are programs, not tests; they are built with the tests so that
-# they keep compiling, and run by `make bench`.
-$(BUILD)/tests/bench/%: tests/bench/%.c $(CORE_A)
+# they keep compiling, and run by `make bench`.  The storage benchmarks
+# drive the tiers layer.
+$(BUILD)/tests/bench/%: tests/bench/%.c $(call layer_a,$(LINK_tiers))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  BENCH   $<")
-	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS) \
-		$(TIER_LIBS) -lm
+	$(Q)$(CC) $(CFLAGS) $(INC_tiers) $(DEP_CFLAGS) -o $@ $< \
+		$(call layer_a,$(LINK_tiers)) $(LDFLAGS) $(TIER_LIBS) -lm
 
 # bench_kvs runs the workload of `kvtier bench` (client/kvtier_cli_load.c)
 # against other servers, so it links that object, not the client library.
 LOAD_OBJ := $(call obj,client/kvtier_cli_load.c)
-$(BUILD)/tests/bench/bench_kvs: tests/bench/bench_kvs.c $(LOAD_OBJ) $(CORE_A)
+$(BUILD)/tests/bench/bench_kvs: tests/bench/bench_kvs.c $(LOAD_OBJ) $(call layer_a,$(LINK_proto))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  BENCH   $<")
-	$(Q)$(CC) $(CFLAGS) $(DEP_CFLAGS) -o $@ $< $(LOAD_OBJ) $(CORE_A) \
-		$(LDFLAGS) $(TIER_LIBS) -lm
+	$(Q)$(CC) $(CFLAGS) $(INC_client) -o $@ $< $(LOAD_OBJ) \
+		$(call layer_a,$(LINK_proto)) $(LDFLAGS) -lpthread -lm
+
+# The layer rules over the sources, and one definition per external symbol
+# in each program's objects.
+check-layers:
+	$(Q)sh scripts/check_layers.sh
+
+check-symbols: $(LIB_OBJS) $(DAEMON_OBJS) $(TOOL_OBJS)
+	$(Q)sh scripts/check_symbols.sh library $(LIB_OBJS) -- \
+		daemon $(DAEMON_OBJS) -- tool $(TOOL_OBJS)
 
 tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(NORING_BIN) $(BENCH_BIN)
 
@@ -141,7 +214,8 @@ deps:
 
 test: override CFLAGS += -Werror
 test: deps
-	$(Q)$(MAKE) --no-print-directory tests-build EXTRA_CFLAGS="$(EXTRA_CFLAGS) -Werror"
+	$(Q)sh scripts/check_layers.sh
+	$(Q)$(MAKE) --no-print-directory tests-build check-symbols EXTRA_CFLAGS="$(EXTRA_CFLAGS) -Werror"
 	$(Q)BUILD=$(BUILD) sh tests/run.sh
 
 check: test
@@ -218,8 +292,11 @@ INSTALL ?= install
 # system (no DESTDIR, as root); LDCONFIG=true skips it.
 LDCONFIG ?= ldconfig
 UNITS := etc/kvtierd.service etc/kvtierd.socket
+# kvtier.h and the public headers it includes.
+PUBLIC_HEADERS := client/kvtier.h common/kvtier_defs.h common/kvtier_errors.h \
+	proto/kvtier_prefix.h
 INSTALLED_FILES := $(bindir)/kvtierd $(bindir)/kvtier \
-	$(includedir)/kvtier.h $(includedir)/kvtier_errors.h \
+	$(addprefix $(includedir)/,$(notdir $(PUBLIC_HEADERS))) \
 	$(libdir)/libkvtier.a $(libdir)/libkvtier.so.$(LIB_FILE_VERSION) \
 	$(libdir)/libkvtier.so.$(SOVERSION) $(libdir)/libkvtier.so \
 	$(pkgconfigdir)/kvtier.pc \
@@ -233,7 +310,7 @@ install: all
 		$(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man5 \
 		$(DESTDIR)$(mandir)/man8 $(DESTDIR)$(docdir)
 	$(Q)$(INSTALL) -m 755 $(BUILD)/kvtierd $(BUILD)/kvtier $(DESTDIR)$(bindir)/
-	$(Q)$(INSTALL) -m 644 client/kvtier.h proto/kvtier_errors.h $(DESTDIR)$(includedir)/
+	$(Q)$(INSTALL) -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(includedir)/
 	$(Q)$(INSTALL) -m 644 $(LIBKVTIER_A) $(DESTDIR)$(libdir)/libkvtier.a
 	$(Q)$(INSTALL) -m 755 $(LIBKVTIER_SO).$(SOVERSION) \
 		$(DESTDIR)$(libdir)/libkvtier.so.$(LIB_FILE_VERSION)
@@ -272,15 +349,15 @@ uninstall:
 clean:
 	rm -rf build
 
-.PHONY: all deps test check run asan tsan valgrind fuzz bench clean tests-build install uninstall
+.PHONY: check-layers check-symbols all deps test check run asan tsan valgrind fuzz bench clean tests-build install uninstall
 
 # Fuzzing (tests/fuzz/README.md).  Each tests/fuzz/fuzz_<x>.c defines only
 # LLVMFuzzerTestOneInput.  `make test` builds it with replay_main.c and the
 # project's compiler and flags as $(BUILD)/tests/fuzz/replay_fuzz_<x>, which
 # tests/run.sh runs over tests/fuzz/corpus/fuzz_<x>/, so no libFuzzer is
 # needed to catch a regression.  `make fuzz` builds the libFuzzer binaries
-# with clang in $(FUZZ_BUILD) (proto/*.c compiled in, not the archive) and
-# runs each for FUZZ_SECONDS; new inputs go to $(FUZZ_BUILD)/new/ and are
+# with clang in $(FUZZ_BUILD) (proto/ and common/ compiled in, not the
+# archives) and runs each for FUZZ_SECONDS; new inputs go to $(FUZZ_BUILD)/new/ and are
 # merged into the corpus with FUZZ_MERGE=1: only those adding edges (hit
 # counts ignored, -use_counters=0), which keeps the corpus small.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -299,17 +376,18 @@ FUZZ_BIN := $(patsubst %,$(FUZZ_BUILD)/%,$(FUZZ_NAMES))
 tests-build: $(FUZZ_REPLAY_BIN)
 
 $(BUILD)/tests/fuzz/replay_%: tests/fuzz/%.c tests/fuzz/replay_main.c \
-		tests/fuzz/kvt_fuzz.h $(CORE_A)
+		tests/fuzz/kvt_fuzz.h $(call layer_a,$(LINK_proto))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ-CC $<")
-	$(Q)$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(CORE_A) $(LDFLAGS)
+	$(Q)$(CC) $(CFLAGS) $(INC_proto) -o $@ $< tests/fuzz/replay_main.c \
+		$(call layer_a,$(LINK_proto)) $(LDFLAGS)
 
 $(FUZZ_BUILD)/%: tests/fuzz/%.c tests/fuzz/kvt_fuzz.h $(PROTO_SRC) \
-		$(wildcard proto/*.h)
+		$(COMMON_SRC) $(wildcard proto/*.h common/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ-LD $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra \
-		-Iproto -o $@ $< $(PROTO_SRC) -lcrypto
+		$(INC_proto) -o $@ $< $(PROTO_SRC) $(COMMON_SRC) -lcrypto
 
 fuzz: $(FUZZ_BIN)
 	$(Q)for h in $(FUZZ_NAMES); do \

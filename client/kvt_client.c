@@ -28,6 +28,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "kvt_clock.h"
 #include "kvt_frame.h"
 #include "kvt_path.h"
 #include "kvt_shm.h"
@@ -259,7 +260,7 @@ static ssize_t recv_reply(kvt_client *c, void *dst, size_t n, int flags)
 
 	if (!c->spin.max_ns)
 		return recv_some(c->fd, dst, n, flags);
-	start = now = kvt_spin_now();
+	start = now = kvt_clock_ns();
 	win = kvt_spin_window(&c->spin, start);
 	if (win) {
 		int err;
@@ -269,7 +270,7 @@ static ssize_t recv_reply(kvt_client *c, void *dst, size_t n, int flags)
 			r = recv(c->fd, dst, n,
 				 (flags & ~MSG_WAITALL) | MSG_DONTWAIT);
 			err = errno;
-			now = kvt_spin_now();
+			now = kvt_clock_ns();
 			if (r >= 0 || (err != EAGAIN && err != EINTR) ||
 			    now - start >= win)
 				break;
@@ -284,7 +285,7 @@ static ssize_t recv_reply(kvt_client *c, void *dst, size_t n, int flags)
 	}
 	r = recv_some(c->fd, dst, n, flags);
 	start = now;
-	now = kvt_spin_now();
+	now = kvt_clock_ns();
 	kvt_spin_done(&c->spin, polled, false, preempted, now - start, now);
 	return r;
 }

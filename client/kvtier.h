@@ -143,16 +143,13 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "kvtier_defs.h"
 #include "kvtier_errors.h"
+#include "kvtier_prefix.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define KVT_VERSION_MAJOR 0
-#define KVT_VERSION_MINOR 1
-#define KVT_VERSION_PATCH 0
-#define KVT_VERSION_STRING "0.1.0"
 
 /* A connection to kvtierd.  Opaque; created by kvt_connect(). */
 typedef struct kvt_client kvt_client;
@@ -360,7 +357,6 @@ int kvt_exists(kvt_client *c, const char *ns, const void *key,
  * On error *matched is 0 (when matched is not NULL).  Keys reported
  * present may still be evicted before a later get.
  */
-#define KVT_MATCH_KEYS_MAX 4096
 int kvt_match(kvt_client *c, const char *ns, const void *const *keys,
 	      const size_t *key_lens, size_t n, size_t *matched);
 
@@ -508,37 +504,10 @@ int kvt_stats_json(kvt_client *c, char **json, size_t *len);
 int kvt_socket_path_default(char *buf, size_t cap);
 
 /*
- * kvt_prefix_keys - computes the 32-byte prefix key of every complete block
- * of tokens[0..ntokens) under namespace ns[0..ns_len).  Local: needs no
- * connection, does no I/O and allocates nothing.  Thread safe.
- *
- *   root    = SHA-256("kvtier-prefix-v1" || u8 ns_len || ns)
- *   key(i)  = SHA-256(key(i-1) || token ids of block i as little-endian u32)
- *   key(-1) = root
- *
- * ns:           namespace bytes, need not be NUL-terminated; may be NULL
- *               when ns_len is 0.  It is hashed, so it may be longer than
- *               the daemon's namespaces, but at most 255 bytes.  The
- *               namespace the keys are stored under is a good choice.
- * tokens:       token ids; may be NULL when ntokens is 0.
- * block_tokens: tokens per block (B), at least 1.  Block i covers tokens
- *               [i*B, (i+1)*B); a trailing partial block gets no key.
- * keys:         caller's array of max_keys keys; may be NULL when max_keys
- *               is 0 (a way to learn the count).
- * nkeys:        receives the number of complete blocks, ntokens / B.
- *
- * Returns 0 (keys[0..*nkeys) written), or:
- *   KVT_EINVAL  block_tokens is 0, ns_len > 255, nkeys is NULL, or ns,
- *               tokens or keys is NULL with a nonzero length (nothing
- *               written; *nkeys is 0 when nkeys is not NULL)
- *   KVT_ERANGE  max_keys is smaller than the number of complete blocks:
- *               keys[0..max_keys) are written, *nkeys is the number needed
- *
- * The same prototype is in proto/kvt_prefix.h; they must stay identical.
+ * kvt_prefix_keys() (declared in kvtier_prefix.h, included above) computes
+ * the 32-byte prefix key of every complete block of a token sequence,
+ * locally: no connection, no I/O, no allocation.
  */
-int kvt_prefix_keys(const char *ns, size_t ns_len, const uint32_t *tokens,
-		    size_t ntokens, unsigned block_tokens, uint8_t (*keys)[32],
-		    size_t max_keys, size_t *nkeys);
 
 /* kvt_version - the library's version, "0.1.0" (KVT_VERSION_STRING). */
 const char *kvt_version(void);

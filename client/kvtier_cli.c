@@ -24,7 +24,7 @@
 
 #include "kvt_frame.h"
 #include "kvt_size.h"
-#include "kvt_prefix.h"
+#include "kvtier_prefix.h"
 #include "kvtier.h"
 #include "kvtier_cli.h"
 

@@ -290,6 +290,4 @@ void kvt_lease_drop_all(struct kvt_conn *c);
 /* Returns the stats document as malloc'd JSON (NUL-terminated), or NULL. */
 char *kvt_stats_json(struct kvt_server *s, size_t *len);
 
-uint64_t kvt_now_ns(void);
-
 #endif /* KVT_DAEMON_H */

@@ -4,6 +4,7 @@
  * descriptor's slot and performed, without blocking, when epoll says the
  * descriptor is ready).
  */
+#include "kvt_clock.h"
 #include "kvt_loop.h"
 #include "kvt_spin.h"
 
@@ -218,7 +219,7 @@ static bool spin_begin(struct kvt_loop *l, struct spin_wait *w, bool may)
 	*w = (struct spin_wait){ .on = may && l->spin.max_ns };
 	if (!w->on)
 		return false;
-	w->start = w->blocked = kvt_spin_now();
+	w->start = w->blocked = kvt_clock_ns();
 	win = kvt_spin_window(&l->spin, w->start);
 	if (!win)
 		return false;
@@ -232,7 +233,7 @@ static void spin_block(struct spin_wait *w)
 {
 	if (w->on && w->end) {
 		w->preempted = kvt_spin_nivcsw() != w->nivcsw;
-		w->blocked = kvt_spin_now();
+		w->blocked = kvt_clock_ns();
 	}
 }
 
@@ -243,7 +244,7 @@ static void spin_end(struct kvt_loop *l, struct spin_wait *w)
 
 	if (!w->on)
 		return;
-	now = kvt_spin_now();
+	now = kvt_clock_ns();
 	if (w->hit)
 		w->preempted = kvt_spin_nivcsw() != w->nivcsw;
 	kvt_spin_done(&l->spin, w->blocked - w->start, w->hit, w->preempted,
@@ -292,7 +293,7 @@ static int uring_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 	if (spin_begin(l, &w, timeout_ms != 0 && !io_uring_cq_ready(&l->ring))) {
 		/* Replies go out before polling for the next request. */
 		io_uring_submit(&l->ring);
-		while (!(w.hit = uring_ready(l)) && kvt_spin_now() < w.end)
+		while (!(w.hit = uring_ready(l)) && kvt_clock_ns() < w.end)
 			;
 	}
 	if (w.hit) {
@@ -666,7 +667,7 @@ static int ep_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 	if (l->ndone || l->nfresh)
 		wait_ms = 0;
 	if (l->timer_armed) {
-		uint64_t now = kvt_spin_now();
+		uint64_t now = kvt_clock_ns();
 		int t = now >= l->timer_deadline_ns ? 0 :
 			(int)((l->timer_deadline_ns - now + 999999) / 1000000);
 
@@ -676,7 +677,7 @@ static int ep_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 	n = 0;
 	if (spin_begin(l, &w, wait_ms != 0)) {
 		while ((n = epoll_wait(l->epfd, evs, EP_EVENTS, 0)) == 0 &&
-		       kvt_spin_now() < w.end)
+		       kvt_clock_ns() < w.end)
 			;
 		w.hit = n > 0;
 	}
@@ -689,7 +690,7 @@ static int ep_run_once(struct kvt_loop *l, int timeout_ms, kvt_loop_fn fn,
 		return -errno;
 	for (int i = 0; i < n; i++)
 		ep_ready(l, &evs[i], fn, arg);
-	if (l->timer_armed && kvt_spin_now() >= l->timer_deadline_ns) {
+	if (l->timer_armed && kvt_clock_ns() >= l->timer_deadline_ns) {
 		l->timer_armed = false;
 		fn(arg, l->timer_ud, -ETIME, 0);
 	}
@@ -768,7 +769,7 @@ void kvt_loop_timeout(struct kvt_loop *l, unsigned ms, uint64_t ud)
 	}
 	l->timer_armed = true;
 	l->timer_ud = ud;
-	l->timer_deadline_ns = kvt_spin_now() + (uint64_t)ms * 1000000ull;
+	l->timer_deadline_ns = kvt_clock_ns() + (uint64_t)ms * 1000000ull;
 }
 
 void kvt_loop_cancel(struct kvt_loop *l, uint64_t target, uint64_t ud)

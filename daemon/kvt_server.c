@@ -22,24 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvt_clock.h"
 #include "kvt_arena.h"
 #include "kvt_daemon.h"
 #include "kvt_log.h"
 #include "kvt_loop.h"
 #include "kvt_notify.h"
-
-/*
- * valgrind does not see the kernel write into a buffer through io_uring,
- * and would report those bytes uninitialised.  The `make valgrind` build
- * (-DKVT_VALGRIND) tells memcheck that the bytes a completion reports are
- * defined; in any other build this is nothing.
- */
-#ifdef KVT_VALGRIND
-#include <valgrind/memcheck.h>
-#define KVT_IO_DEFINED(p, n) VALGRIND_MAKE_MEM_DEFINED((p), (n))
-#else
-#define KVT_IO_DEFINED(p, n) ((void)sizeof(p), (void)sizeof(n))
-#endif
+#include "kvt_valgrind.h"
 
 enum op_kind {
 	OP_ACCEPT = 1,
@@ -65,14 +54,6 @@ struct stop_state {
 	uint64_t stop_deadline;
 };
 static struct stop_state g_stop;
-
-uint64_t kvt_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t tag(void *p, enum op_kind k)
 {
@@ -366,7 +347,7 @@ struct kvt_reply *kvt_reply_reserve(struct kvt_conn *c, uint64_t request_id,
 		return NULL;
 	r->opcode = opcode;
 	r->request_id = request_id;
-	r->t0_ns = kvt_now_ns();
+	r->t0_ns = kvt_clock_ns();
 	if (c->out_tail)
 		c->out_tail->next = r;
 	else
@@ -393,7 +374,7 @@ void kvt_reply_finish(struct kvt_conn *c, struct kvt_reply *r, int status,
 	kvt_frame_header_encode(r->hdr, &h);
 	kvt_hist_add(&c->srv->lat[r->opcode < KVT_LAT_OPS ? r->opcode
 							  : KVT_LAT_OPS - 1],
-		     (kvt_now_ns() - r->t0_ns) / 1000);
+		     (kvt_clock_ns() - r->t0_ns) / 1000);
 	r->owned = owned;
 	r->ref = ref;
 	r->data = ref ? kvt_ref_data(ref) : owned;
@@ -633,7 +614,7 @@ static void on_recv(struct kvt_conn *c, int res)
 		return;
 	}
 	c->srv->st.bytes_in += (uint64_t)res;
-	c->last_active_ns = kvt_now_ns();
+	c->last_active_ns = kvt_clock_ns();
 	if (direct) {
 		size_t room;
 
@@ -666,7 +647,7 @@ static void on_send(struct kvt_conn *c, int res)
 		return;
 	}
 	c->srv->st.bytes_out += (uint64_t)res;
-	c->last_active_ns = kvt_now_ns();
+	c->last_active_ns = kvt_clock_ns();
 	c->send_stall_ns = 0;
 	n = (size_t)res;
 	c->out_bytes -= n;
@@ -782,7 +763,7 @@ static bool conn_idle(const struct kvt_conn *c)
  */
 static bool evict_idle(struct kvt_server *s)
 {
-	uint64_t now = kvt_now_ns(), oldest = UINT64_MAX;
+	uint64_t now = kvt_clock_ns(), oldest = UINT64_MAX;
 	struct kvt_conn *victim = NULL;
 
 	for (struct kvt_conn *c = s->conns; c; c = c->next)
@@ -811,7 +792,7 @@ static bool evict_idle(struct kvt_server *s)
  */
 static void housekeeping(struct kvt_server *s)
 {
-	uint64_t now = kvt_now_ns();
+	uint64_t now = kvt_clock_ns();
 	uint64_t idle = (uint64_t)s->cfg->idle_timeout_s * 1000000000ull;
 	uint64_t slow = (uint64_t)s->cfg->send_timeout_s * 1000000000ull;
 
@@ -885,7 +866,7 @@ static void on_accept(struct kvt_server *s, int res, unsigned flags)
 	}
 	c->srv = s;
 	c->fd = res;
-	c->last_active_ns = kvt_now_ns();
+	c->last_active_ns = kvt_clock_ns();
 	c->uid = cr.uid;
 	c->gid = cr.gid;
 	c->id = ++s->next_conn_id;
@@ -934,7 +915,7 @@ static void begin_stop(struct kvt_server *s, const char *why)
 		return;
 	s->stopping = true;
 	kvt_notify("STOPPING=1");
-	g_stop.stop_deadline = kvt_now_ns() + STOP_GRACE_NS;
+	g_stop.stop_deadline = kvt_clock_ns() + STOP_GRACE_NS;
 	kvt_log(KVT_LOG_INFO, "event=stopping reason=%s conns=%u", why,
 		s->nconns);
 	if (g_stop.accept_armed)
@@ -1146,7 +1127,7 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 	s->argv = argv;
 	s->listen_fd = -1;
 	s->signal_fd = -1;
-	s->start_ns = kvt_now_ns();
+	s->start_ns = kvt_clock_ns();
 	kvt_limits_default(&s->lim);
 	s->lim.max_key = (uint32_t)cfg->max_key_size;
 	s->lim.max_value = cfg->max_value_size;
@@ -1239,7 +1220,7 @@ int kvt_server_run(struct kvt_server *s)
 				strerror(-rc));
 			return rc;
 		}
-		if (s->stopping && kvt_now_ns() > g_stop.stop_deadline) {
+		if (s->stopping && kvt_clock_ns() > g_stop.stop_deadline) {
 			/* Clients that will not read their replies lose them. */
 			for (struct kvt_conn *c = s->conns, *next; c; c = next) {
 				next = c->next;

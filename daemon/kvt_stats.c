@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvt_clock.h"
 #include "kvt_daemon.h"
 
 
@@ -153,7 +154,7 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 		return NULL;
 	kvt_tm_stats(s->tm, &ts);
 	jput(&b, "{\"version\":\"%s\",\"uptime_s\":%llu,", KVT_VERSION_STRING,
-	     (unsigned long long)((kvt_now_ns() - s->start_ns) / 1000000000ull));
+	     (unsigned long long)((kvt_clock_ns() - s->start_ns) / 1000000000ull));
 	/* Which event backend serves: io_uring, or epoll after a fallback. */
 	jput(&b, "\"io_backend\":\"%s\",",
 	     kvt_io_backend_name(kvt_loop_backend(s->loop)));

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "kvt_clock.h"
 #include "kvt_config.h"
 #include "kvt_daemon.h"
 #include "kvt_log.h"
@@ -215,10 +216,10 @@ int main(int argc, char **argv)
 	kvt_server_close(srv);
 	if (cfg.l3_size && !cfg.no_spill) {
 		/* A graceful restart loses nothing that fits in L3. */
-		uint64_t t0 = kvt_now_ns();
+		uint64_t t0 = kvt_clock_ns();
 		int n = kvt_tm_spill(tm, cfg.spill_timeout_s * 1000u);
 		kvt_log(KVT_LOG_INFO, "event=spilled blocks=%d ms=%llu", n,
-			(unsigned long long)((kvt_now_ns() - t0) / 1000000));
+			(unsigned long long)((kvt_clock_ns() - t0) / 1000000));
 	}
 	kvt_tm_close(tm);
 	return rc ? 1 : 0;

@@ -23,10 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvtier_defs.h"
 #include "kvtier_errors.h"
-
-/* Release of kvtier this tree builds (daemon, library and tool). */
-#define KVT_VERSION_STRING "0.1.0"
 
 #define KVT_FRAME_MAGIC 0x5254564bu
 #define KVT_PROTO_VERSION 1
@@ -37,8 +35,6 @@
 /* Mask of the dtype carried in a GET reply's flags. */
 #define KVT_FLAG_DTYPE_MASK 0x00ffu
 
-/* Longest namespace, in bytes (the length travels in one byte). */
-#define KVT_NS_MAX 255
 /* Largest error message body a daemon sends (bytes, no NUL). */
 #define KVT_ERRMSG_MAX 512
 
@@ -66,15 +62,6 @@ enum kvt_op {
 	KVT_OP_END_
 };
 
-/* Element-size hint carried by PUT (see PROTOCOL.md); 0 = unknown. */
-enum kvt_dtype {
-	KVT_DTYPE_NONE = 0,
-	KVT_DTYPE_U8 = 1,
-	KVT_DTYPE_BF16 = 2,
-	KVT_DTYPE_FP16 = 3,
-	KVT_DTYPE_FP32 = 4,
-	KVT_DTYPE_END_
-};
 
 struct kvt_frame_header {
 	uint8_t version;
@@ -255,13 +242,11 @@ int kvt_hello_reply_parse(const uint8_t *body, size_t len,
 
 /*
  * MATCH: the longest run of leading keys present, for prefix caches whose
- * block keys chain (kvt_prefix.h).  Request body: u8 ns_len, u8 zero,
+ * block keys chain (kvtier_prefix.h).  Request body: u8 ns_len, u8 zero,
  * u16 count, ns, then count x (u16 key_len, key); nothing may follow.
  * Reply body: u32, the number of leading keys present (0..count).
  */
 #define KVT_MATCH_FIXED 4
-/* Most keys in one MATCH request; more is KVT_ETOOBIG. */
-#define KVT_MATCH_KEYS_MAX 4096
 #define KVT_MATCH_REPLY_SIZE 4
 
 /* A parsed MATCH request; pointers refer into the body. */

@@ -19,7 +19,7 @@
 
 #include <openssl/sha.h>
 
-#include "kvt_prefix.h"
+#include "kvtier_prefix.h"
 
 /* Domain-separation tag hashed into every root; exactly 16 ASCII bytes. */
 static const char prefix_tag[16] = { 'k', 'v', 't', 'i', 'e', 'r', '-', 'p',

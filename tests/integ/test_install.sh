@@ -59,7 +59,9 @@ cat >"$dir/want" <<LIST
 bin/kvtier
 bin/kvtierd
 include/kvtier.h
+include/kvtier_defs.h
 include/kvtier_errors.h
+include/kvtier_prefix.h
 lib/libkvtier.a
 lib/libkvtier.so
 lib/libkvtier.so.1

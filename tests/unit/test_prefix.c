@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "kvt_prefix.h"
+#include "kvtier_prefix.h"
 /*
  * kvtier.h declares kvt_prefix_keys() again for installed users; including
  * both makes the compiler check that the two prototypes agree.

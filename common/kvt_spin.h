@@ -64,9 +64,6 @@ uint64_t kvt_spin_window(const struct kvt_spin *s, uint64_t now_ns);
 void kvt_spin_done(struct kvt_spin *s, uint64_t polled_ns, bool hit,
 		   bool preempted, uint64_t waited_ns, uint64_t now_ns);
 
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t kvt_spin_now(void);
-
 /* Involuntary context switches of the calling thread so far. */
 long kvt_spin_nivcsw(void);
 

@@ -54,14 +54,6 @@ void kvt_spin_done(struct kvt_spin *s, uint64_t polled_ns, bool hit,
 	}
 }
 
-uint64_t kvt_spin_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 long kvt_spin_nivcsw(void)
 {
 	struct rusage ru;
