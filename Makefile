@@ -203,6 +203,11 @@ $(BUILD)/tests/bench/bench_kvs: tests/bench/bench_kvs.c $(LOAD_OBJ) $(call layer
 check-layers:
 	$(Q)sh scripts/check_layers.sh
 
+# `make print-VAR` prints a variable (tests/integ/test_layers.sh reads the
+# include paths of a layer this way).
+print-%:
+	@echo $($*)
+
 check-symbols: $(LIB_OBJS) $(DAEMON_OBJS) $(TOOL_OBJS)
 	$(Q)sh scripts/check_symbols.sh library $(LIB_OBJS) -- \
 		daemon $(DAEMON_OBJS) -- tool $(TOOL_OBJS)
