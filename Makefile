@@ -2,6 +2,7 @@
 #
 # Targets: all test check run asan tsan valgrind fuzz bench install uninstall clean deps
 # Variables: PREFIX DESTDIR CC CFLAGS LDFLAGS V=1 (verbose) BUILD (output dir)
+#   PYTHON pythondir (where install puts the Python package)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -297,16 +298,32 @@ INSTALL ?= install
 # system (no DESTDIR, as root); LDCONFIG=true skips it.
 LDCONFIG ?= ldconfig
 UNITS := etc/kvtierd.service etc/kvtierd.socket
+# The Python package client/python/kvtier goes where Debian's python3
+# ($(PYTHON)) looks for it under PREFIX: /usr/lib/python3/dist-packages
+# for PREFIX=/usr (where Debian's own packages go), PREFIX/lib/pythonX.Y/
+# dist-packages for any other PREFIX, which for /usr/local is on python3's
+# sys.path (pip installs there too); other prefixes need PYTHONPATH.  X.Y is
+# asked from $(PYTHON) when installing, not on every make; pythondir=DIR
+# overrides the whole path.  Beside the modules, install writes
+# kvtier/_installed.py naming $(libdir), so that the package loads the
+# library installed with it even where the dynamic linker does not look.
+# Uninstall also removes the bytecode python3 caches for those modules.
+PYTHON ?= /usr/bin/python3
+PYTHON_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+pythondir ?= $(if $(filter /usr,$(patsubst %/,%,$(PREFIX))),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYTHON_VERSION)/dist-packages)
+PY_MODULES := $(notdir $(filter-out %/_installed.py,$(sort $(wildcard client/python/kvtier/*.py))))
 # kvtier.h and the public headers it includes.
 PUBLIC_HEADERS := client/kvtier.h common/kvtier_defs.h common/kvtier_errors.h \
 	proto/kvtier_prefix.h
-INSTALLED_FILES := $(bindir)/kvtierd $(bindir)/kvtier \
+# Recursive (=), so that pythondir asks $(PYTHON) only when (un)installing.
+INSTALLED_FILES = $(bindir)/kvtierd $(bindir)/kvtier \
 	$(addprefix $(includedir)/,$(notdir $(PUBLIC_HEADERS))) \
 	$(libdir)/libkvtier.a $(libdir)/libkvtier.so.$(LIB_FILE_VERSION) \
 	$(libdir)/libkvtier.so.$(SOVERSION) $(libdir)/libkvtier.so \
 	$(pkgconfigdir)/kvtier.pc \
 	$(mandir)/man1/kvtier.1 $(mandir)/man8/kvtierd.8 \
 	$(mandir)/man5/kvtierd.conf.5 $(docdir)/kvtierd.conf.example \
+	$(addprefix $(pythondir)/kvtier/,$(PY_MODULES) _installed.py) \
 	$(if $(SYSTEMD_UNITDIR),$(addprefix $(SYSTEMD_UNITDIR)/,$(notdir $(UNITS))))
 
 install: all
@@ -329,9 +346,15 @@ install: all
 	$(Q)$(INSTALL) -m 644 man/kvtierd.conf.5 $(DESTDIR)$(mandir)/man5/
 	$(Q)$(INSTALL) -m 644 man/kvtierd.8 $(DESTDIR)$(mandir)/man8/
 	$(Q)$(INSTALL) -m 644 etc/kvtierd.conf $(DESTDIR)$(docdir)/kvtierd.conf.example
-# Python package: when client/python exists, install it here, e.g.
-# $(INSTALL) -d $(DESTDIR)$(PYTHONDIR)/kvtier and its .py files, and add
-# them to INSTALLED_FILES so that uninstall removes them.
+	$(Q)case "$(pythondir)" in */python/dist-packages) \
+		echo "install: cannot run $(PYTHON) to find its version;" \
+			"give PYTHON=... or pythondir=..." >&2; exit 1;; esac
+	$(Q)$(INSTALL) -d $(DESTDIR)$(pythondir)/kvtier
+	$(Q)$(INSTALL) -m 644 $(addprefix client/python/kvtier/,$(PY_MODULES)) \
+		$(DESTDIR)$(pythondir)/kvtier/
+	$(Q)printf '%s\n' '"""Written by make install: where libkvtier was installed."""' \
+		'LIBDIR = "$(libdir)"' >$(DESTDIR)$(pythondir)/kvtier/_installed.py
+	$(Q)chmod 644 $(DESTDIR)$(pythondir)/kvtier/_installed.py
 ifneq ($(SYSTEMD_UNITDIR),)
 	$(Q)$(INSTALL) -d $(DESTDIR)$(SYSTEMD_UNITDIR)
 	$(Q)for u in $(UNITS); do \
@@ -347,7 +370,9 @@ endif
 
 uninstall:
 	$(Q)rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
-	$(Q)-rmdir $(DESTDIR)$(docdir) 2>/dev/null || true
+	$(Q)rm -f $(foreach m,$(basename $(PY_MODULES) _installed.py),$(DESTDIR)$(pythondir)/kvtier/__pycache__/$(m).*.pyc)
+	$(Q)-rmdir $(DESTDIR)$(docdir) $(DESTDIR)$(pythondir)/kvtier/__pycache__ \
+		$(DESTDIR)$(pythondir)/kvtier 2>/dev/null || true
 	$(Q)if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ]; then \
 		$(LDCONFIG) 2>/dev/null || true; fi
 

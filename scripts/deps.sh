@@ -3,8 +3,11 @@
 # As root: apt-get install.  Otherwise: print the exact command and fail.
 set -eu
 
+# python3-setuptools, -wheel, -pip and -venv: `pip install
+# --no-build-isolation ./client/python` (offline) and the venv test of it.
 PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
-libssl-dev libxxhash-dev python3 python3-numpy groff-base"
+libssl-dev libxxhash-dev python3 python3-numpy python3-setuptools \
+python3-wheel python3-pip python3-venv groff-base"
 # `deps.sh bench`: the reference tools the benchmarks compare against.
 [ "${1:-}" = bench ] && PKGS="zstd fio redis-server memcached"
 # `deps.sh valgrind`: memcheck for `make valgrind`.

@@ -2,10 +2,14 @@
 # Integration: `make install` / `make uninstall` into a temporary PREFIX and
 # DESTDIR.  Checks the installed file list, the shared library's SONAME and
 # exported symbols, the pkg-config file (by building a C client with it that
-# talks to the installed kvtierd), the installed example config, the man
-# pages (groff warnings) and the systemd units (systemd-analyze verify, if
-# installed).  Installs what $KVTIER_BUILD holds, as tests/run.sh built it:
-# `make -o all` never rebuilds it with other flags.
+# talks to the installed kvtierd), the Python package (Debian's python3 with
+# the installed package directory on its path, and `pip install
+# --no-build-isolation` into a fresh venv, each doing a put and a get
+# against the installed kvtierd through the installed library), the
+# installed example config, the man pages (groff warnings) and the systemd
+# units (systemd-analyze verify, if installed).  Installs what $KVTIER_BUILD
+# holds, as tests/run.sh built it: `make -o all` never rebuilds it with
+# other flags.
 # ok() only echoes, so `test && ok || fail` is safe here, as in test_cli.sh.
 # shellcheck disable=SC2015
 set -u
@@ -13,6 +17,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 B=${KVTIER_BUILD:-$ROOT/${BUILD:-build}}
 dir=$(mktemp -d /tmp/kvtier-install-XXXXXX)
 P="$dir/p"
+PY=${KVTIER_PYTHON:-/usr/bin/python3}
 UNITDIR="$P/lib/systemd/system"
 pid=""
 fails=0
@@ -74,6 +79,14 @@ share/man/man1/kvtier.1
 share/man/man5/kvtierd.conf.5
 share/man/man8/kvtierd.8
 LIST
+# The Python package: Debian's python3 looks in lib/pythonX.Y/dist-packages
+# under a PREFIX other than /usr.
+pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYDIR="$P/lib/python$pyver/dist-packages"
+for m in "$ROOT"/client/python/kvtier/*.py _installed.py; do
+	echo "lib/python$pyver/dist-packages/kvtier/${m##*/}"
+done >>"$dir/want"
+sort -o "$dir/want" "$dir/want"
 (cd "$P" && find . \( -type f -o -type l \) | sed 's|^\./||' | sort) >"$dir/got"
 if cmp -s "$dir/want" "$dir/got"; then ok "installed file list"; else
 	fail "installed file list"; diff "$dir/want" "$dir/got"; fi
@@ -176,6 +189,97 @@ if [ -x "$dir/client" ]; then
 fi
 [ -x "$dir/client_static" ] && { "$dir/client_static" "$sock" >/dev/null &&
 	ok "static client put+get" || fail "static client put+get"; }
+
+# --- the Python package, installed and pip-installed ------------------------
+# check.py SOCKET PREFIX PACKAGE_DIR: imports kvtier, checks that the module
+# comes from PACKAGE_DIR and that every libkvtier mapped comes from PREFIX,
+# and does a put and a get of 100 KiB.
+cat >"$dir/check.py" <<'PY'
+import os
+import sys
+
+import kvtier
+
+sock, prefix, pkgdir = sys.argv[1:4]
+here = os.path.dirname(os.path.realpath(kvtier.__file__))
+assert here == os.path.realpath(os.path.join(pkgdir, "kvtier")), here
+libs = sorted({line.split()[-1] for line in open("/proc/self/maps")
+               if "libkvtier" in line})
+assert libs and all(lib.startswith(prefix + "/") for lib in libs), libs
+val = bytes(range(256)) * 400
+with kvtier.Client(sock) as c:
+    c.put(b"python-install-test", val, ns="ns")
+    assert c.get(b"python-install-test", ns="ns") == val
+print("kvtier %s from %s, %s, put+get %d bytes" % (kvtier.version(), here,
+                                                   libs[0], len(val)))
+PY
+# A sanitizer build of the library needs its runtime preloaded into Python
+# (as in test_python.sh), leak checks off there.
+preload=""
+case $san in *address*)
+	for r in libasan.so libubsan.so; do
+		f=$(${CC:-cc} -print-file-name=$r)
+		[ -e "$f" ] && preload="$preload $f"
+	done ;;
+*thread*) preload=$(${CC:-cc} -print-file-name=libtsan.so) ;;
+esac
+# py [env(1) arguments] PYTHON ARGS...: runs PYTHON in $dir (not the
+# source tree), without the environment that would point it at another
+# library or stop it from writing bytecode (uninstall must remove that).
+py() {
+	(cd "$dir" || exit 1
+	if [ -n "$preload" ]; then
+		LD_PRELOAD="${preload# }" ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0
+		export LD_PRELOAD ASAN_OPTIONS
+	fi
+	exec env -u KVTIER_LIB -u PYTHONDONTWRITEBYTECODE "$@")
+}
+if [ ! -x "$PY" ]; then
+	skip "Python package: $PY not found"
+elif [ -n "$preload" ] && ! py -u LD_LIBRARY_PATH PYTHONPATH="$PYDIR" "$PY" -c 'import kvtier' >/dev/null 2>&1; then
+	skip "Python package: python cannot load the sanitizer build ($san) with LD_PRELOAD=$preload"
+else
+	grep -qx "LIBDIR = \"$P/lib\"" "$PYDIR/kvtier/_installed.py" &&
+		ok "installed kvtier/_installed.py names the installed libdir" ||
+		fail "kvtier/_installed.py: $(cat "$PYDIR/kvtier/_installed.py")"
+	# The dynamic linker does not search $P/lib: the package finds the
+	# library through _installed.py.
+	if py -u LD_LIBRARY_PATH PYTHONPATH="$PYDIR" "$PY" check.py "$sock" "$P" "$PYDIR" >"$dir/py.log" 2>&1; then
+		ok "$PY imports the installed package, $(tail -n 1 "$dir/py.log")"
+	else
+		fail "installed Python package"; cat "$dir/py.log"
+	fi
+	ls "$PYDIR/kvtier/__pycache__/"*.pyc >/dev/null 2>&1 &&
+		ok "python3 cached bytecode in the installed package (uninstall removes it)" ||
+		skip "no bytecode cached in $PYDIR/kvtier"
+
+	# pip builds in the folder it is given (build/, kvtier.egg-info): a
+	# copy keeps the source tree clean.  --no-index: offline, setuptools
+	# and wheel come from the system through --system-site-packages.
+	cp -R "$ROOT/client/python" "$dir/pysrc"
+	V="$dir/venv"
+	if ! "$PY" -m venv --system-site-packages "$V" >"$dir/venv.log" 2>&1; then
+		fail "$PY -m venv --system-site-packages (python3-venv)"; cat "$dir/venv.log"
+	elif ! env -u PYTHONDONTWRITEBYTECODE "$V/bin/python" -m pip install -q --no-build-isolation \
+		--no-index --no-cache-dir "$dir/pysrc" >"$dir/pip.log" 2>&1; then
+		fail "pip install --no-build-isolation ./client/python into a venv"; cat "$dir/pip.log"
+	else
+		ok "pip install --no-build-isolation ./client/python into a fresh venv"
+		VPY=$("$V/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+		want=$(sed -n 's/^#define KVT_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/common/kvtier_defs.h")
+		got=$(cd "$dir" && "$V/bin/python" -c 'import importlib.metadata as m; print(m.version("kvtier"))')
+		[ "$got" = "$want" ] && ok "pip package version $got = KVT_VERSION_STRING" ||
+			fail "pip package version '$got', kvtier_defs.h says '$want'"
+		[ ! -e "$VPY/kvtier/_installed.py" ] && ok "pip install has no _installed.py" ||
+			fail "pip installed _installed.py"
+		# Here the library is found by the dynamic linker, by SONAME.
+		if py LD_LIBRARY_PATH="$P/lib" "$V/bin/python" check.py "$sock" "$P" "$VPY" >"$dir/py.log" 2>&1; then
+			ok "venv python imports the pip-installed package, $(tail -n 1 "$dir/py.log")"
+		else
+			fail "pip-installed Python package"; cat "$dir/py.log"
+		fi
+	fi
+fi
 stop_daemon "kvtierd on a temp socket"
 
 # --- the installed example config ------------------------------------------
@@ -261,9 +365,26 @@ fi
 	[ ! -e "$D/usr/lib/systemd" ] && ok "DESTDIR layout, no units unless asked" || fail "DESTDIR layout"
 grep -q '^prefix=/usr$' "$D/usr/lib/pkgconfig/kvtier.pc" && ! grep -q "$D" "$D/usr/lib/pkgconfig/kvtier.pc" &&
 	ok "kvtier.pc names PREFIX, not DESTDIR" || fail "kvtier.pc under DESTDIR"
+# in_sys_path DIR: Debian's python3 searches DIR for packages.
+in_sys_path() { "$PY" -c 'import site, sys; sys.exit(sys.argv[1] not in site.getsitepackages())' "$1"; }
+[ -f "$D/usr/lib/python3/dist-packages/kvtier/__init__.py" ] && in_sys_path /usr/lib/python3/dist-packages &&
+	ok "PREFIX=/usr: kvtier in /usr/lib/python3/dist-packages, on python3's path" ||
+	fail "PREFIX=/usr: kvtier not in /usr/lib/python3/dist-packages"
+grep -qx 'LIBDIR = "/usr/lib"' "$D/usr/lib/python3/dist-packages/kvtier/_installed.py" &&
+	ok "_installed.py names libdir, not DESTDIR" || fail "_installed.py under DESTDIR"
 mk uninstall DESTDIR="$D" PREFIX=/usr >"$dir/make.log" 2>&1 || { cat "$dir/make.log"; fail "uninstall DESTDIR"; }
 left=$(find "$D" \( -type f -o -type l \) 2>/dev/null)
 [ -z "$left" ] && ok "DESTDIR uninstall leaves no files" || { fail "DESTDIR uninstall left files:"; echo "$left"; }
+
+# PREFIX=/usr/local (the default): where pip puts packages for python3.
+D="$dir/stage-local"
+mk install DESTDIR="$D" PREFIX=/usr/local >"$dir/make.log" 2>&1 || { cat "$dir/make.log"; fail "make install DESTDIR PREFIX=/usr/local"; }
+d=/usr/local/lib/python$pyver/dist-packages
+[ -f "$D$d/kvtier/__init__.py" ] && in_sys_path "$d" &&
+	ok "PREFIX=/usr/local: kvtier in $d, on python3's path" || fail "PREFIX=/usr/local: kvtier not in $d"
+mk uninstall DESTDIR="$D" PREFIX=/usr/local >"$dir/make.log" 2>&1 || { cat "$dir/make.log"; fail "uninstall DESTDIR PREFIX=/usr/local"; }
+left=$(find "$D" \( -type f -o -type l \) 2>/dev/null)
+[ -z "$left" ] && ok "PREFIX=/usr/local uninstall leaves no files" || { fail "uninstall left files:"; echo "$left"; }
 
 echo "install: $fails failure(s)"
 [ $fails -eq 0 ]

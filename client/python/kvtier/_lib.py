@@ -17,6 +17,15 @@ P_void_p = ctypes.POINTER(c_void_p)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
+try:
+    # Written by `make install` (kvtier/_installed.py: LIBDIR, the libdir
+    # the library went to); absent in the source tree and in pip installs.
+    from . import _installed
+except ImportError:
+    _installed = None
+
+SONAME = "libkvtier.so.1"
+
 
 def _candidates():
     """(description, path-or-None) in search order."""
@@ -27,10 +36,24 @@ def _candidates():
     env = os.environ.get("KVTIER_LIB")
     out.append(("$KVTIER_LIB" + ("=" + env if env else " (unset)"),
                 env or None))
-    repo = os.path.normpath(os.path.join(_HERE, "..", "..", "..", "build",
-                                         "libkvtier.so.1"))
-    ok = os.path.exists(repo)
-    out.append((repo + ("" if ok else " (not found)"), repo if ok else None))
+    libdir = getattr(_installed, "LIBDIR", None)
+    if libdir:
+        # The installed package names its own library, so that a PREFIX
+        # outside the dynamic linker's path still works.
+        path = os.path.join(libdir, SONAME)
+        ok = os.path.exists(path)
+        out.append(("the installed library " + path +
+                    ("" if ok else " (not found)"), path if ok else None))
+    # client/python/kvtier of a source tree: that tree's build/.
+    tree = os.path.normpath(os.path.join(_HERE, "..", ".."))
+    if os.path.exists(os.path.join(tree, "kvtier.h")):
+        repo = os.path.normpath(os.path.join(tree, "..", "build", SONAME))
+        ok = os.path.exists(repo)
+        out.append((repo + ("" if ok else " (not found)"),
+                    repo if ok else None))
+    # The dynamic linker's own search by SONAME: LD_LIBRARY_PATH, the
+    # ld.so.conf directories (/usr/local/lib after `make install`), /usr/lib.
+    out.append(("the dynamic linker's search for " + SONAME, SONAME))
     found = ctypes.util.find_library("kvtier")
     out.append(("ctypes.util.find_library('kvtier')" +
                 (" -> " + found if found else " (not found)"), found))
@@ -49,7 +72,8 @@ def _load():
             tried.append("%s: %s" % (what, e))
     raise ImportError("kvtier: cannot find libkvtier; looked at:\n  " +
                       "\n  ".join(tried) +
-                      "\nbuild it (make) or set KVTIER_LIB to its path")
+                      "\nbuild it (make), install it (make install), or set KVTIER_LIB "
+                      "to its path")
 
 
 lib = _load()
