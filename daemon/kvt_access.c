@@ -151,14 +151,26 @@ int kvt_access_parse(struct kvt_access *a, const char *allow_uid,
 	return 0;
 }
 
-bool kvt_access_peer_ok(const struct kvt_access *a, uid_t uid, gid_t gid,
-			const gid_t *groups, size_t ngroups)
+bool kvt_access_has_peer_lists(const struct kvt_access *a)
 {
-	if (a->nuids == 0 && a->ngids == 0)
-		return true; /* the socket's mode is the only gate */
+	return a->nuids > 0 || a->ngids > 0;
+}
+
+bool kvt_access_allows_uid(const struct kvt_access *a, uid_t uid)
+{
 	for (size_t i = 0; i < a->nuids; i++)
 		if (a->uids[i] == uid)
 			return true;
+	return false;
+}
+
+bool kvt_access_peer_ok(const struct kvt_access *a, uid_t uid, gid_t gid,
+			const gid_t *groups, size_t ngroups)
+{
+	if (!kvt_access_has_peer_lists(a))
+		return true; /* the socket's mode is the only gate */
+	if (kvt_access_allows_uid(a, uid))
+		return true;
 	for (size_t i = 0; i < a->ngids; i++) {
 		if (a->gids[i] == gid)
 			return true;

@@ -46,9 +46,22 @@ int kvt_access_parse(struct kvt_access *a, const char *allow_uid,
 		     const char *allow_gid, const char *ns_owner,
 		     const char *socket_group, char *err, size_t errcap);
 
+/*
+ * Is any allow-list (uids or gids) set?  When none is, the socket's mode
+ * is the only gate and every peer may connect.
+ */
+bool kvt_access_has_peer_lists(const struct kvt_access *a);
+
 /* May a peer with these credentials connect? */
 bool kvt_access_peer_ok(const struct kvt_access *a, uid_t uid, gid_t gid,
 			const gid_t *groups, size_t ngroups);
+
+/*
+ * Is uid on the allow-list of uids itself?  Unlike kvt_access_peer_ok(),
+ * an empty list allows no one: for lists that grant something on top
+ * (shm-allow-uid).
+ */
+bool kvt_access_allows_uid(const struct kvt_access *a, uid_t uid);
 
 /* May uid use namespace ns?  Root may use every namespace. */
 bool kvt_access_ns_ok(const struct kvt_access *a, uid_t uid,

@@ -1,24 +1,5 @@
 /*
- * kvt_lease.c - the shared-memory data path, daemon side (PROTOCOL.md,
- * "Shared memory").
- *
- * Block values of at least shm-threshold bytes live in one memfd arena
- * (tiers/kvt_mem.h).  A trusted client maps it once, at HELLO, and then:
- *  - GET: instead of sending the bytes, the daemon sends a lease (offset,
- *    length).  The lease holds a reference on the block, and a block's
- *    memory is only freed when its last reference goes, so the bytes stay
- *    where they are however the block is evicted, demoted or replaced
- *    meanwhile.  The client copies them out and ends the lease (RELEASE),
- *    or its connection closes.
- *  - PUT: PUT_ALLOC reserves arena memory (a slot) that the client writes
- *    the value into; PUT_COMMIT hands the slot to the tiers as the block,
- *    with no copy.
- * Both are bounded per connection (shm-lease-max bytes, KVT_LEASES_PER_CONN
- * entries): a client that never releases cannot hold more.
- *
- * Trust: a client given the arena can read every block in it and write
- * anywhere in it, so it is offered only to our own uid, root and the
- * shm-allow-uid list; everyone else gets the socket path.
+ * kvt_lease.c - the shared-memory data path, daemon side: see kvt_lease.h.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -26,8 +7,9 @@
 #include <unistd.h>
 
 #include "kvt_arena.h"
-#include "kvt_daemon.h"
+#include "kvt_lease.h"
 #include "kvt_log.h"
+#include "kvt_mem.h"
 
 /* A GET lease (ref set) or a PUT slot (slot set), owned by a connection. */
 struct kvt_lease {
@@ -40,28 +22,46 @@ struct kvt_lease {
 	size_t prefix_len;
 };
 
+/* What one connection holds (c->leases). */
+struct kvt_leases {
+	bool granted; /* the arena was given to this connection */
+	struct kvt_lease *head;
+	unsigned n;
+	uint64_t bytes; /* bytes they keep from being freed */
+	uint64_t next_id;
+};
+
+int kvt_lease_pool_init(struct kvt_lease_pool *pool, struct kvt_arena *arena,
+			const char *allow_uid, char *err, size_t errcap)
+{
+	memset(pool, 0, sizeof(*pool));
+	pool->arena = arena;
+	return kvt_access_parse(&pool->allow, allow_uid, NULL, NULL, NULL, err,
+				errcap);
+}
+
+int kvt_lease_open(struct kvt_conn *c)
+{
+	c->leases = calloc(1, sizeof(*c->leases));
+	return c->leases ? 0 : -ENOMEM;
+}
+
 static bool peer_trusted(const struct kvt_conn *c)
 {
-	const struct kvt_access *a = &c->srv->shm_acc;
-
-	if (c->uid == 0 || c->uid == geteuid())
-		return true;
-	for (size_t i = 0; i < a->nuids; i++)
-		if (a->uids[i] == c->uid)
-			return true;
-	return false;
+	return c->uid == 0 || c->uid == geteuid() ||
+	       kvt_access_allows_uid(&c->ctx->shm->allow, c->uid);
 }
 
 bool kvt_lease_hello(struct kvt_conn *c, struct kvt_reply *r,
 		     struct kvt_shm_hello *sh)
 {
-	struct kvt_server *s = c->srv;
+	struct kvt_lease_pool *p = c->ctx->shm;
 
 	memset(sh, 0, sizeof(*sh));
-	if (!s->arena)
+	if (!p->arena)
 		return false;
 	if (!peer_trusted(c)) {
-		s->st.shm_refused++;
+		p->st.refused++;
 		kvt_log(KVT_LOG_DEBUG, "event=shm_refused conn=%llu uid=%u "
 			"hint=\"not our uid, root or shm-allow-uid\"",
 			(unsigned long long)c->id, (unsigned)c->uid);
@@ -71,53 +71,58 @@ bool kvt_lease_hello(struct kvt_conn *c, struct kvt_reply *r,
 	 * The fd rides on the sendmsg that starts r: only possible while no
 	 * earlier reply is queued (clients send HELLO first and wait).
 	 */
-	if (c->out_head != r)
+	if (!kvt_reply_pass_fd(c, r, kvt_arena_fd(p->arena)))
 		return false;
-	r->pass_arena = true;
-	if (!c->shm)
-		s->st.shm_granted++;
-	c->shm = true;
-	sh->arena_size = kvt_arena_size(s->arena);
-	sh->threshold = s->cfg->shm_threshold;
+	if (!c->leases->granted)
+		p->st.granted++;
+	c->leases->granted = true;
+	sh->arena_size = kvt_arena_size(p->arena);
+	sh->threshold = c->ctx->cfg->shm_threshold;
 	return true;
 }
 
 static bool room_for(const struct kvt_conn *c, uint64_t bytes)
 {
-	return c->nleases < KVT_LEASES_PER_CONN &&
-	       bytes <= c->srv->cfg->shm_lease_max - c->lease_bytes &&
-	       c->lease_bytes <= c->srv->cfg->shm_lease_max;
+	const struct kvt_leases *ls = c->leases;
+	uint64_t max = c->ctx->cfg->shm_lease_max;
+
+	return ls->n < KVT_LEASES_PER_CONN && bytes <= max - ls->bytes &&
+	       ls->bytes <= max;
 }
 
 static struct kvt_lease *lease_new(struct kvt_conn *c, uint64_t bytes)
 {
+	struct kvt_leases *ls = c->leases;
+	struct kvt_lease_pool *p = c->ctx->shm;
 	struct kvt_lease *l = calloc(1, sizeof(*l));
 
 	if (!l)
 		return NULL;
-	if (++c->next_lease == 0)
-		c->next_lease = 1;
-	l->id = c->next_lease;
+	if (++ls->next_id == 0)
+		ls->next_id = 1;
+	l->id = ls->next_id;
 	l->bytes = bytes;
-	l->next = c->leases;
-	c->leases = l;
-	c->nleases++;
-	c->lease_bytes += bytes;
-	c->srv->leases++;
-	c->srv->lease_bytes += bytes;
+	l->next = ls->head;
+	ls->head = l;
+	ls->n++;
+	ls->bytes += bytes;
+	p->leases++;
+	p->lease_bytes += bytes;
 	return l;
 }
 
 /* Unlinks *pp from c's list and frees it, ending the lease or slot. */
 static void lease_end(struct kvt_conn *c, struct kvt_lease **pp)
 {
+	struct kvt_leases *ls = c->leases;
+	struct kvt_lease_pool *p = c->ctx->shm;
 	struct kvt_lease *l = *pp;
 
 	*pp = l->next;
-	c->nleases--;
-	c->lease_bytes -= l->bytes;
-	c->srv->leases--;
-	c->srv->lease_bytes -= l->bytes;
+	ls->n--;
+	ls->bytes -= l->bytes;
+	p->leases--;
+	p->lease_bytes -= l->bytes;
 	kvt_ref_release(l->ref);
 	kvt_block_free(l->slot);
 	free(l->prefix);
@@ -127,16 +132,16 @@ static void lease_end(struct kvt_conn *c, struct kvt_lease **pp)
 bool kvt_lease_get(struct kvt_conn *c, struct kvt_reply *r,
 		   struct kvt_ref *ref)
 {
-	struct kvt_server *s = c->srv;
+	struct kvt_lease_pool *p = c->ctx->shm;
 	const uint8_t *data = kvt_ref_data(ref);
 	size_t len = kvt_ref_len(ref);
 	struct kvt_shm_lease sl;
 	struct kvt_lease *l;
 	uint8_t *out;
 
-	if (!c->shm || len < s->cfg->shm_threshold || !kvt_block_shared(data) ||
-	    !room_for(c, len)) {
-		s->st.shm_fallbacks++;
+	if (!c->leases->granted || len < c->ctx->cfg->shm_threshold ||
+	    !kvt_block_shared(data) || !room_for(c, len)) {
+		p->st.fallbacks++;
 		return false;
 	}
 	out = malloc(KVT_SHM_LEASE_SIZE);
@@ -149,11 +154,11 @@ bool kvt_lease_get(struct kvt_conn *c, struct kvt_reply *r,
 	}
 	l->ref = ref;
 	sl.id = l->id;
-	sl.offset = (uint64_t)(data - kvt_arena_base(s->arena));
+	sl.offset = (uint64_t)(data - kvt_arena_base(p->arena));
 	sl.len = len;
 	kvt_shm_lease_encode(out, &sl);
-	s->st.shm_gets++;
-	s->st.shm_get_bytes += len;
+	p->st.gets++;
+	p->st.get_bytes += len;
 	kvt_reply_finish(c, r, 0,
 			 (uint16_t)(KVT_FLAG_SHM |
 				    (kvt_ref_dtype(ref) & KVT_FLAG_DTYPE_MASK)),
@@ -171,7 +176,7 @@ void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
 	int rc = kvt_shm_release_req_parse(body, len, &ids, &n);
 
 	if (rc) {
-		c->srv->st.protocol_errors++;
+		c->ctx->st.protocol_errors++;
 		if (r)
 			kvt_reply_error(c, r, rc, "bad RELEASE: %s",
 					kvt_strerror(rc));
@@ -180,7 +185,7 @@ void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
 	for (size_t i = 0; i < n; i++) {
 		uint64_t id = kvt_shm_release_id(ids, i);
 
-		for (struct kvt_lease **pp = &c->leases; *pp;
+		for (struct kvt_lease **pp = &c->leases->head; *pp;
 		     pp = &(*pp)->next)
 			if ((*pp)->id == id && (*pp)->ref) {
 				lease_end(c, pp);
@@ -202,7 +207,7 @@ void kvt_lease_release(struct kvt_conn *c, struct kvt_reply *r,
 void kvt_lease_alloc(struct kvt_conn *c, struct kvt_reply *r,
 		     const uint8_t *body, size_t len)
 {
-	struct kvt_server *s = c->srv;
+	struct kvt_conn_ctx *x = c->ctx;
 	struct kvt_shm_slot slot;
 	struct kvt_put_req pr;
 	const uint8_t *prefix;
@@ -213,12 +218,12 @@ void kvt_lease_alloc(struct kvt_conn *c, struct kvt_reply *r,
 	void *mem;
 	int rc;
 
-	if (!c->shm) {
+	if (!c->leases->granted) {
 		kvt_reply_error(c, r, KVT_EBADREQ, "PUT_ALLOC without shared "
 				"memory: send HELLO with the SHM feature first");
 		return;
 	}
-	rc = kvt_shm_alloc_req_parse(body, len, &s->lim, &vlen, &prefix,
+	rc = kvt_shm_alloc_req_parse(body, len, &x->lim, &vlen, &prefix,
 				     &prefix_len);
 	if (rc) {
 		kvt_reply_error(c, r, rc, "bad PUT_ALLOC: %s",
@@ -226,20 +231,20 @@ void kvt_lease_alloc(struct kvt_conn *c, struct kvt_reply *r,
 		return;
 	}
 	/* Cannot fail: the parser validated the prefix as a PUT body. */
-	kvt_put_req_parse(prefix, prefix_len, &s->lim, &pr);
+	kvt_put_req_parse(prefix, prefix_len, &x->lim, &pr);
 	if (!kvt_conn_ns_allowed(c, r, pr.k.ns, pr.k.ns_len))
 		return;
 	if (!room_for(c, vlen)) {
-		s->st.shm_full++;
+		x->shm->st.full++;
 		kvt_reply_error(c, r, KVT_EBUSY, "connection holds %llu bytes "
 				"of shared memory, shm-lease-max is %llu",
-				(unsigned long long)c->lease_bytes,
-				(unsigned long long)s->cfg->shm_lease_max);
+				(unsigned long long)c->leases->bytes,
+				(unsigned long long)x->cfg->shm_lease_max);
 		return;
 	}
-	mem = kvt_arena_alloc(s->arena, vlen ? vlen : 1);
+	mem = kvt_arena_alloc(x->shm->arena, vlen ? vlen : 1);
 	if (!mem) {
-		s->st.shm_full++;
+		x->shm->st.full++;
 		kvt_reply_error(c, r, KVT_ENOSPACE, "shared memory arena is "
 				"full; send the value over the socket");
 		return;
@@ -259,7 +264,7 @@ void kvt_lease_alloc(struct kvt_conn *c, struct kvt_reply *r,
 	l->prefix = copy;
 	l->prefix_len = prefix_len;
 	slot.id = l->id;
-	slot.offset = (uint64_t)((uint8_t *)mem - kvt_arena_base(s->arena));
+	slot.offset = (uint64_t)((uint8_t *)mem - kvt_arena_base(x->shm->arena));
 	kvt_shm_slot_encode(out, &slot);
 	kvt_reply_finish(c, r, 0, 0, out, KVT_SHM_SLOT_SIZE, NULL);
 }
@@ -268,7 +273,8 @@ int kvt_lease_take_slot(struct kvt_conn *c, uint64_t id, void **mem,
 			size_t *value_len, uint8_t **prefix,
 			size_t *prefix_len)
 {
-	for (struct kvt_lease **pp = &c->leases; *pp; pp = &(*pp)->next) {
+	for (struct kvt_lease **pp = &c->leases->head; *pp;
+	     pp = &(*pp)->next) {
 		struct kvt_lease *l = *pp;
 
 		if (l->id != id || !l->slot)
@@ -280,13 +286,19 @@ int kvt_lease_take_slot(struct kvt_conn *c, uint64_t id, void **mem,
 		l->slot = NULL;
 		l->prefix = NULL;
 		lease_end(c, pp);
+		c->ctx->shm->st.puts++;
+		c->ctx->shm->st.put_bytes += *value_len;
 		return 0;
 	}
 	return KVT_ENOTFOUND;
 }
 
-void kvt_lease_drop_all(struct kvt_conn *c)
+void kvt_lease_close(struct kvt_conn *c)
 {
-	while (c->leases)
-		lease_end(c, &c->leases);
+	if (!c->leases)
+		return;
+	while (c->leases->head)
+		lease_end(c, &c->leases->head);
+	free(c->leases);
+	c->leases = NULL;
 }

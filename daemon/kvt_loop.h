@@ -1,12 +1,12 @@
 /*
  * kvt_loop.h - the event backend under kvtierd's socket loop.
  *
- * The server (kvt_server.c) is written as completion handlers: it submits
- * an operation (accept, recv, sendmsg, read, timeout) tagged with a 64-bit
- * user_data word and later gets exactly one completion for it carrying the
- * result the system call would have returned: bytes (or a new descriptor)
- * on success, -errno on failure.  This layer delivers those completions
- * from one of two backends:
+ * The server and its connections (kvt_server.c, kvt_conn.c) are written as
+ * completion handlers: they submit an operation (accept, recv, sendmsg,
+ * read, timeout) tagged with a 64-bit user_data word and later get exactly
+ * one completion for it carrying the result the system call would have
+ * returned: bytes (or a new descriptor) on success, -errno on failure.
+ * This layer delivers those completions from one of two backends:
  *
  *   io_uring  the kernel performs the operation; a completion is a CQE.
  *   epoll     the portable path for kernels or sandboxes (seccomp,
@@ -55,10 +55,11 @@ int kvt_io_backend_parse(const char *s);
 
 /*
  * Creates a loop with the given backend (KVT_IO_URING or KVT_IO_EPOLL;
- * KVT_IO_AUTO is the caller's policy, see kvtierd.c).  entries sizes the
- * io_uring queue.  On failure *out is NULL and a one-line reason is written
- * to err (errlen bytes, may be 0).  Returns 0 or -errno (for io_uring the
- * errno io_uring_setup failed with: -EPERM, -ENOSYS, -ENOMEM...).
+ * KVT_IO_AUTO is the caller's policy: kvt_server_loop_open()).  entries
+ * sizes the io_uring queue.  On failure *out is NULL and a one-line reason
+ * is written to err (errlen bytes, may be 0).  Returns 0 or -errno (for
+ * io_uring the errno io_uring_setup failed with: -EPERM, -ENOSYS,
+ * -ENOMEM...).
  */
 int kvt_loop_open(struct kvt_loop **out, int backend, unsigned entries,
 		  char *err, size_t errlen);

@@ -1,13 +1,18 @@
 /*
- * kvt_request.c - request dispatch: one decoded frame in, one reply slot
- * filled.  Knows storage only through the tier manager (kvt_tm.h).
+ * kvt_request.c - the request handlers: one decoded frame in, one reply
+ * slot filled (see kvt_request.h).  Knows storage only through the tier
+ * manager (kvt_tm.h) and block memory (kvt_mem.h), and the connection only
+ * through its reply API (kvt_conn.h).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvt_daemon.h"
+#include "kvt_dstats.h"
+#include "kvt_lease.h"
 #include "kvt_log.h"
+#include "kvt_mem.h"
+#include "kvt_request.h"
 
 /* Context of a GET whose value may arrive after kvt_tm_get() returns. */
 struct get_ctx {
@@ -48,7 +53,7 @@ static void handle_hello(struct kvt_conn *c, struct kvt_reply *r,
 {
 	struct kvt_hello h = { .version = KVT_PROTO_VERSION,
 			       .features = 0,
-			       .lim = c->srv->lim };
+			       .lim = c->ctx->lim };
 	struct kvt_shm_hello sh = { 0 };
 	uint32_t version, features;
 	uint8_t *out;
@@ -97,7 +102,7 @@ static void put_parsed(struct kvt_conn *c, struct kvt_reply *r,
 	blob.data = pr->value;
 	blob.len = (size_t)pr->value_len;
 	blob.dtype = pr->dtype;
-	rc = kvt_tm_put(c->srv->tm, &k, &blob, pr->ttl_s);
+	rc = kvt_tm_put(c->ctx->tm, &k, &blob, pr->ttl_s);
 	if (rc == KVT_ENOSPACE)
 		kvt_reply_error(c, r, rc, "value of %llu bytes cannot fit in "
 				"the cache", (unsigned long long)pr->value_len);
@@ -111,7 +116,7 @@ static void handle_put(struct kvt_conn *c, struct kvt_reply *r, uint8_t *body,
 		       size_t len)
 {
 	struct kvt_put_req pr;
-	int rc = kvt_put_req_parse(body, len, &c->srv->lim, &pr);
+	int rc = kvt_put_req_parse(body, len, &c->ctx->lim, &pr);
 
 	if (rc) {
 		kvt_block_free(body);
@@ -150,11 +155,9 @@ static void handle_put_commit(struct kvt_conn *c, struct kvt_reply *r,
 		return;
 	}
 	/* Cannot fail: PUT_ALLOC validated this prefix. */
-	kvt_put_req_parse(prefix, prefix_len, &c->srv->lim, &pr);
+	kvt_put_req_parse(prefix, prefix_len, &c->ctx->lim, &pr);
 	pr.value = mem;
 	pr.value_len = value_len;
-	c->srv->st.shm_puts++;
-	c->srv->st.shm_put_bytes += value_len;
 	put_parsed(c, r, &pr, mem, value_len);
 	free(prefix);
 }
@@ -167,7 +170,7 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 	struct kvt_key k;
 	struct get_ctx *g;
 	uint8_t op = h->opcode;
-	int rc = kvt_key_req_parse(body, len, &c->srv->lim, &kr);
+	int rc = kvt_key_req_parse(body, len, &c->ctx->lim, &kr);
 
 	if (rc) {
 		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
@@ -187,14 +190,14 @@ static void handle_key_op(struct kvt_conn *c, struct kvt_reply *r,
 		g->c = c;
 		g->r = r;
 		g->shm = (h->flags & KVT_FLAG_SHM) != 0;
-		kvt_tm_get(c->srv->tm, &k, get_done, g);
+		kvt_tm_get(c->ctx->tm, &k, get_done, g);
 		return;
 	case KVT_OP_DEL:
-		rc = kvt_tm_del(c->srv->tm, &k);
+		rc = kvt_tm_del(c->ctx->tm, &k);
 		kvt_reply_finish(c, r, rc, 0, NULL, 0, NULL);
 		return;
 	case KVT_OP_EXISTS:
-		rc = kvt_tm_exists(c->srv->tm, &k);
+		rc = kvt_tm_exists(c->ctx->tm, &k);
 		kvt_reply_finish(c, r, rc > 0 ? 0 : KVT_ENOTFOUND, 0, NULL, 0,
 				 NULL);
 		return;
@@ -209,7 +212,7 @@ static bool key_list_open(struct kvt_conn *c, struct kvt_reply *r,
 			  uint8_t op, const uint8_t *body, size_t len,
 			  struct kvt_match_req *m)
 {
-	int rc = kvt_match_req_parse(body, len, &c->srv->lim, m);
+	int rc = kvt_match_req_parse(body, len, &c->ctx->lim, m);
 
 	if (rc) {
 		kvt_reply_error(c, r, rc, "bad %s: %s", kvt_op_name(op),
@@ -255,21 +258,38 @@ static void handle_match(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 		key_from_ref(&k, &kr);
 		if (op == KVT_OP_PREFETCH) {
 			/* Starts work on the worker; never waits for it. */
-			if (kvt_tm_prefetch(c->srv->tm, &k) == 1)
+			if (kvt_tm_prefetch(c->ctx->tm, &k) == 1)
 				count++;
 			continue;
 		}
-		if (kvt_tm_exists(c->srv->tm, &k) <= 0)
+		if (kvt_tm_exists(c->ctx->tm, &k) <= 0)
 			break;
 		count++;
 	}
 	reply_count(c, r, count);
 }
 
-static struct kvt_conn_pin **conn_pin_find(struct kvt_conn *c,
-					   const struct kvt_key *k)
+/* ---- pins: per connection, released when it closes ------------------ */
+
+/* Most keys one connection may hold pinned. */
+#define KVT_PINS_PER_CONN 4096
+
+/* A key this connection pinned; unpinned when the connection closes. */
+struct kvt_pin {
+	struct kvt_pin *next;
+	size_t ns_len, key_len;
+	uint8_t name[];
+};
+
+/* The keys one connection holds pinned (c->pins). */
+struct kvt_pins {
+	struct kvt_pin *head;
+	unsigned n;
+};
+
+static struct kvt_pin **pin_find(struct kvt_pins *ps, const struct kvt_key *k)
 {
-	struct kvt_conn_pin **pp = &c->pins;
+	struct kvt_pin **pp = &ps->head;
 
 	for (; *pp; pp = &(*pp)->next)
 		if ((*pp)->ns_len == k->ns_len && (*pp)->key_len == k->key_len &&
@@ -279,18 +299,24 @@ static struct kvt_conn_pin **conn_pin_find(struct kvt_conn *c,
 	return NULL;
 }
 
-void kvt_conn_unpin_all(struct kvt_conn *c)
+/* Releases every pin c holds, and c's set of pins. */
+static void pins_close(struct kvt_conn *c)
 {
-	while (c->pins) {
-		struct kvt_conn_pin *p = c->pins;
+	struct kvt_pins *ps = c->pins;
+
+	if (!ps)
+		return;
+	while (ps->head) {
+		struct kvt_pin *p = ps->head;
 		struct kvt_key k = { p->name, p->ns_len, p->name + p->ns_len,
 				     p->key_len };
 
-		c->pins = p->next;
-		kvt_tm_unpin(c->srv->tm, &k);
+		ps->head = p->next;
+		kvt_tm_unpin(c->ctx->tm, &k);
 		free(p);
 	}
-	c->npins = 0;
+	free(ps);
+	c->pins = NULL;
 }
 
 /*
@@ -300,6 +326,7 @@ void kvt_conn_unpin_all(struct kvt_conn *c)
 static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 			const uint8_t *body, size_t len)
 {
+	struct kvt_pins *ps = c->pins;
 	struct kvt_match_req m;
 	struct kvt_keyref kr;
 	struct kvt_key k;
@@ -310,18 +337,18 @@ static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 	if (!key_list_open(c, r, op, body, len, &m))
 		return;
 	while (kvt_match_req_key(&m, &pos, &kr)) {
-		struct kvt_conn_pin **pp, *p;
+		struct kvt_pin **pp, *p;
 
 		key_from_ref(&k, &kr);
-		pp = conn_pin_find(c, &k);
+		pp = pin_find(ps, &k);
 		if (op == KVT_OP_UNPIN) {
 			if (!pp)
 				continue;
 			p = *pp;
 			*pp = p->next;
 			free(p);
-			c->npins--;
-			kvt_tm_unpin(c->srv->tm, &k);
+			ps->n--;
+			kvt_tm_unpin(c->ctx->tm, &k);
 			count++;
 			continue;
 		}
@@ -329,14 +356,14 @@ static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 			count++; /* already pinned by this connection */
 			continue;
 		}
-		if (c->npins >= KVT_PINS_PER_CONN) {
+		if (ps->n >= KVT_PINS_PER_CONN) {
 			kvt_reply_error(c, r, KVT_ETOOBIG, "pinned %u keys of "
 					"%zu; a connection holds at most %d "
 					"pins", count, m.count,
 					KVT_PINS_PER_CONN);
 			return;
 		}
-		rc = kvt_tm_pin(c->srv->tm, &k);
+		rc = kvt_tm_pin(c->ctx->tm, &k);
 		if (rc == KVT_ETOOBIG) {
 			kvt_reply_error(c, r, rc, "pinned %u keys of %zu; the "
 					"next would take pinned RAM over "
@@ -347,7 +374,7 @@ static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 			continue; /* not cached: nothing to pin */
 		p = malloc(sizeof(*p) + k.ns_len + k.key_len);
 		if (!p) {
-			kvt_tm_unpin(c->srv->tm, &k);
+			kvt_tm_unpin(c->ctx->tm, &k);
 			kvt_reply_error(c, r, -ENOMEM, "out of memory");
 			return;
 		}
@@ -355,13 +382,15 @@ static void handle_pins(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 		p->key_len = k.key_len;
 		memcpy(p->name, k.ns, k.ns_len);
 		memcpy(p->name + k.ns_len, k.key, k.key_len);
-		p->next = c->pins;
-		c->pins = p;
-		c->npins++;
+		p->next = ps->head;
+		ps->head = p;
+		ps->n++;
 		count++;
 	}
 	reply_count(c, r, count);
 }
+
+/* ---- namespaces and reports ---------------------------------------- */
 
 static void drop_done(void *arg, int status, uint64_t count)
 {
@@ -388,7 +417,7 @@ static void handle_drop(struct kvt_conn *c, struct kvt_reply *r,
 	const uint8_t *ns;
 	size_t ns_len;
 	struct get_ctx *g;
-	int rc = kvt_drop_req_parse(body, len, &c->srv->lim, &ns, &ns_len);
+	int rc = kvt_drop_req_parse(body, len, &c->ctx->lim, &ns, &ns_len);
 
 	if (rc) {
 		kvt_reply_error(c, r, rc, "bad DROP: %s", kvt_strerror(rc));
@@ -406,7 +435,7 @@ static void handle_drop(struct kvt_conn *c, struct kvt_reply *r,
 	kvt_log(KVT_LOG_INFO, "event=drop conn=%llu uid=%u ns=\"%.*s\"",
 		(unsigned long long)c->id, (unsigned)c->uid,
 		(int)(ns_len > 64 ? 64 : ns_len), (const char *)ns);
-	kvt_tm_drop_ns(c->srv->tm, ns, ns_len, drop_done, g);
+	kvt_tm_drop_ns(c->ctx->tm, ns, ns_len, drop_done, g);
 }
 
 /*
@@ -427,7 +456,7 @@ static void handle_hot(struct kvt_conn *c, struct kvt_reply *r,
 				kvt_strerror(rc), KVT_HOT_TOP_MAX);
 		return;
 	}
-	rc = kvt_tm_hot(c->srv->tm, top, &v, &n);
+	rc = kvt_tm_hot(c->ctx->tm, top, &v, &n);
 	if (rc) {
 		kvt_reply_error(c, r, rc, "hot failed: %s", kvt_strerror(rc));
 		return;
@@ -453,20 +482,22 @@ static void handle_hot(struct kvt_conn *c, struct kvt_reply *r,
 			.ctime_s = v[i].ctime_s,
 			.atime_s = v[i].atime_s,
 		};
-		if (!kvt_access_ns_ok(&c->srv->acc, c->uid, it.ns, it.ns_len))
+		if (!kvt_access_ns_ok(&c->ctx->acc, c->uid, it.ns, it.ns_len))
 			continue;
 		if (kvt_hot_item_encode(out + off, total - off, &it, &w))
 			continue;
 		off += w;
 		count++;
 	}
-	kvt_hot_reply_head_encode(out, count, kvt_tm_now_s(c->srv->tm));
+	kvt_hot_reply_head_encode(out, count, kvt_tm_now_s(c->ctx->tm));
 	kvt_tm_hot_free(v, n);
 	kvt_reply_finish(c, r, 0, 0, out, off, NULL);
 }
 
-void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
-			uint8_t *body)
+/* ---- what the connection calls (kvt_request_ops) -------------------- */
+
+static void request_handle(struct kvt_conn *c,
+			   const struct kvt_frame_header *h, uint8_t *body)
 {
 	struct kvt_reply *r;
 	size_t len = h->body_len;
@@ -526,9 +557,10 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 		handle_put_commit(c, r, body, len);
 		break;
 	case KVT_OP_STATS: {
+		char *json;
 		size_t n;
-		char *json = kvt_stats_json(c->srv, &n);
-		if (!json)
+
+		if (kvt_dstats_json(c->ctx, &json, &n))
 			kvt_reply_error(c, r, -ENOMEM, "out of memory");
 		else
 			kvt_reply_finish(c, r, 0, 0, (uint8_t *)json, n, NULL);
@@ -541,3 +573,31 @@ void kvt_request_handle(struct kvt_conn *c, const struct kvt_frame_header *h,
 	}
 	free(body);
 }
+
+static int request_open(struct kvt_conn *c)
+{
+	c->pins = calloc(1, sizeof(*c->pins));
+	if (!c->pins)
+		return -ENOMEM;
+	return kvt_lease_open(c);
+}
+
+static void request_close(struct kvt_conn *c)
+{
+	/* Pins belong to the connection: the kernel told us it is gone. */
+	pins_close(c);
+	/* So do leases and slots: their bytes may be freed or reused now. */
+	kvt_lease_close(c);
+}
+
+static bool request_holds(const struct kvt_conn *c)
+{
+	return c->pins && c->pins->n > 0;
+}
+
+const struct kvt_conn_ops kvt_request_ops = {
+	.request = request_handle,
+	.open = request_open,
+	.close = request_close,
+	.holds = request_holds,
+};

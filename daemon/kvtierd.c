@@ -12,9 +12,12 @@
 
 #include "kvt_clock.h"
 #include "kvt_config.h"
-#include "kvt_daemon.h"
 #include "kvt_log.h"
+#include "kvt_loop.h"
+#include "kvt_server.h"
 #include "kvt_size.h"
+#include "kvt_tm.h"
+#include "kvtier_defs.h"
 
 /* Creates dir and its parents (mode 0700); returns 0 or -errno. */
 static int mkdir_p(const char *dir)

@@ -1,7 +1,7 @@
 /*
  * fuzz_frame.c - libFuzzer harness for the frame decoder of
  * proto/kvt_frame.h, driven the way the daemon drives it (daemon/
- * kvt_server.c process_input): the input is a byte stream from a client.
+ * kvt_conn.c process_input): the input is a byte stream from a client.
  *
  * The stream is decoded twice: once in pieces whose sizes come from a
  * generator seeded with a hash of the input (as a socket hands bytes over),

@@ -1,15 +1,15 @@
-/*
- * kvt_stats.c - the STATS document.  Field names are part of the contract
- * (DESIGN.md): add fields freely, never rename or remove one.
- */
+/* kvt_dstats.c - the daemon's STATS document: see kvt_dstats.h. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvt_arena.h"
 #include "kvt_clock.h"
-#include "kvt_daemon.h"
-
+#include "kvt_dstats.h"
+#include "kvt_lease.h"
+#include "kvtier_defs.h"
 
 struct jbuf {
 	char *p;
@@ -68,13 +68,13 @@ static void jstr(struct jbuf *b, const uint8_t *p, size_t n)
 /* Most namespaces listed in the stats (the largest by bytes). */
 #define KVT_STATS_NS_MAX 64
 
-static void jnamespaces(struct jbuf *b, struct kvt_server *s)
+static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x)
 {
 	struct kvt_tm_ns *v = NULL;
 	size_t n = 0;
 
 	jput(b, "\"namespaces\":{");
-	if (kvt_tm_ns_stats(s->tm, &v, &n) == 0) {
+	if (kvt_tm_ns_stats(x->tm, &v, &n) == 0) {
 		for (size_t i = 0; i < n && i < KVT_STATS_NS_MAX; i++) {
 			if (i)
 				jput(b, ",");
@@ -101,13 +101,12 @@ static void jtier(struct jbuf *b, const char *name,
 	     (unsigned long long)t->hits, last ? "" : ",");
 }
 
-/* The shared-memory data path (kvt_lease.c): arena fill and traffic. */
 /* The event loop's busy polling (--busy-poll; kvt_spin.h). */
-static void jpoll(struct jbuf *b, const struct kvt_server *s)
+static void jpoll(struct jbuf *b, const struct kvt_conn_ctx *x)
 {
 	struct kvt_loop_poll_stats p;
 
-	kvt_loop_busy_poll_stats(s->loop, &p);
+	kvt_loop_busy_poll_stats(x->loop, &p);
 	jput(b, "\"busy_poll\":{\"max_us\":%llu,\"window_us\":%llu,"
 		"\"polls\":%llu,\"hits\":%llu,\"preempts\":%llu,"
 		"\"backoffs\":%llu},",
@@ -116,49 +115,50 @@ static void jpoll(struct jbuf *b, const struct kvt_server *s)
 	     (unsigned long long)p.preempts, (unsigned long long)p.backoffs);
 }
 
-static void jshm(struct jbuf *b, const struct kvt_server *s)
+/* The shared-memory data path (kvt_lease.h): arena fill and traffic. */
+static void jshm(struct jbuf *b, const struct kvt_lease_pool *p)
 {
 	struct kvt_arena_stats as = { 0 };
 
-	if (s->arena)
-		kvt_arena_stats(s->arena, &as);
+	if (p->arena)
+		kvt_arena_stats(p->arena, &as);
 	jput(b, "\"shm\":{\"enabled\":%s,\"arena_bytes\":%llu,"
 		"\"arena_used_bytes\":%llu,\"arena_peak_bytes\":%llu,"
 		"\"arena_alloc_fails\":%llu,\"arena_prefaulted_bytes\":%llu,\"clients_granted\":%llu,"
 		"\"clients_refused\":%llu,\"gets\":%llu,\"get_bytes\":%llu,"
 		"\"puts\":%llu,\"put_bytes\":%llu,\"fallbacks\":%llu,"
 		"\"slots_refused\":%llu,\"leases\":%llu,\"lease_bytes\":%llu},",
-	     s->arena ? "true" : "false", (unsigned long long)as.size,
+	     p->arena ? "true" : "false", (unsigned long long)as.size,
 	     (unsigned long long)as.used, (unsigned long long)as.peak_used,
 	     (unsigned long long)as.fails,
 	     (unsigned long long)as.prefaulted,
-	     (unsigned long long)s->st.shm_granted,
-	     (unsigned long long)s->st.shm_refused,
-	     (unsigned long long)s->st.shm_gets,
-	     (unsigned long long)s->st.shm_get_bytes,
-	     (unsigned long long)s->st.shm_puts,
-	     (unsigned long long)s->st.shm_put_bytes,
-	     (unsigned long long)s->st.shm_fallbacks,
-	     (unsigned long long)s->st.shm_full,
-	     (unsigned long long)s->leases,
-	     (unsigned long long)s->lease_bytes);
+	     (unsigned long long)p->st.granted,
+	     (unsigned long long)p->st.refused,
+	     (unsigned long long)p->st.gets,
+	     (unsigned long long)p->st.get_bytes,
+	     (unsigned long long)p->st.puts,
+	     (unsigned long long)p->st.put_bytes,
+	     (unsigned long long)p->st.fallbacks,
+	     (unsigned long long)p->st.full,
+	     (unsigned long long)p->leases,
+	     (unsigned long long)p->lease_bytes);
 }
 
-char *kvt_stats_json(struct kvt_server *s, size_t *len)
+int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 {
 	struct kvt_tm_stats ts;
 	struct jbuf b = { .cap = 1024 };
 
 	b.p = malloc(b.cap);
 	if (!b.p)
-		return NULL;
-	kvt_tm_stats(s->tm, &ts);
+		return -ENOMEM;
+	kvt_tm_stats(x->tm, &ts);
 	jput(&b, "{\"version\":\"%s\",\"uptime_s\":%llu,", KVT_VERSION_STRING,
-	     (unsigned long long)((kvt_clock_ns() - s->start_ns) / 1000000000ull));
+	     (unsigned long long)((kvt_clock_ns() - x->start_ns) / 1000000000ull));
 	/* Which event backend serves: io_uring, or epoll after a fallback. */
 	jput(&b, "\"io_backend\":\"%s\",",
-	     kvt_io_backend_name(kvt_loop_backend(s->loop)));
-	jpoll(&b, s);
+	     kvt_io_backend_name(kvt_loop_backend(x->loop)));
+	jpoll(&b, x);
 	jput(&b, "\"gets\":%llu,\"puts\":%llu,\"dels\":%llu,\"misses\":%llu,"
 		 "\"promotions\":%llu,\"demotions\":%llu,\"evictions\":%llu,"
 		 "\"rejected_too_big\":%llu,",
@@ -211,15 +211,15 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
 	     (unsigned long long)ts.pins_rejected);
-	jnamespaces(&b, s);
-	jshm(&b, s);
+	jnamespaces(&b, x);
+	jshm(&b, x->shm);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
 	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,
 				       KVT_OP_EXISTS, KVT_OP_PING,
 				       KVT_OP_STATS };
 	for (size_t i = 0; i < sizeof(ops); i++) {
-		const struct kvt_hist *h = &s->lat[ops[i]];
+		const struct kvt_hist *h = &x->lat[ops[i]];
 		char name[16];
 		size_t k;
 
@@ -242,24 +242,25 @@ char *kvt_stats_json(struct kvt_server *s, size_t *len)
 		 "\"connections_denied\":%llu,\"requests_denied\":%llu,"
 		 "\"requests\":%llu,\"puts_held\":%llu,\"bytes_in\":%llu,"
 		 "\"bytes_out\":%llu}",
-	     s->nconns, (unsigned long long)s->st.connections_total,
-	     (unsigned long long)s->st.connections_refused,
-	     (unsigned long long)s->st.protocol_errors,
-	     (unsigned long long)s->st.idle_closed,
-	     (unsigned long long)s->st.slow_closed,
-	     (unsigned long long)s->st.idle_evicted,
-	     (unsigned long long)s->st.mem_waits,
-	     (unsigned long long)s->inflight_bytes,
-	     (unsigned long long)s->st.connections_denied,
-	     (unsigned long long)s->st.requests_denied,
-	     (unsigned long long)s->st.requests,
-	     (unsigned long long)s->st.puts_held,
-	     (unsigned long long)s->st.bytes_in,
-	     (unsigned long long)s->st.bytes_out);
+	     x->nconns, (unsigned long long)x->st.connections_total,
+	     (unsigned long long)x->st.connections_refused,
+	     (unsigned long long)x->st.protocol_errors,
+	     (unsigned long long)x->st.idle_closed,
+	     (unsigned long long)x->st.slow_closed,
+	     (unsigned long long)x->st.idle_evicted,
+	     (unsigned long long)x->st.mem_waits,
+	     (unsigned long long)x->inflight_bytes,
+	     (unsigned long long)x->st.connections_denied,
+	     (unsigned long long)x->st.requests_denied,
+	     (unsigned long long)x->st.requests,
+	     (unsigned long long)x->st.puts_held,
+	     (unsigned long long)x->st.bytes_in,
+	     (unsigned long long)x->st.bytes_out);
 	if (b.failed) {
 		free(b.p);
-		return NULL;
+		return -ENOMEM;
 	}
+	*out = b.p;
 	*len = b.len;
-	return b.p;
+	return 0;
 }
