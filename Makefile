@@ -189,6 +189,20 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(call layer_a,$(LINK_tiers))
 	$(Q)$(CC) $(CFLAGS) $(INC_tiers) $(DEP_CFLAGS) -o $@ $< \
 		$(call layer_a,$(LINK_tiers)) $(LDFLAGS) $(TIER_LIBS) -lm
 
+# Both use the synthetic K/V generator of bench_kv.h (not seen by -MMD
+# here: these rules compile and link in one step, and only object files'
+# dependencies are read back).
+$(BUILD)/tests/bench/bench_codec: tests/bench/bench_kv.h
+
+# bench_restore is a client of the daemon, like an inference engine: it
+# links the client library (tests/bench/restore drives it).
+$(BUILD)/tests/bench/bench_restore: tests/bench/bench_restore.c \
+		tests/bench/bench_kv.h $(LIBKVTIER_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BENCH   $<")
+	$(Q)$(CC) $(CFLAGS) $(INC_client) -o $@ $< $(LIBKVTIER_A) $(LDFLAGS) \
+		-lcrypto -lpthread -lm
+
 # bench_kvs runs the workload of `kvtier bench` (client/kvtier_cli_load.c)
 # against other servers, so it links that object, not the client library.
 LOAD_OBJ := $(call obj,client/kvtier_cli_load.c)
