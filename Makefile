@@ -274,15 +274,18 @@ valgrind: deps
 	$(Q)BUILD=build/valgrind sh tests/valgrind.sh
 
 # Figures side by side with a reference measured in the same run: the L2
-# codec against the zstd CLI, L3 batch reads against fio, and the daemon
+# codec against the zstd CLI, L3 batch reads against fio, the daemon
 # against Redis, memcached and memcpy (tests/bench/compare, which drives
-# them with $(BUILD)/tests/bench/bench_kvs and kvtier with `kvtier bench`).
+# them with $(BUILD)/tests/bench/bench_kvs and kvtier with `kvtier bench`),
+# and restoring a long context from each tier against fio, the codec and
+# memcpy (tests/bench/restore, with $(BUILD)/tests/bench/bench_restore).
 bench: deps
 	$(Q)sh scripts/deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
 	BUILD=$(BUILD) sh tests/bench/bench_codec.sh
 	BUILD=$(BUILD) sh tests/bench/bench_l3.sh
 	BUILD=$(BUILD) python3 tests/bench/compare
+	BUILD=$(BUILD) python3 tests/bench/restore
 
 # Installation.  `make install` installs what `all` built in $(BUILD) (it
 # never rebuilds with other flags: pass the same BUILD), under
