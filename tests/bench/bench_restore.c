@@ -423,6 +423,8 @@ static int cmd_store(const struct opts *o)
 	       ", \"seed\": %" PRIu64 ", \"from_cache\": %d"
 	       ", \"seconds\": %.6f}\n",
 	       o->ns, o->size, o->block, nblocks, o->seed, cached != NULL, t);
+	if (cached)
+		munmap((void *)cached, o->size);
 	free(gen);
 	free(keys);
 	free(b);
@@ -536,6 +538,15 @@ static void read_manifest(const char *path, struct manifest *m)
 	fclose(f);
 	if (m->n == 0)
 		die("%s: no blocks", path);
+}
+
+static void free_manifest(struct manifest *m)
+{
+	free(m->keys);
+	free(m->key_lens);
+	free(m->lens);
+	free(m->digests);
+	memset(m, 0, sizeof(*m));
 }
 
 /* At most this many bad blocks are described; all are counted. */
@@ -652,14 +663,20 @@ static int cmd_restore(const struct opts *o)
 	       m.ns, m.n, m.total, m.lens[0], o->batch, kvt_client_shm(c), t,
 	       (double)m.total / t / 1e9, misses, errors, wrong, v0);
 	kvt_close(c);
-	if (misses || errors || wrong) {
+	if (misses || errors || wrong)
 		fprintf(stderr,
 			"bench_restore: FAILED: %" PRIu64 " misses, %" PRIu64
 			" errors, %" PRIu64 " wrong blocks of %" PRIu64 "\n",
 			misses, errors, wrong, m.n);
-		return 1;
-	}
-	return 0;
+	munmap(pool, m.total ? m.total : 1);
+	if (ref)
+		munmap((void *)ref, m.total);
+	free(offs);
+	free(vlens);
+	free(st);
+	free(keyp);
+	free_manifest(&m);
+	return misses || errors || wrong ? 1 : 0;
 }
 
 /* --- probe -------------------------------------------------------------- */
@@ -842,6 +859,8 @@ static int cmd_memcpy(const struct opts *o)
 	}
 	if (memcmp(src, dst, size) != 0)
 		die("memcpy: the copy differs");
+	munmap(src, size ? size : 1);
+	munmap(dst, size ? size : 1);
 	printf("{\"op\": \"memcpy\", \"bytes\": %zu, \"block_size\": %zu"
 	       ", \"passes\": %u, \"seconds\": %.6f, \"gbytes_per_s\": %.4f}\n",
 	       size, block, o->passes, best, (double)size / best / 1e9);
