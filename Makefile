@@ -190,6 +190,20 @@ $(BUILD)/tests/bench/%: tests/bench/%.c $(call layer_a,$(LINK_tiers))
 	$(Q)$(CC) $(CFLAGS) $(INC_tiers) $(DEP_CFLAGS) -o $@ $< \
 		$(call layer_a,$(LINK_tiers)) $(LDFLAGS) $(TIER_LIBS) -lm
 
+# Both use the synthetic K/V generator of bench_kv.h (not seen by -MMD
+# here: these rules compile and link in one step, and only object files'
+# dependencies are read back).
+$(BUILD)/tests/bench/bench_codec: tests/bench/bench_kv.h
+
+# bench_restore is a client of the daemon, like an inference engine: it
+# links the client library (tests/bench/restore drives it).
+$(BUILD)/tests/bench/bench_restore: tests/bench/bench_restore.c \
+		tests/bench/bench_kv.h $(LIBKVTIER_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BENCH   $<")
+	$(Q)$(CC) $(CFLAGS) $(INC_client) -o $@ $< $(LIBKVTIER_A) $(LDFLAGS) \
+		-lcrypto -lpthread -lm
+
 # bench_kvs runs the workload of `kvtier bench` (client/kvtier_cli_load.c)
 # against other servers, so it links that object, not the client library.
 LOAD_OBJ := $(call obj,client/kvtier_cli_load.c)
@@ -261,15 +275,18 @@ valgrind: deps
 	$(Q)BUILD=build/valgrind sh tests/valgrind.sh
 
 # Figures side by side with a reference measured in the same run: the L2
-# codec against the zstd CLI, L3 batch reads against fio, and the daemon
+# codec against the zstd CLI, L3 batch reads against fio, the daemon
 # against Redis, memcached and memcpy (tests/bench/compare, which drives
-# them with $(BUILD)/tests/bench/bench_kvs and kvtier with `kvtier bench`).
+# them with $(BUILD)/tests/bench/bench_kvs and kvtier with `kvtier bench`),
+# and restoring a long context from each tier against fio, the codec and
+# memcpy (tests/bench/restore, with $(BUILD)/tests/bench/bench_restore).
 bench: deps
 	$(Q)sh scripts/deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
 	BUILD=$(BUILD) sh tests/bench/bench_codec.sh
 	BUILD=$(BUILD) sh tests/bench/bench_l3.sh
 	BUILD=$(BUILD) python3 tests/bench/compare
+	BUILD=$(BUILD) python3 tests/bench/restore
 
 # Installation.  `make install` installs what `all` built in $(BUILD) (it
 # never rebuilds with other flags: pass the same BUILD), under
