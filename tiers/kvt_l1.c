@@ -14,12 +14,13 @@
 
 #include "kvt_l1.h"
 #include "kvt_mem.h"
+#include "kvtier_errors.h"
 
 /* Smallest bucket array; a power of two like every size the table takes. */
 #define L1_MIN_BUCKETS 64u
 
 /*
- * One cached value.  This is the struct kvt_ref that kvt_tm.h declares
+ * One cached value.  This is the struct kvt_ref that kvt_tier.h declares
  * opaque: callers hold pointers to entries themselves, so a reference costs
  * no allocation.
  *
@@ -652,7 +653,7 @@ void kvt_l1_foreach(const struct kvt_l1 *l1,
 		fn(arg, e);
 }
 
-/* The kvt_ref_* accessors of kvt_tm.h live here, beside the struct. */
+/* The kvt_ref_* calls of kvt_tier.h live here, beside the struct. */
 
 const uint8_t *kvt_ref_data(const struct kvt_ref *r)
 {

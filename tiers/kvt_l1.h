@@ -54,7 +54,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kvt_tm.h"
+#include "kvt_tier.h"
 
 struct kvt_l1; /* opaque */
 
@@ -187,7 +187,7 @@ int kvt_l1_evict_one(struct kvt_l1 *l1, struct kvt_ref **victim);
 void kvt_l1_stats(const struct kvt_l1 *l1, struct kvt_l1_stats *st);
 
 /*
- * Reference helpers beyond the kvt_ref_* accessors of kvt_tm.h, for the
+ * Reference helpers beyond the kvt_ref_* accessors of kvt_tier.h, for the
  * tier manager.  All require a reference the caller holds.
  */
 

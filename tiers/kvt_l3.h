@@ -80,7 +80,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "kvt_tm.h" /* struct kvt_key */
+#include "kvt_tier.h" /* struct kvt_key */
 
 /* Entries start at and are padded to multiples of this many bytes. */
 #define KVT_L3_ALIGN 4096

@@ -25,33 +25,11 @@
 
 #include "kvt_arena.h"
 #include "kvt_mem.h"
+#include "kvt_tier.h" /* struct kvt_key, kvt_blob, kvt_ref */
 #include "kvtier_errors.h"
 
 struct kvt_tm;  /* opaque */
 struct kvt_l3_faults;
-struct kvt_ref; /* opaque counted reference to a value */
-
-/* A key inside a namespace; the bytes are copied by calls that keep them. */
-struct kvt_key {
-	const uint8_t *ns;
-	size_t ns_len;
-	const uint8_t *key;
-	size_t key_len;
-};
-
-/*
- * A value whose memory is handed over to the tier manager.  mem is a
- * malloc() allocation of mem_size bytes (counted against capacity) that
- * contains the value at data[0..len).  Letting the daemon pass the whole
- * received frame body avoids copying multi-megabyte values.
- */
-struct kvt_blob {
-	void *mem;
-	size_t mem_size;
-	const uint8_t *data;
-	size_t len;
-	uint8_t dtype; /* enum kvt_dtype from kvt_frame.h */
-};
 
 enum {
 	KVT_TM_L3_IO_AUTO = 0,
@@ -307,12 +285,5 @@ int kvt_tm_check(struct kvt_tm *tm, FILE *report);
 
 /* Fills *st with a consistent snapshot of the counters. */
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);
-
-/* Value accessors; valid until kvt_ref_release(). */
-const uint8_t *kvt_ref_data(const struct kvt_ref *r);
-size_t kvt_ref_len(const struct kvt_ref *r);
-uint8_t kvt_ref_dtype(const struct kvt_ref *r);
-/* Drops one reference; frees the value when it was the last.  NULL ok. */
-void kvt_ref_release(struct kvt_ref *r);
 
 #endif /* KVT_TM_H */
