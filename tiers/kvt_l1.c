@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
 #include "kvt_l1.h"
 #include "kvt_mem.h"
 #include "kvtier_errors.h"
@@ -108,19 +106,7 @@ static bool key_valid(const struct kvt_key *k)
 	return k && (k->ns || k->ns_len == 0) && (k->key || k->key_len == 0);
 }
 
-/*
- * The key is hashed with the namespace hash as its seed rather than over
- * the concatenation, so ("ab", "c") and ("a", "bc") hash apart without a
- * separator.  Equality still compares both lengths and both byte strings.
- */
-static uint64_t key_hash(const struct kvt_key *k)
-{
-	const uint8_t *ns = k->ns_len ? k->ns : l1_empty_value;
-	const uint8_t *key = k->key_len ? k->key : l1_empty_value;
-
-	return XXH3_64bits_withSeed(key, k->key_len, XXH3_64bits(ns, k->ns_len));
-}
-
+/* Same key: the hash first, then both lengths and both byte strings. */
 static bool entry_matches(const struct kvt_ref *e, const struct kvt_key *k,
 			  uint64_t h)
 {
@@ -263,7 +249,7 @@ static void entry_drop(struct kvt_l1 *l1, struct kvt_ref *e)
 static struct kvt_ref *find_live(struct kvt_l1 *l1, const struct kvt_key *k,
 				 uint64_t now_s)
 {
-	struct kvt_ref *e = table_find(l1, k, key_hash(k));
+	struct kvt_ref *e = table_find(l1, k, kvt_key_hash(k));
 
 	if (e && entry_expired(e, now_s)) {
 		entry_drop(l1, e);
@@ -364,7 +350,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	 * Pinned entries cannot make room, so what they take is not
 	 * available; a pinned old value of k is replaced, so its room is.
 	 */
-	old = table_find(l1, k, key_hash(k));
+	old = table_find(l1, k, kvt_key_hash(k));
 	uint64_t pinned = l1->pinned_bytes -
 			  (old && old->pins ? entry_cost(old) : 0);
 	if (cost > l1->capacity || cost > l1->capacity - pinned) {
@@ -387,7 +373,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	e->hpprev = NULL;
 	e->lru_prev = NULL;
 	e->lru_next = NULL;
-	e->hash = key_hash(k);
+	e->hash = kvt_key_hash(k);
 	e->expires_s = expires_s;
 	e->mem = mem;
 	e->mem_size = blob->mem_size;

@@ -6,7 +6,7 @@
  *
  * Structure.  A chained hash table with a power-of-two number of buckets
  * (doubled whenever there are more entries than buckets, hashed with
- * XXH3-64) finds entries; an intrusive doubly linked list orders them from
+ * kvt_key_hash()) finds entries; an intrusive doubly linked list orders them from
  * most to least recently used.  get, put, del, exists and evict_one are
  * O(1), amortized for the table's growth.
  *

@@ -15,7 +15,8 @@
  *   (511 bytes), else [1][ns_len][ns][XXH3-128(key)] with the full key
  *   appended to the record.  Two long keys with the same 128-bit hash replace
  *   each other; a lookup compares full keys, so one is never served for the
- *   other.
+ *   other.  That XXH3-128 is part of the on-disk format and never changes;
+ *   the mirror's own hash (kvt_l3i_ikey_hash) is in memory only.
  * - Hit counts are persisted lazily (with the next put's transaction, or at
  *   close): an extra synced commit per read batch would cost more than the
  *   counts are worth.
@@ -107,8 +108,29 @@ int kvt_l3i_key_encode(const struct kvt_l3 *l3, const struct kvt_key *k,
 		put64(ke->ikey + 2 + k->ns_len + 8, h.high64);
 		ke->ikey_len = 2 + k->ns_len + 16;
 	}
-	ke->hash = XXH3_64bits(ke->ikey, ke->ikey_len);
+	ke->hash = kvt_l3i_ikey_hash(ke->ikey, ke->ikey_len);
 	return 0;
+}
+
+/*
+ * The mirror is keyed by LMDB key, so it hashes what the LMDB key holds:
+ * kvt_key_hash() of the namespace and of the key, or for a hashed ikey of
+ * the 16 bytes of XXH3-128 that stand for the key (two long keys that
+ * share an LMDB key must share a bucket).  That XXH3-128 is on disk and
+ * stays as it is; only this in-memory hash may change.
+ */
+uint64_t kvt_l3i_ikey_hash(const uint8_t *ikey, size_t ikey_len)
+{
+	struct kvt_key k = { NULL, 0, ikey, ikey_len };
+
+	/* A malformed key (never in the mirror) is hashed whole. */
+	if (ikey_len >= 2 && (size_t)ikey[1] + 2 <= ikey_len) {
+		k.ns = ikey + 2;
+		k.ns_len = ikey[1];
+		k.key = ikey + 2 + k.ns_len;
+		k.key_len = ikey_len - 2 - k.ns_len;
+	}
+	return kvt_key_hash(&k);
 }
 
 void kvt_l3i_rec_encode(uint8_t *p, const struct l3_loc *l)
@@ -549,7 +571,7 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 			continue;
 		}
 		e = kvt_l3i_ent_new(kp, k.mv_size, (uint8_t *)v.mv_data + L3_REC, xlen,
-			    XXH3_64bits(kp, k.mv_size));
+			    kvt_l3i_ikey_hash(kp, k.mv_size));
 		if (!e) {
 			err = -ENOMEM;
 			break;

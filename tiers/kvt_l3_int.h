@@ -45,7 +45,7 @@ struct l3_ent {
 	struct l3_ent *hnext;        /* hash chain */
 	struct l3_ent *rprev, *rnext; /* entries of the same region */
 	struct l3_ent *dprev, *dnext; /* entries with unpersisted hits */
-	uint64_t hash;
+	uint64_t hash;                /* kvt_l3i_ikey_hash() */
 	struct l3_loc loc;
 	uint8_t dirty;
 	uint8_t doomed; /* queued for removal by the current read batch */
@@ -111,7 +111,7 @@ struct l3_kenc {
 	int hashed;
 	const uint8_t *ns, *key;
 	size_t ns_len, key_len;
-	uint64_t hash;
+	uint64_t hash; /* kvt_l3i_ikey_hash(ikey) */
 };
 
 /* ---- little-endian codecs and small arithmetic -------------------------- */
@@ -202,6 +202,8 @@ int kvt_l3i_mdb_err(int rc);
 /* Encodes k as its LMDB key.  Returns 0, KVT_EINVAL or KVT_ETOOBIG. */
 int kvt_l3i_key_encode(const struct kvt_l3 *l3, const struct kvt_key *k,
 		       struct l3_kenc *ke);
+/* The mirror's hash of an LMDB key (kvt_key_hash() of what it holds). */
+uint64_t kvt_l3i_ikey_hash(const uint8_t *ikey, size_t ikey_len);
 void kvt_l3i_rec_encode(uint8_t *p, const struct l3_loc *l);
 void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l);
 /* The namespace and key an entry was stored under (pointers into e). */

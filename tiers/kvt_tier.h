@@ -1,7 +1,8 @@
 /*
  * kvt_tier.h - the floor of tiers/: what every tier and the tier manager
  * pass between them: a key (struct kvt_key), a value handed in
- * (struct kvt_blob) and a value handed out (struct kvt_ref).
+ * (struct kvt_blob), a value handed out (struct kvt_ref), and the one hash
+ * of a key that every in-memory table keyed by blocks uses.
  *
  * The LRU (kvt_l1.h, L1 and L2), L3 (kvt_l3.h) and the manager (kvt_tm.h)
  * include this header; it includes none of theirs, so that no tier needs
@@ -37,6 +38,17 @@ struct kvt_blob {
 	size_t len;
 	uint8_t dtype; /* enum kvt_dtype from kvt_frame.h */
 };
+
+/*
+ * The hash of (namespace, key) for in-memory tables: the LRU's buckets, the
+ * manager's pins and its ghosts of evicted keys, L3's mirror of its index.
+ * The key is hashed with the namespace's hash as its seed rather than over
+ * the concatenation, so ("ab", "c") and ("a", "bc") hash apart without a
+ * separator.  Never persisted, so that it may change between builds: what
+ * L3 stores on disk (checksums, the hash in long keys' LMDB keys) uses its
+ * own fixed functions (kvt_l3.c).  Thread safe.
+ */
+uint64_t kvt_key_hash(const struct kvt_key *k);
 
 /*
  * struct kvt_ref: a counted reference to a cached value.  It is the entry

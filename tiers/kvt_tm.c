@@ -39,8 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include "kvt_codec.h"
 #include "kvt_ghost.h"
 #include "kvt_l1.h"
@@ -468,18 +466,13 @@ static bool l3_admit(struct kvt_tm *tm, uint64_t bytes)
 	return true;
 }
 
-/* Keys remembered by the ghosts are (namespace, key) hashed together. */
-static uint64_t key_hash(const struct kvt_key *k)
-{
-	uint64_t seed = XXH3_64bits(k->ns, k->ns_len) ^ k->ns_len;
-
-	return XXH3_64bits_withSeed(k->key, k->key_len, seed);
-}
-
-/* k left the cache altogether (any thread). */
+/*
+ * k left the cache altogether (any thread).  The ghosts remember keys by
+ * kvt_key_hash(); a collision only makes a rare miss look evicted.
+ */
 static void remember_gone(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	uint64_t h = key_hash(k);
+	uint64_t h = kvt_key_hash(k);
 
 	pthread_mutex_lock(&tm->ghost_mu);
 	kvt_ghost_put(tm->gone, h, 0);
@@ -488,7 +481,7 @@ static void remember_gone(struct kvt_tm *tm, const struct kvt_key *k)
 
 static bool was_gone(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	uint64_t h = key_hash(k);
+	uint64_t h = kvt_key_hash(k);
 	bool seen;
 
 	pthread_mutex_lock(&tm->ghost_mu);
@@ -539,7 +532,7 @@ static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 
 		kvt_l1_ref_key(v, &k0);
 		tm->ram_evicted += cost;
-		kvt_ghost_put(tm->ram_ghost, key_hash(&k0), tm->ram_evicted);
+		kvt_ghost_put(tm->ram_ghost, kvt_key_hash(&k0), tm->ram_evicted);
 	}
 	if (!to_l3 && tm->l2) {
 		kind = JOB_TO_L2;
@@ -1151,7 +1144,7 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 
 	/* A RAM miss.  Would RAM twice as big have kept it? */
 	uint64_t left_at;
-	if (kvt_ghost_get(tm->ram_ghost, key_hash(k), &left_at) &&
+	if (kvt_ghost_get(tm->ram_ghost, kvt_key_hash(k), &left_at) &&
 	    tm->ram_evicted - left_at < tm->ram_capacity)
 		tm->ghost_hits_2x++;
 	int l3_state = tm->l3 ? kvt_l3_state(tm->l3, k) : 0;
@@ -1235,8 +1228,7 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 
 static struct pin **pin_slot(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	uint64_t h = XXH3_64bits(k->key, k->key_len) ^
-		     (k->ns_len ? XXH3_64bits(k->ns, k->ns_len) : 0);
+	uint64_t h = kvt_key_hash(k);
 	struct pin **pp = &tm->pins[h & (TM_PIN_BUCKETS - 1)];
 
 	for (; *pp; pp = &(*pp)->next)
