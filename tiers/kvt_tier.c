@@ -10,5 +10,6 @@ uint64_t kvt_key_hash(const struct kvt_key *k)
 	const uint8_t *ns = k->ns_len ? k->ns : empty;
 	const uint8_t *key = k->key_len ? k->key : empty;
 
-	return XXH3_64bits_withSeed(key, k->key_len, XXH3_64bits(ns, k->ns_len));
+	return XXH3_64bits_withSeed(key, k->key_len,
+				    XXH3_64bits(ns, k->ns_len));
 }

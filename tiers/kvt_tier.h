@@ -4,7 +4,7 @@
  * (struct kvt_blob), a value handed out (struct kvt_ref), and the one hash
  * of a key that every in-memory table keyed by blocks uses.
  *
- * The LRU (kvt_l1.h, L1 and L2), L3 (kvt_l3.h) and the manager (kvt_tm.h)
+ * The LRU (kvt_lru.h, L1 and L2), L3 (kvt_l3.h) and the manager (kvt_tm.h)
  * include this header; it includes none of theirs, so that no tier needs
  * the manager's API to name a key (scripts/check_layers.sh checks that
  * nothing below the manager includes kvt_tm.h).  The daemon sees these
@@ -52,7 +52,7 @@ uint64_t kvt_key_hash(const struct kvt_key *k);
 
 /*
  * struct kvt_ref: a counted reference to a cached value.  It is the entry
- * of the LRU that holds (or held) the value (kvt_l1.c owns the struct and
+ * of the LRU that holds (or held) the value (kvt_lru.c owns the struct and
  * implements these calls): a reference stays readable after the entry is
  * evicted, replaced or deleted, until its holder calls kvt_ref_release().
  * The value bytes never change once the entry exists, so the accessors

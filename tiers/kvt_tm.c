@@ -1,9 +1,9 @@
 /*
  * kvt_tm.c - the tier manager (see kvt_tm.h for the API).
  *
- * Tiers.  L1 holds raw values (a kvt_l1).  L2 is a second kvt_l1 whose
+ * Tiers.  L1 holds raw values (a kvt_lru).  L2 is a second kvt_lru whose
  * values are compressed frames (codec and raw length in the entry's
- * kvt_l1_meta).  L3 is the SSD store (kvt_l3).  L1 and L2 are exclusive;
+ * kvt_lru_meta).  L3 is the SSD store (kvt_l3).  L1 and L2 are exclusive;
  * L3 is inclusive: a block promoted from L3 keeps its SSD copy and carries
  * the TM_F_ON_L3 flag, so demoting it again writes nothing.
  *
@@ -41,7 +41,7 @@
 
 #include "kvt_codec.h"
 #include "kvt_ghost.h"
-#include "kvt_l1.h"
+#include "kvt_lru.h"
 #include "kvt_l3.h"
 #include "kvt_tm.h"
 
@@ -116,10 +116,10 @@ struct pin {
 struct kvt_tm {
 	struct kvt_arena *arena; /* installed in kvt_mem while open */
 	int arena_err;
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct pin *pins[TM_PIN_BUCKETS];
 	uint64_t npins, pin_cap, pins_rejected;
-	struct kvt_l1 *l2; /* NULL: L2 disabled */
+	struct kvt_lru *l2; /* NULL: L2 disabled */
 	struct kvt_l3 *l3; /* NULL: L3 disabled */
 	uint64_t (*now_s)(void);
 	uint64_t l2_capacity, l3_capacity;
@@ -500,7 +500,7 @@ static void drop_block(struct kvt_tm *tm, struct kvt_ref *v)
 {
 	struct kvt_key k;
 
-	kvt_l1_ref_key(v, &k);
+	kvt_lru_ref_key(v, &k);
 	remember_gone(tm, &k);
 	tm->evictions++;
 	kvt_ref_release(v);
@@ -514,9 +514,9 @@ static void drop_block(struct kvt_tm *tm, struct kvt_ref *v)
 static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 		   bool force)
 {
-	struct kvt_l1_meta m;
+	struct kvt_lru_meta m;
 	struct kvt_key k;
-	uint64_t exp = kvt_l1_ref_expires(v);
+	uint64_t exp = kvt_lru_ref_expires(v);
 	uint64_t cost = kvt_ref_len(v);
 	enum job_kind kind;
 	struct job *j;
@@ -525,14 +525,15 @@ static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 		kvt_ref_release(v); /* dead anyway: not an eviction */
 		return;
 	}
-	kvt_l1_ref_meta(v, &m);
+	kvt_lru_ref_meta(v, &m);
 	if (to_l3 || !tm->l2) {
 		/* It leaves RAM: remember where RAM's evictions stood. */
 		struct kvt_key k0;
 
-		kvt_l1_ref_key(v, &k0);
+		kvt_lru_ref_key(v, &k0);
 		tm->ram_evicted += cost;
-		kvt_ghost_put(tm->ram_ghost, kvt_key_hash(&k0), tm->ram_evicted);
+		kvt_ghost_put(tm->ram_ghost, kvt_key_hash(&k0),
+			      tm->ram_evicted);
 	}
 	if (!to_l3 && tm->l2) {
 		kind = JOB_TO_L2;
@@ -557,7 +558,7 @@ static void demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
 		drop_block(tm, v);
 		return;
 	}
-	kvt_l1_ref_key(v, &k);
+	kvt_lru_ref_key(v, &k);
 	j = job_new(kind, &k);
 	if (!j) {
 		drop_block(tm, v);
@@ -620,7 +621,7 @@ static bool forget_below(struct kvt_tm *tm, const struct kvt_key *k)
 	bool found = false;
 	bool writing = mark_stale(tm, k, &found);
 
-	if (tm->l2 && kvt_l1_del(tm->l2, k, tm->now_s()) == 0)
+	if (tm->l2 && kvt_lru_del(tm->l2, k, tm->now_s()) == 0)
 		found = true;
 	if (tm->l3 && (writing || kvt_l3_contains(tm->l3, k))) {
 		struct job *j = job_new(JOB_L3_DEL, k);
@@ -644,7 +645,7 @@ static void finish_waiters(struct kvt_tm *tm, struct job *j, int status,
 
 		j->waiters = w->next;
 		if (status == 0) {
-			w->cb(w->arg, 0, kvt_l1_ref_acquire(ref));
+			w->cb(w->arg, 0, kvt_lru_ref_acquire(ref));
 		} else {
 			/* A prefetch is nobody's get: not a miss. */
 			if (w->cb != prefetch_done) {
@@ -693,9 +694,9 @@ static struct job *promo_start(struct kvt_tm *tm, enum job_kind kind,
  * Hands j's output buffer over to tier t (L1 or L2) as the entry for j's
  * key.  The buffer becomes the entry's memory whatever the result.
  */
-static int store_output(struct kvt_tm *tm, struct kvt_l1 *t, struct job *j,
+static int store_output(struct kvt_tm *tm, struct kvt_lru *t, struct job *j,
 			uint8_t codec, uint64_t raw_len, struct kvt_ref **ref,
-			kvt_l1_victim_fn victim)
+			kvt_lru_victim_fn victim)
 {
 	struct kvt_blob blob = {
 		.mem = j->out,
@@ -704,7 +705,7 @@ static int store_output(struct kvt_tm *tm, struct kvt_l1 *t, struct job *j,
 		.len = j->out_len,
 		.dtype = j->dtype,
 	};
-	struct kvt_l1_meta m = {
+	struct kvt_lru_meta m = {
 		.codec = codec,
 		.flags = j->flags,
 		.raw_len = raw_len,
@@ -714,8 +715,8 @@ static int store_output(struct kvt_tm *tm, struct kvt_l1 *t, struct job *j,
 	};
 
 	j->out = NULL;
-	return kvt_l1_put_meta(t, &j->k, &blob, j->expires, &m, ref, victim,
-			       tm);
+	return kvt_lru_put_meta(t, &j->k, &blob, j->expires, &m, ref, victim,
+				tm);
 }
 
 static void promo_done(struct kvt_tm *tm, struct job *j)
@@ -741,7 +742,7 @@ static void promo_done(struct kvt_tm *tm, struct job *j)
 		/* Exclusive RAM tiers: the frame leaves L2 as the raw block
 		 * enters L1. */
 		if (j->kind == JOB_FROM_L2 && tm->l2)
-			kvt_l1_del(tm->l2, &j->k, tm->now_s());
+			kvt_lru_del(tm->l2, &j->k, tm->now_s());
 		status = store_output(tm, tm->l1, j, KVT_CODEC_RAW, j->out_len,
 				      &ref, l1_victim);
 		if (status == 0) {
@@ -751,7 +752,7 @@ static void promo_done(struct kvt_tm *tm, struct job *j)
 	} else if (status != KVT_ENOTFOUND && j->kind == JOB_FROM_L2 &&
 		   tm->l2) {
 		/* A frame that does not decompress is dropped, never served. */
-		kvt_l1_del(tm->l2, &j->k, tm->now_s());
+		kvt_lru_del(tm->l2, &j->k, tm->now_s());
 		status = KVT_ENOTFOUND;
 	}
 	finish_waiters(tm, j, status, ref, cause);
@@ -785,7 +786,7 @@ static void demotion_done(struct kvt_tm *tm, struct job *j)
 		tm->demotions++;
 	else if (rc == KVT_ENOSPACE)
 		/* Bigger than all of L2: straight on to L3 (or gone). */
-		demote(tm, kvt_l1_ref_acquire(j->src), true, false);
+		demote(tm, kvt_lru_ref_acquire(j->src), true, false);
 	else
 		tm->evictions++;
 }
@@ -884,7 +885,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		if (tm->transit_max < (64u << 20))
 			tm->transit_max = 64u << 20;
 	}
-	rc = kvt_l1_open(&tm->l1, cfg->l1_capacity);
+	rc = kvt_lru_open(&tm->l1, cfg->l1_capacity);
 	if (rc)
 		goto fail;
 	if (cfg->shm_size) {
@@ -908,7 +909,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		goto fail;
 	tm->ram_capacity = cfg->l1_capacity + cfg->l2_capacity;
 	if (cfg->l2_capacity) {
-		rc = kvt_l1_open(&tm->l2, cfg->l2_capacity);
+		rc = kvt_lru_open(&tm->l2, cfg->l2_capacity);
 		if (rc)
 			goto fail;
 	}
@@ -993,8 +994,8 @@ void kvt_tm_close(struct kvt_tm *tm)
 			tm->pins[b] = p->next;
 			free(p);
 		}
-	kvt_l1_close(tm->l1);
-	kvt_l1_close(tm->l2);
+	kvt_lru_close(tm->l1);
+	kvt_lru_close(tm->l2);
 	kvt_l3_close(tm->l3);
 	if (tm->gone) {
 		kvt_ghost_free(tm->gone);
@@ -1035,8 +1036,8 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 		return KVT_EINVAL;
 	}
 	tm->puts++;
-	if (kvt_l1_cost(blob->mem_size, k->ns_len, k->key_len) >
-	    kvt_l1_capacity(tm->l1)) {
+	if (kvt_lru_cost(blob->mem_size, k->ns_len, k->key_len) >
+	    kvt_lru_capacity(tm->l1)) {
 		/* Refuse before touching the old value in any tier. */
 		tm->rejected_too_big++;
 		kvt_block_free(blob->mem);
@@ -1049,9 +1050,9 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 		expires_s = ttl_base(tm) + ttl_s;
 	/* The new value replaces every older copy, wherever it is. */
 	forget_below(tm, k);
-	struct kvt_l1_meta m = { .raw_len = blob->len, .ctime_s = now };
-	rc = kvt_l1_put_meta(tm->l1, k, blob, expires_s, &m, NULL, l1_victim,
-			     tm);
+	struct kvt_lru_meta m = { .raw_len = blob->len, .ctime_s = now };
+	rc = kvt_lru_put_meta(tm->l1, k, blob, expires_s, &m, NULL, l1_victim,
+			      tm);
 	if (rc == KVT_ENOSPACE)
 		tm->rejected_too_big++;
 	else if (rc == 0)
@@ -1067,19 +1068,19 @@ static int promo_frame(struct kvt_tm *tm, const struct kvt_key *k,
 		       struct kvt_ref *frame, kvt_tm_get_cb cb, void *arg)
 {
 	struct job *p = promo_start(tm, JOB_FROM_L2, k, cb, arg);
-	struct kvt_l1_meta m;
+	struct kvt_lru_meta m;
 
 	if (!p) {
 		kvt_ref_release(frame);
 		cb(arg, -ENOMEM, NULL);
 		return 0;
 	}
-	kvt_l1_ref_meta(frame, &m);
+	kvt_lru_ref_meta(frame, &m);
 	p->src = frame;
 	p->src_codec = m.codec;
 	p->raw_len = m.raw_len;
 	p->dtype = kvt_ref_dtype(frame);
-	p->expires = kvt_l1_ref_expires(frame);
+	p->expires = kvt_lru_ref_expires(frame);
 	p->flags = m.flags;
 	p->hits = m.hits;
 	p->ctime_s = m.ctime_s;
@@ -1104,16 +1105,16 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	tm->gets++;
 	now = tm->now_s();
 	/* To tell an expired block from an absent one after the lookups. */
-	uint64_t exp0 = kvt_l1_expired_count(tm->l1);
-	uint64_t exp2 = tm->l2 ? kvt_l1_expired_count(tm->l2) : 0;
-	if (kvt_l1_get(tm->l1, k, now, &ref) == 0) {
-		struct kvt_l1_meta m;
+	uint64_t exp0 = kvt_lru_expired_count(tm->l1);
+	uint64_t exp2 = tm->l2 ? kvt_lru_expired_count(tm->l2) : 0;
+	if (kvt_lru_get(tm->l1, k, now, &ref) == 0) {
+		struct kvt_lru_meta m;
 
-		kvt_l1_ref_meta(ref, &m);
+		kvt_lru_ref_meta(ref, &m);
 		if (m.flags & TM_F_PREFETCHED) {
 			/* The prefetch paid off: this read came from RAM. */
 			tm->prefetch_hits++;
-			kvt_l1_ref_clear_flags(ref, TM_F_PREFETCHED);
+			kvt_lru_ref_clear_flags(ref, TM_F_PREFETCHED);
 		}
 		cb(arg, 0, ref);
 		return 0;
@@ -1121,7 +1122,7 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	/* A block on its way down is still readable. */
 	j = list_find(tm->transit, k);
 	if (j && !expired(tm, j->expires) && j->src_codec == KVT_CODEC_RAW) {
-		cb(arg, 0, kvt_l1_ref_acquire(j->src));
+		cb(arg, 0, kvt_lru_ref_acquire(j->src));
 		return 0;
 	}
 	if (!j || expired(tm, j->expires)) {
@@ -1138,8 +1139,8 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	}
 	/* An L2 frame on its way to L3: decompress that frame. */
 	if (j)
-		return promo_frame(tm, k, kvt_l1_ref_acquire(j->src), cb, arg);
-	if (tm->l2 && kvt_l1_get(tm->l2, k, now, &ref) == 0)
+		return promo_frame(tm, k, kvt_lru_ref_acquire(j->src), cb, arg);
+	if (tm->l2 && kvt_lru_get(tm->l2, k, now, &ref) == 0)
 		return promo_frame(tm, k, ref, cb, arg);
 
 	/* A RAM miss.  Would RAM twice as big have kept it? */
@@ -1163,8 +1164,8 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		return 1;
 	}
 	tm->misses++;
-	if (l3_state == 2 || kvt_l1_expired_count(tm->l1) != exp0 ||
-	    (tm->l2 && kvt_l1_expired_count(tm->l2) != exp2))
+	if (l3_state == 2 || kvt_lru_expired_count(tm->l1) != exp0 ||
+	    (tm->l2 && kvt_lru_expired_count(tm->l2) != exp2))
 		tm->misses_expired++;
 	else if (was_gone(tm, k))
 		tm->misses_evicted++;
@@ -1192,9 +1193,9 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 		cb(arg, KVT_EINVAL, 0);
 		return 0;
 	}
-	n = kvt_l1_drop_ns(tm->l1, ns, ns_len);
+	n = kvt_lru_drop_ns(tm->l1, ns, ns_len);
 	if (tm->l2)
-		n += kvt_l1_drop_ns(tm->l2, ns, ns_len);
+		n += kvt_lru_drop_ns(tm->l2, ns, ns_len);
 	/* Blocks of ns on their way anywhere must not land. */
 	for (j = tm->transit; j; j = j->lnext)
 		if (!j->stale && job_in_ns(j, ns, ns_len)) {
@@ -1251,12 +1252,13 @@ static void reapply_pin(struct kvt_tm *tm, const struct kvt_key *k)
 	if (!tm->npins || !*pin_slot(tm, k))
 		return;
 	now = tm->now_s();
-	if (kvt_l1_peek(tm->l1, k, now, &ref) != 0)
+	if (kvt_lru_peek(tm->l1, k, now, &ref) != 0)
 		return;
-	if (kvt_l1_pinned_bytes(tm->l1) + kvt_l1_ref_cost(ref) > tm->pin_cap) {
+	if (kvt_lru_pinned_bytes(tm->l1) + kvt_lru_ref_cost(ref) >
+	    tm->pin_cap) {
 		tm->pins_rejected++;
 	} else {
-		kvt_l1_set_pinned(tm->l1, k, true, now);
+		kvt_lru_set_pinned(tm->l1, k, true, now);
 	}
 	kvt_ref_release(ref);
 }
@@ -1274,12 +1276,12 @@ int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
 	pp = pin_slot(tm, k);
 	if (*pp) {
 		(*pp)->count++;
-		return kvt_l1_exists(tm->l1, k, now) ? 0 : 1;
+		return kvt_lru_exists(tm->l1, k, now) ? 0 : 1;
 	}
-	if (kvt_l1_peek(tm->l1, k, now, &ref) == 0) {
-		cost = kvt_l1_ref_cost(ref);
+	if (kvt_lru_peek(tm->l1, k, now, &ref) == 0) {
+		cost = kvt_lru_ref_cost(ref);
 		kvt_ref_release(ref);
-		if (kvt_l1_pinned_bytes(tm->l1) + cost > tm->pin_cap) {
+		if (kvt_lru_pinned_bytes(tm->l1) + cost > tm->pin_cap) {
 			tm->pins_rejected++;
 			return KVT_ETOOBIG;
 		}
@@ -1304,7 +1306,7 @@ int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
 	*pp = p;
 	tm->npins++;
 	if (rc == 0)
-		kvt_l1_set_pinned(tm->l1, k, true, now);
+		kvt_lru_set_pinned(tm->l1, k, true, now);
 	return rc;
 }
 
@@ -1323,7 +1325,7 @@ int kvt_tm_unpin(struct kvt_tm *tm, const struct kvt_key *k)
 	*pp = p->next;
 	free(p);
 	tm->npins--;
-	kvt_l1_set_pinned(tm->l1, k, false, tm->now_s());
+	kvt_lru_set_pinned(tm->l1, k, false, tm->now_s());
 	return 0;
 }
 
@@ -1362,14 +1364,14 @@ static struct kvt_tm_ns *ns_slot(struct ns_acc *a, const uint8_t *ns,
 static void ns_ram(void *arg, const struct kvt_ref *e)
 {
 	struct ns_acc *a = arg;
-	struct kvt_l1_meta m;
+	struct kvt_lru_meta m;
 	struct kvt_key k;
 	struct kvt_tm_ns *t;
 
 	if (a->err)
 		return;
-	kvt_l1_ref_key(e, &k);
-	kvt_l1_ref_meta(e, &m);
+	kvt_lru_ref_key(e, &k);
+	kvt_lru_ref_meta(e, &m);
 	t = ns_slot(a, k.ns, k.ns_len);
 	if (!t)
 		return;
@@ -1386,8 +1388,8 @@ static int ns_l3(void *arg, const struct kvt_key *k, uint64_t raw_len,
 	uint64_t now = a->tm->now_s();
 
 	/* Inclusive L3: a block also in RAM is counted there. */
-	if (kvt_l1_exists(a->tm->l1, k, now) ||
-	    (a->tm->l2 && kvt_l1_exists(a->tm->l2, k, now)))
+	if (kvt_lru_exists(a->tm->l1, k, now) ||
+	    (a->tm->l2 && kvt_lru_exists(a->tm->l2, k, now)))
 		return 0;
 	t = ns_slot(a, k->ns, k->ns_len);
 	if (!t)
@@ -1411,9 +1413,9 @@ int kvt_tm_ns_stats(struct kvt_tm *tm, struct kvt_tm_ns **out, size_t *n)
 
 	if (!tm || !out || !n)
 		return KVT_EINVAL;
-	kvt_l1_foreach(tm->l1, ns_ram, &a);
+	kvt_lru_foreach(tm->l1, ns_ram, &a);
 	if (tm->l2 && !a.err)
-		kvt_l1_foreach(tm->l2, ns_ram, &a);
+		kvt_lru_foreach(tm->l2, ns_ram, &a);
 	if (tm->l3 && !a.err)
 		kvt_l3_foreach(tm->l3, ns_l3, &a);
 	if (a.err) {
@@ -1472,13 +1474,13 @@ static int hot_add(struct hot_acc *a, const struct kvt_key *k, uint64_t size,
 static void hot_ram(void *arg, const struct kvt_ref *e)
 {
 	struct hot_acc *a = arg;
-	struct kvt_l1_meta m;
+	struct kvt_lru_meta m;
 	struct kvt_key k;
 
-	if (a->err || expired(a->tm, kvt_l1_ref_expires(e)))
+	if (a->err || expired(a->tm, kvt_lru_ref_expires(e)))
 		return;
-	kvt_l1_ref_meta(e, &m);
-	kvt_l1_ref_key(e, &k);
+	kvt_lru_ref_meta(e, &m);
+	kvt_lru_ref_key(e, &k);
 	hot_add(a, &k, m.raw_len, m.hits, m.ctime_s, m.atime_s);
 }
 
@@ -1489,8 +1491,8 @@ static int hot_l3(void *arg, const struct kvt_key *k, uint64_t raw_len,
 	uint64_t now = a->tm->now_s();
 
 	/* L3 is inclusive: a block also in RAM was listed there. */
-	if (kvt_l1_exists(a->tm->l1, k, now) ||
-	    (a->tm->l2 && kvt_l1_exists(a->tm->l2, k, now)))
+	if (kvt_lru_exists(a->tm->l1, k, now) ||
+	    (a->tm->l2 && kvt_lru_exists(a->tm->l2, k, now)))
 		return 0;
 	return hot_add(a, k, raw_len, hits, 0, 0);
 }
@@ -1528,10 +1530,10 @@ int kvt_tm_hot(struct kvt_tm *tm, size_t top, struct kvt_tm_hot **out,
 	*out = NULL;
 	*n = 0;
 	a.tier = 1;
-	kvt_l1_foreach(tm->l1, hot_ram, &a);
+	kvt_lru_foreach(tm->l1, hot_ram, &a);
 	if (tm->l2 && !a.err) {
 		a.tier = 2;
-		kvt_l1_foreach(tm->l2, hot_ram, &a);
+		kvt_lru_foreach(tm->l2, hot_ram, &a);
 	}
 	if (tm->l3 && !a.err) {
 		a.tier = 3;
@@ -1568,10 +1570,10 @@ int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k)
 		return KVT_EINVAL;
 	now = tm->now_s();
 	/* Already in RAM, or already on its way up: nothing to do. */
-	if (kvt_l1_exists(tm->l1, k, now) || list_find(tm->promos, k) ||
+	if (kvt_lru_exists(tm->l1, k, now) || list_find(tm->promos, k) ||
 	    list_find(tm->transit, k))
 		return 0;
-	if (tm->l2 && kvt_l1_peek(tm->l2, k, now, &ref) == 0) {
+	if (tm->l2 && kvt_lru_peek(tm->l2, k, now, &ref) == 0) {
 		/* Not a client's read: peek, so no hit is counted. */
 		promo_frame(tm, k, ref, prefetch_done, NULL);
 	} else if (tm->l3 && kvt_l3_contains(tm->l3, k)) {
@@ -1598,7 +1600,7 @@ int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k)
 	if (!tm || !k)
 		return KVT_EINVAL;
 	tm->dels++;
-	found = kvt_l1_del(tm->l1, k, tm->now_s()) == 0;
+	found = kvt_lru_del(tm->l1, k, tm->now_s()) == 0;
 	found |= forget_below(tm, k);
 	return found ? 0 : KVT_ENOTFOUND;
 }
@@ -1611,14 +1613,14 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k)
 	if (!tm || !k)
 		return 0;
 	now = tm->now_s();
-	if (kvt_l1_exists(tm->l1, k, now))
+	if (kvt_lru_exists(tm->l1, k, now))
 		return 1;
 	j = list_find(tm->transit, k);
 	if (j && !expired(tm, j->expires))
 		return 1;
 	if (list_find(tm->promos, k))
 		return 1;
-	if (tm->l2 && kvt_l1_exists(tm->l2, k, now))
+	if (tm->l2 && kvt_lru_exists(tm->l2, k, now))
 		return 1;
 	return tm->l3 && kvt_l3_contains(tm->l3, k);
 }
@@ -1633,11 +1635,11 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms)
 		return KVT_EINVAL;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
-		while (kvt_l1_evict_one(tm->l1, &v) == 0) {
+		while (kvt_lru_evict_one(tm->l1, &v) == 0) {
 			demote(tm, v, true, true);
 			n++;
 		}
-		while (tm->l2 && kvt_l1_evict_one(tm->l2, &v) == 0) {
+		while (tm->l2 && kvt_lru_evict_one(tm->l2, &v) == 0) {
 			demote(tm, v, true, true);
 			n++;
 		}
@@ -1664,21 +1666,21 @@ int kvt_tm_check(struct kvt_tm *tm, FILE *report)
 
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 {
-	struct kvt_l1_stats s;
+	struct kvt_lru_stats s;
 
 	if (!st)
 		return;
 	memset(st, 0, sizeof(*st));
 	if (!tm)
 		return;
-	kvt_l1_stats(tm->l1, &s);
+	kvt_lru_stats(tm->l1, &s);
 	st->l1.entries = s.entries;
 	st->l1.bytes = s.bytes;
 	st->l1.raw_bytes = s.raw_bytes;
 	st->l1.capacity_bytes = s.capacity;
 	st->l1.hits = s.hits;
 	if (tm->l2) {
-		kvt_l1_stats(tm->l2, &s);
+		kvt_lru_stats(tm->l2, &s);
 		st->l2.entries = s.entries;
 		st->l2.bytes = s.bytes;
 		st->l2.raw_bytes = s.raw_bytes;
@@ -1711,7 +1713,7 @@ void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 	st->rejected_too_big = tm->rejected_too_big;
 	st->demotions_dropped = tm->demotions_dropped;
 	st->l3_admission_rejected = tm->l3_admission_rejected;
-	st->pinned_bytes = kvt_l1_pinned_bytes(tm->l1);
+	st->pinned_bytes = kvt_lru_pinned_bytes(tm->l1);
 	st->pinned_keys = tm->npins;
 	st->pins_rejected = tm->pins_rejected;
 	st->misses_never_seen = tm->misses_never_seen;
