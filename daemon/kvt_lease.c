@@ -28,6 +28,7 @@
 #include "kvt_arena.h"
 #include "kvt_daemon.h"
 #include "kvt_log.h"
+#include "kvt_mem.h"
 
 /* A GET lease (ref set) or a PUT slot (slot set), owned by a connection. */
 struct kvt_lease {

@@ -8,6 +8,7 @@
 
 #include "kvt_daemon.h"
 #include "kvt_log.h"
+#include "kvt_mem.h"
 
 /* Context of a GET whose value may arrive after kvt_tm_get() returns. */
 struct get_ctx {

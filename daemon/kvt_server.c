@@ -26,6 +26,7 @@
 #include "kvt_arena.h"
 #include "kvt_daemon.h"
 #include "kvt_log.h"
+#include "kvt_mem.h"
 #include "kvt_loop.h"
 #include "kvt_notify.h"
 #include "kvt_valgrind.h"

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kvt_clock.h"
+#include "kvt_arena.h"
 #include "kvt_daemon.h"
 
 

@@ -39,9 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvt_arena.h"
 #include "kvt_codec.h"
 #include "kvt_ghost.h"
 #include "kvt_lru.h"
+#include "kvt_mem.h"
 #include "kvt_l3.h"
 #include "kvt_tm.h"
 

@@ -23,12 +23,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "kvt_arena.h"
-#include "kvt_mem.h"
 #include "kvt_tier.h" /* struct kvt_key, kvt_blob, kvt_ref */
 #include "kvtier_errors.h"
 
 struct kvt_tm;  /* opaque */
+struct kvt_arena; /* kvt_arena.h */
 struct kvt_l3_faults;
 
 enum {
