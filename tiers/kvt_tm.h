@@ -238,6 +238,13 @@ int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
 int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
 
 /*
+ * The shared block arena, or NULL if none was asked for or it could not be
+ * created (then *err, if err is not NULL, gets why: -errno or KVT_EBUSY
+ * when another manager holds the process's arena; else 0).
+ */
+struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
+
+/*
  * Work off the event loop.  With L2 or L3 enabled a worker thread
  * compresses, decompresses and does disk I/O; its results are applied on
  * the loop thread by kvt_tm_dispatch().  kvt_tm_event_fd() returns a file
@@ -245,13 +252,6 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
  * whenever results are waiting, or -1 if every operation completes at once
  * (L1 only).  Call kvt_tm_dispatch() after it fires; it runs get callbacks.
  */
-/*
- * The shared block arena, or NULL if none was asked for or it could not be
- * created (then *err, if err is not NULL, gets why: -errno or KVT_EBUSY
- * when another manager holds the process's arena; else 0).
- */
-struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
-
 int kvt_tm_event_fd(struct kvt_tm *tm);
 void kvt_tm_dispatch(struct kvt_tm *tm);
 
