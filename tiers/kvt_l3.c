@@ -104,8 +104,8 @@ int kvt_l3i_key_encode(const struct kvt_l3 *l3, const struct kvt_key *k,
 
 		ke->hashed = 1;
 		ke->ikey[0] = 1;
-		put64(ke->ikey + 2 + k->ns_len, h.low64);
-		put64(ke->ikey + 2 + k->ns_len + 8, h.high64);
+		put_u64(ke->ikey + 2 + k->ns_len, h.low64);
+		put_u64(ke->ikey + 2 + k->ns_len + 8, h.high64);
 		ke->ikey_len = 2 + k->ns_len + 16;
 	}
 	ke->hash = kvt_l3i_ikey_hash(ke->ikey, ke->ikey_len);
@@ -135,33 +135,33 @@ uint64_t kvt_l3i_ikey_hash(const uint8_t *ikey, size_t ikey_len)
 
 void kvt_l3i_rec_encode(uint8_t *p, const struct l3_loc *l)
 {
-	put32(p, l->region);
+	put_u32(p, l->region);
 	p[4] = l->codec;
 	p[5] = l->dtype;
-	put16(p + 6, 0);
-	put64(p + 8, l->generation);
-	put64(p + 16, l->offset);
-	put64(p + 24, l->length);
-	put64(p + 32, l->data_len);
-	put64(p + 40, l->raw_len);
-	put64(p + 48, l->checksum);
-	put64(p + 56, l->expiry);
-	put64(p + 64, l->hits);
+	put_u16(p + 6, 0);
+	put_u64(p + 8, l->generation);
+	put_u64(p + 16, l->offset);
+	put_u64(p + 24, l->length);
+	put_u64(p + 32, l->data_len);
+	put_u64(p + 40, l->raw_len);
+	put_u64(p + 48, l->checksum);
+	put_u64(p + 56, l->expiry);
+	put_u64(p + 64, l->hits);
 }
 
 void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l)
 {
-	l->region = get32(p);
+	l->region = get_u32(p);
 	l->codec = p[4];
 	l->dtype = p[5];
-	l->generation = get64(p + 8);
-	l->offset = get64(p + 16);
-	l->length = get64(p + 24);
-	l->data_len = get64(p + 32);
-	l->raw_len = get64(p + 40);
-	l->checksum = get64(p + 48);
-	l->expiry = get64(p + 56);
-	l->hits = get64(p + 64);
+	l->generation = get_u64(p + 8);
+	l->offset = get_u64(p + 16);
+	l->length = get_u64(p + 24);
+	l->data_len = get_u64(p + 32);
+	l->raw_len = get_u64(p + 40);
+	l->checksum = get_u64(p + 48);
+	l->expiry = get_u64(p + 56);
+	l->hits = get_u64(p + 64);
 }
 
 /* The namespace and key an entry was stored under. */
@@ -223,10 +223,10 @@ int kvt_l3i_region_rec_put(struct kvt_l3 *l3, MDB_txn *txn, uint32_t id,
 	MDB_val k = { sizeof(kb), kb };
 	MDB_val v = { sizeof(vb), vb };
 
-	put32(kb, id);
-	put64(vb, gen);
-	put64(vb + 8, seq);
-	put64(vb + 16, fill);
+	put_u32(kb, id);
+	put_u64(vb, gen);
+	put_u64(vb + 8, seq);
+	put_u64(vb + 16, fill);
 	return mdb_put(txn, l3->db_regions, &k, &v, 0);
 }
 
@@ -435,36 +435,37 @@ static int meta_check(struct kvt_l3 *l3, MDB_txn *txn,
 	int rc = mdb_get(txn, l3->db_meta, &k, &v);
 
 	if (rc == MDB_NOTFOUND) {
-		put32(buf, L3_VERSION);
+		put_u32(buf, L3_VERSION);
 		v.mv_size = 4;
 		v.mv_data = buf;
 		if ((rc = mdb_put(txn, l3->db_meta, &k, &v, 0)))
 			return kvt_l3i_mdb_err(rc);
 	} else if (rc) {
 		return kvt_l3i_mdb_err(rc);
-	} else if (v.mv_size != 4 || get32(v.mv_data) != L3_VERSION) {
+	} else if (v.mv_size != 4 || get_u32(v.mv_data) != L3_VERSION) {
 		errmsg(cfg, "l3: %s has on-disk format version %" PRIu32
 		       ", this build reads version %u", l3->root,
-		       v.mv_size == 4 ? get32(v.mv_data) : 0, L3_VERSION);
+		       v.mv_size == 4 ? get_u32(v.mv_data) : 0, L3_VERSION);
 		return KVT_EVERSION;
 	}
 	k.mv_size = 11;
 	k.mv_data = (void *)"region_size";
 	rc = mdb_get(txn, l3->db_meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
-		put64(buf, l3->region_size);
+		put_u64(buf, l3->region_size);
 		v.mv_size = 8;
 		v.mv_data = buf;
 		return kvt_l3i_mdb_err(mdb_put(txn, l3->db_meta, &k, &v, 0));
 	}
 	if (rc)
 		return kvt_l3i_mdb_err(rc);
-	if (v.mv_size != 8 || get64(v.mv_data) != l3->region_size) {
+	if (v.mv_size != 8 || get_u64(v.mv_data) != l3->region_size) {
 		errmsg(cfg, "l3: %s was created with %" PRIu64 "-byte regions, "
 		       "the configuration asks for %" PRIu64 "; use the same "
 		       "region size (and a capacity of at least one region) "
 		       "or remove the directory", l3->root,
-		       v.mv_size == 8 ? get64(v.mv_data) : 0, l3->region_size);
+		       v.mv_size == 8 ? get_u64(v.mv_data) : 0,
+		       l3->region_size);
 		return KVT_EINVAL;
 	}
 	return 0;
@@ -502,14 +503,14 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 
 		if (k.mv_size != 4 || v.mv_size != L3_REGREC)
 			continue;
-		id = get32(k.mv_data);
+		id = get_u32(k.mv_data);
 		if (id >= l3->nregions) {
 			stale_max = id + 1 > stale_max ? id + 1 : stale_max;
 			continue;
 		}
-		l3->regions[id].generation = get64(v.mv_data);
-		l3->regions[id].seq = get64((uint8_t *)v.mv_data + 8);
-		l3->regions[id].fill = get64((uint8_t *)v.mv_data + 16);
+		l3->regions[id].generation = get_u64(v.mv_data);
+		l3->regions[id].seq = get_u64((uint8_t *)v.mv_data + 8);
+		l3->regions[id].fill = get_u64((uint8_t *)v.mv_data + 16);
 		if (l3->regions[id].fill > l3->region_size)
 			l3->regions[id].fill = l3->region_size;
 	}
@@ -520,7 +521,7 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 		uint8_t kb[4];
 		MDB_val dk = { sizeof(kb), kb };
 
-		put32(kb, id);
+		put_u32(kb, id);
 		rc = mdb_del(txn, l3->db_regions, &dk, NULL);
 		if (rc && rc != MDB_NOTFOUND)
 			return kvt_l3i_mdb_err(rc);
