@@ -8,8 +8,9 @@
  *   lookup uses; LMDB is only written (and read at open and by the checker).
  *   So the read path never opens an LMDB transaction, and a transaction is
  *   never held across disk I/O.
- * - Only the worker thread (the one calling everything except contains and
- *   stats) mutates the mirror and the counters, always under l3->mu.  The
+ * - Only the worker thread (the one calling everything except state,
+ *   contains, foreach and stats) mutates the mirror and the counters, always
+ *   under l3->mu.  The
  *   worker may therefore read them without the lock; other threads lock.
  * - LMDB keys: [0][ns_len][ns][key] when that fits in LMDB's maximum key size
  *   (511 bytes), else [1][ns_len][ns][XXH3-128(key)] with the full key

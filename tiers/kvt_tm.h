@@ -1,15 +1,15 @@
 /*
  * kvt_tm.h - the tier manager: the storage engine's only entry point.
  *
- * The daemon talks to storage exclusively through this API; tiers below it
- * (L1 RAM now, L2 compressed RAM and L3 SSD later) are invisible to callers.
+ * The daemon talks to storage exclusively through this API; the tiers below
+ * it (L1 and L2 in RAM, L2 compressed; L3 on SSD) are invisible to callers.
  * Usable without any socket: unit tests drive it directly.
  *
  * Threading: one thread (the daemon's event loop) calls every kvt_tm_*
- * function.  Values are handed out as counted references (struct kvt_ref):
- * a reference stays readable after the entry is evicted, replaced or deleted,
- * until its holder calls kvt_ref_release(), which may be called from any
- * thread.
+ * function.  Values are handed out as counted references (struct kvt_ref,
+ * kvt_tier.h): a reference stays readable after the entry is evicted,
+ * replaced or deleted, until its holder calls kvt_ref_release(), which may
+ * be called from any thread.
  *
  * Gets complete through a callback so that tiers that need work off the
  * event loop (decompression, disk reads) can complete later without changing
@@ -41,7 +41,7 @@ struct kvt_tm_config {
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
 	uint64_t l3_capacity; /* bytes, 0 = disabled */
 	const char *data_dir; /* for L3; may be NULL while L3 is disabled */
-	int l2_level;	      /* zstd level for L2; 0 = 1 */
+	int l2_level;	      /* zstd level for L2 and L3 writes; 0 = 1 */
 	uint64_t l3_region_size; /* bytes; 0 = 64 MiB */
 	/*
 	 * L3 admission: most bytes per second written to L3 (a token bucket

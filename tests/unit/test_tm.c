@@ -1,5 +1,5 @@
 /*
- * test_tm.c - unit tests for the tier manager (tiers/kvt_tm.c), driven only
+ * test_tm.c - unit tests for the tier manager (tiers/kvt_tm*.c), driven only
  * through kvt_tm.h as the daemon uses it, with a fake clock.
  */
 #include <stdarg.h>
