@@ -1,5 +1,6 @@
 /*
- * kvt_le.h - little-endian integer access for the wire codecs in proto/.
+ * kvt_le.h - little-endian integer access for the wire codecs in proto/
+ * and L3's on-disk format in tiers/.
  * Byte at a time with shifts: endian-independent, and never an unaligned
  * load whatever the alignment of the socket buffer the bytes came from.
  */

@@ -1,6 +1,6 @@
 /*
- * kvt_codec.c - byte-plane shuffle + zstd for L2 blocks.  See kvt_codec.h
- * for the formats.
+ * kvt_codec.c - byte-plane shuffle + zstd for L2 and L3 blocks.  See
+ * kvt_codec.h for the formats.
  */
 #include "kvt_codec.h"
 

@@ -1,5 +1,6 @@
 /*
- * kvt_codec.h - the L2 tier's codec: compression of K/V blocks held in RAM.
+ * kvt_codec.h - the codec of the compressed tiers: compression of K/V
+ * blocks for L2 (RAM) and L3 (SSD, which stores L2's frames as they are).
  *
  * Blocks are 64 KiB-32 MiB, typically 2 MiB of bf16 attention K/V.  Such
  * floats barely repeat, so a general-purpose compressor finds few matches;

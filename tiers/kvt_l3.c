@@ -8,14 +8,16 @@
  *   lookup uses; LMDB is only written (and read at open and by the checker).
  *   So the read path never opens an LMDB transaction, and a transaction is
  *   never held across disk I/O.
- * - Only the worker thread (the one calling everything except contains and
- *   stats) mutates the mirror and the counters, always under l3->mu.  The
+ * - Only the worker thread (the one calling everything except state,
+ *   contains, foreach and stats) mutates the mirror and the counters, always
+ *   under l3->mu.  The
  *   worker may therefore read them without the lock; other threads lock.
  * - LMDB keys: [0][ns_len][ns][key] when that fits in LMDB's maximum key size
  *   (511 bytes), else [1][ns_len][ns][XXH3-128(key)] with the full key
  *   appended to the record.  Two long keys with the same 128-bit hash replace
  *   each other; a lookup compares full keys, so one is never served for the
- *   other.
+ *   other.  That XXH3-128 is part of the on-disk format and never changes;
+ *   the mirror's own hash (kvt_l3i_ikey_hash) is in memory only.
  * - Hit counts are persisted lazily (with the next put's transaction, or at
  *   close): an extra synced commit per read batch would cost more than the
  *   counts are worth.
@@ -103,43 +105,64 @@ int kvt_l3i_key_encode(const struct kvt_l3 *l3, const struct kvt_key *k,
 
 		ke->hashed = 1;
 		ke->ikey[0] = 1;
-		put64(ke->ikey + 2 + k->ns_len, h.low64);
-		put64(ke->ikey + 2 + k->ns_len + 8, h.high64);
+		put_u64(ke->ikey + 2 + k->ns_len, h.low64);
+		put_u64(ke->ikey + 2 + k->ns_len + 8, h.high64);
 		ke->ikey_len = 2 + k->ns_len + 16;
 	}
-	ke->hash = XXH3_64bits(ke->ikey, ke->ikey_len);
+	ke->hash = kvt_l3i_ikey_hash(ke->ikey, ke->ikey_len);
 	return 0;
+}
+
+/*
+ * The mirror is keyed by LMDB key, so it hashes what the LMDB key holds:
+ * kvt_key_hash() of the namespace and of the key, or for a hashed ikey of
+ * the 16 bytes of XXH3-128 that stand for the key (two long keys that
+ * share an LMDB key must share a bucket).  That XXH3-128 is on disk and
+ * stays as it is; only this in-memory hash may change.
+ */
+uint64_t kvt_l3i_ikey_hash(const uint8_t *ikey, size_t ikey_len)
+{
+	struct kvt_key k = { NULL, 0, ikey, ikey_len };
+
+	/* A malformed key (never in the mirror) is hashed whole. */
+	if (ikey_len >= 2 && (size_t)ikey[1] + 2 <= ikey_len) {
+		k.ns = ikey + 2;
+		k.ns_len = ikey[1];
+		k.key = ikey + 2 + k.ns_len;
+		k.key_len = ikey_len - 2 - k.ns_len;
+	}
+	return kvt_key_hash(&k);
 }
 
 void kvt_l3i_rec_encode(uint8_t *p, const struct l3_loc *l)
 {
-	put32(p, l->region);
+	put_u32(p, l->region);
 	p[4] = l->codec;
 	p[5] = l->dtype;
-	put16(p + 6, 0);
-	put64(p + 8, l->generation);
-	put64(p + 16, l->offset);
-	put64(p + 24, l->length);
-	put64(p + 32, l->data_len);
-	put64(p + 40, l->raw_len);
-	put64(p + 48, l->checksum);
-	put64(p + 56, l->expiry);
-	put64(p + 64, l->hits);
+	put_u16(p + 6, 0);
+	put_u64(p + 8, l->generation);
+	put_u64(p + 16, l->offset);
+	put_u64(p + 24, l->length);
+	put_u64(p + 32, l->data_len);
+	put_u64(p + 40, l->raw_len);
+	put_u64(p + 48, l->checksum);
+	put_u64(p + 56, l->expiry);
+	put_u64(p + 64, l->hits);
 }
 
 void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l)
 {
-	l->region = get32(p);
+	l->region = get_u32(p);
 	l->codec = p[4];
 	l->dtype = p[5];
-	l->generation = get64(p + 8);
-	l->offset = get64(p + 16);
-	l->length = get64(p + 24);
-	l->data_len = get64(p + 32);
-	l->raw_len = get64(p + 40);
-	l->checksum = get64(p + 48);
-	l->expiry = get64(p + 56);
-	l->hits = get64(p + 64);
+	l->generation = get_u64(p + 8);
+	l->offset = get_u64(p + 16);
+	l->length = get_u64(p + 24);
+	l->data_len = get_u64(p + 32);
+	l->raw_len = get_u64(p + 40);
+	l->checksum = get_u64(p + 48);
+	l->expiry = get_u64(p + 56);
+	l->hits = get_u64(p + 64);
 }
 
 /* The namespace and key an entry was stored under. */
@@ -201,10 +224,10 @@ int kvt_l3i_region_rec_put(struct kvt_l3 *l3, MDB_txn *txn, uint32_t id,
 	MDB_val k = { sizeof(kb), kb };
 	MDB_val v = { sizeof(vb), vb };
 
-	put32(kb, id);
-	put64(vb, gen);
-	put64(vb + 8, seq);
-	put64(vb + 16, fill);
+	put_u32(kb, id);
+	put_u64(vb, gen);
+	put_u64(vb + 8, seq);
+	put_u64(vb + 16, fill);
 	return mdb_put(txn, l3->db_regions, &k, &v, 0);
 }
 
@@ -413,36 +436,37 @@ static int meta_check(struct kvt_l3 *l3, MDB_txn *txn,
 	int rc = mdb_get(txn, l3->db_meta, &k, &v);
 
 	if (rc == MDB_NOTFOUND) {
-		put32(buf, L3_VERSION);
+		put_u32(buf, L3_VERSION);
 		v.mv_size = 4;
 		v.mv_data = buf;
 		if ((rc = mdb_put(txn, l3->db_meta, &k, &v, 0)))
 			return kvt_l3i_mdb_err(rc);
 	} else if (rc) {
 		return kvt_l3i_mdb_err(rc);
-	} else if (v.mv_size != 4 || get32(v.mv_data) != L3_VERSION) {
+	} else if (v.mv_size != 4 || get_u32(v.mv_data) != L3_VERSION) {
 		errmsg(cfg, "l3: %s has on-disk format version %" PRIu32
 		       ", this build reads version %u", l3->root,
-		       v.mv_size == 4 ? get32(v.mv_data) : 0, L3_VERSION);
+		       v.mv_size == 4 ? get_u32(v.mv_data) : 0, L3_VERSION);
 		return KVT_EVERSION;
 	}
 	k.mv_size = 11;
 	k.mv_data = (void *)"region_size";
 	rc = mdb_get(txn, l3->db_meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
-		put64(buf, l3->region_size);
+		put_u64(buf, l3->region_size);
 		v.mv_size = 8;
 		v.mv_data = buf;
 		return kvt_l3i_mdb_err(mdb_put(txn, l3->db_meta, &k, &v, 0));
 	}
 	if (rc)
 		return kvt_l3i_mdb_err(rc);
-	if (v.mv_size != 8 || get64(v.mv_data) != l3->region_size) {
+	if (v.mv_size != 8 || get_u64(v.mv_data) != l3->region_size) {
 		errmsg(cfg, "l3: %s was created with %" PRIu64 "-byte regions, "
 		       "the configuration asks for %" PRIu64 "; use the same "
 		       "region size (and a capacity of at least one region) "
 		       "or remove the directory", l3->root,
-		       v.mv_size == 8 ? get64(v.mv_data) : 0, l3->region_size);
+		       v.mv_size == 8 ? get_u64(v.mv_data) : 0,
+		       l3->region_size);
 		return KVT_EINVAL;
 	}
 	return 0;
@@ -480,14 +504,14 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 
 		if (k.mv_size != 4 || v.mv_size != L3_REGREC)
 			continue;
-		id = get32(k.mv_data);
+		id = get_u32(k.mv_data);
 		if (id >= l3->nregions) {
 			stale_max = id + 1 > stale_max ? id + 1 : stale_max;
 			continue;
 		}
-		l3->regions[id].generation = get64(v.mv_data);
-		l3->regions[id].seq = get64((uint8_t *)v.mv_data + 8);
-		l3->regions[id].fill = get64((uint8_t *)v.mv_data + 16);
+		l3->regions[id].generation = get_u64(v.mv_data);
+		l3->regions[id].seq = get_u64((uint8_t *)v.mv_data + 8);
+		l3->regions[id].fill = get_u64((uint8_t *)v.mv_data + 16);
 		if (l3->regions[id].fill > l3->region_size)
 			l3->regions[id].fill = l3->region_size;
 	}
@@ -498,7 +522,7 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 		uint8_t kb[4];
 		MDB_val dk = { sizeof(kb), kb };
 
-		put32(kb, id);
+		put_u32(kb, id);
 		rc = mdb_del(txn, l3->db_regions, &dk, NULL);
 		if (rc && rc != MDB_NOTFOUND)
 			return kvt_l3i_mdb_err(rc);
@@ -549,7 +573,7 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 			continue;
 		}
 		e = kvt_l3i_ent_new(kp, k.mv_size, (uint8_t *)v.mv_data + L3_REC, xlen,
-			    XXH3_64bits(kp, k.mv_size));
+			    kvt_l3i_ikey_hash(kp, k.mv_size));
 		if (!e) {
 			err = -ENOMEM;
 			break;

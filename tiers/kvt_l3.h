@@ -63,10 +63,11 @@
  *
  * Threading
  * ---------
- * kvt_l3_contains() and kvt_l3_stats() may be called from any thread at any
- * time (they use an in-memory mirror of the index guarded by a mutex).  Every
- * other function must be called from one thread at a time (the tier
- * manager's worker).  No call ever holds an LMDB transaction across disk I/O.
+ * kvt_l3_state(), kvt_l3_contains(), kvt_l3_foreach() and kvt_l3_stats()
+ * may be called from any thread at any time (they use an in-memory mirror of
+ * the index guarded by a mutex).  Every other function must be called from
+ * one thread at a time (the tier manager's worker).  No call ever holds an
+ * LMDB transaction across disk I/O.
  *
  * Errors
  * ------
@@ -80,7 +81,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "kvt_tm.h" /* struct kvt_key */
+#include "kvt_tier.h" /* struct kvt_key */
 
 /* Entries start at and are padded to multiples of this many bytes. */
 #define KVT_L3_ALIGN 4096

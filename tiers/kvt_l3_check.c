@@ -11,8 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <xxhash.h>
-
 #include "kvtier_errors.h"
 
 /* ---- fsck --------------------------------------------------------------- */
@@ -82,7 +80,7 @@ int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
 		}
 		kvt_l3i_rec_decode(v.mv_data, &recs[nrec].loc);
 		e = kvt_l3i_map_find(l3, k.mv_data, k.mv_size,
-			     XXH3_64bits(k.mv_data, k.mv_size));
+				     kvt_l3i_ikey_hash(k.mv_data, k.mv_size));
 		recs[nrec].ent = e;
 		if (!e)
 			PROBLEM("index entry missing from memory\n");

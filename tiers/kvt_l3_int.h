@@ -6,8 +6,9 @@
  * lazy hit counts).  The tier is split by concern:
  *   kvt_l3.c        keys, records, the in-memory mirror, open/close, small
  *                   calls (contains, del, stats);
- *   kvt_l3_io.c     the write path (append, sync, commit, FIFO reclaim) and
- *                   the read path (io_uring batch reads, verification);
+ *   kvt_l3_io.c     the entry header's encode/decode, the write path
+ *                   (append, sync, commit, FIFO reclaim) and the read path
+ *                   (io_uring batch reads, verification);
  *   kvt_l3_check.c  the consistency checker.
  * Functions shared between them carry the kvt_l3i_ ("internal") prefix.
  */
@@ -22,6 +23,7 @@
 #include <lmdb.h>
 
 #include "kvt_l3.h"
+#include "kvt_le.h"
 
 #define L3_MAGIC 0x334c564bu /* "KVL3" read as a little-endian u32 */
 #define L3_VERSION 1u
@@ -31,6 +33,40 @@
 #define L3_IKEY_MAX 512u
 #define L3_STAGE_MIN ((size_t)16 << 20)
 #define L3_IO_MAX ((uint64_t)1 << 30) /* largest single read request */
+
+/*
+ * The header of an on-disk entry (kvt_l3.h, "On-disk entry"): L3_HDR bytes,
+ * little endian, each field at its offset here.  Part of the on-disk format:
+ * neither offsets nor widths ever change.  kvt_l3i_hdr_encode() and
+ * kvt_l3i_hdr_decode() are the only code that reads or writes them.
+ */
+enum {
+	L3_HDR_MAGIC = 0,       /* u32 L3_MAGIC */
+	L3_HDR_VERSION = 4,     /* u16 L3_VERSION */
+	L3_HDR_CODEC = 6,       /* u8 */
+	L3_HDR_DTYPE = 7,       /* u8 */
+	L3_HDR_NS_LEN = 8,      /* u32 */
+	L3_HDR_KEY_LEN = 12,    /* u32 */
+	L3_HDR_RAW_LEN = 16,    /* u64 */
+	L3_HDR_DATA_LEN = 24,   /* u64 */
+	L3_HDR_GENERATION = 32, /* u64 */
+	L3_HDR_OFFSET = 40,     /* u64: of the entry in its region */
+	L3_HDR_REGION = 48,     /* u32 */
+	L3_HDR_RESERVED = 52,   /* u32, written 0, not checked */
+	L3_HDR_CHECKSUM = 56,   /* u64 */
+};
+_Static_assert(L3_HDR_CHECKSUM + 8 == L3_HDR, "the header fills L3_HDR bytes");
+
+/* An entry's header, decoded. */
+struct l3_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint8_t codec, dtype;
+	uint32_t ns_len, key_len;
+	uint64_t raw_len, data_len, generation, offset;
+	uint32_t region;
+	uint64_t checksum;
+};
 
 /* Where an entry lives and what it holds; mirrors one LMDB index record. */
 struct l3_loc {
@@ -45,7 +81,7 @@ struct l3_ent {
 	struct l3_ent *hnext;        /* hash chain */
 	struct l3_ent *rprev, *rnext; /* entries of the same region */
 	struct l3_ent *dprev, *dnext; /* entries with unpersisted hits */
-	uint64_t hash;
+	uint64_t hash;                /* kvt_l3i_ikey_hash() */
 	struct l3_loc loc;
 	uint8_t dirty;
 	uint8_t doomed; /* queued for removal by the current read batch */
@@ -111,51 +147,10 @@ struct l3_kenc {
 	int hashed;
 	const uint8_t *ns, *key;
 	size_t ns_len, key_len;
-	uint64_t hash;
+	uint64_t hash; /* kvt_l3i_ikey_hash(ikey) */
 };
 
-/* ---- little-endian codecs and small arithmetic -------------------------- */
-
-static inline void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static inline uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static inline uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
+/* ---- small arithmetic --------------------------------------------------- */
 
 static inline uint64_t round_up(uint64_t v, uint64_t a)
 {
@@ -202,6 +197,8 @@ int kvt_l3i_mdb_err(int rc);
 /* Encodes k as its LMDB key.  Returns 0, KVT_EINVAL or KVT_ETOOBIG. */
 int kvt_l3i_key_encode(const struct kvt_l3 *l3, const struct kvt_key *k,
 		       struct l3_kenc *ke);
+/* The mirror's hash of an LMDB key (kvt_key_hash() of what it holds). */
+uint64_t kvt_l3i_ikey_hash(const uint8_t *ikey, size_t ikey_len);
 void kvt_l3i_rec_encode(uint8_t *p, const struct l3_loc *l);
 void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l);
 /* The namespace and key an entry was stored under (pointers into e). */
@@ -229,6 +226,11 @@ void kvt_l3i_map_insert(struct kvt_l3 *l3, struct l3_ent *e);
 void kvt_l3i_map_remove(struct kvt_l3 *l3, struct l3_ent *e);
 void kvt_l3i_dirty_link(struct kvt_l3 *l3, struct l3_ent *e);
 void kvt_l3i_dirty_unlink(struct kvt_l3 *l3, struct l3_ent *e);
+
+/* Writes h as the L3_HDR bytes at p (the reserved field 0). */
+void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h);
+/* Reads the L3_HDR bytes at p into *h. */
+void kvt_l3i_hdr_decode(const uint8_t *p, struct l3_hdr *h);
 
 /*
  * Checks an entry read into buf (ours; briefly modified and restored)

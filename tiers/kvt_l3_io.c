@@ -308,25 +308,63 @@ static int stage_reserve(struct kvt_l3 *l3, size_t need)
 	return 0;
 }
 
-/* Serializes item it as an entry of esize bytes at dst. */
+void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h)
+{
+	put_u32(p + L3_HDR_MAGIC, h->magic);
+	put_u16(p + L3_HDR_VERSION, h->version);
+	p[L3_HDR_CODEC] = h->codec;
+	p[L3_HDR_DTYPE] = h->dtype;
+	put_u32(p + L3_HDR_NS_LEN, h->ns_len);
+	put_u32(p + L3_HDR_KEY_LEN, h->key_len);
+	put_u64(p + L3_HDR_RAW_LEN, h->raw_len);
+	put_u64(p + L3_HDR_DATA_LEN, h->data_len);
+	put_u64(p + L3_HDR_GENERATION, h->generation);
+	put_u64(p + L3_HDR_OFFSET, h->offset);
+	put_u32(p + L3_HDR_REGION, h->region);
+	put_u32(p + L3_HDR_RESERVED, 0);
+	put_u64(p + L3_HDR_CHECKSUM, h->checksum);
+}
+
+void kvt_l3i_hdr_decode(const uint8_t *p, struct l3_hdr *h)
+{
+	h->magic = get_u32(p + L3_HDR_MAGIC);
+	h->version = get_u16(p + L3_HDR_VERSION);
+	h->codec = p[L3_HDR_CODEC];
+	h->dtype = p[L3_HDR_DTYPE];
+	h->ns_len = get_u32(p + L3_HDR_NS_LEN);
+	h->key_len = get_u32(p + L3_HDR_KEY_LEN);
+	h->raw_len = get_u64(p + L3_HDR_RAW_LEN);
+	h->data_len = get_u64(p + L3_HDR_DATA_LEN);
+	h->generation = get_u64(p + L3_HDR_GENERATION);
+	h->offset = get_u64(p + L3_HDR_OFFSET);
+	h->region = get_u32(p + L3_HDR_REGION);
+	h->checksum = get_u64(p + L3_HDR_CHECKSUM);
+}
+
+/*
+ * Serializes item it as an entry of loc->length bytes at dst (header,
+ * namespace, key, value, zero padding) and sets loc->checksum.
+ */
 static void entry_build(uint8_t *dst, const struct kvt_l3_item *it,
 			struct l3_loc *loc)
 {
 	size_t body = L3_HDR + it->k.ns_len + it->k.key_len + it->len;
+	struct l3_hdr h = {
+		.magic = L3_MAGIC,
+		.version = L3_VERSION,
+		.codec = it->codec,
+		.dtype = it->dtype,
+		.ns_len = (uint32_t)it->k.ns_len,
+		.key_len = (uint32_t)it->k.key_len,
+		.raw_len = it->raw_len,
+		.data_len = it->len,
+		.generation = loc->generation,
+		.offset = loc->offset,
+		.region = loc->region,
+		.checksum = 0, /* what the checksum covers has it zeroed */
+	};
 
-	put32(dst, L3_MAGIC);
-	put16(dst + 4, L3_VERSION);
-	dst[6] = it->codec;
-	dst[7] = it->dtype;
-	put32(dst + 8, (uint32_t)it->k.ns_len);
-	put32(dst + 12, (uint32_t)it->k.key_len);
-	put64(dst + 16, it->raw_len);
-	put64(dst + 24, it->len);
-	put64(dst + 32, loc->generation);
-	put64(dst + 40, loc->offset);
-	put32(dst + 48, loc->region);
-	put32(dst + 52, 0);
-	put64(dst + 56, 0);
+	kvt_l3i_hdr_encode(dst, &h);
 	if (it->k.ns_len)
 		memcpy(dst + L3_HDR, it->k.ns, it->k.ns_len);
 	if (it->k.key_len)
@@ -336,7 +374,7 @@ static void entry_build(uint8_t *dst, const struct kvt_l3_item *it,
 		       it->len);
 	memset(dst + body, 0, loc->length - body);
 	loc->checksum = XXH3_64bits(dst, body);
-	put64(dst + 56, loc->checksum);
+	put_u64(dst + L3_HDR_CHECKSUM, loc->checksum);
 }
 
 static int batch_run(struct kvt_l3 *l3, struct l3_batch *b)
@@ -659,29 +697,29 @@ int kvt_l3i_entry_verify(uint8_t *buf, const struct l3_loc *loc,
 			const uint8_t *ns, size_t ns_len, const uint8_t *key,
 			size_t key_len)
 {
-	uint64_t data_len, body, sum;
+	struct l3_hdr h;
+	uint64_t body, sum;
 
-	if (get32(buf) != L3_MAGIC || get16(buf + 4) != L3_VERSION ||
-	    buf[6] != loc->codec || buf[7] != loc->dtype ||
-	    get32(buf + 8) != ns_len || get32(buf + 12) != key_len ||
-	    get64(buf + 16) != loc->raw_len ||
-	    get64(buf + 32) != loc->generation ||
-	    get64(buf + 40) != loc->offset || get32(buf + 48) != loc->region ||
-	    get64(buf + 56) != loc->checksum)
+	kvt_l3i_hdr_decode(buf, &h);
+	if (h.magic != L3_MAGIC || h.version != L3_VERSION ||
+	    h.codec != loc->codec || h.dtype != loc->dtype ||
+	    h.ns_len != ns_len || h.key_len != key_len ||
+	    h.raw_len != loc->raw_len || h.generation != loc->generation ||
+	    h.offset != loc->offset || h.region != loc->region ||
+	    h.checksum != loc->checksum)
 		return KVT_ECORRUPT;
-	data_len = get64(buf + 24);
-	if (data_len != loc->data_len || data_len > loc->length)
+	if (h.data_len != loc->data_len || h.data_len > loc->length)
 		return KVT_ECORRUPT;
-	body = L3_HDR + ns_len + key_len + data_len;
+	body = L3_HDR + ns_len + key_len + h.data_len;
 	if (round_up(body, KVT_L3_ALIGN) != loc->length)
 		return KVT_ECORRUPT;
 	if ((ns_len && memcmp(buf + L3_HDR, ns, ns_len)) ||
 	    (key_len && memcmp(buf + L3_HDR + ns_len, key, key_len)))
 		return KVT_ECORRUPT;
 	/* The checksum covers the header with its own field zeroed. */
-	put64(buf + 56, 0);
+	put_u64(buf + L3_HDR_CHECKSUM, 0);
 	sum = XXH3_64bits(buf, body);
-	put64(buf + 56, loc->checksum);
+	put_u64(buf + L3_HDR_CHECKSUM, loc->checksum);
 	return sum == loc->checksum ? 0 : KVT_ECORRUPT;
 }
 

@@ -1,15 +1,15 @@
 /*
  * kvt_tm.h - the tier manager: the storage engine's only entry point.
  *
- * The daemon talks to storage exclusively through this API; tiers below it
- * (L1 RAM now, L2 compressed RAM and L3 SSD later) are invisible to callers.
+ * The daemon talks to storage exclusively through this API; the tiers below
+ * it (L1 and L2 in RAM, L2 compressed; L3 on SSD) are invisible to callers.
  * Usable without any socket: unit tests drive it directly.
  *
  * Threading: one thread (the daemon's event loop) calls every kvt_tm_*
- * function.  Values are handed out as counted references (struct kvt_ref):
- * a reference stays readable after the entry is evicted, replaced or deleted,
- * until its holder calls kvt_ref_release(), which may be called from any
- * thread.
+ * function.  Values are handed out as counted references (struct kvt_ref,
+ * kvt_tier.h): a reference stays readable after the entry is evicted,
+ * replaced or deleted, until its holder calls kvt_ref_release(), which may
+ * be called from any thread.
  *
  * Gets complete through a callback so that tiers that need work off the
  * event loop (decompression, disk reads) can complete later without changing
@@ -23,35 +23,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "kvt_arena.h"
-#include "kvt_mem.h"
+#include "kvt_tier.h" /* struct kvt_key, kvt_blob, kvt_ref */
 #include "kvtier_errors.h"
 
 struct kvt_tm;  /* opaque */
+struct kvt_arena; /* kvt_arena.h */
 struct kvt_l3_faults;
-struct kvt_ref; /* opaque counted reference to a value */
-
-/* A key inside a namespace; the bytes are copied by calls that keep them. */
-struct kvt_key {
-	const uint8_t *ns;
-	size_t ns_len;
-	const uint8_t *key;
-	size_t key_len;
-};
-
-/*
- * A value whose memory is handed over to the tier manager.  mem is a
- * malloc() allocation of mem_size bytes (counted against capacity) that
- * contains the value at data[0..len).  Letting the daemon pass the whole
- * received frame body avoids copying multi-megabyte values.
- */
-struct kvt_blob {
-	void *mem;
-	size_t mem_size;
-	const uint8_t *data;
-	size_t len;
-	uint8_t dtype; /* enum kvt_dtype from kvt_frame.h */
-};
 
 enum {
 	KVT_TM_L3_IO_AUTO = 0,
@@ -64,7 +41,7 @@ struct kvt_tm_config {
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
 	uint64_t l3_capacity; /* bytes, 0 = disabled */
 	const char *data_dir; /* for L3; may be NULL while L3 is disabled */
-	int l2_level;	      /* zstd level for L2; 0 = 1 */
+	int l2_level;	      /* zstd level for L2 and L3 writes; 0 = 1 */
 	uint64_t l3_region_size; /* bytes; 0 = 64 MiB */
 	/*
 	 * L3 admission: most bytes per second written to L3 (a token bucket
@@ -261,6 +238,13 @@ int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
 int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
 
 /*
+ * The shared block arena, or NULL if none was asked for or it could not be
+ * created (then *err, if err is not NULL, gets why: -errno or KVT_EBUSY
+ * when another manager holds the process's arena; else 0).
+ */
+struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
+
+/*
  * Work off the event loop.  With L2 or L3 enabled a worker thread
  * compresses, decompresses and does disk I/O; its results are applied on
  * the loop thread by kvt_tm_dispatch().  kvt_tm_event_fd() returns a file
@@ -268,13 +252,6 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
  * whenever results are waiting, or -1 if every operation completes at once
  * (L1 only).  Call kvt_tm_dispatch() after it fires; it runs get callbacks.
  */
-/*
- * The shared block arena, or NULL if none was asked for or it could not be
- * created (then *err, if err is not NULL, gets why: -errno or KVT_EBUSY
- * when another manager holds the process's arena; else 0).
- */
-struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
-
 int kvt_tm_event_fd(struct kvt_tm *tm);
 void kvt_tm_dispatch(struct kvt_tm *tm);
 
@@ -307,12 +284,5 @@ int kvt_tm_check(struct kvt_tm *tm, FILE *report);
 
 /* Fills *st with a consistent snapshot of the counters. */
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);
-
-/* Value accessors; valid until kvt_ref_release(). */
-const uint8_t *kvt_ref_data(const struct kvt_ref *r);
-size_t kvt_ref_len(const struct kvt_ref *r);
-uint8_t kvt_ref_dtype(const struct kvt_ref *r);
-/* Drops one reference; frees the value when it was the last.  NULL ok. */
-void kvt_ref_release(struct kvt_ref *r);
 
 #endif /* KVT_TM_H */

@@ -1,5 +1,5 @@
 /*
- * test_tm.c - unit tests for the tier manager (tiers/kvt_tm.c), driven only
+ * test_tm.c - unit tests for the tier manager (tiers/kvt_tm*.c), driven only
  * through kvt_tm.h as the daemon uses it, with a fake clock.
  */
 #include <stdarg.h>
@@ -14,7 +14,7 @@
 #include <time.h>
 
 #include "kvt_frame.h"
-#include "kvt_l1.h"
+#include "kvt_lru.h"
 #include "kvt_l3.h"
 #include "kvt_tm.h"
 
@@ -173,7 +173,7 @@ static void test_put_get_del_exists_stats(void **state)
 	assert_int_equal(st.l1.hits, 2);
 	assert_int_equal(st.l1.entries, 2);
 	assert_int_equal(st.l1.raw_bytes, 1500);
-	assert_int_equal(st.l1.bytes, kvt_l1_cost(1008, 7, 6) * 2 - 500);
+	assert_int_equal(st.l1.bytes, kvt_lru_cost(1008, 7, 6) * 2 - 500);
 	assert_int_equal(st.l1.capacity_bytes, 1 << 20);
 	/* L2 is disabled in this configuration. */
 	assert_int_equal(st.l2.capacity_bytes, 0);
@@ -247,7 +247,7 @@ static void test_get_callback(void **state)
 
 static void test_rejected_too_big(void **state)
 {
-	uint64_t cap = kvt_l1_cost(1000 + 8, 1, 1);
+	uint64_t cap = kvt_lru_cost(1000 + 8, 1, 1);
 	struct kvt_tm *tm = open_tm(cap);
 	struct kvt_tm_stats st;
 
@@ -267,7 +267,7 @@ static void test_rejected_too_big(void **state)
 
 static void test_evictions_counted(void **state)
 {
-	struct kvt_tm *tm = open_tm(3 * kvt_l1_cost(1000 + 8, 1, 2));
+	struct kvt_tm *tm = open_tm(3 * kvt_lru_cost(1000 + 8, 1, 2));
 	struct kvt_tm_stats st;
 	char key[8];
 	int i;
@@ -323,7 +323,7 @@ static void test_ttl_fake_clock(void **state)
 
 static void test_expired_victim_not_an_eviction(void **state)
 {
-	struct kvt_tm *tm = open_tm(2 * kvt_l1_cost(1000 + 8, 1, 1));
+	struct kvt_tm *tm = open_tm(2 * kvt_lru_cost(1000 + 8, 1, 1));
 
 	(void)state;
 	assert_int_equal(put(tm, "n", "a", 1000, 1, 5), 0);
@@ -934,7 +934,7 @@ static void test_pins(void **state)
 static void test_miss_causes(void **state)
 {
 	/* RAM only, room for 4 blocks of 64 KiB. */
-	struct kvt_tm *tm = open_tm(4 * kvt_l1_cost(65536 + 8, 2, 2));
+	struct kvt_tm *tm = open_tm(4 * kvt_lru_cost(65536 + 8, 2, 2));
 	struct kvt_tm_stats st;
 	char key[8];
 

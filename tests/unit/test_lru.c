@@ -1,10 +1,10 @@
 /*
- * test_l1.c - unit tests for the L1 RAM tier (tiers/kvt_l1.c).
+ * test_lru.c - unit tests for the RAM tiers' LRU (tiers/kvt_lru.c).
  *
- * kvt_l1.c is compiled into this file, with malloc and calloc routed through
+ * kvt_lru.c is compiled into this file, with malloc and calloc routed through
  * a counter that can make the Nth allocation fail, so that the -ENOMEM paths
- * can be shown to leave the store unchanged.  Because every kvt_l1_* symbol
- * is then defined here, the linker never pulls kvt_l1.o out of the library.
+ * can be shown to leave the store unchanged.  Because every kvt_lru_* symbol
+ * is then defined here, the linker never pulls kvt_lru.o out of the library.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,7 +45,7 @@ static void *fail_calloc(size_t n, size_t sz)
 
 #define malloc(n) fail_malloc(n)
 #define calloc(n, sz) fail_calloc(n, sz)
-#include "kvt_l1.c"
+#include "kvt_lru.c"
 #undef malloc
 #undef calloc
 
@@ -87,15 +87,16 @@ static struct kvt_key mkkey(const char *ns, const char *key)
 /* Accounted size of a make_blob(len) value under (ns, key). */
 static uint64_t cost_of(const char *ns, const char *key, size_t len)
 {
-	return kvt_l1_cost(len + BLOB_HDR, strlen(ns), strlen(key));
+	return kvt_lru_cost(len + BLOB_HDR, strlen(ns), strlen(key));
 }
 
-static int put(struct kvt_l1 *l1, const char *ns, const char *key, size_t len,
-	       uint8_t fill, uint64_t expires_s, kvt_l1_victim_fn fn, void *arg)
+static int put(struct kvt_lru *l1, const char *ns, const char *key, size_t len,
+	       uint8_t fill, uint64_t expires_s, kvt_lru_victim_fn fn,
+	       void *arg)
 {
 	struct kvt_key k = mkkey(ns, key);
 	struct kvt_blob b = make_blob(len, fill);
-	int rc = kvt_l1_put(l1, &k, &b, expires_s, fn, arg);
+	int rc = kvt_lru_put(l1, &k, &b, expires_s, fn, arg);
 
 	/* Ownership always passes. */
 	assert_null(b.mem);
@@ -103,13 +104,13 @@ static int put(struct kvt_l1 *l1, const char *ns, const char *key, size_t len,
 }
 
 /* Returns 1 if (ns, key) is a hit whose every byte is fill, 0 on a miss. */
-static int get_check(struct kvt_l1 *l1, const char *ns, const char *key,
+static int get_check(struct kvt_lru *l1, const char *ns, const char *key,
 		     uint64_t now_s, size_t len, uint8_t fill)
 {
 	struct kvt_key k = mkkey(ns, key);
 	struct kvt_ref *r;
 	size_t i;
-	int rc = kvt_l1_get(l1, &k, now_s, &r);
+	int rc = kvt_lru_get(l1, &k, now_s, &r);
 
 	if (rc == KVT_ENOTFOUND) {
 		assert_null(r);
@@ -123,11 +124,11 @@ static int get_check(struct kvt_l1 *l1, const char *ns, const char *key,
 	return 1;
 }
 
-static struct kvt_l1_stats stats(const struct kvt_l1 *l1)
+static struct kvt_lru_stats stats(const struct kvt_lru *l1)
 {
-	struct kvt_l1_stats st;
+	struct kvt_lru_stats st;
 
-	kvt_l1_stats(l1, &st);
+	kvt_lru_stats(l1, &st);
 	assert_true(st.bytes <= st.capacity);
 	return st;
 }
@@ -143,7 +144,7 @@ static void record_victim(void *arg, struct kvt_ref *v)
 	struct victims *vs = arg;
 	struct kvt_key k;
 
-	kvt_l1_ref_key(v, &k);
+	kvt_lru_ref_key(v, &k);
 	assert_true(vs->n < 64);
 	snprintf(vs->names[vs->n++], sizeof(vs->names[0]), "%.*s/%.*s",
 		 (int)k.ns_len, (const char *)k.ns, (int)k.key_len,
@@ -155,44 +156,44 @@ static void record_victim(void *arg, struct kvt_ref *v)
 
 static void test_put_get_basic(void **state)
 {
-	struct kvt_l1 *l1;
-	struct kvt_l1_stats st;
+	struct kvt_lru *l1;
+	struct kvt_lru_stats st;
 	struct kvt_key k = mkkey("ns", "key");
 	struct kvt_ref *r;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
 	assert_int_equal(put(l1, "ns", "key", 100, 0x5a, 0, NULL, NULL), 0);
 	st = stats(l1);
 	assert_int_equal(st.entries, 1);
 	assert_int_equal(st.bytes, 100 + BLOB_HDR + 2 + 3 +
-			 kvt_l1_entry_overhead());
+			 kvt_lru_entry_overhead());
 	assert_int_equal(st.raw_bytes, 100);
 
-	assert_int_equal(kvt_l1_get(l1, &k, 0, &r), 0);
+	assert_int_equal(kvt_lru_get(l1, &k, 0, &r), 0);
 	assert_int_equal(kvt_ref_len(r), 100);
 	assert_int_equal(kvt_ref_dtype(r), KVT_DTYPE_BF16);
 	assert_int_equal(kvt_ref_data(r)[0], 0x5a);
 	assert_int_equal(kvt_ref_data(r)[99], 0x5a);
-	assert_int_equal(kvt_l1_ref_expires(r), 0);
-	assert_int_equal(kvt_l1_ref_cost(r), st.bytes);
+	assert_int_equal(kvt_lru_ref_expires(r), 0);
+	assert_int_equal(kvt_lru_ref_cost(r), st.bytes);
 	kvt_ref_release(r);
 	assert_int_equal(stats(l1).hits, 1);
 
 	assert_int_equal(get_check(l1, "ns", "nope", 0, 0, 0), 0);
 	assert_int_equal(stats(l1).misses, 1);
-	assert_int_equal(kvt_l1_exists(l1, &k, 0), 1);
-	kvt_l1_close(l1);
+	assert_int_equal(kvt_lru_exists(l1, &k, 0), 1);
+	kvt_lru_close(l1);
 }
 
 static void test_lru_get_refreshes(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct victims vs = { 0 };
 
 	(void)state;
 	/* Room for exactly three 1000-byte values. */
-	assert_int_equal(kvt_l1_open(&l1, 3 * cost_of("n", "a", 1000)), 0);
+	assert_int_equal(kvt_lru_open(&l1, 3 * cost_of("n", "a", 1000)), 0);
 	assert_int_equal(put(l1, "n", "a", 1000, 1, 0, record_victim, &vs), 0);
 	assert_int_equal(put(l1, "n", "b", 1000, 2, 0, record_victim, &vs), 0);
 	assert_int_equal(put(l1, "n", "c", 1000, 3, 0, record_victim, &vs), 0);
@@ -212,17 +213,17 @@ static void test_lru_get_refreshes(void **state)
 
 		assert_true(get_check(l1, "n", "c", 0, 1000, 3));
 		assert_true(get_check(l1, "n", "d", 0, 1000, 4));
-		assert_int_equal(kvt_l1_exists(l1, &ka, 0), 1);
+		assert_int_equal(kvt_lru_exists(l1, &ka, 0), 1);
 	}
 	assert_int_equal(put(l1, "n", "e", 1000, 5, 0, record_victim, &vs), 0);
 	assert_int_equal(vs.n, 2);
 	assert_string_equal(vs.names[1], "n/a");
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 }
 
 static void test_eviction_order(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct victims vs = { 0 };
 	struct kvt_ref *v;
 	struct kvt_key k;
@@ -230,7 +231,7 @@ static void test_eviction_order(void **state)
 	int i;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, 3 * cost_of("n", "k0", 500)), 0);
+	assert_int_equal(kvt_lru_open(&l1, 3 * cost_of("n", "k0", 500)), 0);
 	for (i = 0; i < 6; i++)
 		assert_int_equal(put(l1, "n", names[i], 500, (uint8_t)i, 0,
 				     record_victim, &vs), 0);
@@ -251,8 +252,8 @@ static void test_eviction_order(void **state)
 	/* evict_one hands over the table's reference, LRU first. */
 	assert_int_equal(put(l1, "n", "k0", 10, 7, 0, NULL, NULL), 0);
 	assert_int_equal(stats(l1).entries, 2);
-	assert_int_equal(kvt_l1_evict_one(l1, &v), 0);
-	kvt_l1_ref_key(v, &k);
+	assert_int_equal(kvt_lru_evict_one(l1, &v), 0);
+	kvt_lru_ref_key(v, &k);
 	assert_int_equal(k.key_len, 3);
 	assert_memory_equal(k.key, "big", 3);
 	assert_memory_equal(k.ns, "n", 1);
@@ -260,25 +261,25 @@ static void test_eviction_order(void **state)
 	assert_int_equal(stats(l1).entries, 1);
 	assert_false(get_check(l1, "n", "big", 0, 0, 0));
 	kvt_ref_release(v);
-	assert_int_equal(kvt_l1_evict_one(l1, &v), 0);
+	assert_int_equal(kvt_lru_evict_one(l1, &v), 0);
 	kvt_ref_release(v);
-	assert_int_equal(kvt_l1_evict_one(l1, &v), KVT_ENOTFOUND);
+	assert_int_equal(kvt_lru_evict_one(l1, &v), KVT_ENOTFOUND);
 	assert_null(v);
 	assert_int_equal(stats(l1).bytes, 0);
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 }
 
 static void test_replace_keeps_old_ref(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct kvt_key k = mkkey("ns", "k");
 	struct kvt_ref *old, *cur;
 	struct victims vs = { 0 };
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
 	assert_int_equal(put(l1, "ns", "k", 4000, 0x11, 0, NULL, NULL), 0);
-	assert_int_equal(kvt_l1_get(l1, &k, 0, &old), 0);
+	assert_int_equal(kvt_lru_get(l1, &k, 0, &old), 0);
 
 	assert_int_equal(put(l1, "ns", "k", 1000, 0x22, 0, record_victim, &vs),
 			 0);
@@ -293,35 +294,35 @@ static void test_replace_keeps_old_ref(void **state)
 	assert_int_equal(kvt_ref_data(old)[0], 0x11);
 	assert_int_equal(kvt_ref_data(old)[3999], 0x11);
 
-	assert_int_equal(kvt_l1_get(l1, &k, 0, &cur), 0);
+	assert_int_equal(kvt_lru_get(l1, &k, 0, &cur), 0);
 	assert_ptr_not_equal(cur, old);
 	assert_int_equal(kvt_ref_len(cur), 1000);
 	assert_int_equal(kvt_ref_data(cur)[999], 0x22);
 	kvt_ref_release(cur);
 
 	/* Replacing a value in a full L1: the old one's room is reused. */
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 	assert_int_equal(kvt_ref_data(old)[2000], 0x11);
 	kvt_ref_release(old);
 
-	assert_int_equal(kvt_l1_open(&l1, 2 * cost_of("ns", "k", 1000)), 0);
+	assert_int_equal(kvt_lru_open(&l1, 2 * cost_of("ns", "k", 1000)), 0);
 	assert_int_equal(put(l1, "ns", "a", 1000, 1, 0, record_victim, &vs), 0);
 	assert_int_equal(put(l1, "ns", "k", 1000, 2, 0, record_victim, &vs), 0);
 	assert_int_equal(put(l1, "ns", "a", 1000, 3, 0, record_victim, &vs), 0);
 	assert_int_equal(vs.n, 0);
 	assert_true(get_check(l1, "ns", "a", 0, 1000, 3));
 	assert_true(get_check(l1, "ns", "k", 0, 1000, 2));
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 }
 
 static void test_oversized_refused(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	uint64_t cap = cost_of("n", "k", 1000);
-	struct kvt_l1_stats st;
+	struct kvt_lru_stats st;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, cap), 0);
+	assert_int_equal(kvt_lru_open(&l1, cap), 0);
 	assert_int_equal(put(l1, "n", "k", 1000, 1, 0, NULL, NULL), 0);
 	/* One byte more than the capacity, counting the overhead. */
 	assert_int_equal(put(l1, "n", "k", 1001, 2, 0, NULL, NULL),
@@ -338,24 +339,24 @@ static void test_oversized_refused(void **state)
 	assert_int_equal(stats(l1).bytes, cap);
 	assert_false(get_check(l1, "n", "k", 0, 0, 0));
 	assert_true(get_check(l1, "n", "j", 0, 1000, 3));
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 
 	/* A capacity smaller than one entry's overhead refuses everything. */
-	assert_int_equal(kvt_l1_open(&l1, 1), 0);
+	assert_int_equal(kvt_lru_open(&l1, 1), 0);
 	assert_int_equal(put(l1, "", "", 0, 0, 0, NULL, NULL), KVT_ENOSPACE);
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 
 	/* Sizes near SIZE_MAX saturate rather than wrap into "fits". */
-	assert_int_equal(kvt_l1_cost(SIZE_MAX, 1, 1), UINT64_MAX);
+	assert_int_equal(kvt_lru_cost(SIZE_MAX, 1, 1), UINT64_MAX);
 }
 
 static void test_namespaces_isolate(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct kvt_key k;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
 	assert_int_equal(put(l1, "a", "k", 10, 1, 0, NULL, NULL), 0);
 	assert_int_equal(put(l1, "b", "k", 20, 2, 0, NULL, NULL), 0);
 	assert_int_equal(put(l1, "", "k", 30, 3, 0, NULL, NULL), 0);
@@ -371,7 +372,7 @@ static void test_namespaces_isolate(void **state)
 	assert_false(get_check(l1, "c", "k", 0, 0, 0));
 
 	k = mkkey("a", "k");
-	assert_int_equal(kvt_l1_del(l1, &k, 0), 0);
+	assert_int_equal(kvt_lru_del(l1, &k, 0), 0);
 	assert_false(get_check(l1, "a", "k", 0, 0, 0));
 	assert_true(get_check(l1, "b", "k", 0, 20, 2));
 
@@ -380,25 +381,25 @@ static void test_namespaces_isolate(void **state)
 	k.ns_len = 0;
 	k.key = (const uint8_t *)"k";
 	k.key_len = 1;
-	assert_int_equal(kvt_l1_exists(l1, &k, 0), 1);
-	kvt_l1_close(l1);
+	assert_int_equal(kvt_lru_exists(l1, &k, 0), 1);
+	kvt_lru_close(l1);
 }
 
 static void test_del(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct kvt_key k = mkkey("n", "k");
 	struct kvt_ref *r;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, 1 << 20), 0);
-	assert_int_equal(kvt_l1_del(l1, &k, 0), KVT_ENOTFOUND);
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_del(l1, &k, 0), KVT_ENOTFOUND);
 	assert_int_equal(put(l1, "n", "k", 300, 7, 0, NULL, NULL), 0);
 	assert_int_equal(put(l1, "n", "other", 30, 8, 0, NULL, NULL), 0);
-	assert_int_equal(kvt_l1_get(l1, &k, 0, &r), 0);
-	assert_int_equal(kvt_l1_del(l1, &k, 0), 0);
-	assert_int_equal(kvt_l1_del(l1, &k, 0), KVT_ENOTFOUND);
-	assert_int_equal(kvt_l1_exists(l1, &k, 0), 0);
+	assert_int_equal(kvt_lru_get(l1, &k, 0, &r), 0);
+	assert_int_equal(kvt_lru_del(l1, &k, 0), 0);
+	assert_int_equal(kvt_lru_del(l1, &k, 0), KVT_ENOTFOUND);
+	assert_int_equal(kvt_lru_exists(l1, &k, 0), 0);
 	assert_int_equal(stats(l1).entries, 1);
 	assert_int_equal(stats(l1).bytes, cost_of("n", "other", 30));
 	assert_int_equal(stats(l1).raw_bytes, 30);
@@ -408,27 +409,27 @@ static void test_del(void **state)
 	/* The LRU list is intact after unlinking from its head. */
 	assert_true(get_check(l1, "n", "other", 0, 30, 8));
 	k = mkkey("n", "other");
-	assert_int_equal(kvt_l1_del(l1, &k, 0), 0);
+	assert_int_equal(kvt_lru_del(l1, &k, 0), 0);
 	assert_int_equal(stats(l1).bytes, 0);
-	assert_int_equal(kvt_l1_evict_one(l1, &r), KVT_ENOTFOUND);
-	kvt_l1_close(l1);
+	assert_int_equal(kvt_lru_evict_one(l1, &r), KVT_ENOTFOUND);
+	kvt_lru_close(l1);
 }
 
 static void test_ttl_fake_clock(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct kvt_key k = mkkey("n", "k");
 	struct kvt_ref *r;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
 	assert_int_equal(put(l1, "n", "k", 10, 1, 105, NULL, NULL), 0);
 	assert_int_equal(put(l1, "n", "forever", 10, 2, 0, NULL, NULL), 0);
-	assert_int_equal(kvt_l1_exists(l1, &k, 104), 1);
+	assert_int_equal(kvt_lru_exists(l1, &k, 104), 1);
 	assert_true(get_check(l1, "n", "k", 104, 10, 1));
 	/* A reference taken before expiry stays readable after it. */
-	assert_int_equal(kvt_l1_get(l1, &k, 104, &r), 0);
-	assert_int_equal(kvt_l1_ref_expires(r), 105);
+	assert_int_equal(kvt_lru_get(l1, &k, 104, &r), 0);
+	assert_int_equal(kvt_lru_ref_expires(r), 105);
 
 	/* At the expiry second it is gone, and removed on sight. */
 	assert_false(get_check(l1, "n", "k", 105, 0, 0));
@@ -441,10 +442,10 @@ static void test_ttl_fake_clock(void **state)
 
 	/* exists and del remove expired entries too. */
 	assert_int_equal(put(l1, "n", "k", 10, 3, 200, NULL, NULL), 0);
-	assert_int_equal(kvt_l1_exists(l1, &k, 300), 0);
+	assert_int_equal(kvt_lru_exists(l1, &k, 300), 0);
 	assert_int_equal(stats(l1).entries, 1);
 	assert_int_equal(put(l1, "n", "k", 10, 3, 200, NULL, NULL), 0);
-	assert_int_equal(kvt_l1_del(l1, &k, 200), KVT_ENOTFOUND);
+	assert_int_equal(kvt_lru_del(l1, &k, 200), KVT_ENOTFOUND);
 	assert_int_equal(stats(l1).entries, 1);
 	assert_int_equal(stats(l1).expired, 3);
 
@@ -452,19 +453,19 @@ static void test_ttl_fake_clock(void **state)
 	assert_int_equal(put(l1, "n", "k", 10, 4, 200, NULL, NULL), 0);
 	assert_int_equal(put(l1, "n", "k", 10, 5, 0, NULL, NULL), 0);
 	assert_true(get_check(l1, "n", "k", 500, 10, 5));
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 }
 
 static void test_growth(void **state)
 {
-	struct kvt_l1 *l1;
-	struct kvt_l1_stats st;
+	struct kvt_lru *l1;
+	struct kvt_lru_stats st;
 	char key[32];
 	int i, n = 100000;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(&l1, UINT64_MAX), 0);
-	assert_int_equal(stats(l1).buckets, L1_MIN_BUCKETS);
+	assert_int_equal(kvt_lru_open(&l1, UINT64_MAX), 0);
+	assert_int_equal(stats(l1).buckets, LRU_MIN_BUCKETS);
 	for (i = 0; i < n; i++) {
 		snprintf(key, sizeof(key), "key-%d", i);
 		assert_int_equal(put(l1, "ns", key, 8, (uint8_t)i, 0, NULL,
@@ -486,7 +487,7 @@ static void test_growth(void **state)
 
 		snprintf(key, sizeof(key), "key-%d", i);
 		k = mkkey("ns", key);
-		assert_int_equal(kvt_l1_del(l1, &k, 0), 0);
+		assert_int_equal(kvt_lru_del(l1, &k, 0), 0);
 	}
 	for (i = 0; i < n; i++) {
 		snprintf(key, sizeof(key), "key-%d", i);
@@ -494,26 +495,26 @@ static void test_growth(void **state)
 				 i % 2);
 	}
 	assert_int_equal(stats(l1).entries, n / 2);
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 }
 
 static void test_enomem_leaves_store_unchanged(void **state)
 {
-	struct kvt_l1 *l1;
-	struct kvt_l1_stats before, after;
+	struct kvt_lru *l1;
+	struct kvt_lru_stats before, after;
 	struct victims vs = { 0 };
 	char key[16];
 	int i;
 
 	(void)state;
 	alloc_fail_after = 0;
-	assert_int_equal(kvt_l1_open(&l1, 100), -ENOMEM);
+	assert_int_equal(kvt_lru_open(&l1, 100), -ENOMEM);
 	assert_null(l1);
 	alloc_fail_after = 1; /* the struct succeeds, the buckets fail */
-	assert_int_equal(kvt_l1_open(&l1, 100), -ENOMEM);
+	assert_int_equal(kvt_lru_open(&l1, 100), -ENOMEM);
 	assert_null(l1);
 
-	assert_int_equal(kvt_l1_open(&l1, 2 * cost_of("n", "a", 1000)), 0);
+	assert_int_equal(kvt_lru_open(&l1, 2 * cost_of("n", "a", 1000)), 0);
 	assert_int_equal(put(l1, "n", "a", 1000, 1, 0, record_victim, &vs), 0);
 	assert_int_equal(put(l1, "n", "b", 1000, 2, 0, record_victim, &vs), 0);
 	before = stats(l1);
@@ -537,72 +538,72 @@ static void test_enomem_leaves_store_unchanged(void **state)
 	assert_int_equal(put(l1, "n", "c", 1000, 4, 0, record_victim, &vs), 0);
 	assert_int_equal(vs.n, 1);
 	assert_string_equal(vs.names[0], "n/a");
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 
 	/* A failed rehash is not a failed put: chains just grow longer. */
-	assert_int_equal(kvt_l1_open(&l1, UINT64_MAX), 0);
-	for (i = 0; i < (int)L1_MIN_BUCKETS; i++) {
+	assert_int_equal(kvt_lru_open(&l1, UINT64_MAX), 0);
+	for (i = 0; i < (int)LRU_MIN_BUCKETS; i++) {
 		snprintf(key, sizeof(key), "k%d", i);
 		assert_int_equal(put(l1, "n", key, 1, 1, 0, NULL, NULL), 0);
 	}
-	assert_int_equal(stats(l1).buckets, L1_MIN_BUCKETS);
+	assert_int_equal(stats(l1).buckets, LRU_MIN_BUCKETS);
 	alloc_fail_after = 1; /* the entry succeeds, the new buckets fail */
 	assert_int_equal(put(l1, "n", "grow", 1, 2, 0, NULL, NULL), 0);
-	assert_int_equal(stats(l1).buckets, L1_MIN_BUCKETS);
-	assert_int_equal(stats(l1).entries, L1_MIN_BUCKETS + 1);
+	assert_int_equal(stats(l1).buckets, LRU_MIN_BUCKETS);
+	assert_int_equal(stats(l1).entries, LRU_MIN_BUCKETS + 1);
 	assert_true(get_check(l1, "n", "grow", 0, 1, 2));
 	assert_int_equal(put(l1, "n", "grow2", 1, 3, 0, NULL, NULL), 0);
-	assert_int_equal(stats(l1).buckets, 2 * L1_MIN_BUCKETS);
-	for (i = 0; i < (int)L1_MIN_BUCKETS; i++) {
+	assert_int_equal(stats(l1).buckets, 2 * LRU_MIN_BUCKETS);
+	for (i = 0; i < (int)LRU_MIN_BUCKETS; i++) {
 		snprintf(key, sizeof(key), "k%d", i);
 		assert_true(get_check(l1, "n", key, 0, 1, 1));
 	}
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 	alloc_fail_after = -1;
 }
 
 static void test_invalid_args(void **state)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *l1;
 	struct kvt_key k = mkkey("n", "k"), bad = { NULL, 3, NULL, 0 };
 	struct kvt_blob b;
 	struct kvt_ref *r = (struct kvt_ref *)&k;
 
 	(void)state;
-	assert_int_equal(kvt_l1_open(NULL, 100), KVT_EINVAL);
-	assert_int_equal(kvt_l1_open(&l1, 0), KVT_EINVAL);
+	assert_int_equal(kvt_lru_open(NULL, 100), KVT_EINVAL);
+	assert_int_equal(kvt_lru_open(&l1, 0), KVT_EINVAL);
 	assert_null(l1);
-	kvt_l1_close(NULL);
+	kvt_lru_close(NULL);
 	kvt_ref_release(NULL);
-	kvt_l1_stats(NULL, NULL);
+	kvt_lru_stats(NULL, NULL);
 
-	assert_int_equal(kvt_l1_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
 	/* Errors still take ownership of the blob (ASan checks the frees). */
 	b = make_blob(10, 1);
-	assert_int_equal(kvt_l1_put(NULL, &k, &b, 0, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_put(NULL, &k, &b, 0, NULL, NULL), KVT_EINVAL);
 	assert_null(b.mem);
 	b = make_blob(10, 1);
-	assert_int_equal(kvt_l1_put(l1, NULL, &b, 0, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_put(l1, NULL, &b, 0, NULL, NULL), KVT_EINVAL);
 	b = make_blob(10, 1);
-	assert_int_equal(kvt_l1_put(l1, &bad, &b, 0, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_put(l1, &bad, &b, 0, NULL, NULL), KVT_EINVAL);
 	/* data running past the end of mem */
 	b = make_blob(10, 1);
 	b.len = 11;
-	assert_int_equal(kvt_l1_put(l1, &k, &b, 0, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_put(l1, &k, &b, 0, NULL, NULL), KVT_EINVAL);
 	/* data before mem */
 	b = make_blob(10, 1);
 	b.data = (const uint8_t *)b.mem - 1;
 	b.len = 1;
-	assert_int_equal(kvt_l1_put(l1, &k, &b, 0, NULL, NULL), KVT_EINVAL);
-	assert_int_equal(kvt_l1_put(l1, &k, NULL, 0, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_put(l1, &k, &b, 0, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_put(l1, &k, NULL, 0, NULL, NULL), KVT_EINVAL);
 	assert_int_equal(stats(l1).entries, 0);
 
-	assert_int_equal(kvt_l1_get(l1, &bad, 0, &r), KVT_EINVAL);
+	assert_int_equal(kvt_lru_get(l1, &bad, 0, &r), KVT_EINVAL);
 	assert_null(r);
-	assert_int_equal(kvt_l1_get(l1, &k, 0, NULL), KVT_EINVAL);
-	assert_int_equal(kvt_l1_exists(l1, NULL, 0), 0);
-	assert_int_equal(kvt_l1_del(l1, NULL, 0), KVT_EINVAL);
-	assert_int_equal(kvt_l1_evict_one(l1, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_get(l1, &k, 0, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_lru_exists(l1, NULL, 0), 0);
+	assert_int_equal(kvt_lru_del(l1, NULL, 0), KVT_EINVAL);
+	assert_int_equal(kvt_lru_evict_one(l1, NULL), KVT_EINVAL);
 
 	/* An empty value with no memory at all is fine. */
 	b.mem = NULL;
@@ -610,13 +611,13 @@ static void test_invalid_args(void **state)
 	b.data = NULL;
 	b.len = 0;
 	b.dtype = 0;
-	assert_int_equal(kvt_l1_put(l1, &k, &b, 0, NULL, NULL), 0);
-	assert_int_equal(kvt_l1_get(l1, &k, 0, &r), 0);
+	assert_int_equal(kvt_lru_put(l1, &k, &b, 0, NULL, NULL), 0);
+	assert_int_equal(kvt_lru_get(l1, &k, 0, &r), 0);
 	assert_int_equal(kvt_ref_len(r), 0);
 	assert_non_null(kvt_ref_data(r));
 	kvt_ref_release(r);
-	assert_int_equal(stats(l1).bytes, kvt_l1_cost(0, 1, 1));
-	kvt_l1_close(l1);
+	assert_int_equal(stats(l1).bytes, kvt_lru_cost(0, 1, 1));
+	kvt_lru_close(l1);
 }
 
 /*
@@ -670,7 +671,7 @@ static void model_victim(void *arg, struct kvt_ref *v)
 	int id;
 
 	/* Key bytes are not NUL-terminated: copy the number out first. */
-	kvt_l1_ref_key(v, &k);
+	kvt_lru_ref_key(v, &k);
 	assert_true(k.key_len > 3 && k.key_len - 3 < sizeof(num));
 	memcpy(num, k.key + 3, k.key_len - 3);
 	num[k.key_len - 3] = '\0';
@@ -715,14 +716,14 @@ static uint64_t rng_next(uint64_t *s)
 static void test_random_vs_model(void **state)
 {
 	static struct model m;
-	struct kvt_l1 *l1;
-	struct kvt_l1_stats st;
+	struct kvt_lru *l1;
+	struct kvt_lru_stats st;
 	uint64_t seed = 0x9e3779b97f4a7c15ull;
 	int op;
 
 	(void)state;
 	memset(&m, 0, sizeof(m));
-	assert_int_equal(kvt_l1_open(&l1, MODEL_CAP), 0);
+	assert_int_equal(kvt_lru_open(&l1, MODEL_CAP), 0);
 	for (op = 0; op < 5000; op++) {
 		int id = (int)(rng_next(&seed) % MODEL_KEYS);
 		unsigned what = (unsigned)(rng_next(&seed) % 100);
@@ -776,18 +777,18 @@ static void test_random_vs_model(void **state)
 			if (hit)
 				m.e[id].stamp = ++m.clock;
 		} else if (what < 90) {
-			int rc = kvt_l1_del(l1, &k, 0);
+			int rc = kvt_lru_del(l1, &k, 0);
 
 			assert_int_equal(rc, m.e[id].present ? 0 :
 					 KVT_ENOTFOUND);
 			if (m.e[id].present)
 				model_remove(&m, id);
 		} else if (what < 95) {
-			assert_int_equal(kvt_l1_exists(l1, &k, 0),
+			assert_int_equal(kvt_lru_exists(l1, &k, 0),
 					 m.e[id].present);
 		} else {
 			struct kvt_ref *v;
-			int rc = kvt_l1_evict_one(l1, &v), lru = model_lru(&m);
+			int rc = kvt_lru_evict_one(l1, &v), lru = model_lru(&m);
 
 			if (lru < 0) {
 				assert_int_equal(rc, KVT_ENOTFOUND);
@@ -813,7 +814,7 @@ static void test_random_vs_model(void **state)
 		assert_int_equal(get_check(l1, ns, key, 0, m.e[op].len,
 					   m.e[op].fill), m.e[op].present);
 	}
-	kvt_l1_close(l1);
+	kvt_lru_close(l1);
 }
 
 int main(void)

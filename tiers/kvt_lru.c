@@ -1,6 +1,6 @@
 /*
- * kvt_l1.c - L1, the RAM tier: hash table + LRU list under a byte capacity.
- * The API and its invariants are described in kvt_l1.h.
+ * kvt_lru.c - the RAM tiers' LRU: hash table + LRU list under a byte capacity.
+ * The API and its invariants are described in kvt_lru.h.
  */
 #include <assert.h>
 #include <errno.h>
@@ -10,43 +10,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
-#include "kvt_l1.h"
+#include "kvt_lru.h"
 #include "kvt_mem.h"
+#include "kvtier_errors.h"
 
 /* Smallest bucket array; a power of two like every size the table takes. */
-#define L1_MIN_BUCKETS 64u
+#define LRU_MIN_BUCKETS 64u
 
 /*
- * One cached value.  This is the struct kvt_ref that kvt_tm.h declares
+ * One cached value.  This is the struct kvt_ref that kvt_tier.h declares
  * opaque: callers hold pointers to entries themselves, so a reference costs
  * no allocation.
  *
  * Entries are reference-counted.  The table owns one reference while the
- * entry is linked (hpprev != NULL); each kvt_l1_get() gives its caller
+ * entry is linked (hpprev != NULL); each kvt_lru_get() gives its caller
  * another.  Unlinking (replace, delete, expiry, eviction) drops or hands
  * over the table's reference but never frees while other references exist,
  * so a reader may keep using a value that another thread's holder, or the
  * event loop, has since removed.  Only refs is shared between threads: the
- * links are touched by the L1's owning thread alone, and mem, data, len,
+ * links are touched by the LRU's owning thread alone, and mem, data, len,
  * dtype, the name and expires_s never change after creation.
  */
 struct kvt_ref {
 	atomic_uint refs;
 	uint8_t dtype;
-	uint8_t codec; /* kvt_l1_meta: how data is encoded (L2 entries) */
-	uint8_t flags; /* kvt_l1_meta: the manager's per-entry flags */
-	uint64_t raw_len; /* kvt_l1_meta: length before encoding */
-	uint64_t hits;	  /* kvt_l1_meta: gets served, across tiers */
-	uint64_t ctime_s; /* kvt_l1_meta: when the block was put */
-	uint64_t atime_s; /* kvt_l1_meta: last get */
+	uint8_t codec; /* kvt_lru_meta: how data is encoded (L2 entries) */
+	uint8_t flags; /* kvt_lru_meta: the manager's per-entry flags */
+	uint64_t raw_len; /* kvt_lru_meta: length before encoding */
+	uint64_t hits;	  /* kvt_lru_meta: gets served, across tiers */
+	uint64_t ctime_s; /* kvt_lru_meta: when the block was put */
+	uint64_t atime_s; /* kvt_lru_meta: last get */
 	uint32_t pins;	  /* > 0: never chosen as an eviction victim */
 	/* Hash chain: hpprev points at whatever points at us (bucket or the
 	 * previous entry's hnext), so unlinking is O(1) without a back walk. */
 	struct kvt_ref *hnext;
 	struct kvt_ref **hpprev;
-	/* LRU list, most recently used at l1->mru. */
+	/* LRU list, most recently used at t->mru. */
 	struct kvt_ref *lru_prev;
 	struct kvt_ref *lru_next;
 	uint64_t hash;
@@ -60,7 +59,7 @@ struct kvt_ref {
 	uint8_t name[]; /* ns_len namespace bytes, then key_len key bytes */
 };
 
-struct kvt_l1 {
+struct kvt_lru {
 	struct kvt_ref **buckets;
 	size_t nbuckets; /* power of two */
 	struct kvt_ref *mru;
@@ -76,9 +75,9 @@ struct kvt_l1 {
 };
 
 /* What kvt_ref_data() returns for an empty value with no memory. */
-static const uint8_t l1_empty_value[1];
+static const uint8_t lru_empty_value[1];
 
-size_t kvt_l1_entry_overhead(void)
+size_t kvt_lru_entry_overhead(void)
 {
 	return sizeof(struct kvt_ref);
 }
@@ -88,7 +87,7 @@ static uint64_t add_sat(uint64_t a, uint64_t b)
 	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-uint64_t kvt_l1_cost(size_t mem_size, size_t ns_len, size_t key_len)
+uint64_t kvt_lru_cost(size_t mem_size, size_t ns_len, size_t key_len)
 {
 	uint64_t c = sizeof(struct kvt_ref);
 
@@ -99,7 +98,7 @@ uint64_t kvt_l1_cost(size_t mem_size, size_t ns_len, size_t key_len)
 
 static uint64_t entry_cost(const struct kvt_ref *e)
 {
-	return kvt_l1_cost(e->mem_size, e->ns_len, e->key_len);
+	return kvt_lru_cost(e->mem_size, e->ns_len, e->key_len);
 }
 
 static bool key_valid(const struct kvt_key *k)
@@ -107,19 +106,7 @@ static bool key_valid(const struct kvt_key *k)
 	return k && (k->ns || k->ns_len == 0) && (k->key || k->key_len == 0);
 }
 
-/*
- * The key is hashed with the namespace hash as its seed rather than over
- * the concatenation, so ("ab", "c") and ("a", "bc") hash apart without a
- * separator.  Equality still compares both lengths and both byte strings.
- */
-static uint64_t key_hash(const struct kvt_key *k)
-{
-	const uint8_t *ns = k->ns_len ? k->ns : l1_empty_value;
-	const uint8_t *key = k->key_len ? k->key : l1_empty_value;
-
-	return XXH3_64bits_withSeed(key, k->key_len, XXH3_64bits(ns, k->ns_len));
-}
-
+/* Same key: the hash first, then both lengths and both byte strings. */
 static bool entry_matches(const struct kvt_ref *e, const struct kvt_key *k,
 			  uint64_t h)
 {
@@ -136,10 +123,10 @@ static bool entry_expired(const struct kvt_ref *e, uint64_t now_s)
 	return e->expires_s != 0 && now_s >= e->expires_s;
 }
 
-static struct kvt_ref *table_find(const struct kvt_l1 *l1,
+static struct kvt_ref *table_find(const struct kvt_lru *t,
 				  const struct kvt_key *k, uint64_t h)
 {
-	struct kvt_ref *e = l1->buckets[h & (l1->nbuckets - 1)];
+	struct kvt_ref *e = t->buckets[h & (t->nbuckets - 1)];
 
 	while (e && !entry_matches(e, k, h))
 		e = e->hnext;
@@ -170,88 +157,88 @@ static void table_unlink(struct kvt_ref *e)
  * just get longer until a later put manages to grow, which keeps puts from
  * failing (and from having to undo anything) on a rehash.
  */
-static void table_grow(struct kvt_l1 *l1)
+static void table_grow(struct kvt_lru *t)
 {
-	size_t n = l1->nbuckets * 2, i;
+	size_t n = t->nbuckets * 2, i;
 	struct kvt_ref **nb;
 
-	if (n < l1->nbuckets || n > SIZE_MAX / sizeof(*nb))
+	if (n < t->nbuckets || n > SIZE_MAX / sizeof(*nb))
 		return;
 	nb = calloc(n, sizeof(*nb));
 	if (!nb)
 		return;
-	for (i = 0; i < l1->nbuckets; i++) {
-		struct kvt_ref *e = l1->buckets[i], *next;
+	for (i = 0; i < t->nbuckets; i++) {
+		struct kvt_ref *e = t->buckets[i], *next;
 
 		for (; e; e = next) {
 			next = e->hnext;
 			bucket_push(&nb[e->hash & (n - 1)], e);
 		}
 	}
-	free(l1->buckets);
-	l1->buckets = nb;
-	l1->nbuckets = n;
+	free(t->buckets);
+	t->buckets = nb;
+	t->nbuckets = n;
 }
 
-static void lru_remove(struct kvt_l1 *l1, struct kvt_ref *e)
+static void lru_remove(struct kvt_lru *t, struct kvt_ref *e)
 {
 	if (e->lru_prev)
 		e->lru_prev->lru_next = e->lru_next;
 	else
-		l1->mru = e->lru_next;
+		t->mru = e->lru_next;
 	if (e->lru_next)
 		e->lru_next->lru_prev = e->lru_prev;
 	else
-		l1->lru = e->lru_prev;
+		t->lru = e->lru_prev;
 	e->lru_prev = NULL;
 	e->lru_next = NULL;
 }
 
-static void lru_push_mru(struct kvt_l1 *l1, struct kvt_ref *e)
+static void lru_push_mru(struct kvt_lru *t, struct kvt_ref *e)
 {
 	e->lru_prev = NULL;
-	e->lru_next = l1->mru;
-	if (l1->mru)
-		l1->mru->lru_prev = e;
+	e->lru_next = t->mru;
+	if (t->mru)
+		t->mru->lru_prev = e;
 	else
-		l1->lru = e;
-	l1->mru = e;
+		t->lru = e;
+	t->mru = e;
 }
 
 /* Links a new entry as the most recently used and accounts for it. */
-static void entry_link(struct kvt_l1 *l1, struct kvt_ref *e)
+static void entry_link(struct kvt_lru *t, struct kvt_ref *e)
 {
-	bucket_push(&l1->buckets[e->hash & (l1->nbuckets - 1)], e);
-	lru_push_mru(l1, e);
-	l1->bytes += entry_cost(e);
+	bucket_push(&t->buckets[e->hash & (t->nbuckets - 1)], e);
+	lru_push_mru(t, e);
+	t->bytes += entry_cost(e);
 	if (e->pins)
-		l1->pinned_bytes += entry_cost(e);
-	l1->raw_bytes += e->raw_len;
-	l1->entries++;
-	assert(l1->bytes <= l1->capacity);
+		t->pinned_bytes += entry_cost(e);
+	t->raw_bytes += e->raw_len;
+	t->entries++;
+	assert(t->bytes <= t->capacity);
 }
 
 /*
  * Removes e from the table, the LRU list and the accounting.  The table's
  * reference now belongs to the caller, who releases it or hands it on.
  */
-static void entry_unlink(struct kvt_l1 *l1, struct kvt_ref *e)
+static void entry_unlink(struct kvt_lru *t, struct kvt_ref *e)
 {
 	uint64_t cost = entry_cost(e);
 
 	table_unlink(e);
-	lru_remove(l1, e);
-	assert(l1->bytes >= cost && l1->raw_bytes >= e->raw_len && l1->entries);
-	l1->bytes -= cost;
+	lru_remove(t, e);
+	assert(t->bytes >= cost && t->raw_bytes >= e->raw_len && t->entries);
+	t->bytes -= cost;
 	if (e->pins)
-		l1->pinned_bytes -= cost;
-	l1->raw_bytes -= e->raw_len;
-	l1->entries--;
+		t->pinned_bytes -= cost;
+	t->raw_bytes -= e->raw_len;
+	t->entries--;
 }
 
-static void entry_drop(struct kvt_l1 *l1, struct kvt_ref *e)
+static void entry_drop(struct kvt_lru *t, struct kvt_ref *e)
 {
-	entry_unlink(l1, e);
+	entry_unlink(t, e);
 	kvt_ref_release(e);
 }
 
@@ -259,50 +246,50 @@ static void entry_drop(struct kvt_l1 *l1, struct kvt_ref *e)
  * Finds a live entry for k.  An expired one is removed on the way and
  * counted, so every caller treats it as absent without repeating the check.
  */
-static struct kvt_ref *find_live(struct kvt_l1 *l1, const struct kvt_key *k,
+static struct kvt_ref *find_live(struct kvt_lru *t, const struct kvt_key *k,
 				 uint64_t now_s)
 {
-	struct kvt_ref *e = table_find(l1, k, key_hash(k));
+	struct kvt_ref *e = table_find(t, k, kvt_key_hash(k));
 
 	if (e && entry_expired(e, now_s)) {
-		entry_drop(l1, e);
-		l1->expired++;
+		entry_drop(t, e);
+		t->expired++;
 		e = NULL;
 	}
 	return e;
 }
 
-int kvt_l1_open(struct kvt_l1 **out, uint64_t capacity)
+int kvt_lru_open(struct kvt_lru **out, uint64_t capacity)
 {
-	struct kvt_l1 *l1;
+	struct kvt_lru *t;
 
 	if (!out)
 		return KVT_EINVAL;
 	*out = NULL;
 	if (capacity == 0)
 		return KVT_EINVAL;
-	l1 = calloc(1, sizeof(*l1));
-	if (!l1)
+	t = calloc(1, sizeof(*t));
+	if (!t)
 		return -ENOMEM;
-	l1->nbuckets = L1_MIN_BUCKETS;
-	l1->buckets = calloc(l1->nbuckets, sizeof(*l1->buckets));
-	if (!l1->buckets) {
-		free(l1);
+	t->nbuckets = LRU_MIN_BUCKETS;
+	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+	if (!t->buckets) {
+		free(t);
 		return -ENOMEM;
 	}
-	l1->capacity = capacity;
-	*out = l1;
+	t->capacity = capacity;
+	*out = t;
 	return 0;
 }
 
-void kvt_l1_close(struct kvt_l1 *l1)
+void kvt_lru_close(struct kvt_lru *t)
 {
 	struct kvt_ref *e, *next;
 
-	if (!l1)
+	if (!t)
 		return;
 	/* Every linked entry is on the LRU list; the buckets go wholesale. */
-	for (e = l1->mru; e; e = next) {
+	for (e = t->mru; e; e = next) {
 		next = e->lru_next;
 		e->hnext = NULL;
 		e->hpprev = NULL;
@@ -310,8 +297,8 @@ void kvt_l1_close(struct kvt_l1 *l1)
 		e->lru_next = NULL;
 		kvt_ref_release(e);
 	}
-	free(l1->buckets);
-	free(l1);
+	free(t->buckets);
+	free(t);
 }
 
 /* data[0..len) must lie inside mem[0..mem_size). */
@@ -328,18 +315,18 @@ static bool blob_valid(const void *mem, size_t mem_size, const uint8_t *data,
 	       len <= mem_size - (d - m);
 }
 
-int kvt_l1_put(struct kvt_l1 *l1, const struct kvt_key *k,
-	       struct kvt_blob *blob, uint64_t expires_s,
-	       kvt_l1_victim_fn victim_fn, void *victim_arg)
+int kvt_lru_put(struct kvt_lru *t, const struct kvt_key *k,
+		struct kvt_blob *blob, uint64_t expires_s,
+		kvt_lru_victim_fn victim_fn, void *victim_arg)
 {
-	return kvt_l1_put_meta(l1, k, blob, expires_s, NULL, NULL, victim_fn,
-			       victim_arg);
+	return kvt_lru_put_meta(t, k, blob, expires_s, NULL, NULL, victim_fn,
+				victim_arg);
 }
 
-int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
-		    struct kvt_blob *blob, uint64_t expires_s,
-		    const struct kvt_l1_meta *meta, struct kvt_ref **out,
-		    kvt_l1_victim_fn victim_fn, void *victim_arg)
+int kvt_lru_put_meta(struct kvt_lru *t, const struct kvt_key *k,
+		     struct kvt_blob *blob, uint64_t expires_s,
+		     const struct kvt_lru_meta *meta, struct kvt_ref **out,
+		     kvt_lru_victim_fn victim_fn, void *victim_arg)
 {
 	struct kvt_ref *e, *old, *victims = NULL, **vtail = &victims;
 	const uint8_t *data;
@@ -353,20 +340,20 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	data = blob->data;
 	blob->mem = NULL;
 	blob->data = NULL;
-	if (!l1 || !key_valid(k) ||
+	if (!t || !key_valid(k) ||
 	    !blob_valid(mem, blob->mem_size, data, blob->len)) {
 		kvt_block_free(mem);
 		return KVT_EINVAL;
 	}
-	cost = kvt_l1_cost(blob->mem_size, k->ns_len, k->key_len);
+	cost = kvt_lru_cost(blob->mem_size, k->ns_len, k->key_len);
 	/*
 	 * Pinned entries cannot make room, so what they take is not
 	 * available; a pinned old value of k is replaced, so its room is.
 	 */
-	old = table_find(l1, k, key_hash(k));
-	uint64_t pinned = l1->pinned_bytes -
+	old = table_find(t, k, kvt_key_hash(k));
+	uint64_t pinned = t->pinned_bytes -
 			  (old && old->pins ? entry_cost(old) : 0);
-	if (cost > l1->capacity || cost > l1->capacity - pinned) {
+	if (cost > t->capacity || cost > t->capacity - pinned) {
 		kvt_block_free(mem);
 		return KVT_ENOSPACE;
 	}
@@ -386,7 +373,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	e->hpprev = NULL;
 	e->lru_prev = NULL;
 	e->lru_next = NULL;
-	e->hash = key_hash(k);
+	e->hash = kvt_key_hash(k);
 	e->expires_s = expires_s;
 	e->mem = mem;
 	e->mem_size = blob->mem_size;
@@ -399,7 +386,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	e->atime_s = meta ? meta->atime_s : 0;
 	/* A pinned key stays pinned when its value is replaced. */
 	e->pins = old ? old->pins : 0;
-	e->data = e->len ? data : mem ? mem : l1_empty_value;
+	e->data = e->len ? data : mem ? mem : lru_empty_value;
 	e->ns_len = k->ns_len;
 	e->key_len = k->key_len;
 	if (k->ns_len)
@@ -412,31 +399,31 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 	 * stale, and demoting it to L2 would resurrect it under the new one.
 	 */
 	if (old)
-		entry_drop(l1, old);
+		entry_drop(t, old);
 
 	/*
 	 * Collect victims, chained through their now unused lru_next: the
 	 * least recently used entries that are not pinned.
 	 */
-	while (cost > l1->capacity - l1->bytes) {
-		struct kvt_ref *v = l1->lru;
+	while (cost > t->capacity - t->bytes) {
+		struct kvt_ref *v = t->lru;
 
 		while (v && v->pins)
 			v = v->lru_prev;
 		/* cost <= capacity - pinned: the unpinned ones always do. */
 		assert(v);
-		entry_unlink(l1, v);
+		entry_unlink(t, v);
 		*vtail = v;
 		vtail = &v->lru_next;
 	}
 
-	entry_link(l1, e);
-	if (l1->entries > l1->nbuckets)
-		table_grow(l1);
+	entry_link(t, e);
+	if (t->entries > t->nbuckets)
+		table_grow(t);
 	if (out)
-		*out = kvt_l1_ref_acquire(e);
+		*out = kvt_lru_ref_acquire(e);
 
-	/* Report victims only now, so the callee sees a consistent L1. */
+	/* Report victims only now, so the callee sees a consistent LRU. */
 	while (victims) {
 		struct kvt_ref *v = victims;
 
@@ -451,7 +438,7 @@ int kvt_l1_put_meta(struct kvt_l1 *l1, const struct kvt_key *k,
 }
 
 /* Finds k's live entry and gives the caller a reference to it. */
-static int lookup(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
+static int lookup(struct kvt_lru *t, const struct kvt_key *k, uint64_t now_s,
 		  struct kvt_ref **out)
 {
 	struct kvt_ref *e;
@@ -459,97 +446,97 @@ static int lookup(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
 	if (!out)
 		return KVT_EINVAL;
 	*out = NULL;
-	if (!l1 || !key_valid(k))
+	if (!t || !key_valid(k))
 		return KVT_EINVAL;
-	e = find_live(l1, k, now_s);
+	e = find_live(t, k, now_s);
 	if (!e)
 		return KVT_ENOTFOUND;
-	*out = kvt_l1_ref_acquire(e);
+	*out = kvt_lru_ref_acquire(e);
 	return 0;
 }
 
-int kvt_l1_get(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
-	       struct kvt_ref **out)
+int kvt_lru_get(struct kvt_lru *t, const struct kvt_key *k, uint64_t now_s,
+		struct kvt_ref **out)
 {
 	struct kvt_ref *e;
-	int rc = lookup(l1, k, now_s, out);
+	int rc = lookup(t, k, now_s, out);
 
 	if (rc == KVT_ENOTFOUND)
-		l1->misses++;
+		t->misses++;
 	if (rc)
 		return rc;
 	e = *out;
-	if (l1->mru != e) {
-		lru_remove(l1, e);
-		lru_push_mru(l1, e);
+	if (t->mru != e) {
+		lru_remove(t, e);
+		lru_push_mru(t, e);
 	}
-	l1->hits++;
+	t->hits++;
 	e->hits++;
 	e->atime_s = now_s;
 	return 0;
 }
 
-int kvt_l1_peek(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s,
-		struct kvt_ref **out)
+int kvt_lru_peek(struct kvt_lru *t, const struct kvt_key *k, uint64_t now_s,
+		 struct kvt_ref **out)
 {
-	return lookup(l1, k, now_s, out);
+	return lookup(t, k, now_s, out);
 }
 
-int kvt_l1_exists(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s)
+int kvt_lru_exists(struct kvt_lru *t, const struct kvt_key *k, uint64_t now_s)
 {
-	if (!l1 || !key_valid(k))
+	if (!t || !key_valid(k))
 		return 0;
-	return find_live(l1, k, now_s) != NULL;
+	return find_live(t, k, now_s) != NULL;
 }
 
-int kvt_l1_del(struct kvt_l1 *l1, const struct kvt_key *k, uint64_t now_s)
+int kvt_lru_del(struct kvt_lru *t, const struct kvt_key *k, uint64_t now_s)
 {
 	struct kvt_ref *e;
 
-	if (!l1 || !key_valid(k))
+	if (!t || !key_valid(k))
 		return KVT_EINVAL;
-	e = find_live(l1, k, now_s);
+	e = find_live(t, k, now_s);
 	if (!e)
 		return KVT_ENOTFOUND;
-	entry_drop(l1, e);
+	entry_drop(t, e);
 	return 0;
 }
 
-int kvt_l1_evict_one(struct kvt_l1 *l1, struct kvt_ref **victim)
+int kvt_lru_evict_one(struct kvt_lru *t, struct kvt_ref **victim)
 {
 	struct kvt_ref *v;
 
 	if (!victim)
 		return KVT_EINVAL;
 	*victim = NULL;
-	if (!l1)
+	if (!t)
 		return KVT_EINVAL;
-	v = l1->lru;
+	v = t->lru;
 	if (!v)
 		return KVT_ENOTFOUND;
-	entry_unlink(l1, v);
+	entry_unlink(t, v);
 	*victim = v;
 	return 0;
 }
 
-void kvt_l1_stats(const struct kvt_l1 *l1, struct kvt_l1_stats *st)
+void kvt_lru_stats(const struct kvt_lru *t, struct kvt_lru_stats *st)
 {
 	if (!st)
 		return;
 	memset(st, 0, sizeof(*st));
-	if (!l1)
+	if (!t)
 		return;
-	st->entries = l1->entries;
-	st->bytes = l1->bytes;
-	st->raw_bytes = l1->raw_bytes;
-	st->capacity = l1->capacity;
-	st->hits = l1->hits;
-	st->misses = l1->misses;
-	st->expired = l1->expired;
-	st->buckets = l1->nbuckets;
+	st->entries = t->entries;
+	st->bytes = t->bytes;
+	st->raw_bytes = t->raw_bytes;
+	st->capacity = t->capacity;
+	st->hits = t->hits;
+	st->misses = t->misses;
+	st->expired = t->expired;
+	st->buckets = t->nbuckets;
 }
 
-struct kvt_ref *kvt_l1_ref_acquire(struct kvt_ref *r)
+struct kvt_ref *kvt_lru_ref_acquire(struct kvt_ref *r)
 {
 	/*
 	 * Relaxed is enough: the caller already holds a reference, so the
@@ -563,7 +550,7 @@ struct kvt_ref *kvt_l1_ref_acquire(struct kvt_ref *r)
 	return r;
 }
 
-void kvt_l1_ref_key(const struct kvt_ref *r, struct kvt_key *k)
+void kvt_lru_ref_key(const struct kvt_ref *r, struct kvt_key *k)
 {
 	k->ns = r->name;
 	k->ns_len = r->ns_len;
@@ -571,71 +558,71 @@ void kvt_l1_ref_key(const struct kvt_ref *r, struct kvt_key *k)
 	k->key_len = r->key_len;
 }
 
-uint64_t kvt_l1_ref_expires(const struct kvt_ref *r)
+uint64_t kvt_lru_ref_expires(const struct kvt_ref *r)
 {
 	return r->expires_s;
 }
 
-uint64_t kvt_l1_ref_cost(const struct kvt_ref *r)
+uint64_t kvt_lru_ref_cost(const struct kvt_ref *r)
 {
 	return entry_cost(r);
 }
 
-size_t kvt_l1_drop_ns(struct kvt_l1 *l1, const uint8_t *ns, size_t ns_len)
+size_t kvt_lru_drop_ns(struct kvt_lru *t, const uint8_t *ns, size_t ns_len)
 {
 	struct kvt_ref *e, *next;
 	size_t n = 0;
 
-	for (e = l1->mru; e; e = next) {
+	for (e = t->mru; e; e = next) {
 		next = e->lru_next;
 		if (e->ns_len == ns_len &&
 		    (ns_len == 0 || memcmp(e->name, ns, ns_len) == 0)) {
-			entry_drop(l1, e);
+			entry_drop(t, e);
 			n++;
 		}
 	}
 	return n;
 }
 
-int kvt_l1_set_pinned(struct kvt_l1 *l1, const struct kvt_key *k,
-		      bool pinned, uint64_t now_s)
+int kvt_lru_set_pinned(struct kvt_lru *t, const struct kvt_key *k,
+		       bool pinned, uint64_t now_s)
 {
 	struct kvt_ref *e;
 
-	if (!l1 || !key_valid(k))
+	if (!t || !key_valid(k))
 		return KVT_EINVAL;
-	e = find_live(l1, k, now_s);
+	e = find_live(t, k, now_s);
 	if (!e)
 		return KVT_ENOTFOUND;
 	if (pinned && !e->pins)
-		l1->pinned_bytes += entry_cost(e);
+		t->pinned_bytes += entry_cost(e);
 	else if (!pinned && e->pins)
-		l1->pinned_bytes -= entry_cost(e);
+		t->pinned_bytes -= entry_cost(e);
 	e->pins = pinned ? 1 : 0;
 	return 0;
 }
 
-uint64_t kvt_l1_expired_count(const struct kvt_l1 *l1)
+uint64_t kvt_lru_expired_count(const struct kvt_lru *t)
 {
-	return l1 ? l1->expired : 0;
+	return t ? t->expired : 0;
 }
 
-uint64_t kvt_l1_pinned_bytes(const struct kvt_l1 *l1)
+uint64_t kvt_lru_pinned_bytes(const struct kvt_lru *t)
 {
-	return l1 ? l1->pinned_bytes : 0;
+	return t ? t->pinned_bytes : 0;
 }
 
-void kvt_l1_ref_clear_flags(struct kvt_ref *r, uint8_t mask)
+void kvt_lru_ref_clear_flags(struct kvt_ref *r, uint8_t mask)
 {
 	r->flags &= (uint8_t)~mask;
 }
 
-uint64_t kvt_l1_capacity(const struct kvt_l1 *l1)
+uint64_t kvt_lru_capacity(const struct kvt_lru *t)
 {
-	return l1->capacity;
+	return t->capacity;
 }
 
-void kvt_l1_ref_meta(const struct kvt_ref *r, struct kvt_l1_meta *m)
+void kvt_lru_ref_meta(const struct kvt_ref *r, struct kvt_lru_meta *m)
 {
 	m->codec = r->codec;
 	m->flags = r->flags;
@@ -645,14 +632,14 @@ void kvt_l1_ref_meta(const struct kvt_ref *r, struct kvt_l1_meta *m)
 	m->atime_s = r->atime_s;
 }
 
-void kvt_l1_foreach(const struct kvt_l1 *l1,
-		    void (*fn)(void *arg, const struct kvt_ref *e), void *arg)
+void kvt_lru_foreach(const struct kvt_lru *t,
+		     void (*fn)(void *arg, const struct kvt_ref *e), void *arg)
 {
-	for (const struct kvt_ref *e = l1->mru; e; e = e->lru_next)
+	for (const struct kvt_ref *e = t->mru; e; e = e->lru_next)
 		fn(arg, e);
 }
 
-/* The kvt_ref_* accessors of kvt_tm.h live here, beside the struct. */
+/* The kvt_ref_* calls of kvt_tier.h live here, beside the struct. */
 
 const uint8_t *kvt_ref_data(const struct kvt_ref *r)
 {
