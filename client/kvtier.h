@@ -64,8 +64,9 @@
  * one memcpy from the daemon's memory into the caller's buffer, a put (of
  * at least 256 KiB, where saving the copy outweighs a second round trip)
  * one memcpy into a slot the daemon hands out.  The daemon keeps the bytes in
- * place while they are copied (a lease, ended before the call returns), so
- * a concurrent eviction cannot change them.  Nothing changes for callers:
+ * place while they are copied (a lease, which the library ends with its
+ * next request on the connection or at kvt_close()), so a concurrent
+ * eviction cannot change them.  Nothing changes for callers:
  * every function returns the same bytes either way.  Anything that fails
  * while setting it up leaves the socket path; KVTIER_SHM=0 in the
  * environment turns it off; kvt_client_shm() tells which path is in use.
@@ -121,10 +122,12 @@
  * THREADING
  *
  * One kvt_client per thread: a handle must not be used by two threads at
- * the same time (it holds one socket with one request in flight, and its
- * error message).  Different handles are independent and may be used
+ * the same time (it holds one socket, the replies it is waiting for, and
+ * its error message).  Different handles are independent and may be used
  * concurrently from different threads; the library has no global mutable
- * state apart from the per-thread message of a failed kvt_connect().
+ * state apart from the per-thread message of a failed kvt_connect() and
+ * the process's one mapping of the daemon's arena, which its connections
+ * share under a lock.
  * A handle may be handed from one thread to another between calls.
  * Calls block until the daemon answers; there are no timeouts.
  *

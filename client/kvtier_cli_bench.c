@@ -27,7 +27,7 @@
 
 #include "kvt_size.h"
 #include "kvtier.h"
-#include "kvtier_cli.h"
+#include "kvtier_cli_int.h"
 #include "kvtier_cli_load.h"
 
 /* Keys per mget call, like the library's pipeline depth. */

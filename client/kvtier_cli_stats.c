@@ -1,5 +1,7 @@
 /*
- * kvtier_cli_stats.c - `kvtier stats`: renders the daemon's STATS JSON.
+ * kvtier_cli_stats.c - what `kvtier stats` and `kvtier hot` print: the
+ * daemon's STATS JSON as a table, verbatim or for Prometheus, and its HOT
+ * list as a table or JSON.
  *
  * The document is read field by field through kvtier_cli_json.h, and every
  * field is optional here: a daemon older or newer than the tool may lack a
@@ -10,9 +12,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "kvt_size.h"
-#include "kvtier_cli.h"
+#include "kvtier_cli_int.h"
 #include "kvtier_cli_json.h"
 #include "kvtier_errors.h"
 
@@ -512,4 +515,106 @@ int kvt_cli_stats_print(FILE *out, const char *json, size_t len,
 		break;
 	}
 	return 0;
+}
+
+/* ---- HOT ------------------------------------------------------------ */
+
+/* Prints a key as text if it is printable ASCII without spaces, else hex:. */
+static void put_key(FILE *out, const uint8_t *k, size_t n, size_t max_hex)
+{
+	bool text = n > 0;
+
+	for (size_t i = 0; i < n && text; i++)
+		text = k[i] > 0x20 && k[i] < 0x7f && k[i] != '"' &&
+		       k[i] != '\\';
+	if (text && !(n >= 4 && memcmp(k, "hex:", 4) == 0)) {
+		fwrite(k, 1, n, out);
+		return;
+	}
+	fputs("hex:", out);
+	for (size_t i = 0; i < n; i++) {
+		if (max_hex && i * 2 >= max_hex) {
+			fputs("...", out);
+			break;
+		}
+		fprintf(out, "%02x", k[i]);
+	}
+}
+
+/* A JSON string of a namespace (which may hold any bytes). */
+static void put_json_str(FILE *out, const char *sv)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)sv; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+static void put_duration(char *buf, size_t cap, int64_t s)
+{
+	if (s < 0)
+		snprintf(buf, cap, "-");
+	else if (s < 120)
+		snprintf(buf, cap, "%llds", (long long)s);
+	else if (s < 7200)
+		snprintf(buf, cap, "%lldm", (long long)(s / 60));
+	else if (s < 172800)
+		snprintf(buf, cap, "%lldh", (long long)(s / 3600));
+	else
+		snprintf(buf, cap, "%lldd", (long long)(s / 86400));
+}
+
+void kvt_cli_hot_print(FILE *out, const struct kvt_hot_entry *e, size_t n,
+		       bool json)
+{
+	static const char *const tier_name[] = { "-", "l1", "l2", "l3" };
+
+	if (json) {
+		fprintf(out, "{\"blocks\":[");
+		for (size_t i = 0; i < n; i++) {
+			fprintf(out, "%s{\"rank\":%zu,\"tier\":\"%s\","
+				"\"hits\":%llu,\"size\":%llu,", i ? "," : "",
+				i + 1, tier_name[e[i].tier & 3],
+				(unsigned long long)e[i].hits,
+				(unsigned long long)e[i].size);
+			if (e[i].age_s >= 0)
+				fprintf(out, "\"age_s\":%lld,",
+					(long long)e[i].age_s);
+			else
+				fprintf(out, "\"age_s\":null,");
+			if (e[i].idle_s >= 0)
+				fprintf(out, "\"idle_s\":%lld,",
+					(long long)e[i].idle_s);
+			else
+				fprintf(out, "\"idle_s\":null,");
+			fprintf(out, "\"ns\":");
+			put_json_str(out, e[i].ns);
+			fprintf(out, ",\"key\":\"");
+			put_key(out, e[i].key, e[i].key_len, 0);
+			fprintf(out, "\"}");
+		}
+		fprintf(out, "]}\n");
+		return;
+	}
+	fprintf(out, "%4s %-4s %10s %10s %6s %6s  %s\n", "rank", "tier", "hits",
+		"size", "age", "idle", "namespace  key");
+	for (size_t i = 0; i < n; i++) {
+		char size[32], age[32], idle[32];
+
+		kvt_size_format(e[i].size, size, sizeof(size));
+		put_duration(age, sizeof(age), e[i].age_s);
+		put_duration(idle, sizeof(idle), e[i].idle_s);
+		fprintf(out, "%4zu %-4s %10llu %10s %6s %6s  %s%s", i + 1,
+			tier_name[e[i].tier & 3],
+			(unsigned long long)e[i].hits, size, age, idle,
+			e[i].ns[0] ? e[i].ns : "\"\"", "  ");
+		put_key(out, e[i].key, e[i].key_len, 32);
+		fputc('\n', out);
+	}
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the kvtier fuzz harnesses (tests/fuzz/corpus/).
 
-The frames are built the way client/kvt_client.c builds them (header with
+The frames are built the way client/kvt_client_io.c builds them (header with
 request ids counting from 1, then the body from the same codecs, field for
 field as in proto/PROTOCOL.md), so the seeds are the traffic a real client
 sends, plus the daemon's replies, a few pipelined streams and a few
