@@ -1,11 +1,11 @@
 /*
- * kvt_l4.c - L4's handle, sessions and batch calls (see kvt_l4.h): what a
- * get, put, del, drop or generation read sends, and what its replies mean;
- * the generation table and its poll; the counters.
+ * kvt_l4.c - L4's handle, sessions and block calls (see kvt_l4.h): what a
+ * get, put or del sends and what its replies mean; the counters.
  *
  * The wire work -- routing, pipelining, redirects, timeouts -- is
- * kvt_l4_cluster.c's; this file only builds commands (struct l4_cmd) and
- * reads their results.
+ * kvt_l4_cluster.c's and kvt_l4_conn.c's; this file and kvt_l4_gen.c (the
+ * generation table, drop, generation reads and polls) only build commands
+ * (struct l4_cmd) and read their results.
  */
 #include <assert.h>
 #include <errno.h>
@@ -22,11 +22,6 @@
 #include "kvt_l4_int.h"
 #include "kvtier_errors.h"
 
-/* A namespace's generation read this recently is used by puts as it is. */
-#define L4_GEN_FRESH_NS (1000ull * 1000 * 1000)
-/* Generations start in [2^32, 2^62) (kvt_l4.h: Generations). */
-#define L4_GEN_LO ((uint64_t)1 << 32)
-#define L4_GEN_HI ((uint64_t)1 << 62)
 #define MS ((uint64_t)1000 * 1000)
 
 __attribute__((format(printf, 2, 3)))
@@ -40,7 +35,6 @@ static void set_err(const struct kvt_l4_config *cfg, const char *fmt, ...)
 		va_end(ap);
 	}
 }
-
 
 /* ---- open ------------------------------------------------------------------ */
 
@@ -276,111 +270,6 @@ int kvt_l4_refresh(struct kvt_l4_session *s)
 	return rc == 1 ? 0 : rc; /* 1: another thread is refreshing now */
 }
 
-/* ---- the generation table (lock held) ------------------------------------ */
-
-static unsigned watch_hash(const struct kvt_l4 *l4, const uint8_t *d)
-{
-	return ((unsigned)d[0] | (unsigned)d[1] << 8 | (unsigned)d[2] << 16 |
-		(unsigned)d[3] << 24) &
-	       (l4->watch_nbucket - 1);
-}
-
-static struct l4_watch *watch_find(struct kvt_l4 *l4, const uint8_t *d)
-{
-	for (int i = l4->watch_bucket[watch_hash(l4, d)]; i >= 0;
-	     i = l4->watch[i].next)
-		if (memcmp(l4->watch[i].digest, d, KVT_L4_DIGEST_SIZE) == 0)
-			return &l4->watch[i];
-	return NULL;
-}
-
-static void watch_unlink(struct kvt_l4 *l4, int idx)
-{
-	int *p = &l4->watch_bucket[watch_hash(l4, l4->watch[idx].digest)];
-
-	while (*p != idx)
-		p = &l4->watch[*p].next;
-	*p = l4->watch[idx].next;
-	l4->watch[idx].in_use = 0;
-}
-
-/* The entry of ns, added (forgetting the least recently used one when the
- * table is full) if new. */
-static struct l4_watch *watch_get(struct kvt_l4 *l4, const uint8_t *ns,
-				  size_t ns_len, const uint8_t *d)
-{
-	struct l4_watch *w = watch_find(l4, d);
-	int idx = -1;
-	unsigned h;
-
-	if (w) {
-		w->used_ns = kvt_clock_ns();
-		return w;
-	}
-	if (l4->watch_used < l4->watch_max) {
-		idx = (int)l4->watch_used++;
-	} else {
-		uint64_t oldest = UINT64_MAX;
-
-		for (unsigned i = 0; i < l4->watch_max; i++)
-			if (l4->watch[i].used_ns < oldest) {
-				oldest = l4->watch[i].used_ns;
-				idx = (int)i;
-			}
-		watch_unlink(l4, idx);
-	}
-	w = &l4->watch[idx];
-	memset(w, 0, sizeof(*w));
-	memcpy(w->digest, d, KVT_L4_DIGEST_SIZE);
-	if (ns_len)
-		memcpy(w->ns, ns, ns_len);
-	w->ns_len = (uint8_t)ns_len;
-	w->in_use = 1;
-	w->used_ns = kvt_clock_ns();
-	h = watch_hash(l4, d);
-	w->next = l4->watch_bucket[h];
-	l4->watch_bucket[h] = idx;
-	return w;
-}
-
-/* A generation was read; the first read of a namespace is its baseline. */
-static void watch_seen(struct l4_watch *w, uint64_t gen)
-{
-	if (!w->known) {
-		w->known = 1;
-		w->reported = gen;
-	}
-	w->gen = gen;
-	w->read_ns = kvt_clock_ns();
-}
-
-static uint64_t new_gen(struct kvt_l4 *l4)
-{
-	uint64_t x;
-
-	l4_lock(l4);
-	/* xorshift64*: plenty for picking an unlikely starting point. */
-	l4->rng ^= l4->rng >> 12;
-	l4->rng ^= l4->rng << 25;
-	l4->rng ^= l4->rng >> 27;
-	x = l4->rng * 0x2545F4914F6CDD1Dull;
-	l4_unlock(l4);
-	return L4_GEN_LO + x % (L4_GEN_HI - L4_GEN_LO);
-}
-
-int kvt_l4_watch(struct kvt_l4 *l4, const uint8_t *ns, size_t ns_len)
-{
-	uint8_t d[KVT_L4_DIGEST_SIZE];
-
-	if (!l4 || ns_len > KVT_L4_NS_MAX || (!ns && ns_len))
-		return KVT_EINVAL;
-	kvt_l4i_ns_digest(ns, ns_len, d);
-	l4_lock(l4);
-	(void)watch_get(l4, ns, ns_len, d);
-	l4_unlock(l4);
-	return 0;
-}
-
 /* ---- shared by the batch calls ------------------------------------------- */
 
 /* The distinct namespaces of a batch (usually one). */
@@ -415,61 +304,7 @@ static void cmd_key(struct l4_cmd *m, int kind, const struct kvt_l4_key *k)
 	m->slot = (uint16_t)kvt_l4_key_slot(m->name, m->name_len);
 }
 
-static void cmd_gen(struct l4_cmd *m, int kind, const struct kvt_l4_ns *ns)
-{
-	memset(m, 0, sizeof(*m));
-	m->kind = (uint8_t)kind;
-	m->fixed_node = -1;
-	m->name_len = (uint8_t)kvt_l4_gen_name(ns->ns, ns->ns_len, m->name);
-	m->slot = (uint16_t)kvt_l4_key_slot(m->name, m->name_len);
-}
-
-/*
- * A generation reply: 0 and *gen, KVT_ENOTFOUND (nil: no key, *gen 0),
- * KVT_EPROTO (not a positive integer), or the command's error.
- */
-static int gen_result(const struct l4_cmd *m, uint64_t *gen)
-{
-	const struct l4_reply *r = m->reply;
-	uint64_t v = 0;
-
-	*gen = 0;
-	if (m->status)
-		return m->status;
-	if (r->type == L4R_NIL)
-		return KVT_ENOTFOUND;
-	if (r->type == L4R_INTEGER) {
-		if (r->integer <= 0)
-			return KVT_EPROTO;
-		*gen = (uint64_t)r->integer;
-		return 0;
-	}
-	if (r->type != L4R_STRING || r->len == 0 || r->len > 19)
-		return KVT_EPROTO;
-	for (size_t i = 0; i < r->len; i++) {
-		if (r->str[i] < '0' || r->str[i] > '9')
-			return KVT_EPROTO;
-		v = v * 10 + (uint64_t)(r->str[i] - '0');
-	}
-	if (v == 0)
-		return KVT_EPROTO;
-	*gen = v;
-	return 0;
-}
-
-/* Records a generation read of set->v[j] in the table. */
-static void note_gen(struct kvt_l4 *l4, const struct kvt_l4_ns *ns,
-		     uint64_t gen)
-{
-	uint8_t d[KVT_L4_DIGEST_SIZE];
-
-	kvt_l4i_ns_digest(ns->ns, ns->ns_len, d);
-	l4_lock(l4);
-	watch_seen(watch_get(l4, ns->ns, ns->ns_len, d), gen);
-	l4_unlock(l4);
-}
-
-static void free_cmds(struct l4_cmd *cmds, size_t n)
+void kvt_l4i_free_cmds(struct l4_cmd *cmds, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		kvt_l4i_reply_free(cmds[i].reply);
@@ -481,7 +316,7 @@ static int is_error(int st)
 	return st != 0 && st != KVT_ENOTFOUND;
 }
 
-static void count_errors(struct kvt_l4 *l4, const int *st, size_t n,
+void kvt_l4i_count_errors(struct kvt_l4 *l4, const int *st, size_t n,
 			 size_t stride)
 {
 	uint64_t e = 0;
@@ -492,7 +327,7 @@ static void count_errors(struct kvt_l4 *l4, const int *st, size_t n,
 		L4_COUNT(l4, errors, e);
 }
 
-static void op_done(struct kvt_l4 *l4, int op, uint64_t t0, size_t keys)
+void kvt_l4i_op_done(struct kvt_l4 *l4, int op, uint64_t t0, size_t keys)
 {
 	kvt_l4i_hist_add(&l4->hist[op], (kvt_clock_ns() - t0) / 1000);
 	L4_COUNT(l4, op_calls[op], 1);
@@ -530,9 +365,9 @@ static int get_results(struct kvt_l4 *l4, const struct kvt_l4_key *keys,
 		return -ENOMEM;
 	}
 	for (size_t j = 0; j < set->n; j++) {
-		gst[j] = gen_result(&cmds[n + j], &gen[j]);
+		gst[j] = kvt_l4i_gen_result(&cmds[n + j], &gen[j]);
 		if (gst[j] == 0 || gst[j] == KVT_ENOTFOUND)
-			note_gen(l4, &set->v[j], gen[j]);
+			kvt_l4i_note_gen(l4, &set->v[j], gen[j]);
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct l4_cmd *m = &cmds[i];
@@ -558,7 +393,7 @@ static int get_results(struct kvt_l4 *l4, const struct kvt_l4_key *keys,
 			miss(l4, b, KVT_L4_MISS_CORRUPT);
 			continue;
 		}
-		if (gst[j] == KVT_ENOTFOUND || gst[j] == KVT_EPROTO ||
+		if (gst[j] == KVT_ENOTFOUND || gst[j] == KVT_ECORRUPT ||
 		    (gst[j] == 0 && vi.gen != gen[j])) {
 			/* No generation key, or not ours: no block of the
 			 * namespace can be current. */
@@ -582,7 +417,7 @@ static int get_results(struct kvt_l4 *l4, const struct kvt_l4_key *keys,
 		m->reply->str = NULL;
 		L4_COUNT(l4, hits, 1);
 	}
-	count_errors(l4, &out[0].status, n, sizeof(out[0]));
+	kvt_l4i_count_errors(l4, &out[0].status, n, sizeof(out[0]));
 	free(gen);
 	free(gst);
 	return 0;
@@ -623,17 +458,17 @@ int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
 		nsi[i] = ns_index(&set, keys[i].ns, keys[i].ns_len);
 	}
 	for (size_t j = 0; j < set.n; j++)
-		cmd_gen(&cmds[n + j], L4C_GET, &set.v[j]);
+		kvt_l4i_cmd_gen(&cmds[n + j], L4C_GET, &set.v[j]);
 	rc = kvt_l4i_exec(s, cmds, n + set.n);
 	if (rc == 0)
 		rc = get_results(l4, keys, n, &set, nsi, cmds, out);
-	free_cmds(cmds, n + set.n);
+	kvt_l4i_free_cmds(cmds, n + set.n);
 	free(set.v);
 	free(nsi);
 	if (rc)
 		for (size_t i = 0; i < n; i++)
 			kvt_l4_block_release(&out[i]);
-	op_done(l4, KVT_L4_OP_GET, t0, n);
+	kvt_l4i_op_done(l4, KVT_L4_OP_GET, t0, n);
 	return rc;
 }
 
@@ -646,178 +481,6 @@ void kvt_l4_block_release(struct kvt_l4_block *b)
 	b->mem_size = 0;
 	b->data = NULL;
 	b->len = 0;
-}
-
-/* ---- generations ---------------------------------------------------------- */
-
-/*
- * Runs one generation command per namespace (kind L4C_GET, L4C_GEN_ENSURE
- * or L4C_GEN_INCR) and reports gen[j] / st[j] as gen_result() does.
- * Returns 0 or -ENOMEM.
- */
-static int gen_round(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
-		     size_t n, int kind, uint64_t *gen, int *st)
-{
-	struct kvt_l4 *l4 = kvt_l4i_session_l4(s);
-	struct l4_cmd *cmds = malloc(n * sizeof(*cmds));
-	int rc;
-
-	if (!cmds)
-		return -ENOMEM;
-	for (size_t j = 0; j < n; j++) {
-		cmd_gen(&cmds[j], kind, &ns[j]);
-		if (kind != L4C_GET)
-			cmds[j].init = new_gen(l4);
-	}
-	rc = kvt_l4i_exec(s, cmds, n);
-	for (size_t j = 0; j < n && rc == 0; j++)
-		st[j] = gen_result(&cmds[j], &gen[j]);
-	free_cmds(cmds, n);
-	return rc;
-}
-
-static int ns_args_ok(const struct kvt_l4_ns *ns, size_t n)
-{
-	for (size_t j = 0; j < n; j++)
-		if (ns[j].ns_len > KVT_L4_NS_MAX || (!ns[j].ns && ns[j].ns_len))
-			return 0;
-	return 1;
-}
-
-int kvt_l4_gen_batch(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
-		     size_t n, uint64_t *gen, int *status)
-{
-	struct kvt_l4 *l4;
-	uint64_t t0 = kvt_clock_ns();
-	int rc;
-
-	if (!s || (n && (!ns || !gen || !status)) || !ns_args_ok(ns, n))
-		return KVT_EINVAL;
-	l4 = kvt_l4i_session_l4(s);
-	if (n == 0)
-		return 0;
-	rc = gen_round(s, ns, n, L4C_GET, gen, status);
-	for (size_t j = 0; j < n && rc == 0; j++)
-		if (status[j] == 0 || status[j] == KVT_ENOTFOUND)
-			note_gen(l4, &ns[j], gen[j]);
-	if (rc == 0)
-		count_errors(l4, status, n, sizeof(*status));
-	op_done(l4, KVT_L4_OP_GEN, t0, n);
-	return rc;
-}
-
-int kvt_l4_drop_batch(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
-		      size_t n, uint64_t *gen, int *status)
-{
-	struct kvt_l4 *l4;
-	uint64_t t0 = kvt_clock_ns(), *g = gen;
-	int rc;
-
-	if (!s || (n && (!ns || !status)) || !ns_args_ok(ns, n))
-		return KVT_EINVAL;
-	l4 = kvt_l4i_session_l4(s);
-	if (n == 0)
-		return 0;
-	if (!g) {
-		g = malloc(n * sizeof(*g));
-		if (!g)
-			return -ENOMEM;
-	}
-	rc = gen_round(s, ns, n, L4C_GEN_INCR, g, status);
-	for (size_t j = 0; j < n && rc == 0; j++) {
-		uint8_t d[KVT_L4_DIGEST_SIZE];
-		struct l4_watch *w;
-
-		if (status[j] == KVT_ENOTFOUND) /* INCR never says nil */
-			status[j] = KVT_EPROTO;
-		if (status[j])
-			continue;
-		L4_COUNT(l4, drops, 1);
-		/* Our own drop: the new value is the baseline, not a change. */
-		kvt_l4i_ns_digest(ns[j].ns, ns[j].ns_len, d);
-		l4_lock(l4);
-		w = watch_get(l4, ns[j].ns, ns[j].ns_len, d);
-		watch_seen(w, g[j]);
-		w->reported = g[j];
-		l4_unlock(l4);
-	}
-	if (rc == 0)
-		count_errors(l4, status, n, sizeof(*status));
-	if (g != gen)
-		free(g);
-	op_done(l4, KVT_L4_OP_DROP, t0, n);
-	return rc;
-}
-
-int kvt_l4_poll_gens(struct kvt_l4_session *s, kvt_l4_gen_cb cb, void *arg)
-{
-	struct kvt_l4 *l4;
-	struct kvt_l4_ns *ns = NULL;
-	struct l4_watch *snap = NULL;
-	uint64_t *gen = NULL, t0 = kvt_clock_ns();
-	int *st = NULL, rc = 0, changes = 0;
-	size_t n = 0;
-	unsigned used;
-
-	if (!s || !cb)
-		return KVT_EINVAL;
-	l4 = kvt_l4i_session_l4(s);
-	l4_lock(l4);
-	used = l4->watch_used;
-	if (used) {
-		snap = malloc(used * sizeof(*snap));
-		if (snap)
-			for (unsigned i = 0; i < used; i++)
-				if (l4->watch[i].in_use)
-					snap[n++] = l4->watch[i];
-	}
-	l4_unlock(l4);
-	if (used && !snap)
-		return -ENOMEM;
-	if (n == 0)
-		goto done;
-	ns = malloc(n * sizeof(*ns));
-	gen = malloc(n * sizeof(*gen));
-	st = malloc(n * sizeof(*st));
-	if (!ns || !gen || !st) {
-		rc = -ENOMEM;
-		goto done;
-	}
-	for (size_t j = 0; j < n; j++)
-		ns[j] = (struct kvt_l4_ns){ snap[j].ns, snap[j].ns_len };
-	rc = gen_round(s, ns, n, L4C_GET, gen, st);
-	if (rc)
-		goto done;
-	count_errors(l4, st, n, sizeof(*st));
-	/* Apply the reads, then collect what changed since the last report
-	 * (into snap, reused), and call back without the lock. */
-	l4_lock(l4);
-	for (size_t j = 0; j < n; j++) {
-		struct l4_watch *w = watch_find(l4, snap[j].digest);
-
-		if (!w)
-			continue; /* forgotten meanwhile */
-		if (st[j] == 0 || st[j] == KVT_ENOTFOUND)
-			watch_seen(w, gen[j]);
-		if (w->known && w->gen != w->reported) {
-			snap[changes] = *w;
-			w->reported = w->gen;
-			changes++;
-		}
-	}
-	l4_unlock(l4);
-	if (changes)
-		L4_COUNT(l4, gen_changes, changes);
-	for (int k = 0; k < changes; k++)
-		cb(arg, snap[k].ns, snap[k].ns_len, snap[k].reported,
-		   snap[k].gen);
-done:
-	free(snap);
-	free(ns);
-	free(gen);
-	free(st);
-	op_done(l4, KVT_L4_OP_GEN, t0, n);
-	return rc ? rc : changes;
 }
 
 /* ---- put and del ---------------------------------------------------------- */
@@ -862,30 +525,23 @@ int kvt_l4_put_batch(struct kvt_l4_session *s, const struct kvt_l4_put *items,
 		nsi[i] = ns_index(&set, items[i].k.ns, items[i].k.ns_len);
 
 	/* Generations: fresh ones from the table, the rest in one round. */
-	l4_lock(l4);
 	for (size_t j = 0; j < set.n; j++) {
-		uint8_t d[KVT_L4_DIGEST_SIZE];
-		struct l4_watch *w;
-
-		kvt_l4i_ns_digest(set.v[j].ns, set.v[j].ns_len, d);
-		w = watch_find(l4, d);
-		if (w && w->known && w->gen &&
-		    kvt_clock_ns() - w->read_ns < L4_GEN_FRESH_NS) {
-			gen[j] = w->gen;
+		if (kvt_l4i_gen_fresh(l4, &set.v[j], &gen[j])) {
 			gst[j] = 0;
-			w->used_ns = kvt_clock_ns();
 		} else {
 			need[nneed] = set.v[j];
 			need_j[nneed++] = j;
 		}
 	}
-	l4_unlock(l4);
 	if (nneed) {
 		uint64_t *g2 = malloc(nneed * sizeof(*g2));
 		int *s2 = malloc(nneed * sizeof(*s2));
 
-		rc = g2 && s2 ? gen_round(s, need, nneed, L4C_GEN_ENSURE, g2, s2)
+		rc = g2 && s2 ? kvt_l4i_gen_round(s, need, nneed,
+						  L4C_GEN_ENSURE, g2, s2)
 			      : -ENOMEM;
+		if (rc == 0)
+			rc = kvt_l4i_gen_repair(s, need, nneed, g2, s2);
 		for (size_t x = 0; x < nneed && rc == 0; x++) {
 			size_t j = need_j[x];
 
@@ -894,7 +550,7 @@ int kvt_l4_put_batch(struct kvt_l4_session *s, const struct kvt_l4_put *items,
 			gst[j] = s2[x] == KVT_ENOTFOUND ? KVT_EPROTO : s2[x];
 			gen[j] = g2[x];
 			if (gst[j] == 0)
-				note_gen(l4, &set.v[j], gen[j]);
+				kvt_l4i_note_gen(l4, &set.v[j], gen[j]);
 		}
 		free(g2);
 		free(s2);
@@ -940,9 +596,9 @@ int kvt_l4_put_batch(struct kvt_l4_session *s, const struct kvt_l4_put *items,
 			L4_COUNT(l4, puts, 1);
 	}
 	if (rc == 0)
-		count_errors(l4, status, n, sizeof(*status));
+		kvt_l4i_count_errors(l4, status, n, sizeof(*status));
 out:
-	free_cmds(cmds, k);
+	kvt_l4i_free_cmds(cmds, k);
 	free(back);
 	free(set.v);
 	free(nsi);
@@ -951,7 +607,7 @@ out:
 	free(need);
 	free(need_j);
 	free(hdr);
-	op_done(l4, KVT_L4_OP_PUT, t0, n);
+	kvt_l4i_op_done(l4, KVT_L4_OP_PUT, t0, n);
 	return rc;
 }
 
@@ -990,9 +646,9 @@ int kvt_l4_del_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
 			L4_COUNT(l4, dels, 1);
 	}
 	if (rc == 0)
-		count_errors(l4, status, n, sizeof(*status));
-	free_cmds(cmds, n);
-	op_done(l4, KVT_L4_OP_DEL, t0, n);
+		kvt_l4i_count_errors(l4, status, n, sizeof(*status));
+	kvt_l4i_free_cmds(cmds, n);
+	kvt_l4i_op_done(l4, KVT_L4_OP_DEL, t0, n);
 	return rc;
 }
 

@@ -260,10 +260,14 @@ struct kvt_l4_stats {
 	uint64_t drops;	   /* namespaces dropped */
 	uint64_t bytes_in; /* bytes read from the cluster's sockets */
 	uint64_t bytes_out; /* bytes written to them */
-	/* Keys whose call failed (any error status), of which: */
+	/* Keys (blocks, namespaces) whose status was an error. */
 	uint64_t errors;
-	uint64_t timeouts;   /* -ETIMEDOUT */
-	uint64_t fast_fails; /* -EHOSTDOWN: node backed off, no I/O */
+	/* Connections closed for making no progress (each fails all of its
+	 * commands with -ETIMEDOUT). */
+	uint64_t timeouts;
+	/* Commands (a block's or a generation's) failed with -EHOSTDOWN
+	 * without I/O: their node was backed off. */
+	uint64_t fast_fails;
 	uint64_t redirects;  /* MOVED + ASK replies followed */
 	uint64_t moved, ask;
 	uint64_t connects;   /* connections established */
@@ -365,7 +369,8 @@ int kvt_l4_drop_batch(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
 /*
  * Reads the current generations of n namespaces.  gen[i] receives it (0 when
  * the namespace has no generation key), status[i] 0, KVT_ENOTFOUND (no
- * key), KVT_EPROTO (the key holds no integer), or an error.  Namespaces read
+ * key), KVT_ECORRUPT (the key holds something else than a generation), or
+ * an error.  Namespaces read
  * are remembered (as by kvt_l4_watch()).  Returns 0 when the call ran,
  * KVT_EINVAL, -ENOMEM.
  */

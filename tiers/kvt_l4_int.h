@@ -1,8 +1,8 @@
 /*
  * kvt_l4_int.h - what the files of L4 share: kvt_l4.c (handle, sessions,
  * batch calls, generation table, stats), kvt_l4_cluster.c (nodes, slot map,
- * connections, the pipelined round executor) and kvt_l4_value.c (CRC16,
- * slots, key names, the value header).  Not for other modules.
+ * routing and the executor), kvt_l4_value.c (CRC16, slots, key names, the
+ * value header) and kvt_l4_conn.c (a session's connections and the pipelined round).
  *
  * Locking: everything in struct kvt_l4 below `lock` is guarded by it, except
  * the counters and histograms, which are relaxed atomics (each is a sum;
@@ -142,6 +142,7 @@ enum l4_kind {
 	L4C_DEL,	/* DEL key */
 	L4C_GEN_ENSURE, /* SET key <rand> NX, GET key */
 	L4C_GEN_INCR,	/* SET key <rand> NX, INCR key */
+	L4C_GEN_SET,	/* SET key <rand>: replaces a foreign value */
 	L4C_SLOTS,	/* CLUSTER SLOTS (to a fixed node) */
 };
 
@@ -157,8 +158,9 @@ struct l4_cmd {
 	size_t payload_len;
 	uint32_t ttl_s;	     /* L4C_SET */
 	uint64_t init;	     /* GEN_*: value if the key is created */
-	/* Results: status 0 with reply (owned; NULL only for L4C_SLOTS
-	 * failures), or an error (Errors in kvt_l4.h). */
+	/* Results: status 0 with reply (owned), or an error (Errors in
+	 * kvt_l4.h; KVT_ECORRUPT: the key holds another program's value --
+	 * WRONGTYPE, or not an integer for INCR). */
 	int status;
 	struct l4_reply *reply;
 	/* Executor state. */
@@ -177,6 +179,32 @@ struct l4_cmd {
 };
 
 /*
+ * One thread's session: its connections (struct l4_conn, kvt_l4_conn.c's),
+ * indexed by node, and buffers.  Used by one thread at a time.
+ */
+struct l4_conn;
+struct pollfd;
+struct kvt_l4_session {
+	struct kvt_l4 *l4;
+	struct l4_conn *conns; /* indexed by node */
+	unsigned nconns;
+	uint8_t *rbuf;
+	struct pollfd *pfd;
+	int *pfd_node;
+	unsigned pfdcap;
+	int want_refresh; /* this call saw a sign that the map is wrong */
+};
+
+/*
+ * Sends every command that has a node (m->node >= 0, not done) on its
+ * node's connection, pipelined, all nodes at once, and waits until each has
+ * its replies (done, or not done with m->redir set for a redirect), an
+ * error or a timeout.  A failed connection backs its node off and sets
+ * s->want_refresh.  Returns 0 or -ENOMEM (commands not done then failed).
+ */
+int kvt_l4i_round(struct kvt_l4_session *s, struct l4_cmd *cmds, size_t n);
+
+/*
  * Runs cmds[0..n) to completion: routes each by the slot map, pipelines
  * every node's commands, all nodes at once, follows redirects, and refreshes
  * the map when a redirect or a failure says it is wrong.  Every command ends
@@ -188,7 +216,7 @@ int kvt_l4i_exec(struct kvt_l4_session *s, struct l4_cmd *cmds, size_t n);
 /* Refreshes the slot map; force ignores the rate limit.  kvt_l4_refresh(). */
 int kvt_l4i_refresh(struct kvt_l4_session *s, int force);
 
-/* Session (kvt_l4_cluster.c owns its connections). */
+/* Sessions (kvt_l4_conn.c). */
 int kvt_l4i_session_new(struct kvt_l4 *l4, struct kvt_l4_session **out);
 void kvt_l4i_session_free(struct kvt_l4_session *s);
 struct kvt_l4 *kvt_l4i_session_l4(const struct kvt_l4_session *s);
@@ -197,6 +225,45 @@ struct kvt_l4 *kvt_l4i_session_l4(const struct kvt_l4_session *s);
  * out of memory. */
 int kvt_l4i_node_get(struct kvt_l4 *l4, const char *host, size_t host_len,
 		     int port);
+/* A node failed: not tried before its backoff expires (takes the lock). */
+void kvt_l4i_node_fail(struct kvt_l4 *l4, int idx);
+/* A node answered: its backoff is over (takes the lock). */
+void kvt_l4i_node_ok(struct kvt_l4 *l4, int idx);
+
+/* ---- shared by the calls (kvt_l4.c) --------------------------------------- */
+
+void kvt_l4i_free_cmds(struct l4_cmd *cmds, size_t n); /* and replies */
+/* Counts the error statuses among n ints stride bytes apart. */
+void kvt_l4i_count_errors(struct kvt_l4 *l4, const int *st, size_t n,
+			  size_t stride);
+/* Records a call of op over keys keys that started at t0 (kvt_clock_ns). */
+void kvt_l4i_op_done(struct kvt_l4 *l4, int op, uint64_t t0, size_t keys);
+
+/* ---- generations (kvt_l4_gen.c) -------------------------------------------- */
+
+/* A command of kind (L4C_GET, _GEN_*) on ns's generation key. */
+void kvt_l4i_cmd_gen(struct l4_cmd *m, int kind, const struct kvt_l4_ns *ns);
+/* A random starting generation in [2^32, 2^62). */
+uint64_t kvt_l4i_new_gen(struct kvt_l4 *l4);
+/*
+ * A generation command's result: 0 and *gen, KVT_ENOTFOUND (no key, *gen
+ * 0), KVT_ECORRUPT (another program's value), or the command's error.
+ */
+int kvt_l4i_gen_result(const struct l4_cmd *m, uint64_t *gen);
+/* Records a generation read of ns in the table. */
+void kvt_l4i_note_gen(struct kvt_l4 *l4, const struct kvt_l4_ns *ns,
+		      uint64_t gen);
+/* 1 and *gen if the table read ns's generation in the last second. */
+int kvt_l4i_gen_fresh(struct kvt_l4 *l4, const struct kvt_l4_ns *ns,
+		      uint64_t *gen);
+/* One generation command per namespace; gen[j]/st[j] as gen_result.
+ * Returns 0 or -ENOMEM. */
+int kvt_l4i_gen_round(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
+		      size_t n, int kind, uint64_t *gen, int *st);
+/* Replaces foreign generation values (st[j] == KVT_ECORRUPT) with new
+ * generations.  Returns 0 or -ENOMEM. */
+int kvt_l4i_gen_repair(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
+		       size_t n, uint64_t *gen, int *st);
 
 /* ---- value.c ------------------------------------------------------------ */
 

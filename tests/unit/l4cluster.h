@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #define L4C_NODES 6
+/* Header-only helpers: an includer need not use them all. */
+#define L4C_FN __attribute__((unused)) static
 
 struct l4c {
 	char dir[128];
@@ -37,7 +39,7 @@ struct l4c {
  * Finds tests/l4cluster.sh: $L4CLUSTER_SCRIPT, else walking up from the
  * program's own path (BUILD/tests/unit/x lives under the tree).
  */
-static int l4c_find_script(struct l4c *c)
+L4C_FN int l4c_find_script(struct l4c *c)
 {
 	const char *env = getenv("L4CLUSTER_SCRIPT");
 	char exe[PATH_MAX - 32];
@@ -64,7 +66,7 @@ static int l4c_find_script(struct l4c *c)
 
 /* Runs the script with the given arguments; returns its exit status. */
 __attribute__((format(printf, 2, 3)))
-static int l4c_sh(const struct l4c *c, const char *fmt, ...)
+L4C_FN int l4c_sh(const struct l4c *c, const char *fmt, ...)
 {
 	char args[1024], cmd[PATH_MAX + 1100];
 	va_list ap;
@@ -80,7 +82,7 @@ static int l4c_sh(const struct l4c *c, const char *fmt, ...)
 
 /* Like l4c_sh, with the first line of stdout in out ("" if none). */
 __attribute__((format(printf, 4, 5)))
-static int l4c_sh_out(const struct l4c *c, char *out, size_t cap,
+L4C_FN int l4c_sh_out(const struct l4c *c, char *out, size_t cap,
 		      const char *fmt, ...)
 {
 	char args[1024], cmd[PATH_MAX + 1100];
@@ -105,14 +107,14 @@ static int l4c_sh_out(const struct l4c *c, char *out, size_t cap,
 }
 
 /* 1 if redis-server and redis-cli are on PATH. */
-static int l4c_available(void)
+L4C_FN int l4c_available(void)
 {
 	return system("command -v redis-server >/dev/null 2>&1 && "
 		      "command -v redis-cli >/dev/null 2>&1") == 0;
 }
 
 /* Starts the cluster.  Returns 0, 77 (not installed) or -1. */
-static int l4c_start(struct l4c *c)
+L4C_FN int l4c_start(struct l4c *c)
 {
 	char pid[32], line[64];
 	int rc;
@@ -148,7 +150,7 @@ static int l4c_start(struct l4c *c)
 }
 
 /* Stops every node and removes the folder.  Safe to call twice. */
-static void l4c_stop(struct l4c *c)
+L4C_FN void l4c_stop(struct l4c *c)
 {
 	char cmd[256];
 
@@ -162,7 +164,7 @@ static void l4c_stop(struct l4c *c)
 }
 
 /* Ports of the live masters (at most max); returns how many. */
-static int l4c_masters(const struct l4c *c, int *ports, int max)
+L4C_FN int l4c_masters(const struct l4c *c, int *ports, int max)
 {
 	char cmd[PATH_MAX + 300], line[64];
 	FILE *f;
@@ -180,19 +182,19 @@ static int l4c_masters(const struct l4c *c, int *ports, int max)
 }
 
 /* SIGKILLs the node on port. */
-static int l4c_kill(const struct l4c *c, int port)
+L4C_FN int l4c_kill(const struct l4c *c, int port)
 {
 	return l4c_sh(c, "kill '%s' %d", c->dir, port);
 }
 
 /* Waits (at most secs) until every live node reports cluster_state:ok. */
-static int l4c_wait(const struct l4c *c, int secs)
+L4C_FN int l4c_wait(const struct l4c *c, int secs)
 {
 	return l4c_sh(c, "wait '%s' %d", c->dir, secs);
 }
 
 /* Waits until every replica has its master's writes. */
-static int l4c_sync(const struct l4c *c, int secs)
+L4C_FN int l4c_sync(const struct l4c *c, int secs)
 {
 	return l4c_sh(c, "sync '%s' %d", c->dir, secs);
 }
