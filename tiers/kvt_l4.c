@@ -472,6 +472,76 @@ int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
 	return rc;
 }
 
+int kvt_l4_probe_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+		       size_t n, int *status)
+{
+	struct kvt_l4 *l4;
+	struct ns_set set = { 0 };
+	struct l4_cmd *cmds;
+	size_t *nsi;
+	uint64_t *gen, t0 = kvt_clock_ns();
+	int *gst, rc;
+
+	if (!s || (n && (!keys || !status)))
+		return KVT_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!keys_ok(&keys[i]))
+			return KVT_EINVAL;
+	l4 = kvt_l4i_session_l4(s);
+	if (n == 0)
+		return 0;
+	cmds = calloc(2 * n, sizeof(*cmds)); /* no replies yet */
+	set.v = malloc(n * sizeof(*set.v));
+	nsi = malloc(n * sizeof(*nsi));
+	gen = malloc(n * sizeof(*gen));
+	gst = malloc(n * sizeof(*gst));
+	rc = cmds && set.v && nsi && gen && gst ? 0 : -ENOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		cmd_key(&cmds[i], L4C_PROBE, &keys[i]);
+		nsi[i] = ns_index(&set, keys[i].ns, keys[i].ns_len);
+	}
+	for (size_t j = 0; j < set.n && rc == 0; j++)
+		kvt_l4i_cmd_gen(&cmds[n + j], L4C_GET, &set.v[j]);
+	if (rc == 0)
+		rc = kvt_l4i_exec(s, cmds, n + set.n);
+	for (size_t j = 0; j < set.n && rc == 0; j++) {
+		gst[j] = kvt_l4i_gen_result(&cmds[n + j], &gen[j]);
+		if (gst[j] == 0 || gst[j] == KVT_ENOTFOUND)
+			kvt_l4i_note_gen(l4, &set.v[j], gen[j]);
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const struct l4_cmd *m = &cmds[i];
+		size_t j = nsi[i];
+		uint64_t g;
+
+		if (m->status == KVT_ECORRUPT) /* WRONGTYPE */
+			status[i] = KVT_ENOTFOUND;
+		else if (m->status)
+			status[i] = m->status;
+		else if (m->reply->type != L4R_STRING ||
+			 kvt_l4i_header_gen((const uint8_t *)m->reply->str,
+					    m->reply->len, &keys[i], &g) != 0)
+			status[i] = KVT_ENOTFOUND; /* "" when absent */
+		else if (gst[j] == KVT_ENOTFOUND || gst[j] == KVT_ECORRUPT ||
+			 (gst[j] == 0 && g != gen[j]))
+			status[i] = KVT_ENOTFOUND;
+		else
+			status[i] = gst[j];
+		if (status[i] == 0)
+			L4_COUNT(l4, probes_found, 1);
+	}
+	if (rc == 0)
+		kvt_l4i_count_errors(l4, status, n, sizeof(*status));
+	if (cmds)
+		kvt_l4i_free_cmds(cmds, n + set.n);
+	free(set.v);
+	free(nsi);
+	free(gen);
+	free(gst);
+	kvt_l4i_op_done(l4, KVT_L4_OP_PROBE, t0, n);
+	return rc;
+}
+
 void kvt_l4_block_release(struct kvt_l4_block *b)
 {
 	if (!b)
@@ -664,6 +734,7 @@ void kvt_l4_stats(struct kvt_l4 *l4, struct kvt_l4_stats *st)
 	st->misses_stale = LOAD(misses_stale);
 	st->misses_corrupt = LOAD(misses_corrupt);
 	st->misses = st->misses_absent + st->misses_stale + st->misses_corrupt;
+	st->probes_found = LOAD(probes_found);
 	st->puts = LOAD(puts);
 	st->dels = LOAD(dels);
 	st->drops = LOAD(drops);

@@ -58,7 +58,9 @@
  * elsewhere and the old blocks stay misses instead of coming back.  A reader
  * fetches the generation in the same pipelined round as the blocks (the key
  * is one more GET on whichever node holds it), so checking it costs no round
- * trip.  A missing generation key means no block of the namespace is valid.
+ * trip.  A missing generation key means no block of the namespace is valid;
+ * so does one holding anything but a positive integer (another program's
+ * value), which the next put or drop replaces with a new generation.
  *
  * Other hosts may hold local copies (L1-L3) of blocks they fetched.  L4
  * remembers the generation of every namespace it has served, written or
@@ -90,7 +92,11 @@
  * failure the node is backed off (backoff_min_ms, doubling up to
  * backoff_max_ms) and calls for its slots fail with -EHOSTDOWN without I/O
  * until then; the slot map is refreshed (at most once per refresh_min_ms
- * over all threads) so that a replica promoted after a failover is found.
+ * over all threads) so that a replica promoted after a failover is found,
+ * and a command that failed on a node the refresh shows replaced is sent
+ * once more to the new owner within the same call.  Host names are
+ * resolved (getaddrinfo, blocking) by each connect: give addresses where
+ * name resolution may be slow.
  *
  * Errors
  * ------
@@ -242,6 +248,7 @@ enum kvt_l4_op {
 	KVT_L4_OP_DEL,
 	KVT_L4_OP_DROP,
 	KVT_L4_OP_GEN, /* kvt_l4_gen_batch() and kvt_l4_poll_gens() */
+	KVT_L4_OP_PROBE,
 	KVT_L4_OP_COUNT
 };
 
@@ -255,6 +262,7 @@ struct kvt_l4_stats {
 	uint64_t hits;
 	uint64_t misses; /* = absent + stale + corrupt */
 	uint64_t misses_absent, misses_stale, misses_corrupt;
+	uint64_t probes_found; /* probed keys present and current */
 	uint64_t puts;	   /* blocks stored */
 	uint64_t dels;	   /* blocks deleted (found) */
 	uint64_t drops;	   /* namespaces dropped */
@@ -328,6 +336,21 @@ int kvt_l4_refresh(struct kvt_l4_session *s);
  */
 int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
 		     size_t n, struct kvt_l4_block *out);
+
+/*
+ * Whether n blocks are there, without fetching them: reads each one's header
+ * (GETRANGE of its first KVT_L4_HDR_SIZE bytes) and its namespace's
+ * generation in one round, for MATCH and PREFETCH, which want the longest
+ * present run of an ordered key list before paying for the bytes.
+ * status[i]: 0 (a well-formed header of this key under the current
+ * generation), KVT_ENOTFOUND (absent, stale, or not a kvtier header), or an
+ * error.  The payload and its checksum are not read: a block probed present
+ * may still be a corrupt miss for the get that follows.  Probes count in
+ * probes_found and the PROBE latency, not in hits and misses.
+ * Returns 0 when the call ran, KVT_EINVAL, -ENOMEM.
+ */
+int kvt_l4_probe_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+		       size_t n, int *status);
 
 /* Frees a hit's memory and clears mem/data.  NULL or no memory: no-op. */
 void kvt_l4_block_release(struct kvt_l4_block *b);

@@ -335,6 +335,20 @@ static int out_cmd(struct kvt_l4 *l4, struct l4_conn *c, struct l4_cmd *m)
 		m->nrep = m->asking ? 2 : 1;
 		break;
 	}
+	case L4C_PROBE: {
+		char end[8];
+
+		snprintf(end, sizeof(end), "%d", KVT_L4_HDR_SIZE - 1);
+		if (m->asking)
+			rc |= out_argv(c, 1, asking);
+		rc |= out_fmt(c, '*', 4);
+		rc |= out_arg(c, "GETRANGE", 8);
+		rc |= out_arg(c, m->name, m->name_len);
+		rc |= out_arg(c, "0", 1);
+		rc |= out_arg(c, end, strlen(end));
+		m->nrep = m->asking ? 2 : 1;
+		break;
+	}
 	case L4C_SET: {
 		uint32_t t = m->ttl_s;
 

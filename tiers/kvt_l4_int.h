@@ -39,6 +39,7 @@ uint64_t kvt_l4i_hist_quantile(const struct l4_hist *h, double q);
 /* Counters, one per field of struct kvt_l4_stats that is a sum. */
 struct l4_counters {
 	_Atomic uint64_t hits, misses_absent, misses_stale, misses_corrupt;
+	_Atomic uint64_t probes_found;
 	_Atomic uint64_t puts, dels, drops, bytes_in, bytes_out;
 	_Atomic uint64_t errors, timeouts, fast_fails, redirects, moved, ask;
 	_Atomic uint64_t connects, reconnects, refreshes, gen_changes;
@@ -138,6 +139,7 @@ void kvt_l4i_reply_free(struct l4_reply *r);
  */
 enum l4_kind {
 	L4C_GET,	/* GET key */
+	L4C_PROBE,	/* GETRANGE key 0 71: the header only */
 	L4C_SET,	/* SET key <hdr+payload> [EX ttl] */
 	L4C_DEL,	/* DEL key */
 	L4C_GEN_ENSURE, /* SET key <rand> NX, GET key */
@@ -269,5 +271,12 @@ int kvt_l4i_gen_repair(struct kvt_l4_session *s, const struct kvt_l4_ns *ns,
 
 void kvt_l4i_ns_digest(const uint8_t *ns, size_t ns_len,
 		       uint8_t out[KVT_L4_DIGEST_SIZE]);
+/*
+ * A probe's reply: 0 and the generation if v[0..len) is exactly a header
+ * that is well formed and names k, else KVT_ECORRUPT.  (The checksum needs
+ * the payload: a probe cannot check it; a get does.)
+ */
+int kvt_l4i_header_gen(const uint8_t *v, size_t len,
+		       const struct kvt_l4_key *k, uint64_t *gen);
 
 #endif /* KVT_L4_INT_H */

@@ -168,16 +168,16 @@ void kvt_l4_value_header(uint8_t hdr[KVT_L4_HDR_SIZE],
 	put_u64(hdr + 64, value_sum(hdr, payload, len));
 }
 
-int kvt_l4_value_check(const uint8_t *v, size_t len,
-		       const struct kvt_l4_key *k,
-		       struct kvt_l4_value_info *info)
+/* The header checks that need no payload (kvt_l4_value_check's first
+ * half, and all a probe can do). */
+static int header_check(const uint8_t *v, const struct kvt_l4_key *k)
 {
 	uint8_t d[KVT_L4_DIGEST_SIZE];
 
-	/* Cheap structural checks first, the digests and the sum last. */
-	if (!v || len < KVT_L4_HDR_SIZE || get_u32(v) != L4_MAGIC ||
-	    get_u16(v + 4) != L4_VERSION || v[6] >= KVT_CODEC_END_ ||
-	    get_u64(v + 16) != len - KVT_L4_HDR_SIZE)
+	/* Cheap structural checks first, the digests last. */
+	if (get_u32(v) != L4_MAGIC || get_u16(v + 4) != L4_VERSION ||
+	    v[6] >= KVT_CODEC_END_ ||
+	    get_u64(v + 16) > KVT_L4_VALUE_MAX - KVT_L4_HDR_SIZE)
 		return KVT_ECORRUPT;
 	kvt_l4i_ns_digest(k->ns, k->ns_len, d);
 	if (memcmp(d, v + 32, sizeof(d)) != 0)
@@ -185,8 +185,26 @@ int kvt_l4_value_check(const uint8_t *v, size_t len,
 	key_digest(k, d);
 	if (memcmp(d, v + 48, sizeof(d)) != 0)
 		return KVT_ECORRUPT;
-	if (value_sum(v, v + KVT_L4_HDR_SIZE, len - KVT_L4_HDR_SIZE) !=
-	    get_u64(v + 64))
+	return 0;
+}
+
+int kvt_l4i_header_gen(const uint8_t *v, size_t len,
+		       const struct kvt_l4_key *k, uint64_t *gen)
+{
+	if (!v || len != KVT_L4_HDR_SIZE || header_check(v, k) != 0)
+		return KVT_ECORRUPT;
+	*gen = get_u64(v + 24);
+	return 0;
+}
+
+int kvt_l4_value_check(const uint8_t *v, size_t len,
+		       const struct kvt_l4_key *k,
+		       struct kvt_l4_value_info *info)
+{
+	if (!v || len < KVT_L4_HDR_SIZE ||
+	    get_u64(v + 16) != len - KVT_L4_HDR_SIZE || header_check(v, k) ||
+	    value_sum(v, v + KVT_L4_HDR_SIZE, len - KVT_L4_HDR_SIZE) !=
+		    get_u64(v + 64))
 		return KVT_ECORRUPT;
 	info->codec = v[6];
 	info->dtype = v[7];

@@ -192,6 +192,27 @@ L4T_FN void get_range(struct kvt_l4_session *s, const struct blocks *b,
 	}
 }
 
+/* Probes blocks [0, n); returns how many are there (status 0), failing
+ * the test on an error status. */
+L4T_FN size_t probe_all(struct kvt_l4_session *s, const struct blocks *b)
+{
+	int st[64];
+	size_t found = 0;
+
+	for (size_t i = 0; i < b->n; i += 64) {
+		size_t k = b->n - i < 64 ? b->n - i : 64;
+
+		assert_int_equal(kvt_l4_probe_batch(s, &b->keys[i], k, st), 0);
+		for (size_t j = 0; j < k; j++) {
+			if (st[j] != 0 && st[j] != KVT_ENOTFOUND)
+				fail_msg("probe %s: %s", b->name[i + j],
+					 kvt_strerror(st[j]));
+			found += st[j] == 0;
+		}
+	}
+	return found;
+}
+
 L4T_FN struct tally get_all(struct kvt_l4_session *s, const struct blocks *b)
 {
 	struct tally t = { 0 };

@@ -400,6 +400,7 @@ static void test_args(void **state)
 	assert_int_equal(kvt_l4_get_batch(s, NULL, 0, NULL), 0);
 	assert_int_equal(kvt_l4_put_batch(s, &p, 1, &st), KVT_EINVAL);
 	assert_int_equal(kvt_l4_del_batch(s, &k, 1, &st), KVT_EINVAL);
+	assert_int_equal(kvt_l4_probe_batch(s, &k, 1, &st), KVT_EINVAL);
 	assert_int_equal(kvt_l4_drop_batch(s, &ns, 1, &g, &st), KVT_EINVAL);
 	assert_int_equal(kvt_l4_gen_batch(s, &ns, 1, &g, &st), KVT_EINVAL);
 	assert_int_equal(kvt_l4_watch(l4, big, sizeof(big)), KVT_EINVAL);

@@ -102,7 +102,9 @@ static void test_roundtrip(void **state)
 
 	(void)state;
 	blocks_make(&b, "roundtrip", 600, 0, 0);
+	assert_int_equal(probe_all(s, &b), 0);
 	put_all(s, &b);
+	assert_int_equal(probe_all(s, &b), b.n);
 	t = get_all(s, &b);
 	assert_int_equal(t.hits, b.n);
 	assert_int_equal(t.wrong, 0);
@@ -110,6 +112,9 @@ static void test_roundtrip(void **state)
 	for (size_t i = 0; i < b.n; i++)
 		total += b.len[i];
 	assert_int_equal(st.hits, b.n);
+	assert_int_equal(st.misses, 0); /* probes are not misses */
+	assert_int_equal(st.probes_found, b.n);
+	assert_int_equal(st.op[KVT_L4_OP_PROBE].keys, 2 * b.n);
 	assert_int_equal(st.puts, b.n);
 	assert_int_equal(st.errors, 0);
 	assert_true(st.bytes_out > total && st.bytes_in > total);
@@ -327,6 +332,7 @@ static void test_foreign_values(void **state)
 	raw_set(&b.keys[3], r->str, r->len);
 	freeReplyObject(r);
 
+	assert_int_equal(probe_all(s, &b), 1); /* keys[2] */
 	t = get_all(s, &b);
 	assert_int_equal(t.hits, 1); /* keys[2] */
 	assert_int_equal(t.corrupt, 3);
@@ -427,7 +433,10 @@ static void on_change(void *arg, const uint8_t *ns, size_t ns_len,
 static void test_drop_generation(void **state)
 {
 	struct kvt_l4 *a = open_url(g_cl.url), *b4 = open_url(g_cl.url);
+	struct kvt_l4 *c4 = open_url(g_cl.url);
 	struct kvt_l4_session *sa = session(a), *sb = session(b4);
+	struct kvt_l4_session *sc = session(c4);
+	struct changes chc = { 0 };
 	struct kvt_l4_ns ns = { (const uint8_t *)"dropme", 6 };
 	struct blocks blk, other;
 	struct tally t;
@@ -449,12 +458,21 @@ static void test_drop_generation(void **state)
 	assert_int_equal(stt, 0);
 	assert_true(g0 >= ((uint64_t)1 << 32));
 
+	/* Host C holds "dropme" locally, never read it from L4: it watches. */
+	assert_int_equal(kvt_l4_watch(c4, ns.ns, ns.ns_len), 0);
+	assert_int_equal(kvt_l4_poll_gens(sc, on_change, &chc), 0);
+
 	assert_int_equal(kvt_l4_drop_batch(sa, &ns, 1, &g1, &stt), 0);
 	assert_int_equal(stt, 0);
 	assert_int_equal(g1, g0 + 1);
+	assert_int_equal(kvt_l4_poll_gens(sc, on_change, &chc), 1);
+	assert_int_equal(chc.old_gen, g0);
+	assert_int_equal(chc.new_gen, g1);
 	t = get_all(sb, &blk);
 	assert_int_equal(t.stale, 50);
 	assert_int_equal(t.hits, 0);
+	assert_int_equal(probe_all(sb, &blk), 0);
+	assert_int_equal(probe_all(sb, &other), 20);
 	t = get_all(sb, &other);
 	assert_int_equal(t.hits, 20);
 	kvt_l4_stats(b4, &st);
@@ -518,8 +536,10 @@ static void test_drop_generation(void **state)
 	blocks_free(&other);
 	kvt_l4_session_free(sa);
 	kvt_l4_session_free(sb);
+	kvt_l4_session_free(sc);
 	kvt_l4_close(a);
 	kvt_l4_close(b4);
+	kvt_l4_close(c4);
 }
 
 static void test_del(void **state)
@@ -542,6 +562,7 @@ static void test_del(void **state)
 	t = get_all(s, &b);
 	assert_int_equal(t.absent, 5);
 	assert_int_equal(t.hits, 5);
+	assert_int_equal(probe_all(s, &b), 5);
 	blocks_free(&b);
 	kvt_l4_session_free(s);
 	kvt_l4_close(l4);
