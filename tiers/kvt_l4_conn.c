@@ -259,6 +259,9 @@ static int seg_add(struct l4_conn *c, const uint8_t *ptr, size_t off,
 {
 	struct l4_seg *last = c->nseg ? &c->seg[c->nseg - 1] : NULL;
 
+	/* An empty segment would stall conn_send (a write of 0 bytes). */
+	if (len == 0)
+		return 0;
 	/* Consecutive bytes of obuf extend one segment. */
 	if (!ptr && last && !last->ptr && last->off + last->len == off) {
 		last->len += len;
