@@ -289,13 +289,13 @@ static size_t ns_index(struct ns_set *set, const uint8_t *ns, size_t ns_len)
 	return set->n++;
 }
 
-static int keys_ok(const struct kvt_l4_key *k)
+static int keys_ok(const struct kvt_key *k)
 {
 	return k->ns_len <= KVT_L4_NS_MAX && k->key_len <= KVT_L4_KEY_MAX &&
 	       (k->ns || !k->ns_len) && (k->key || !k->key_len);
 }
 
-static void cmd_key(struct l4_cmd *m, int kind, const struct kvt_l4_key *k)
+static void cmd_key(struct l4_cmd *m, int kind, const struct kvt_key *k)
 {
 	memset(m, 0, sizeof(*m));
 	m->kind = (uint8_t)kind;
@@ -352,7 +352,7 @@ static void miss(struct kvt_l4 *l4, struct kvt_l4_block *b, int why)
  * Turns the replies of a get (cmds[0..n) the blocks, cmds[n..n+set->n) the
  * generations) into out[].  Returns 0 or -ENOMEM.
  */
-static int get_results(struct kvt_l4 *l4, const struct kvt_l4_key *keys,
+static int get_results(struct kvt_l4 *l4, const struct kvt_key *keys,
 		       size_t n, const struct ns_set *set, const size_t *nsi,
 		       struct l4_cmd *cmds, struct kvt_l4_block *out)
 {
@@ -423,7 +423,7 @@ static int get_results(struct kvt_l4 *l4, const struct kvt_l4_key *keys,
 	return 0;
 }
 
-int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_key *keys,
 		     size_t n, struct kvt_l4_block *out)
 {
 	struct kvt_l4 *l4;
@@ -472,7 +472,7 @@ int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
 	return rc;
 }
 
-int kvt_l4_probe_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+int kvt_l4_probe_batch(struct kvt_l4_session *s, const struct kvt_key *keys,
 		       size_t n, int *status)
 {
 	struct kvt_l4 *l4;
@@ -681,7 +681,7 @@ out:
 	return rc;
 }
 
-int kvt_l4_del_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+int kvt_l4_del_batch(struct kvt_l4_session *s, const struct kvt_key *keys,
 		     size_t n, int *status)
 {
 	struct kvt_l4 *l4;

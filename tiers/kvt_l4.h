@@ -123,6 +123,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvt_tier.h" /* struct kvt_key: only read during a call */
+
 /* Longest namespace and key L4 accepts (as L3 and the protocol). */
 #define KVT_L4_NS_MAX 255
 #define KVT_L4_KEY_MAX 65535
@@ -141,14 +143,6 @@
 
 struct kvt_l4;	       /* shared handle (opaque) */
 struct kvt_l4_session; /* one thread's connections (opaque) */
-
-/* A key inside a namespace; only read during the call. */
-struct kvt_l4_key {
-	const uint8_t *ns;
-	size_t ns_len;
-	const uint8_t *key;
-	size_t key_len;
-};
 
 /* A namespace; only read during the call. */
 struct kvt_l4_ns {
@@ -231,7 +225,7 @@ struct kvt_l4_block {
 
 /* One block for kvt_l4_put_batch(); only read during the call. */
 struct kvt_l4_put {
-	struct kvt_l4_key k;
+	struct kvt_key k;
 	const uint8_t *data; /* payload (compressed frame), len bytes */
 	size_t len;
 	uint8_t codec, dtype;
@@ -334,7 +328,7 @@ int kvt_l4_refresh(struct kvt_l4_session *s);
  * KVT_EINVAL (NULL with n > 0, a namespace or key too long; nothing is
  * fetched), or -ENOMEM (then no out[i] owns memory).
  */
-int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_key *keys,
 		     size_t n, struct kvt_l4_block *out);
 
 /*
@@ -349,7 +343,7 @@ int kvt_l4_get_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
  * probes_found and the PROBE latency, not in hits and misses.
  * Returns 0 when the call ran, KVT_EINVAL, -ENOMEM.
  */
-int kvt_l4_probe_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+int kvt_l4_probe_batch(struct kvt_l4_session *s, const struct kvt_key *keys,
 		       size_t n, int *status);
 
 /* Frees a hit's memory and clears mem/data.  NULL or no memory: no-op. */
@@ -375,7 +369,7 @@ int kvt_l4_put_batch(struct kvt_l4_session *s, const struct kvt_l4_put *items,
  * Deletes n blocks.  status[i]: 0 (deleted), KVT_ENOTFOUND (nothing there),
  * or an error.  Returns 0 when the call ran, KVT_EINVAL, -ENOMEM.
  */
-int kvt_l4_del_batch(struct kvt_l4_session *s, const struct kvt_l4_key *keys,
+int kvt_l4_del_batch(struct kvt_l4_session *s, const struct kvt_key *keys,
 		     size_t n, int *status);
 
 /*
@@ -450,7 +444,7 @@ unsigned kvt_l4_key_slot(const void *name, size_t len);
  * Writes the block key name of k ("kvt:<N>:<K>") and its NUL to out; returns
  * its length (69).  k's lengths must be within the limits (asserted).
  */
-size_t kvt_l4_block_name(const struct kvt_l4_key *k,
+size_t kvt_l4_block_name(const struct kvt_key *k,
 			 char out[KVT_L4_NAME_MAX]);
 
 /* Writes the generation key name of ns ("kvt:<N>:gen"); returns 40. */
@@ -464,7 +458,7 @@ size_t kvt_l4_gen_name(const uint8_t *ns, size_t ns_len,
  * followed by the payload.
  */
 void kvt_l4_value_header(uint8_t hdr[KVT_L4_HDR_SIZE],
-			 const struct kvt_l4_key *k, uint64_t gen,
+			 const struct kvt_key *k, uint64_t gen,
 			 uint8_t codec, uint8_t dtype, uint64_t raw_len,
 			 const uint8_t *payload, size_t len);
 
@@ -481,7 +475,7 @@ struct kvt_l4_value_info {
  * Reads v only.
  */
 int kvt_l4_value_check(const uint8_t *v, size_t len,
-		       const struct kvt_l4_key *k,
+		       const struct kvt_key *k,
 		       struct kvt_l4_value_info *info);
 
 #endif /* KVT_L4_H */

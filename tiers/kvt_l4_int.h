@@ -277,6 +277,6 @@ void kvt_l4i_ns_digest(const uint8_t *ns, size_t ns_len,
  * the payload: a probe cannot check it; a get does.)
  */
 int kvt_l4i_header_gen(const uint8_t *v, size_t len,
-		       const struct kvt_l4_key *k, uint64_t *gen);
+		       const struct kvt_key *k, uint64_t *gen);
 
 #endif /* KVT_L4_INT_H */

@@ -85,7 +85,7 @@ void kvt_l4i_ns_digest(const uint8_t *ns, size_t ns_len,
 	memcpy(out, md, KVT_L4_DIGEST_SIZE);
 }
 
-static void key_digest(const struct kvt_l4_key *k,
+static void key_digest(const struct kvt_key *k,
 		       uint8_t out[KVT_L4_DIGEST_SIZE])
 {
 	uint8_t md[SHA256_DIGEST_LENGTH];
@@ -115,7 +115,7 @@ static char *put_hex(char *o, const uint8_t *d, size_t n)
 	return o;
 }
 
-size_t kvt_l4_block_name(const struct kvt_l4_key *k, char out[KVT_L4_NAME_MAX])
+size_t kvt_l4_block_name(const struct kvt_key *k, char out[KVT_L4_NAME_MAX])
 {
 	uint8_t d[KVT_L4_DIGEST_SIZE];
 	char *o = out;
@@ -152,7 +152,7 @@ static uint64_t value_sum(const uint8_t *hdr, const uint8_t *payload,
 }
 
 void kvt_l4_value_header(uint8_t hdr[KVT_L4_HDR_SIZE],
-			 const struct kvt_l4_key *k, uint64_t gen,
+			 const struct kvt_key *k, uint64_t gen,
 			 uint8_t codec, uint8_t dtype, uint64_t raw_len,
 			 const uint8_t *payload, size_t len)
 {
@@ -170,7 +170,7 @@ void kvt_l4_value_header(uint8_t hdr[KVT_L4_HDR_SIZE],
 
 /* The header checks that need no payload (kvt_l4_value_check's first
  * half, and all a probe can do). */
-static int header_check(const uint8_t *v, const struct kvt_l4_key *k)
+static int header_check(const uint8_t *v, const struct kvt_key *k)
 {
 	uint8_t d[KVT_L4_DIGEST_SIZE];
 
@@ -189,7 +189,7 @@ static int header_check(const uint8_t *v, const struct kvt_l4_key *k)
 }
 
 int kvt_l4i_header_gen(const uint8_t *v, size_t len,
-		       const struct kvt_l4_key *k, uint64_t *gen)
+		       const struct kvt_key *k, uint64_t *gen)
 {
 	if (!v || len != KVT_L4_HDR_SIZE || header_check(v, k) != 0)
 		return KVT_ECORRUPT;
@@ -198,7 +198,7 @@ int kvt_l4i_header_gen(const uint8_t *v, size_t len,
 }
 
 int kvt_l4_value_check(const uint8_t *v, size_t len,
-		       const struct kvt_l4_key *k,
+		       const struct kvt_key *k,
 		       struct kvt_l4_value_info *info)
 {
 	if (!v || len < KVT_L4_HDR_SIZE ||

@@ -76,7 +76,7 @@ struct blocks {
 	char (*name)[24];
 	uint8_t **data;
 	size_t *len;
-	struct kvt_l4_key *keys;
+	struct kvt_key *keys;
 };
 
 /* Sizes from empty to 2 MiB; len > 0 fixes them. */
@@ -103,7 +103,7 @@ L4T_FN void blocks_make(struct blocks *b, const char *ns, size_t n,
 		b->data[i] = malloc(b->len[i] ? b->len[i] : 1);
 		assert_non_null(b->data[i]);
 		fill(b->data[i], b->len[i], (first + i) * 31 + strlen(ns));
-		b->keys[i] = (struct kvt_l4_key){
+		b->keys[i] = (struct kvt_key){
 			(const uint8_t *)ns, strlen(ns),
 			(const uint8_t *)b->name[i], strlen(b->name[i]) };
 	}
@@ -258,7 +258,7 @@ L4T_FN redisContext *raw_owner(const char *name, size_t len)
 	return NULL;
 }
 
-L4T_FN redisReply *raw(const struct kvt_l4_key *k, const char *fmt_cmd,
+L4T_FN redisReply *raw(const struct kvt_key *k, const char *fmt_cmd,
 		       const void *arg, size_t arg_len)
 {
 	char name[KVT_L4_NAME_MAX];
@@ -275,7 +275,7 @@ L4T_FN redisReply *raw(const struct kvt_l4_key *k, const char *fmt_cmd,
 	return r;
 }
 
-L4T_FN void raw_set(const struct kvt_l4_key *k, const void *v, size_t len)
+L4T_FN void raw_set(const struct kvt_key *k, const void *v, size_t len)
 {
 	redisReply *r = raw(k, "SET %b %b", v, len);
 

@@ -108,9 +108,9 @@ static void test_slot_vectors(void **state)
 
 /* ---- names ------------------------------------------------------------------ */
 
-static struct kvt_l4_key mk(const char *ns, const char *key)
+static struct kvt_key mk(const char *ns, const char *key)
 {
-	return (struct kvt_l4_key){ (const uint8_t *)ns, strlen(ns),
+	return (struct kvt_key){ (const uint8_t *)ns, strlen(ns),
 				    (const uint8_t *)key, strlen(key) };
 }
 
@@ -121,8 +121,8 @@ static struct kvt_l4_key mk(const char *ns, const char *key)
  */
 static void test_names_golden(void **state)
 {
-	struct kvt_l4_key k = mk("llama-3-8b/bf16", "block-0");
-	struct kvt_l4_key e = mk("", "");
+	struct kvt_key k = mk("llama-3-8b/bf16", "block-0");
+	struct kvt_key e = mk("", "");
 	char n[KVT_L4_NAME_MAX];
 
 	(void)state;
@@ -139,8 +139,8 @@ static void test_names_golden(void **state)
 static void test_names_distinct(void **state)
 {
 	char a[KVT_L4_NAME_MAX], b[KVT_L4_NAME_MAX], g[KVT_L4_NAME_MAX];
-	struct kvt_l4_key k1 = mk("a", "bc"), k2 = mk("ab", "c");
-	struct kvt_l4_key k3 = mk("ns", "x"), k4 = mk("ns2", "x");
+	struct kvt_key k1 = mk("a", "bc"), k2 = mk("ab", "c");
+	struct kvt_key k3 = mk("ns", "x"), k4 = mk("ns2", "x");
 	unsigned slots[64] = { 0 };
 	size_t distinct = 0;
 
@@ -161,7 +161,7 @@ static void test_names_distinct(void **state)
 	/* Blocks of one namespace spread over the slots. */
 	for (int i = 0; i < 1000; i++) {
 		char key[16];
-		struct kvt_l4_key k;
+		struct kvt_key k;
 		unsigned s;
 
 		snprintf(key, sizeof(key), "%d", i);
@@ -175,7 +175,7 @@ static void test_names_distinct(void **state)
 
 /* ---- the stored value ------------------------------------------------------ */
 
-static uint8_t *make_value(const struct kvt_l4_key *k, size_t plen,
+static uint8_t *make_value(const struct kvt_key *k, size_t plen,
 			   uint8_t codec, size_t *vlen)
 {
 	uint8_t *v = malloc(KVT_L4_HDR_SIZE + plen);
@@ -191,7 +191,7 @@ static uint8_t *make_value(const struct kvt_l4_key *k, size_t plen,
 
 static void test_value_header_golden(void **state)
 {
-	struct kvt_l4_key k = mk("llama-3-8b/bf16", "block-0");
+	struct kvt_key k = mk("llama-3-8b/bf16", "block-0");
 	uint8_t h[KVT_L4_HDR_SIZE];
 	static const uint8_t want[KVT_L4_HDR_SIZE] = {
 		'K', 'V', 'L', '4', 1, 0, 1, 2,	     /* magic version codec dtype */
@@ -213,7 +213,7 @@ static void test_value_header_golden(void **state)
 
 static void test_value_roundtrip(void **state)
 {
-	struct kvt_l4_key k = mk("ns", "key");
+	struct kvt_key k = mk("ns", "key");
 	struct kvt_l4_value_info vi;
 	size_t len;
 	uint8_t *v;
@@ -235,7 +235,7 @@ static void test_value_roundtrip(void **state)
 /* Every bit flipped, every truncation, an extension: all refused. */
 static void test_value_damage(void **state)
 {
-	struct kvt_l4_key k = mk("ns", "key");
+	struct kvt_key k = mk("ns", "key");
 	struct kvt_l4_value_info vi = { 0 };
 	size_t len;
 	uint8_t *v = make_value(&k, 200, KVT_CODEC_ZSTD, &len);
@@ -263,8 +263,8 @@ static void test_value_damage(void **state)
 
 static void test_value_foreign(void **state)
 {
-	struct kvt_l4_key k = mk("ns", "key"), other = mk("ns", "kez");
-	struct kvt_l4_key other_ns = mk("nt", "key");
+	struct kvt_key k = mk("ns", "key"), other = mk("ns", "kez");
+	struct kvt_key other_ns = mk("nt", "key");
 	struct kvt_l4_value_info vi;
 	size_t len;
 	uint8_t *v = make_value(&k, 100, KVT_CODEC_RAW, &len);
@@ -381,7 +381,7 @@ static void test_args(void **state)
 	struct kvt_l4 *l4;
 	struct kvt_l4_session *s;
 	uint8_t big[KVT_L4_NS_MAX + 1] = { 0 };
-	struct kvt_l4_key k = { big, sizeof(big), (const uint8_t *)"k", 1 };
+	struct kvt_key k = { big, sizeof(big), (const uint8_t *)"k", 1 };
 	struct kvt_l4_put p = { .k = { (const uint8_t *)"n", 1,
 				       (const uint8_t *)"k", 1 },
 				.codec = KVT_CODEC_END_ };
@@ -582,7 +582,7 @@ static int closed_port(void)
 struct fx {
 	struct kvt_l4 *l4;
 	struct kvt_l4_session *s;
-	struct kvt_l4_key keys[8];
+	struct kvt_key keys[8];
 	char names[8][8];
 	struct kvt_l4_block out[8];
 };

@@ -55,7 +55,7 @@ static void test_keyslot_matches_server(void **state)
 
 		if (i < 300) {
 			char key[16];
-			struct kvt_l4_key k = { (const uint8_t *)"ks", 2,
+			struct kvt_key k = { (const uint8_t *)"ks", 2,
 						(const uint8_t *)key, 0 };
 
 			k.key_len = (size_t)snprintf(key, sizeof(key), "%zu", i);
@@ -568,7 +568,7 @@ static void test_del(void **state)
 	kvt_l4_close(l4);
 }
 
-static long long raw_ttl(const struct kvt_l4_key *k)
+static long long raw_ttl(const struct kvt_key *k)
 {
 	redisReply *r = raw(k, "TTL %b", NULL, 0);
 	long long v = r->integer;
