@@ -696,6 +696,8 @@ static void test_auth(void **state)
 		cfg.password = m == 0 ? "s3cret" : m == 3 ? "nope" : NULL;
 		cfg.password_file = m == 1 ? pwfile : NULL;
 		l4 = open_cfg(&cfg);
+		if (m == 1)
+			unlink(pwfile); /* read at open; gone even if we fail */
 		s = session(l4);
 		if (m < 2) {
 			put_all(s, &b);
@@ -720,7 +722,6 @@ static void test_auth(void **state)
 		kvt_l4_close(l4);
 	}
 	set_password_all("");
-	unlink(pwfile);
 	blocks_free(&b);
 }
 
