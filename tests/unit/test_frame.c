@@ -159,7 +159,7 @@ static void test_strerror(void **state)
 	assert_string_equal(kvt_strerror(-ECONNREFUSED), "Connection refused");
 	assert_string_equal(kvt_strerror(-999), "unknown error");
 	assert_string_equal(kvt_strerror(-1000), "unknown error");
-	assert_string_equal(kvt_strerror(-1016), "unknown error");
+	assert_string_equal(kvt_strerror(-1018), "unknown error");
 	assert_string_equal(kvt_strerror(5), "unknown error");
 	assert_string_equal(kvt_strerror(INT32_MIN), "unknown error");
 }
