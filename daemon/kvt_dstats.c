@@ -83,10 +83,13 @@ static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x)
 				jput(b, ",");
 			jstr(b, v[i].ns, v[i].ns_len);
 			jput(b, ":{\"entries\":%llu,\"bytes\":%llu,"
-				"\"hits\":%llu}",
+				"\"hits\":%llu,\"ram_entries\":%llu,"
+				"\"l1_entries\":%llu}",
 			     (unsigned long long)v[i].entries,
 			     (unsigned long long)v[i].bytes,
-			     (unsigned long long)v[i].hits);
+			     (unsigned long long)v[i].hits,
+			     (unsigned long long)v[i].ram_entries,
+			     (unsigned long long)v[i].l1_entries);
 		}
 	}
 	jput(b, "},\"namespaces_total\":%llu,\"namespaces_rest\":{"

@@ -864,6 +864,25 @@ void kvt_lru_foreach(const struct kvt_lru *t,
 		fn(arg, e);
 }
 
+void kvt_lru_move(struct kvt_lru *t, struct kvt_ref *r, bool newest)
+{
+	/* Only a linked entry has a place in the order. */
+	if (!t || !r->hpprev)
+		return;
+	lru_remove(t, r);
+	if (newest) {
+		lru_push_mru(t, r);
+		return;
+	}
+	r->lru_prev = t->lru;
+	r->lru_next = NULL;
+	if (t->lru)
+		t->lru->lru_next = r;
+	else
+		t->mru = r;
+	t->lru = r;
+}
+
 int kvt_lru_set_ns_marks(struct kvt_lru *t, uint8_t mark0, uint8_t mark1)
 {
 	if (!t || t->entries)

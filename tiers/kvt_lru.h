@@ -245,6 +245,15 @@ uint64_t kvt_lru_pinned_bytes(const struct kvt_lru *t);
 void kvt_lru_ref_set_flags(struct kvt_lru *t, struct kvt_ref *r, uint8_t set,
 			   uint8_t clear);
 
+/*
+ * Moves r, linked in t, to the most recently used end (newest) or to the
+ * least recently used one (the next victim), without counting a hit.  The
+ * manager ages an L2 frame whose block is in L1 too (the cheapest thing L2
+ * can give up) and refreshes it when that block leaves L1 for it.  No-op
+ * for an entry that is not linked.
+ */
+void kvt_lru_move(struct kvt_lru *t, struct kvt_ref *r, bool newest);
+
 /* The capacity given to kvt_lru_open(). */
 uint64_t kvt_lru_capacity(const struct kvt_lru *t);
 

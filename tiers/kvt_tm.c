@@ -61,10 +61,12 @@
  * compression and no write.  Why keep the frame rather than carry it along
  * with the L1 entry: the frame's memory is counted where it lives, against
  * L2's capacity, so the memory bound stays honest with no accounting
- * outside the tiers; it ages in L2 like any frame (an L2 eviction writes
- * it to L3 as usual, and the L1 copy then relies on that L3 copy instead);
- * and the double residency is bounded by admission: only blocks read twice
- * are in both.  Every "copy below" is checked when it is relied on (L2
+ * outside the tiers; the double residency is bounded by admission (only
+ * blocks read twice are in both); and it costs L2 little, because such a
+ * frame is the first one L2 gives up when it needs room (kvt_lru_move): it
+ * is then written to L3 like any L2 victim and the L1 copy relies on that
+ * L3 copy instead (without L3 the frame is dropped, and the L1 copy is
+ * compressed when it leaves, as any block).  Every "copy below" is checked when it is relied on (L2
  * still holds the frame; L3 holds or is writing the key and no delete or
  * drop of it is pending), so a flag that went stale costs a compression,
  * never a lost or wrong block.  Such free demotions count in

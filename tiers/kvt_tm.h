@@ -246,6 +246,8 @@ struct kvt_tm_ns {
 	uint64_t entries; /* blocks, each counted once (RAM first) */
 	uint64_t bytes;	  /* value bytes */
 	uint64_t hits;	  /* gets served by these blocks over their life */
+	uint64_t ram_entries; /* of the entries, those in RAM (L1 or L2) */
+	uint64_t l1_entries;  /* of those, in L1 */
 };
 
 /* What a bounded namespace report leaves out. */

@@ -179,8 +179,12 @@ void kvt_tmi_demote(struct kvt_tm *tm, struct kvt_ref *v, unsigned how)
 	struct kvt_ref *frame;
 	if (!from_l2 && (m.flags & TM_F_ON_L2) && tm->l2 &&
 	    kvt_lru_peek(tm->l2, &k, tm->now_s(), &frame) == 0) {
-		/* The frame is the block's only RAM copy again. */
+		/*
+		 * The frame is the block's only RAM copy again, just in from
+		 * L1 as a compressed victim would be.
+		 */
 		kvt_lru_ref_set_flags(tm->l2, frame, 0, TM_F_IN_L1);
+		kvt_lru_move(tm->l2, frame, true);
 		kvt_ref_release(frame);
 		reused(tm, v);
 		return;
@@ -463,8 +467,15 @@ static int promote(struct kvt_tm *tm, struct job *j, struct kvt_ref **ref)
 	int rc = store_output(tm, tm->l1, j, KVT_CODEC_RAW, j->out_len, flags,
 			      ref, kvt_tmi_l1_victim);
 	if (rc == 0) {
-		if (frame)
+		if (frame) {
 			kvt_lru_ref_set_flags(tm->l2, frame, TM_F_IN_L1, 0);
+			/*
+			 * While L1 has the block, its frame is what L2 can
+			 * lose most cheaply (to L3, or its L1 copy compressed
+			 * again later): L2 gives it up first.
+			 */
+			kvt_lru_move(tm->l2, frame, false);
+		}
 		tm->promotions++;
 		kvt_tmi_reapply_pin(tm, &j->k);
 	}

@@ -24,6 +24,7 @@ struct ns_rec {
 	struct ns_rec *next; /* hash chain */
 	uint64_t hash;
 	uint64_t entries, bytes, hits;
+	uint64_t ram_entries, l1_entries;
 	size_t ns_len;
 	uint8_t name[];
 };
@@ -131,6 +132,8 @@ static void ns_l1(void *arg, const uint8_t *ns, size_t ns_len,
 	r->entries += all->entries;
 	r->bytes += all->raw_bytes;
 	r->hits += all->hits;
+	r->ram_entries += all->entries;
+	r->l1_entries += all->entries;
 }
 
 /* L2: frames of blocks also in L1 (mark 0, TM_F_IN_L1) were counted there. */
@@ -146,6 +149,7 @@ static void ns_l2(void *arg, const uint8_t *ns, size_t ns_len,
 	if (a->err || !(r = acc_slot(a, ns, ns_len)))
 		return;
 	r->entries += sub0(all->entries, mark[0].entries);
+	r->ram_entries += sub0(all->entries, mark[0].entries);
 	r->bytes += sub0(all->raw_bytes, mark[0].raw_bytes);
 	r->hits += sub0(all->hits, mark[0].hits);
 }
@@ -272,6 +276,8 @@ int kvt_tm_ns_stats(struct kvt_tm *tm, size_t top, struct kvt_tm_ns **out,
 			v[i].entries = r->entries;
 			v[i].bytes = r->bytes;
 			v[i].hits = r->hits;
+			v[i].ram_entries = r->ram_entries;
+			v[i].l1_entries = r->l1_entries;
 		} else if (rest) {
 			rest->namespaces++;
 			rest->entries += r->entries;

@@ -967,6 +967,42 @@ static void test_ns_totals(void **state)
 	alloc_fail_after = -1;
 }
 
+/* kvt_lru_move: a linked entry becomes the next victim, or the newest. */
+static void test_move(void **state)
+{
+	struct kvt_lru *l1;
+	struct victims vs = { 0 };
+	struct kvt_ref *r;
+	struct kvt_key k = mkkey("n", "b");
+
+	(void)state;
+	assert_int_equal(kvt_lru_open(&l1, 3 * cost_of("n", "a", 100)), 0);
+	assert_int_equal(put(l1, "n", "a", 100, 1, 0, record_victim, &vs), 0);
+	assert_int_equal(put(l1, "n", "b", 100, 2, 0, record_victim, &vs), 0);
+	assert_int_equal(put(l1, "n", "c", 100, 3, 0, record_victim, &vs), 0);
+	assert_int_equal(kvt_lru_peek(l1, &k, 0, &r), 0);
+	kvt_lru_move(l1, r, false);
+	kvt_lru_move(NULL, r, false);
+	assert_int_equal(put(l1, "n", "d", 100, 4, 0, record_victim, &vs), 0);
+	assert_int_equal(vs.n, 1);
+	assert_string_equal(vs.names[0], "n/b");
+	/* Unlinked now: a no-op. */
+	kvt_lru_move(l1, r, true);
+	kvt_ref_release(r);
+	/* The oldest already: nothing moves; made newest, c goes first. */
+	k = mkkey("n", "a");
+	assert_int_equal(kvt_lru_peek(l1, &k, 0, &r), 0);
+	kvt_lru_move(l1, r, false);
+	kvt_lru_move(l1, r, true);
+	kvt_ref_release(r);
+	assert_int_equal(put(l1, "n", "e", 100, 5, 0, record_victim, &vs), 0);
+	assert_int_equal(vs.n, 2);
+	assert_string_equal(vs.names[1], "n/c");
+	/* No hit was counted by any of it. */
+	assert_int_equal(stats(l1).hits, 0);
+	kvt_lru_close(l1);
+}
+
 /* A reference to a value in no LRU. */
 static void test_ref_make(void **state)
 {
@@ -1021,6 +1057,7 @@ int main(void)
 		cmocka_unit_test(test_random_vs_model),
 		cmocka_unit_test(test_ns_totals),
 		cmocka_unit_test(test_ref_make),
+		cmocka_unit_test(test_move),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
