@@ -63,11 +63,29 @@
  *
  * Threading
  * ---------
- * kvt_l3_state(), kvt_l3_contains(), kvt_l3_foreach() and kvt_l3_stats()
- * may be called from any thread at any time (they use an in-memory mirror of
- * the index guarded by a mutex).  Every other function must be called from
- * one thread at a time (the tier manager's worker).  No call ever holds an
- * LMDB transaction across disk I/O.
+ * Readers: kvt_l3_read_batch() may run on any number of threads at once,
+ * each with its own struct kvt_l3_reader (kvt_l3_reader_open()), and at
+ * the same time as the writer.  kvt_l3_state(), kvt_l3_contains(),
+ * kvt_l3_foreach() and kvt_l3_stats() may be called from any thread at any
+ * time (they use an in-memory mirror of the index guarded by a mutex).
+ *
+ * The writer: kvt_l3_put_batch(), kvt_l3_del(), kvt_l3_drop_ns() and
+ * kvt_l3_check() are meant to be called from one thread at a time (the
+ * tier manager's write lane, which also keeps their order); L3 serializes
+ * them with a lock of its own anyway, so calls from several threads are
+ * safe, only not ordered.
+ *
+ * Reads against the writer: a region is never overwritten while a read of
+ * an entry in it is in flight.  A reclaim first takes the region's entries
+ * out of the index and the mirror (no new read can find them), then waits
+ * for the reads already in flight there to finish, then writes.  So a
+ * concurrent reclaim, delete or replacement can make a read miss
+ * (KVT_ENOTFOUND) or return the value as it was when the read began, never
+ * bytes of another entry and never KVT_ECORRUPT for an intact disk.  Entries
+ * a read finds corrupt or expired are hidden at once and removed from the
+ * index by the writer (right away when it is idle, else at its next call).
+ *
+ * No call ever holds an LMDB transaction across disk I/O.
  *
  * Errors
  * ------
@@ -100,8 +118,9 @@ struct kvt_l3; /* opaque handle */
 
 /*
  * Failure injection for tests (SQLite-style).  Point kvt_l3_config.faults at
- * one of these; L3 reads and updates it on every put, so a test may change
- * the fields between calls.  Production code leaves the pointer NULL.
+ * one of these; L3 reads and updates it on every put and read (reads under
+ * L3's lock), so a test may change the fields between calls.  Production
+ * code leaves the pointer NULL.
  */
 struct kvt_l3_faults {
 	/*
@@ -137,6 +156,19 @@ struct kvt_l3_faults {
 	int read_errno;
 	/* Out: number of region reads issued (including failed ones). */
 	unsigned reads;
+	/*
+	 * If set, called (on the reading thread, no lock held) before every
+	 * region read is issued, after the entry was looked up: a test can
+	 * hold a read in flight there while the writer works.
+	 */
+	void (*before_read)(void *arg);
+	void *before_read_arg;
+	/*
+	 * If set, called before every region pwrite(), with the writer's lock
+	 * held (no other): a test can hold the writer in the middle of a put.
+	 */
+	void (*before_write)(void *arg);
+	void *before_write_arg;
 };
 
 /* How L3 reads its region files (kvt_l3_config.io_backend). */
@@ -216,9 +248,30 @@ int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg);
 
 /*
  * Persists pending hit counts, closes files, LMDB and the ring and frees the
- * handle.  Committed data needs nothing more.  NULL is accepted.
+ * handle.  Committed data needs nothing more.  Every reader opened with
+ * kvt_l3_reader_open() must be closed first, and no other call may be
+ * running.  NULL is accepted.
  */
 void kvt_l3_close(struct kvt_l3 *l3);
+
+/*
+ * A reader: what one thread needs to read from L3 (its own io_uring ring of
+ * kvt_l3_config.queue_depth entries, or the pread() fallback, and scratch
+ * reused from batch to batch).  Use one per thread that reads; a reader
+ * must not be used by two threads at once.
+ */
+struct kvt_l3_reader;
+
+/*
+ * Opens a reader on l3 (the backend follows kvt_l3_config.io_backend: with
+ * KVT_L3_IO_AUTO a refused io_uring falls back to pread()).  Returns 0 and
+ * *out, KVT_EINVAL, -ENOMEM, or with KVT_L3_IO_URING the -errno
+ * io_uring_setup failed with.  On failure *out is NULL.  Thread safe.
+ */
+int kvt_l3_reader_open(struct kvt_l3 *l3, struct kvt_l3_reader **out);
+
+/* Closes a reader (not while it is reading).  NULL is accepted. */
+void kvt_l3_reader_close(struct kvt_l3_reader *r);
 
 /* One block to store.  L3 copies everything; nothing is kept after the call. */
 struct kvt_l3_item {
@@ -297,14 +350,18 @@ size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len);
 
 /*
  * Looks up n keys and reads all hits concurrently (up to the queue depth in
- * flight, through L3's own io_uring ring; pread() where io_uring is
- * unavailable).  Each read's status says how it went; entries found corrupt
- * or expired are removed from the index in one transaction at the end.
- * Hits increment the entry's hit count (persisted with the next put or at
- * close).  Returns 0 when every read has a status, KVT_EINVAL for NULL
- * arguments, or -ENOMEM (no status filled in; nothing returned).
+ * flight, through reader r's io_uring ring; pread() where io_uring is
+ * unavailable), on the calling thread.  r NULL uses the tier's own reader,
+ * which serves one call at a time (others wait for it).  Each read's status
+ * says how it went; entries found corrupt or expired are removed from the
+ * index (see Threading).  Hits increment the entry's hit count (persisted
+ * with the next put or at close).  Returns 0 when every read has a status,
+ * KVT_EINVAL for NULL arguments or a reader of another store, or -ENOMEM
+ * (no status filled in; nothing returned).  Thread safe with distinct
+ * readers.
  */
-int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_read *reads, size_t n);
+int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_reader *r,
+		      struct kvt_l3_read *reads, size_t n);
 
 /* Returns 1 if k is indexed and live, 2 if indexed but expired, else 0.
  * Thread safe. */

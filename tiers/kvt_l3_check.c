@@ -39,7 +39,26 @@ static int crec_cmp(const void *a, const void *b)
 			fprintf(report, "l3 check: " __VA_ARGS__);      \
 	} while (0)
 
+static int check(struct kvt_l3 *l3, FILE *report);
+
 int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
+{
+	int rc;
+
+	if (!l3)
+		return KVT_EINVAL;
+	/*
+	 * As the writer: nothing changes the index or the mirror's structure
+	 * meanwhile.  Readers may still count hits and doom entries (under
+	 * mu, which the comparisons below take).
+	 */
+	pthread_mutex_lock(&l3->wmu);
+	rc = check(l3, report);
+	pthread_mutex_unlock(&l3->wmu);
+	return rc;
+}
+
+static int check(struct kvt_l3 *l3, FILE *report)
 {
 	struct l3_crec *recs = NULL;
 	size_t nrec = 0, cap = 0;
@@ -49,8 +68,6 @@ int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
 	MDB_val k, v;
 	int rc, problems = 0;
 
-	if (!l3)
-		return KVT_EINVAL;
 	/* Copy the index out in one short read transaction. */
 	if ((rc = mdb_txn_begin(l3->env, NULL, MDB_RDONLY, &txn)))
 		return kvt_l3i_mdb_err(rc);
@@ -82,10 +99,18 @@ int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
 		e = kvt_l3i_map_find(l3, k.mv_data, k.mv_size,
 				     kvt_l3i_ikey_hash(k.mv_data, k.mv_size));
 		recs[nrec].ent = e;
-		if (!e)
+		if (!e) {
 			PROBLEM("index entry missing from memory\n");
-		else if (!loc_equal(&e->loc, &recs[nrec].loc))
-			PROBLEM("index and memory disagree on an entry\n");
+		} else {
+			int same;
+
+			lock(l3); /* loc.hits may be counting */
+			same = loc_equal(&e->loc, &recs[nrec].loc);
+			unlock(l3);
+			if (!same)
+				PROBLEM("index and memory disagree on an "
+					"entry\n");
+		}
 		nrec++;
 	}
 	mdb_cursor_close(cur);
@@ -94,7 +119,7 @@ int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
 		free(recs);
 		return rc == ENOMEM ? -ENOMEM : kvt_l3i_mdb_err(rc);
 	}
-	if (nrec != l3->nents)
+	if (nrec != l3->nents) /* the writer's to change: no lock */
 		PROBLEM("index holds %zu entries, memory %zu\n", nrec,
 			l3->nents);
 

@@ -3,14 +3,27 @@
  *
  * Not a public header: only tiers/kvt_l3*.c include it.  kvt_l3.h is the
  * manual; kvt_l3.c explains the overall design (mirror, LMDB key encoding,
- * lazy hit counts).  The tier is split by concern:
- *   kvt_l3.c        keys, records, the in-memory mirror, open/close, small
- *                   calls (contains, del, stats);
- *   kvt_l3_io.c     the entry header's encode/decode, the write path
- *                   (append, sync, commit, FIFO reclaim) and the read path
- *                   (io_uring batch reads, verification);
+ * lazy hit counts, who may touch what).  The tier is split by concern:
+ *   kvt_l3.c        keys, records, the in-memory mirror and the small calls
+ *                   (state, contains, del, drop, foreach, stats);
+ *   kvt_l3_open.c   open and close: directories, region files, LMDB,
+ *                   rebuilding the mirror from the committed index;
+ *   kvt_l3_write.c  the write path: append, sync, commit, FIFO reclaim,
+ *                   removals deferred by readers;
+ *   kvt_l3_read.c   readers and the read path (io_uring or pread batch
+ *                   reads, verification);
  *   kvt_l3_check.c  the consistency checker.
  * Functions shared between them carry the kvt_l3i_ ("internal") prefix.
+ *
+ * Locks (see kvt_l3.c for the full rules):
+ *   wmu   the writer's: held by put_batch, del, drop_ns, check, close and by
+ *         a reader that removes entries it found corrupt or expired (that
+ *         one only takes it with trylock, so readers never wait for the
+ *         writer).  Whoever holds wmu is "the writer": the only thread that
+ *         changes the mirror's structure (hash chains, region lists) and
+ *         opens LMDB write transactions.
+ *   mu    guards the mirror and the counters; readers take it to look up,
+ *         the writer to change.  Never held across I/O or an LMDB call.
  */
 #ifndef KVT_L3_INT_H
 #define KVT_L3_INT_H
@@ -76,15 +89,29 @@ struct l3_loc {
 	uint64_t expiry, hits;
 };
 
-/* One live entry of the in-memory mirror. */
+/* Which of the tier's two entry lists an entry is on (l3_ent.list). */
+enum { L3_LIST_NONE = 0, L3_LIST_DIRTY = 1, L3_LIST_DOOMED = 2 };
+
+/*
+ * One live entry of the in-memory mirror.  Everything but loc.hits and the
+ * list links is written once, before the entry is inserted; loc.hits, list,
+ * dprev and dnext change under mu (readers count hits and doom entries).
+ */
 struct l3_ent {
 	struct l3_ent *hnext;        /* hash chain */
 	struct l3_ent *rprev, *rnext; /* entries of the same region */
-	struct l3_ent *dprev, *dnext; /* entries with unpersisted hits */
+	/*
+	 * The dirty list (unpersisted hits) or the doomed list (found corrupt
+	 * or expired by a reader, removal pending): see list.
+	 */
+	struct l3_ent *dprev, *dnext;
 	uint64_t hash;                /* kvt_l3i_ikey_hash() */
 	struct l3_loc loc;
-	uint8_t dirty;
-	uint8_t doomed; /* queued for removal by the current read batch */
+	/*
+	 * L3_LIST_*.  A doomed entry is logically gone: no lookup returns it,
+	 * and the writer removes it from the index at its next call.
+	 */
+	uint8_t list;
 	uint16_t ikey_len;
 	uint32_t xkey_len; /* full key appended after ikey (hashed ikeys only) */
 	uint8_t bytes[];   /* ikey, then xkey */
@@ -95,9 +122,33 @@ struct l3_region {
 	int dfd; /* O_DIRECT, or -1 */
 	uint64_t generation, seq, fill, live;
 	struct l3_ent *ents;
+	/*
+	 * Reads in flight of entries of this region (under mu): taken at
+	 * lookup, dropped when the I/O is over.  A reclaim waits for 0 before
+	 * it writes into the region.
+	 */
+	unsigned readers;
+	int reclaim_waits; /* the writer sleeps on kvt_l3.rcond for readers */
 	/* put_batch scratch: bytes written past fill in this batch */
 	uint64_t pend_fill;
 	int touched;
+};
+
+/* State of one read in a batch (kvt_l3_read.c). */
+struct l3_io;
+
+/*
+ * A reader (kvt_l3.h): the ring or pread fallback of one thread and its
+ * scratch, grown to the largest batch it has read and then reused.
+ */
+struct kvt_l3_reader {
+	struct kvt_l3 *l3;
+	struct io_uring ring;
+	int have_ring;
+	unsigned qd;
+	struct l3_io *ios;
+	size_t ios_cap;
+	size_t *redo, *done; /* qd each */
 };
 
 struct kvt_l3 {
@@ -105,6 +156,7 @@ struct kvt_l3 {
 	uint64_t region_size;
 	uint32_t nregions;
 	unsigned qd;
+	int io_backend; /* enum kvt_l3_io, for readers opened later */
 	int no_sync;
 	uint64_t (*now_s)(void);
 	struct kvt_l3_faults *faults;
@@ -117,9 +169,15 @@ struct kvt_l3 {
 	MDB_dbi db_index, db_regions, db_meta;
 	size_t maxkey;
 
-	struct io_uring ring;
-	int have_ring;
 	int direct;
+
+	/* The reader of kvt_l3_read_batch(l3, NULL, ...), one caller at a time. */
+	struct kvt_l3_reader *rd0;
+	pthread_mutex_t rd0_mu;
+	unsigned nreaders; /* readers open (under mu) */
+
+	pthread_mutex_t wmu;  /* the writer's lock (above) */
+	pthread_cond_t rcond; /* a region's readers dropped to 0 */
 
 	struct l3_region *regions;
 	uint32_t *touched; /* ids of regions touched by the current batch */
@@ -129,15 +187,26 @@ struct kvt_l3 {
 
 	uint8_t *stage;
 	size_t stage_cap;
+	/* The writer's scratch for snapshots of the dirty and doomed lists. */
+	struct l3_snap *snap;
+	size_t snap_cap;
 
 	pthread_mutex_t mu;
-	/* Below: written by the worker under mu. */
+	/* Below: under mu. */
 	struct l3_ent **buckets;
 	size_t nbuckets, nents;
-	struct l3_ent *dirty;
+	struct l3_ent *dirty;  /* entries with unpersisted hits */
+	struct l3_ent *doomed; /* entries readers found corrupt or expired */
+	size_t ndoomed;
 	uint64_t bytes, raw_bytes, total_fill;
 	uint64_t hits, bytes_read, bytes_written, inflight;
 	uint64_t csum_fail, reclaimed, write_errors;
+};
+
+/* An entry and a copy of its hit count, taken under mu by the writer. */
+struct l3_snap {
+	struct l3_ent *e;
+	uint64_t hits;
 };
 
 /* A key of a request, encoded as its LMDB key. */
@@ -209,14 +278,19 @@ struct l3_ent *kvt_l3i_ent_new(const uint8_t *ikey, size_t ikey_len,
 			       const uint8_t *xkey, size_t xkey_len,
 			       uint64_t hash);
 /* LMDB writes inside txn; they return LMDB codes (see kvt_l3i_mdb_err). */
+/* rec_put stores e->loc, so it is for entries not yet in the mirror (no
+ * reader can change their hits); rec_put_hits is for mirrored ones, with
+ * the hit count the writer copied under mu. */
 int kvt_l3i_rec_put(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e);
+int kvt_l3i_rec_put_hits(struct kvt_l3 *l3, MDB_txn *txn,
+			 const struct l3_ent *e, uint64_t hits);
 int kvt_l3i_rec_del(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e);
 int kvt_l3i_region_rec_put(struct kvt_l3 *l3, MDB_txn *txn, uint32_t id,
 			   uint64_t gen, uint64_t seq, uint64_t fill);
 
 /*
- * The mirror.  Lookups may run without mu on the worker thread (the only
- * one that mutates); insert, remove and the dirty list need mu held.
+ * The mirror.  Lookups need mu, except by the writer (wmu held: nobody else
+ * changes the hash chains); insert, remove and the lists need mu.
  */
 struct l3_ent *kvt_l3i_map_find(struct kvt_l3 *l3, const uint8_t *ikey,
 				size_t ikey_len, uint64_t hash);
@@ -224,8 +298,29 @@ struct l3_ent *kvt_l3i_map_lookup(struct kvt_l3 *l3,
 				  const struct l3_kenc *ke);
 void kvt_l3i_map_insert(struct kvt_l3 *l3, struct l3_ent *e);
 void kvt_l3i_map_remove(struct kvt_l3 *l3, struct l3_ent *e);
-void kvt_l3i_dirty_link(struct kvt_l3 *l3, struct l3_ent *e);
-void kvt_l3i_dirty_unlink(struct kvt_l3 *l3, struct l3_ent *e);
+/* Puts e on list (L3_LIST_DIRTY or _DOOMED), off any other; mu held. */
+void kvt_l3i_list_link(struct kvt_l3 *l3, struct l3_ent *e, int list);
+void kvt_l3i_list_unlink(struct kvt_l3 *l3, struct l3_ent *e);
+
+/*
+ * Writer side (wmu held).  purge_doomed removes the entries readers doomed
+ * from the index and the mirror (best effort: on failure they stay doomed,
+ * hidden, and the next writer call retries); flush_hits persists pending
+ * hit counts in their own transaction.
+ */
+void kvt_l3i_purge_doomed(struct kvt_l3 *l3);
+void kvt_l3i_flush_hits(struct kvt_l3 *l3);
+/*
+ * Copies the dirty list into l3->snap and empties it (mu taken inside);
+ * returns the count or -ENOMEM.  kvt_l3i_snap_undo puts the entries back
+ * after a failed commit.
+ */
+long kvt_l3i_snap_dirty(struct kvt_l3 *l3);
+void kvt_l3i_snap_undo(struct kvt_l3 *l3, size_t n);
+
+/* Readers: open/close for the tier's own reader too (kvt_l3_open.c). */
+int kvt_l3i_reader_new(struct kvt_l3 *l3, struct kvt_l3_reader **out);
+void kvt_l3i_reader_free(struct kvt_l3_reader *r);
 
 /* Writes h as the L3_HDR bytes at p (the reserved field 0). */
 void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h);

@@ -146,7 +146,7 @@ static void worker_from_l3(struct kvt_tm *tm, struct job **jobs, size_t n)
 	memset(reads, 0, sizeof(reads));
 	for (size_t i = 0; i < n; i++)
 		reads[i].k = jobs[i]->k;
-	rc = kvt_l3_read_batch(tm->l3, reads, n);
+	rc = kvt_l3_read_batch(tm->l3, NULL, reads, n);
 	for (size_t i = 0; i < n; i++) {
 		struct job *j = jobs[i];
 		struct kvt_l3_read *r = &reads[i];

@@ -149,7 +149,7 @@ static int read_one(struct fx *f, const char *key, size_t len)
 	struct kvt_l3_read rd = { .k = mkkey(key) };
 	uint8_t *d;
 
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	if (rd.status) {
 		assert_null(rd.mem);
 		return rd.status;
@@ -201,7 +201,7 @@ static void test_roundtrip_sizes(void **state)
 	memset(reads, 0, sizeof(reads));
 	for (int i = 0; i < N; i++)
 		reads[N - 1 - i].k = mkkey(names[i]); /* any order works */
-	assert_int_equal(kvt_l3_read_batch(f->l3, reads, N), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, reads, N), 0);
 	for (int i = 0; i < N; i++) {
 		int j = N - 1 - i;
 
@@ -248,7 +248,7 @@ static void test_many_reads(void **state)
 	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
 	for (int i = 0; i < N + 10; i++)
 		reads[i].k = mkkey(names[i]);
-	assert_int_equal(kvt_l3_read_batch(f->l3, reads, N + 10), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, reads, N + 10), 0);
 	for (int i = 0; i < N + 10; i++) {
 		if (i >= N) {
 			assert_int_equal(reads[i].status, KVT_ENOTFOUND);
@@ -319,7 +319,7 @@ static void test_overwrite(void **state)
 	assert_int_equal(st.dead_bytes, 12288);
 	/* Within one batch, the later of two equal keys wins. */
 	assert_int_equal(kvt_l3_put_batch(f->l3, two, 2), 0);
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	assert_int_equal(rd.status, 0);
 	assert_int_equal(rd.len, 300);
 	assert_memory_equal(rd.data, d2, 300);
@@ -719,7 +719,7 @@ static void test_expiry(void **state)
 	assert_int_equal(put_one(f, "ttl", 5000, fake_now + 10), 0);
 	assert_int_equal(put_one(f, "ttl2", 5000, fake_now + 20), 0);
 	assert_int_equal(put_one(f, "perm", 5000, 0), 0);
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	assert_int_equal(rd.status, 0);
 	assert_int_equal(rd.expiry, fake_now + 10);
 	free(rd.mem);
@@ -762,7 +762,7 @@ static void test_keys_and_limits(void **state)
 	assert_int_equal(kvt_l3_contains(f->l3, &it.k), 1);
 	assert_int_equal(kvt_l3_contains(f->l3, &shortk), 0);
 	fx_reopen(f);
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	assert_int_equal(rd.status, 0);
 	assert_memory_equal(rd.data, d, 3000);
 	free(rd.mem);
@@ -783,7 +783,7 @@ static void test_keys_and_limits(void **state)
 	assert_int_equal(kvt_l3_put_batch(NULL, &it, 1), KVT_EINVAL);
 	assert_int_equal(kvt_l3_put_batch(f->l3, NULL, 1), KVT_EINVAL);
 	assert_int_equal(kvt_l3_put_batch(f->l3, NULL, 0), 0);
-	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, 0), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, NULL, 0), 0);
 	assert_int_equal(stats(f).entries, 1);
 	assert_int_equal(stats(f).write_errors, 0);
 	free(d);
@@ -919,7 +919,7 @@ static void test_caller_buffers(void **state)
 	rd[3].k = mkkey("missing");     /* miss: buffer untouched */
 	rd[3].buf = buf + 2 * need;
 	rd[3].buf_cap = need;
-	assert_int_equal(kvt_l3_read_batch(f->l3, rd, 4), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, rd, 4), 0);
 	assert_int_equal(rd[0].status, 0);
 	assert_null(rd[0].mem);
 	assert_true(rd[0].data > buf && rd[0].data < buf + need);
@@ -1006,7 +1006,7 @@ static void test_read_faults(void **state)
 	f->faults.reads = 0;
 	f->faults.read_fail_at = 2;
 	f->faults.read_errno = EIO;
-	assert_int_equal(kvt_l3_read_batch(f->l3, rd, 3), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, rd, 3), 0);
 	assert_true(f->faults.reads >= 3);
 	for (int i = 0; i < 3; i++) {
 		if (rd[i].status == -EIO) {
@@ -1029,6 +1029,414 @@ static void test_read_faults(void **state)
 	assert_int_equal(read_one(f, "b", 101000), -EBADMSG);
 	assert_int_equal(read_one(f, "b", 101000), 0);
 	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+
+/* ---- concurrent readers ------------------------------------------------- */
+
+/*
+ * Values of the concurrency tests say what they are: key index and version
+ * in the first 8 bytes, then mkdata() of "<key>#<version>", so a reader can
+ * check any version of any key it gets.
+ */
+static uint8_t *mkversion(unsigned key, unsigned version, size_t len)
+{
+	char seed[32];
+	uint8_t *p;
+
+	snprintf(seed, sizeof(seed), "c%u#%u", key, version);
+	p = mkdata(seed, len);
+	memcpy(p, &key, 4);
+	memcpy(p + 4, &version, 4);
+	return p;
+}
+
+/* 0 if data is a version of key (codec and raw_len as put_version sets). */
+static int check_version(unsigned key, const struct kvt_l3_read *rd)
+{
+	unsigned k, v;
+	uint8_t *want;
+	int bad;
+
+	if (rd->len < 8 || rd->codec != 5 || rd->raw_len != rd->len * 3)
+		return -1;
+	memcpy(&k, rd->data, 4);
+	memcpy(&v, rd->data + 4, 4);
+	if (k != key)
+		return -1;
+	want = mkversion(key, v, rd->len);
+	bad = memcmp(want, rd->data, rd->len) != 0;
+	free(want);
+	return bad ? -1 : 0;
+}
+
+enum { CK = 48 }; /* keys in the concurrency tests */
+
+static char cnames[CK][16];
+static const uint8_t *cns(unsigned key)
+{
+	return (const uint8_t *)(key % 3 ? "ns" : "ns2");
+}
+
+static struct kvt_key ckey(unsigned key)
+{
+	struct kvt_key k = { cns(key), key % 3 ? 2 : 3,
+			     (const uint8_t *)cnames[key],
+			     strlen(cnames[key]) };
+	return k;
+}
+
+static size_t clen(unsigned key, unsigned version)
+{
+	return 9000 + (key * 7919 + version * 104729) % 40000;
+}
+
+struct creader {
+	struct kvt_l3 *l3;
+	atomic_int *stop;
+	unsigned seed;
+	int use_bufs;
+	long hits, misses, bad, corrupt, errors;
+};
+
+static void *creader_main(void *p)
+{
+	struct creader *a = p;
+	struct kvt_l3_reader *r;
+	struct kvt_l3_read rd[8];
+	uint8_t *bufs[8] = { 0 };
+	unsigned x = a->seed;
+
+	if (kvt_l3_reader_open(a->l3, &r)) {
+		a->errors++;
+		return NULL;
+	}
+	for (int i = 0; a->use_bufs && i < 8; i++)
+		if (posix_memalign((void **)&bufs[i], KVT_L3_ALIGN, 64 * KIB))
+			a->errors++;
+	while (!atomic_load(a->stop)) {
+		unsigned keys[8];
+
+		memset(rd, 0, sizeof(rd));
+		for (int i = 0; i < 8; i++) {
+			x = x * 1103515245u + 12345u;
+			keys[i] = (x >> 16) % CK;
+			rd[i].k = ckey(keys[i]);
+			rd[i].buf = a->use_bufs && i % 2 ? bufs[i] : NULL;
+			rd[i].buf_cap = rd[i].buf ? 64 * KIB : 0;
+		}
+		if (kvt_l3_read_batch(a->l3, r, rd, 8)) {
+			a->errors++;
+			continue;
+		}
+		for (int i = 0; i < 8; i++) {
+			if (rd[i].status == 0) {
+				a->hits++;
+				a->bad += check_version(keys[i], &rd[i]) != 0;
+			} else if (rd[i].status == KVT_ENOTFOUND) {
+				a->misses++;
+			} else if (rd[i].status == KVT_ECORRUPT) {
+				a->corrupt++;
+			} else {
+				a->errors++;
+			}
+			free(rd[i].mem);
+		}
+	}
+	for (int i = 0; i < 8; i++)
+		free(bufs[i]);
+	kvt_l3_reader_close(r);
+	return NULL;
+}
+
+static int put_version(struct kvt_l3 *l3, unsigned key, unsigned version)
+{
+	size_t len = clen(key, version);
+	uint8_t *d = mkversion(key, version, len);
+	struct kvt_l3_item it = { ckey(key), d, len, 5, 1, len * 3, 0 };
+	int rc = kvt_l3_put_batch(l3, &it, 1);
+
+	free(d);
+	return rc;
+}
+
+/*
+ * Several reader threads, each with its own reader, against one writer
+ * whose puts reclaim regions all the time, and which deletes keys and drops
+ * a namespace now and then: every read is a correct version of its key or a
+ * miss, never KVT_ECORRUPT (the disk is intact) and never wrong bytes.
+ */
+static void test_concurrent_readers(void **state)
+{
+	enum { NR = 3 };
+	/* 8 regions of 256 KiB, values of 9-49 KiB: a reclaim every few puts. */
+	struct fx *f = fx_new(2 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	struct creader rd[NR];
+	pthread_t th[NR];
+	atomic_int stop = 0;
+	unsigned versions[CK] = { 0 }, x = 7;
+	long hits = 0;
+	uint64_t dropped;
+
+	for (unsigned i = 0; i < CK; i++) {
+		snprintf(cnames[i], sizeof(cnames[i]), "c%u", i);
+		assert_int_equal(put_version(f->l3, i, 0), 0);
+	}
+	for (int i = 0; i < NR; i++) {
+		rd[i] = (struct creader){ .l3 = f->l3, .stop = &stop,
+					  .seed = 11u + (unsigned)i,
+					  .use_bufs = i == 1 };
+		assert_int_equal(pthread_create(&th[i], NULL, creader_main,
+						&rd[i]), 0);
+	}
+	for (int it = 0; it < 600; it++) {
+		unsigned key;
+
+		x = x * 1103515245u + 12345u;
+		key = (x >> 16) % CK;
+		if (it % 23 == 22) {
+			assert_int_equal(kvt_l3_drop_ns(f->l3,
+							(const uint8_t *)"ns2",
+							3, &dropped), 0);
+		} else if (it % 7 == 6) {
+			struct kvt_key k = ckey(key);
+			int rc = kvt_l3_del(f->l3, &k);
+
+			assert_true(rc == 0 || rc == KVT_ENOTFOUND);
+		} else {
+			assert_int_equal(put_version(f->l3, key,
+						     ++versions[key]), 0);
+		}
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < NR; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(rd[i].bad, 0);
+		assert_int_equal(rd[i].corrupt, 0);
+		assert_int_equal(rd[i].errors, 0);
+		hits += rd[i].hits;
+	}
+	assert_true(hits > 0);
+	assert_true(stats(f).regions_reclaimed > 10);
+	assert_int_equal(stats(f).checksum_failures, 0);
+	assert_int_equal(stats(f).reads_inflight, 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+/* A read held in flight (in before_read) while the writer reclaims. */
+struct held {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int arm;      /* hold the next read */
+	int holding;  /* a read is held */
+	int release;
+};
+
+static void hold_read(void *p)
+{
+	struct held *h = p;
+
+	pthread_mutex_lock(&h->mu);
+	if (h->arm) {
+		h->arm = 0;
+		h->holding = 1;
+		pthread_cond_broadcast(&h->cv);
+		while (!h->release)
+			pthread_cond_wait(&h->cv, &h->mu);
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
+struct held_read {
+	struct kvt_l3 *l3;
+	int status, bad;
+};
+
+static void *held_read_main(void *p)
+{
+	struct held_read *a = p;
+	struct kvt_l3_reader *r;
+	struct kvt_l3_read rd = { .k = ckey(1) };
+
+	if (kvt_l3_reader_open(a->l3, &r)) {
+		a->status = -1;
+		return NULL;
+	}
+	a->status = kvt_l3_read_batch(a->l3, r, &rd, 1);
+	if (!a->status)
+		a->status = rd.status;
+	if (rd.status == 0)
+		a->bad = check_version(1, &rd);
+	free(rd.mem);
+	kvt_l3_reader_close(r);
+	return NULL;
+}
+
+struct held_write {
+	struct kvt_l3 *l3;
+	atomic_int done;
+	int rc;
+};
+
+static void *held_write_main(void *p)
+{
+	struct held_write *a = p;
+
+	/* Enough to wrap round all 4 regions: region 0 is reclaimed. */
+	for (unsigned v = 1; v <= 40 && !a->rc; v++)
+		a->rc = put_version(a->l3, 2 + v % 40, v);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/*
+ * The reclaim of a region waits for the read of it in flight: the writer
+ * stays blocked while the read is held, and the read, released, returns the
+ * right bytes (without the wait it would read the region's new contents
+ * and report KVT_ECORRUPT).
+ */
+static void test_reclaim_waits_for_readers(void **state)
+{
+	struct fx *f = fx_new(1 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	struct held h = { .arm = 1 };
+	struct held_read hr = { .l3 = f->l3 };
+	struct held_write hw = { .l3 = f->l3 };
+	pthread_t rt, wt;
+	struct timespec ms20 = { 0, 20 * 1000 * 1000 };
+
+	for (unsigned i = 0; i < CK; i++)
+		snprintf(cnames[i], sizeof(cnames[i]), "c%u", i);
+	pthread_mutex_init(&h.mu, NULL);
+	pthread_cond_init(&h.cv, NULL);
+	assert_int_equal(put_version(f->l3, 1, 0), 0); /* region 0 */
+	f->faults.before_read = hold_read;
+	f->faults.before_read_arg = &h;
+	assert_int_equal(pthread_create(&rt, NULL, held_read_main, &hr), 0);
+	pthread_mutex_lock(&h.mu);
+	while (!h.holding)
+		pthread_cond_wait(&h.cv, &h.mu);
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pthread_create(&wt, NULL, held_write_main, &hw), 0);
+	/* The writer reaches the reclaim of region 0 and must wait there. */
+	for (int i = 0; i < 25; i++)
+		nanosleep(&ms20, NULL);
+	assert_int_equal(atomic_load(&hw.done), 0);
+	pthread_mutex_lock(&h.mu);
+	h.release = 1;
+	pthread_cond_broadcast(&h.cv);
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pthread_join(rt, NULL), 0);
+	assert_int_equal(pthread_join(wt, NULL), 0);
+	assert_int_equal(hw.rc, 0);
+	assert_int_equal(hr.status, 0);
+	assert_int_equal(hr.bad, 0);
+	assert_true(stats(f).regions_reclaimed > 0);
+	assert_int_equal(stats(f).checksum_failures, 0);
+	f->faults.before_read = NULL;
+	{
+		struct kvt_key k1 = ckey(1);
+
+		/* Its region was reclaimed: gone now. */
+		assert_int_equal(kvt_l3_contains(f->l3, &k1), 0);
+	}
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	pthread_mutex_destroy(&h.mu);
+	pthread_cond_destroy(&h.cv);
+	fx_free(f);
+}
+
+struct held_put {
+	struct fx *f;
+	int rc;
+};
+
+static void *held_put_main(void *p)
+{
+	struct held_put *a = p;
+
+	a->rc = put_one(a->f, "other", 5000, 0);
+	return NULL;
+}
+
+/*
+ * Entries a reader finds corrupt or expired are hidden at once; removing
+ * them from the index is the writer's job.  With the writer idle the reader
+ * does it itself (as the writer); while a put is running, it leaves them to
+ * the writer's next call.
+ */
+static void test_deferred_removal(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	struct kvt_l3_reader *r;
+	struct kvt_l3_read rd[2];
+	struct kvt_key t1 = mkkey("t1"), t2 = mkkey("t2"), c = mkkey("c");
+	struct held h = { .arm = 1 };
+	struct held_put hp = { .f = f };
+	pthread_t th;
+
+	pthread_mutex_init(&h.mu, NULL);
+	pthread_cond_init(&h.cv, NULL);
+	assert_int_equal(put_one(f, "t1", 5000, fake_now + 5), 0);
+	assert_int_equal(put_one(f, "t2", 5000, fake_now + 5), 0);
+	assert_int_equal(put_one(f, "c", 5000, 0), 0);    /* offset 16K */
+	assert_int_equal(put_one(f, "keep", 5000, 0), 0);
+	assert_int_equal(kvt_l3_reader_open(f->l3, &r), 0);
+	fake_now += 10;
+	/* Idle writer: the reader removes the expired entry itself. */
+	memset(rd, 0, sizeof(rd));
+	rd[0].k = t1;
+	assert_int_equal(kvt_l3_read_batch(f->l3, r, rd, 1), 0);
+	assert_int_equal(rd[0].status, KVT_ENOTFOUND);
+	assert_int_equal(stats(f).entries, 3);
+	/* A put held in its pwrite(): removals wait for the writer. */
+	f->faults.before_write = hold_read;
+	f->faults.before_write_arg = &h;
+	assert_int_equal(pthread_create(&th, NULL, held_put_main, &hp), 0);
+	pthread_mutex_lock(&h.mu);
+	while (!h.holding)
+		pthread_cond_wait(&h.cv, &h.mu);
+	pthread_mutex_unlock(&h.mu);
+	flip_byte(f, 0, 16 * KIB + 64 + 3 + 100); /* data of c */
+	memset(rd, 0, sizeof(rd));
+	rd[0].k = t2;
+	rd[1].k = c;
+	assert_int_equal(kvt_l3_read_batch(f->l3, r, rd, 2), 0);
+	assert_int_equal(rd[0].status, KVT_ENOTFOUND);
+	assert_int_equal(rd[1].status, KVT_ECORRUPT);
+	/* Hidden from every lookup, still in the index. */
+	assert_int_equal(kvt_l3_contains(f->l3, &t2), 0);
+	assert_int_equal(kvt_l3_state(f->l3, &t2), 0);
+	assert_int_equal(kvt_l3_contains(f->l3, &c), 0);
+	assert_int_equal(stats(f).entries, 3);
+	memset(rd, 0, sizeof(rd));
+	rd[0].k = c;
+	assert_int_equal(kvt_l3_read_batch(f->l3, r, rd, 1), 0);
+	assert_int_equal(rd[0].status, KVT_ENOTFOUND);
+	pthread_mutex_lock(&h.mu);
+	h.release = 1;
+	pthread_cond_broadcast(&h.cv);
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(hp.rc, 0);
+	f->faults.before_write = NULL;
+	/* The writer's next call removes them. */
+	assert_int_equal(kvt_l3_del(f->l3, &t1), KVT_ENOTFOUND);
+	assert_int_equal(stats(f).entries, 2); /* keep, other */
+	assert_int_equal(stats(f).checksum_failures, 1);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	kvt_l3_reader_close(r);
+	fx_reopen(f);
+	assert_int_equal(stats(f).entries, 2);
+	assert_int_equal(read_one(f, "keep", 5000), 0);
+	/* Reader API errors. */
+	assert_int_equal(kvt_l3_reader_open(NULL, &r), KVT_EINVAL);
+	assert_null(r);
+	assert_int_equal(kvt_l3_reader_open(f->l3, NULL), KVT_EINVAL);
+	kvt_l3_reader_close(NULL);
+	pthread_mutex_destroy(&h.mu);
+	pthread_cond_destroy(&h.cv);
 	fx_free(f);
 }
 
@@ -1074,6 +1482,9 @@ int main(void)
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_small_capacity),
 		cmocka_unit_test(test_contains_threaded),
+		MODES(test_concurrent_readers),
+		MODES(test_reclaim_waits_for_readers),
+		MODES(test_deferred_removal),
 	};
 
 	int failed;

@@ -1,16 +1,14 @@
 /*
- * kvt_l3_io.c - L3 write and read paths (see kvt_l3.h, kvt_l3_int.h).
+ * kvt_l3_write.c - the L3 write path (see kvt_l3.h, kvt_l3_int.h).
  *
- * Write: a batch is serialized into an aligned staging buffer and appended
- * to the head region with large pwrite()s (O_DIRECT where available), the
- * touched region files are fdatasync()ed, and only then is the index
- * committed, in one transaction.  Read: every hit of a batch is read at once
- * through the tier's own io_uring ring, then verified; where io_uring is
- * refused (or not wanted: kvt_l3_config.io_backend) the same reads are made
- * with pread() on the same thread and verified the same way.
+ * A batch is serialized into an aligned staging buffer and appended to the
+ * head region with large pwrite()s (O_DIRECT where available), the touched
+ * region files are fdatasync()ed, and only then is the index committed, in
+ * one transaction.  Everything here runs as the writer (l3->wmu held).
  */
 #include "kvt_l3_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +28,8 @@ static ssize_t hook_pwrite(struct kvt_l3 *l3, int fd, const void *buf,
 	struct kvt_l3_faults *f = l3->faults;
 
 	if (f) {
+		if (f->before_write)
+			f->before_write(f->before_write_arg);
 		f->writes++;
 		if (l3->short_pending) {
 			l3->short_pending = 0;
@@ -157,6 +157,7 @@ static int stage_flush(struct kvt_l3 *l3, struct l3_batch *b)
 static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 {
 	MDB_txn *txn;
+	long nsnap;
 	int rc;
 
 	if ((rc = stage_flush(l3, b)))
@@ -168,10 +169,15 @@ static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 		l3->faults->skip_commit = 0;
 		return -EIO;
 	}
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn)))
+	if ((nsnap = kvt_l3i_snap_dirty(l3)) < 0)
+		nsnap = 0; /* no memory for hit counts: they wait */
+	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
+		kvt_l3i_snap_undo(l3, (size_t)nsnap);
 		return kvt_l3i_mdb_err(rc);
-	for (struct l3_ent *e = l3->dirty; e && !rc; e = e->dnext)
-		rc = kvt_l3i_rec_put(l3, txn, e);
+	}
+	for (long i = 0; i < nsnap && !rc; i++)
+		rc = kvt_l3i_rec_put_hits(l3, txn, l3->snap[i].e,
+					  l3->snap[i].hits);
 	for (size_t i = b->first; i < upto && !rc; i++)
 		rc = kvt_l3i_rec_put(l3, txn, b->pend[i].ent);
 	for (uint32_t i = 0; i < l3->ntouched && !rc; i++) {
@@ -180,16 +186,16 @@ static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 		rc = kvt_l3i_region_rec_put(l3, txn, l3->touched[i], r->generation,
 				    r->seq, r->pend_fill);
 	}
-	if (rc) {
+	if (rc)
 		mdb_txn_abort(txn);
+	else
+		rc = mdb_txn_commit(txn);
+	if (rc) {
+		kvt_l3i_snap_undo(l3, (size_t)nsnap);
 		return kvt_l3i_mdb_err(rc);
 	}
-	if ((rc = mdb_txn_commit(txn)))
-		return kvt_l3i_mdb_err(rc);
 
 	lock(l3);
-	while (l3->dirty)
-		kvt_l3i_dirty_unlink(l3, l3->dirty);
 	for (size_t i = b->first; i < upto; i++) {
 		struct l3_ent *e = b->pend[i].ent, *old;
 
@@ -214,7 +220,9 @@ static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 /*
  * Makes a new region the head: the next free one, else the oldest (FIFO),
  * whose index entries are removed and generation bumped in one transaction
- * before any byte of it is overwritten.
+ * before any byte of it is overwritten.  Then its entries leave the mirror,
+ * so no new read can start in it, and the writer waits for the reads of it
+ * still in flight: only then may the caller write into it.
  */
 static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 {
@@ -266,7 +274,7 @@ static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 	if ((rc = mdb_txn_commit(txn)))
 		return kvt_l3i_mdb_err(rc);
 
-	/* Only this thread changes the map: the entries are still there. */
+	/* Only the writer changes the map: the entries are still there. */
 	if (l3->on_evict)
 		for (struct l3_ent *e = r->ents; e; e = e->rnext) {
 			struct kvt_key k;
@@ -285,6 +293,12 @@ static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 	r->seq = ++l3->max_seq;
 	r->fill = 0;
 	l3->head = victim;
+	/* Reads that looked up an entry here before it left the mirror. */
+	while (r->readers) {
+		r->reclaim_waits = 1;
+		pthread_cond_wait(&l3->rcond, &l3->mu);
+	}
+	r->reclaim_waits = 0;
 	unlock(l3);
 	if (r->touched) /* committed above; start afresh from 0 */
 		r->pend_fill = 0;
@@ -421,16 +435,32 @@ static int batch_run(struct kvt_l3 *l3, struct l3_batch *b)
 	return batch_commit(l3, b, b->n);
 }
 
+static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
+		     size_t n);
+
 int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 		     size_t n)
 {
-	struct l3_batch b = { 0 };
-	int rc = 0;
+	int rc;
 
 	if (!l3 || (n && !items))
 		return KVT_EINVAL;
 	if (!n)
 		return 0;
+	pthread_mutex_lock(&l3->wmu);
+	rc = put_batch(l3, items, n);
+	pthread_mutex_unlock(&l3->wmu);
+	return rc;
+}
+
+/* kvt_l3_put_batch() with wmu held. */
+static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
+		     size_t n)
+{
+	struct l3_batch b = { 0 };
+	int rc = 0;
+
+	kvt_l3i_purge_doomed(l3);
 	/* Validate everything first, so that a bad item costs no I/O. */
 	for (size_t i = 0; i < n; i++) {
 		struct l3_kenc ke;
@@ -476,387 +506,109 @@ int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 	return rc;
 }
 
-/* ---- read path ---------------------------------------------------------- */
+/* ---- the writer's housekeeping ------------------------------------------ */
 
-struct l3_io {
-	size_t ri;          /* index into reads[] */
-	const struct kvt_key *k;
-	struct l3_ent *ent;
-	struct l3_loc loc;
-	uint8_t *buf;
-	int own;            /* buf was allocated here (else the caller's) */
-	uint64_t done;
-	int res;            /* 0, -errno, or KVT_ECORRUPT */
-	int state;          /* 0 queued, 1 in the ring, 2 finished */
-	int fault;          /* injected -errno for the read in flight */
-};
-
-/*
- * The read fault hook, called once per region read whichever backend
- * makes it.  Returns the -errno the read must fail with, or 0.
- */
-static int read_fault(struct kvt_l3 *l3)
+static int snap_reserve(struct kvt_l3 *l3, size_t n)
 {
-	struct kvt_l3_faults *f = l3->faults;
+	struct l3_snap *p;
 
-	if (!f)
+	if (n <= l3->snap_cap)
 		return 0;
-	f->reads++;
-	if (f->read_fail_at && --f->read_fail_at == 0)
-		return -(f->read_errno ? f->read_errno : EIO);
+	n = n < 64 ? 64 : n * 2;
+	p = realloc(l3->snap, n * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	l3->snap = p;
+	l3->snap_cap = n;
 	return 0;
 }
 
-static int io_fd(const struct kvt_l3 *l3, const struct l3_io *io)
+long kvt_l3i_snap_dirty(struct kvt_l3 *l3)
 {
-	const struct l3_region *r = &l3->regions[io->loc.region];
+	size_t n = 0;
 
-	/* O_DIRECT only while offset and length stay aligned. */
-	if (r->dfd >= 0 && io->done % KVT_L3_ALIGN == 0)
-		return r->dfd;
-	return r->fd;
-}
-
-static void io_prep(struct kvt_l3 *l3, struct io_uring_sqe *sqe,
-		    struct l3_io *io, size_t idx)
-{
-	uint64_t left = io->loc.length - io->done;
-
-	io_uring_prep_read(sqe, io_fd(l3, io), io->buf + io->done,
-			   (unsigned)(left < L3_IO_MAX ? left : L3_IO_MAX),
-			   io->loc.offset + io->done);
-	io_uring_sqe_set_data64(sqe, idx);
-	io->state = 1;
-	/* The read still runs; its result is replaced on completion. */
-	io->fault = read_fault(l3);
-}
-
-/*
- * Accounts one completion.  Returns 1 if the I/O must be resubmitted, 2 if
- * it has finished reading everything (and needs verifying), 0 if it failed.
- */
-static int io_complete(struct l3_io *io, int res)
-{
-	if (res == -EAGAIN || res == -EINTR)
-		return 1;
-	io->state = 2;
-	if (res < 0) {
-		io->res = res;
-		return 0;
+	lock(l3);
+	for (struct l3_ent *e = l3->dirty; e; e = e->dnext)
+		n++;
+	if (n && snap_reserve(l3, n)) {
+		unlock(l3);
+		return -ENOMEM;
 	}
-	if (res == 0) {
-		io->res = KVT_ECORRUPT; /* the entry runs past end of file */
-		return 0;
+	n = 0;
+	while (l3->dirty) {
+		struct l3_ent *e = l3->dirty;
+
+		l3->snap[n].e = e;
+		l3->snap[n++].hits = e->loc.hits;
+		kvt_l3i_list_unlink(l3, e);
 	}
-	KVT_IO_DEFINED(io->buf + io->done, (size_t)res);
-	io->done += (unsigned)res;
-	if (io->done < io->loc.length) {
-		io->state = 1;
-		return 1; /* short read: ask for the rest */
-	}
-	return 2;
+	unlock(l3);
+	return (long)n;
 }
 
-static void io_verify(struct l3_io *io)
-{
-	io->res = kvt_l3i_entry_verify(io->buf, &io->loc, io->k->ns,
-				       io->k->ns_len, io->k->key,
-				       io->k->key_len);
-}
-
-static void set_inflight(struct kvt_l3 *l3, uint64_t v)
+void kvt_l3i_snap_undo(struct kvt_l3 *l3, size_t n)
 {
 	lock(l3);
-	l3->inflight = v;
+	/* Only the writer removes entries: every one is still mirrored. */
+	for (size_t i = 0; i < n; i++)
+		if (l3->snap[i].e->list == L3_LIST_NONE)
+			kvt_l3i_list_link(l3, l3->snap[i].e, L3_LIST_DIRTY);
 	unlock(l3);
 }
 
-/* State of one io_run_ring() call. */
-struct l3_ringrun {
-	struct l3_io *ios;
-	size_t nio, next, nredo, ndone;
-	size_t *redo, *done;
-	unsigned inflight;
-};
-
-/* Queues new and retried reads while there is room in the ring. */
-static void ring_fill(struct kvt_l3 *l3, struct l3_ringrun *rr)
+void kvt_l3i_flush_hits(struct kvt_l3 *l3)
 {
-	while (rr->inflight < l3->qd && (rr->nredo || rr->next < rr->nio)) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&l3->ring);
-		size_t idx;
-
-		if (!sqe)
-			break;
-		idx = rr->nredo ? rr->redo[--rr->nredo] : rr->next++;
-		io_prep(l3, sqe, &rr->ios[idx], idx);
-		rr->inflight++;
-	}
-}
-
-/*
- * Runs all I/Os through the ring, up to qd at a time.  Each entry is
- * verified as soon as its read completes, after the freed slots have been
- * refilled, so that hashing overlaps the reads still in flight.
- */
-static void io_run_ring(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
-{
-	struct l3_ringrun rr = { .ios = ios, .nio = nio };
-
-	rr.redo = malloc(l3->qd * sizeof(*rr.redo));
-	rr.done = malloc(l3->qd * sizeof(*rr.done));
-	if (!rr.redo || !rr.done) {
-		for (size_t i = 0; i < nio; i++)
-			ios[i].res = -ENOMEM, ios[i].state = 2;
-		goto out;
-	}
-	while (rr.next < nio || rr.nredo || rr.inflight) {
-		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
-		int rc;
-
-		ring_fill(l3, &rr);
-		set_inflight(l3, rr.inflight);
-		rc = io_uring_submit_and_wait(&l3->ring, 1);
-		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-			/*
-			 * The ring itself failed.  I/Os it may still own keep
-			 * their buffers (leaked: freeing memory the kernel
-			 * may write to is worse), the rest fail, and later
-			 * batches use pread().
-			 */
-			for (size_t i = 0; i < nio; i++) {
-				if (ios[i].state == 1 && ios[i].own)
-					ios[i].buf = NULL;
-				if (ios[i].state != 2)
-					ios[i].res = rc, ios[i].state = 2;
-			}
-			l3->have_ring = 0;
-			break;
-		}
-		rr.ndone = 0;
-		io_uring_for_each_cqe(&l3->ring, head, cqe) {
-			size_t idx = (size_t)io_uring_cqe_get_data64(cqe);
-
-			seen++;
-			rr.inflight--;
-			switch (io_complete(&ios[idx], ios[idx].fault ?
-					    ios[idx].fault : cqe->res)) {
-			case 1:
-				rr.redo[rr.nredo++] = idx;
-				break;
-			case 2:
-				rr.done[rr.ndone++] = idx;
-				break;
-			}
-		}
-		io_uring_cq_advance(&l3->ring, seen);
-		if (rr.ndone) {
-			ring_fill(l3, &rr);
-			io_uring_submit(&l3->ring); /* errors: seen next loop */
-			for (size_t i = 0; i < rr.ndone; i++)
-				io_verify(&ios[rr.done[i]]);
-		}
-	}
-out:
-	set_inflight(l3, 0);
-	free(rr.redo);
-	free(rr.done);
-}
-
-/* The same, one pread() at a time, where io_uring is unavailable. */
-static void io_run_sync(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
-{
-	for (size_t i = 0; i < nio; i++) {
-		struct l3_io *io = &ios[i];
-		int st;
-
-		set_inflight(l3, 1);
-		do {
-			uint64_t left = io->loc.length - io->done;
-			int fault = read_fault(l3);
-			ssize_t r = fault ? 0 :
-				pread(io_fd(l3, io), io->buf + io->done,
-				      left < L3_IO_MAX ? left : L3_IO_MAX,
-				      (off_t)(io->loc.offset + io->done));
-
-			st = io_complete(io, fault ? fault :
-					 r < 0 ? -errno : (int)r);
-		} while (st == 1);
-		if (st == 2)
-			io_verify(io);
-	}
-	set_inflight(l3, 0);
-}
-
-/*
- * Checks a freshly read entry against what the index says it is and against
- * its checksum.  Returns 0 or KVT_ECORRUPT.
- */
-int kvt_l3i_entry_verify(uint8_t *buf, const struct l3_loc *loc,
-			const uint8_t *ns, size_t ns_len, const uint8_t *key,
-			size_t key_len)
-{
-	struct l3_hdr h;
-	uint64_t body, sum;
-
-	kvt_l3i_hdr_decode(buf, &h);
-	if (h.magic != L3_MAGIC || h.version != L3_VERSION ||
-	    h.codec != loc->codec || h.dtype != loc->dtype ||
-	    h.ns_len != ns_len || h.key_len != key_len ||
-	    h.raw_len != loc->raw_len || h.generation != loc->generation ||
-	    h.offset != loc->offset || h.region != loc->region ||
-	    h.checksum != loc->checksum)
-		return KVT_ECORRUPT;
-	if (h.data_len != loc->data_len || h.data_len > loc->length)
-		return KVT_ECORRUPT;
-	body = L3_HDR + ns_len + key_len + h.data_len;
-	if (round_up(body, KVT_L3_ALIGN) != loc->length)
-		return KVT_ECORRUPT;
-	if ((ns_len && memcmp(buf + L3_HDR, ns, ns_len)) ||
-	    (key_len && memcmp(buf + L3_HDR + ns_len, key, key_len)))
-		return KVT_ECORRUPT;
-	/* The checksum covers the header with its own field zeroed. */
-	put_u64(buf + L3_HDR_CHECKSUM, 0);
-	sum = XXH3_64bits(buf, body);
-	put_u64(buf + L3_HDR_CHECKSUM, loc->checksum);
-	return sum == loc->checksum ? 0 : KVT_ECORRUPT;
-}
-
-/* Removes entries from the index, then from the mirror; best effort. */
-static void remove_ents(struct kvt_l3 *l3, struct l3_ent **ents, size_t n)
-{
+	long n = kvt_l3i_snap_dirty(l3);
 	MDB_txn *txn;
 	int rc = 0;
 
-	if (!n || mdb_txn_begin(l3->env, NULL, 0, &txn))
-		goto undoom;
-	for (size_t i = 0; i < n && !rc; i++)
-		rc = kvt_l3i_rec_del(l3, txn, ents[i]);
-	if (rc) {
+	if (n <= 0)
+		return;
+	if (mdb_txn_begin(l3->env, NULL, 0, &txn)) {
+		kvt_l3i_snap_undo(l3, (size_t)n);
+		return;
+	}
+	for (long i = 0; i < n && !rc; i++)
+		rc = kvt_l3i_rec_put_hits(l3, txn, l3->snap[i].e,
+					  l3->snap[i].hits);
+	if (rc)
 		mdb_txn_abort(txn);
-		goto undoom;
-	}
-	if (mdb_txn_commit(txn))
-		goto undoom;
-	lock(l3);
-	for (size_t i = 0; i < n; i++)
-		kvt_l3i_map_remove(l3, ents[i]);
-	unlock(l3);
-	return;
-undoom:
-	/* Left in place; the next read finds them again. */
-	for (size_t i = 0; i < n; i++)
-		ents[i]->doomed = 0;
-}
-
-size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len)
-{
-	return (size_t)entry_size(ns_len, key_len, len);
-}
-
-int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_read *reads, size_t n)
-{
-	struct l3_io *ios;
-	struct l3_ent **gone;
-	size_t nio = 0, ngone = 0;
-	uint64_t nbytes = 0, nhits = 0, nbad = 0;
-
-	if (!l3 || (n && !reads))
-		return KVT_EINVAL;
-	if (!n)
-		return 0;
-	ios = calloc(n, sizeof(*ios));
-	gone = calloc(n, sizeof(*gone));
-	if (!ios || !gone) {
-		free(ios);
-		free(gone);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct kvt_l3_read *rd = &reads[i];
-		struct l3_io *io = &ios[nio];
-		struct l3_kenc ke;
-		struct l3_ent *e;
-		void *p;
-
-		rd->mem = NULL;
-		rd->data = NULL;
-		rd->len = 0;
-		if ((rd->status = kvt_l3i_key_encode(l3, &rd->k, &ke)))
-			continue;
-		/* Only this thread mutates the mirror: no lock to look. */
-		e = kvt_l3i_map_lookup(l3, &ke);
-		if (!e || e->doomed) {
-			rd->status = KVT_ENOTFOUND;
-			continue;
-		}
-		if (kvt_l3i_expired(l3, e->loc.expiry)) {
-			rd->status = KVT_ENOTFOUND;
-			e->doomed = 1;
-			gone[ngone++] = e;
-			continue;
-		}
-		if (rd->buf && rd->buf_cap >= e->loc.length &&
-		    (uintptr_t)rd->buf % KVT_L3_ALIGN == 0) {
-			io->buf = rd->buf;
-		} else if (posix_memalign(&p, KVT_L3_ALIGN, e->loc.length)) {
-			rd->status = -ENOMEM;
-			continue;
-		} else {
-			io->buf = p;
-			io->own = 1;
-		}
-		io->ri = i;
-		io->k = &rd->k;
-		io->ent = e;
-		io->loc = e->loc;
-		nio++;
-	}
-
-	if (l3->have_ring)
-		io_run_ring(l3, ios, nio);
 	else
-		io_run_sync(l3, ios, nio);
+		rc = mdb_txn_commit(txn);
+	if (rc) /* advisory counts: keep them for the next try */
+		kvt_l3i_snap_undo(l3, (size_t)n);
+}
 
-	for (size_t j = 0; j < nio; j++) {
-		struct l3_io *io = &ios[j];
-		struct kvt_l3_read *rd = &reads[io->ri];
+void kvt_l3i_purge_doomed(struct kvt_l3 *l3)
+{
+	size_t n = 0;
+	MDB_txn *txn;
+	int rc = 0;
 
-		nbytes += io->done;
-		rd->status = io->res;
-		if (io->res == KVT_ECORRUPT) {
-			nbad++;
-			if (!io->ent->doomed) {
-				io->ent->doomed = 1;
-				gone[ngone++] = io->ent;
-			}
-		}
-		if (io->res) {
-			if (io->own)
-				free(io->buf);
-			continue;
-		}
-		rd->mem = io->own ? io->buf : NULL;
-		rd->data = io->buf + L3_HDR + rd->k.ns_len + rd->k.key_len;
-		rd->len = io->loc.data_len;
-		rd->codec = io->loc.codec;
-		rd->dtype = io->loc.dtype;
-		rd->raw_len = io->loc.raw_len;
-		rd->expiry = io->loc.expiry;
-		nhits++;
-		lock(l3);
-		io->ent->loc.hits++;
-		kvt_l3i_dirty_link(l3, io->ent);
-		unlock(l3);
-	}
 	lock(l3);
-	l3->hits += nhits;
-	l3->bytes_read += nbytes;
-	l3->csum_fail += nbad;
+	if (!l3->ndoomed || snap_reserve(l3, l3->ndoomed)) {
+		unlock(l3);
+		return;
+	}
+	for (struct l3_ent *e = l3->doomed; e; e = e->dnext)
+		l3->snap[n++].e = e;
 	unlock(l3);
-	remove_ents(l3, gone, ngone);
-	free(gone);
-	free(ios);
-	return 0;
+	/*
+	 * Readers only add to the doomed list; the entries copied stay
+	 * mirrored (and doomed) until this writer removes them.
+	 */
+	if (mdb_txn_begin(l3->env, NULL, 0, &txn))
+		return;
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = kvt_l3i_rec_del(l3, txn, l3->snap[i].e);
+	if (rc)
+		mdb_txn_abort(txn);
+	else
+		rc = mdb_txn_commit(txn);
+	if (rc)
+		return; /* still doomed, still hidden: the next call retries */
+	lock(l3);
+	for (size_t i = 0; i < n; i++)
+		kvt_l3i_map_remove(l3, l3->snap[i].e);
+	unlock(l3);
 }
