@@ -152,44 +152,158 @@ void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l)
 void kvt_l3i_ent_key(const struct l3_ent *e, const uint8_t **ns, size_t *ns_len,
 		    const uint8_t **key, size_t *key_len)
 {
-	*ns_len = e->bytes[1];
-	*ns = e->bytes + 2;
-	if (e->bytes[0] == 0) {
-		*key = e->bytes + 2 + *ns_len;
-		*key_len = e->ikey_len - 2 - *ns_len;
-	} else {
-		*key = e->bytes + e->ikey_len;
-		*key_len = e->xkey_len;
-	}
+	*ns_len = e->ns->len;
+	*ns = e->ns->name;
+	*key = ent_keybytes(e);
+	*key_len = e->key_len;
 }
 
-struct l3_ent *kvt_l3i_ent_new(const uint8_t *ikey, size_t ikey_len,
-			      const uint8_t *xkey, size_t xkey_len,
-			      uint64_t hash)
+size_t kvt_l3i_ent_ikey(const struct l3_ent *e, uint8_t *buf)
 {
-	struct l3_ent *e = calloc(1, sizeof(*e) + ikey_len + xkey_len);
+	size_t n = e->hashed ? 16 : e->key_len;
 
+	buf[0] = e->hashed;
+	buf[1] = e->ns->len;
+	memcpy(buf + 2, e->ns->name, e->ns->len);
+	memcpy(buf + 2 + e->ns->len, e->bytes, n);
+	return 2 + e->ns->len + n;
+}
+
+/* ---- namespaces (mu held) ----------------------------------------------- */
+
+static uint64_t ns_hash(const uint8_t *ns, size_t ns_len)
+{
+	struct kvt_key k = { NULL, 0, ns, ns_len };
+
+	return kvt_key_hash(&k);
+}
+
+struct l3_ns *kvt_l3i_ns_find(struct kvt_l3 *l3, const uint8_t *ns,
+			      size_t ns_len)
+{
+	uint64_t h;
+
+	if (!l3->nnsb)
+		return NULL;
+	h = ns_hash(ns, ns_len);
+	for (struct l3_ns *n = l3->nsb[h & (l3->nnsb - 1)]; n; n = n->hnext)
+		if (n->hash == h && n->len == ns_len &&
+		    !memcmp(n->name, ns, ns_len))
+			return n;
+	return NULL;
+}
+
+static void ns_grow(struct kvt_l3 *l3)
+{
+	size_t n = l3->nnsb ? l3->nnsb * 2 : 64;
+	struct l3_ns **nb = calloc(n, sizeof(*nb));
+
+	if (!nb)
+		return; /* longer chains, still correct */
+	for (size_t i = 0; i < l3->nnsb; i++)
+		for (struct l3_ns *x = l3->nsb[i], *next; x; x = next) {
+			next = x->hnext;
+			x->hnext = nb[x->hash & (n - 1)];
+			nb[x->hash & (n - 1)] = x;
+		}
+	free(l3->nsb);
+	l3->nsb = nb;
+	l3->nnsb = n;
+}
+
+/* The namespace ns with one more reference, created if new; NULL: ENOMEM. */
+static struct l3_ns *ns_ref(struct kvt_l3 *l3, const uint8_t *ns,
+			    size_t ns_len)
+{
+	struct l3_ns *n = kvt_l3i_ns_find(l3, ns, ns_len);
+
+	if (!n) {
+		if (l3->nns >= l3->nnsb)
+			ns_grow(l3);
+		if (!l3->nnsb || !(n = calloc(1, sizeof(*n) + ns_len)))
+			return NULL;
+		n->hash = ns_hash(ns, ns_len);
+		n->len = (uint8_t)ns_len;
+		memcpy(n->name, ns, ns_len);
+		n->hnext = l3->nsb[n->hash & (l3->nnsb - 1)];
+		l3->nsb[n->hash & (l3->nnsb - 1)] = n;
+		l3->nns++;
+	}
+	n->refs++;
+	return n;
+}
+
+static void ns_unref(struct kvt_l3 *l3, struct l3_ns *n)
+{
+	struct l3_ns **pp;
+
+	if (--n->refs)
+		return;
+	for (pp = &l3->nsb[n->hash & (l3->nnsb - 1)]; *pp != n;
+	     pp = &(*pp)->hnext)
+		;
+	*pp = n->hnext;
+	l3->nns--;
+	free(n);
+}
+
+/* ---- entries ------------------------------------------------------------- */
+
+struct l3_ent *kvt_l3i_ent_new(struct kvt_l3 *l3, const uint8_t *ikey,
+			      size_t ikey_len, const uint8_t *xkey,
+			      size_t xkey_len, uint64_t hash)
+{
+	size_t ns_len, kpart;
+	int hashed;
+	struct l3_ent *e;
+
+	if (ikey_len < 2 || ikey[0] > 1 || (size_t)ikey[1] + 2 > ikey_len)
+		return NULL;
+	ns_len = ikey[1];
+	kpart = ikey_len - 2 - ns_len;
+	hashed = ikey[0];
+	if (hashed ? kpart != 16 : xkey_len != 0)
+		return NULL;
+	e = calloc(1, sizeof(*e) + kpart + xkey_len);
 	if (!e)
 		return NULL;
 	e->hash = hash;
-	e->ikey_len = (uint16_t)ikey_len;
-	e->xkey_len = (uint32_t)xkey_len;
-	memcpy(e->bytes, ikey, ikey_len);
+	e->hashed = (uint8_t)hashed;
+	e->key_len = (uint32_t)(hashed ? xkey_len : kpart);
+	memcpy(e->bytes, ikey + 2 + ns_len, kpart);
 	if (xkey_len)
-		memcpy(e->bytes + ikey_len, xkey, xkey_len);
+		memcpy(e->bytes + 16, xkey, xkey_len);
+	lock(l3);
+	e->ns = ns_ref(l3, ikey + 2, ns_len);
+	unlock(l3);
+	if (!e->ns) {
+		free(e);
+		return NULL;
+	}
 	return e;
+}
+
+void kvt_l3i_ent_free(struct kvt_l3 *l3, struct l3_ent *e)
+{
+	if (!e)
+		return;
+	lock(l3);
+	ns_unref(l3, e->ns);
+	unlock(l3);
+	free(e);
 }
 
 static int rec_put_loc(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e,
 		       const struct l3_loc *loc)
 {
-	uint8_t buf[L3_REC + KVT_L3_KEY_MAX];
-	MDB_val k = { e->ikey_len, (void *)ent_ikey(e) };
-	MDB_val v = { L3_REC + e->xkey_len, buf };
+	uint8_t buf[L3_REC + KVT_L3_KEY_MAX], kb[L3_IKEY_MAX];
+	size_t xkey_len = e->hashed ? e->key_len : 0;
+	MDB_val k = { kvt_l3i_ent_ikey(e, kb), kb };
+	MDB_val v = { L3_REC + xkey_len, buf };
 
 	kvt_l3i_rec_encode(buf, loc);
-	if (e->xkey_len)
-		memcpy(buf + L3_REC, e->bytes + e->ikey_len, e->xkey_len);
+	if (xkey_len)
+		memcpy(buf + L3_REC, ent_keybytes(e), xkey_len);
 	return mdb_put(txn, l3->db_index, &k, &v, 0);
 }
 
@@ -216,7 +330,8 @@ int kvt_l3i_rec_put_hits(struct kvt_l3 *l3, MDB_txn *txn,
 
 int kvt_l3i_rec_del(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e)
 {
-	MDB_val k = { e->ikey_len, (void *)ent_ikey(e) };
+	uint8_t kb[L3_IKEY_MAX];
+	MDB_val k = { kvt_l3i_ent_ikey(e, kb), kb };
 	int rc = mdb_del(txn, l3->db_index, &k, NULL);
 
 	return rc == MDB_NOTFOUND ? 0 : rc;
@@ -243,15 +358,41 @@ static struct l3_ent **bucket(struct kvt_l3 *l3, uint64_t hash)
 	return &l3->buckets[hash & (l3->nbuckets - 1)];
 }
 
+/* Does e have this LMDB key (split into namespace, flag and key part)? */
+static int ent_has_ikey(const struct l3_ent *e, const uint8_t *ns,
+			size_t ns_len, int hashed, const uint8_t *kpart,
+			size_t kpart_len)
+{
+	return e->hashed == hashed && e->ns->len == ns_len &&
+	       (hashed ? kpart_len == 16 : kpart_len == e->key_len) &&
+	       !memcmp(e->bytes, kpart, kpart_len) &&
+	       !memcmp(e->ns->name, ns, ns_len);
+}
+
 struct l3_ent *kvt_l3i_map_find(struct kvt_l3 *l3, const uint8_t *ikey,
 			       size_t ikey_len, uint64_t hash)
 {
-	struct l3_ent *e;
+	size_t ns_len;
 
-	for (e = *bucket(l3, hash); e; e = e->hnext)
-		if (e->hash == hash && e->ikey_len == ikey_len &&
-		    !memcmp(ent_ikey(e), ikey, ikey_len))
+	if (ikey_len < 2 || (size_t)ikey[1] + 2 > ikey_len)
+		return NULL;
+	ns_len = ikey[1];
+	for (struct l3_ent *e = *bucket(l3, hash); e; e = e->hnext)
+		if (e->hash == hash &&
+		    ent_has_ikey(e, ikey + 2, ns_len, ikey[0], ikey + 2 + ns_len,
+				 ikey_len - 2 - ns_len))
 			return e;
+	return NULL;
+}
+
+struct l3_ent *kvt_l3i_map_find_ent(struct kvt_l3 *l3, const struct l3_ent *e)
+{
+	for (struct l3_ent *x = *bucket(l3, e->hash); x; x = x->hnext)
+		if (x->hash == e->hash && x->ns == e->ns &&
+		    x->hashed == e->hashed &&
+		    (e->hashed || x->key_len == e->key_len) &&
+		    !memcmp(x->bytes, e->bytes, e->hashed ? 16 : e->key_len))
+			return x;
 	return NULL;
 }
 
@@ -261,8 +402,8 @@ struct l3_ent *kvt_l3i_map_lookup(struct kvt_l3 *l3, const struct l3_kenc *ke)
 	struct l3_ent *e = kvt_l3i_map_find(l3, ke->ikey, ke->ikey_len, ke->hash);
 
 	if (e && ke->hashed &&
-	    (e->xkey_len != ke->key_len ||
-	     memcmp(e->bytes + e->ikey_len, ke->key, ke->key_len)))
+	    (e->key_len != ke->key_len ||
+	     memcmp(ent_keybytes(e), ke->key, ke->key_len)))
 		return NULL;
 	return e;
 }
@@ -342,6 +483,16 @@ void kvt_l3i_map_insert(struct kvt_l3 *l3, struct l3_ent *e)
 	if (r->ents)
 		r->ents->rprev = e;
 	r->ents = e;
+	e->nprev = NULL;
+	e->nnext = e->ns->ents;
+	if (e->ns->ents)
+		e->ns->ents->nprev = e;
+	e->ns->ents = e;
+	if (e->ns->entries++ == 0)
+		l3->nns_live++;
+	e->ns->bytes += e->loc.length;
+	e->ns->raw_bytes += e->loc.raw_len;
+	e->ns->hits += e->loc.hits;
 	r->live += e->loc.length;
 	l3->nents++;
 	l3->bytes += e->loc.length;
@@ -363,12 +514,43 @@ void kvt_l3i_map_remove(struct kvt_l3 *l3, struct l3_ent *e)
 		r->ents = e->rnext;
 	if (e->rnext)
 		e->rnext->rprev = e->rprev;
+	if (e->nprev)
+		e->nprev->nnext = e->nnext;
+	else
+		e->ns->ents = e->nnext;
+	if (e->nnext)
+		e->nnext->nprev = e->nprev;
+	if (--e->ns->entries == 0)
+		l3->nns_live--;
+	e->ns->bytes -= e->loc.length;
+	e->ns->raw_bytes -= e->loc.raw_len;
+	e->ns->hits -= e->loc.hits;
 	kvt_l3i_list_unlink(l3, e);
 	r->live -= e->loc.length;
 	l3->nents--;
 	l3->bytes -= e->loc.length;
 	l3->raw_bytes -= e->loc.raw_len;
+	ns_unref(l3, e->ns);
 	free(e);
+}
+
+void kvt_l3i_map_free(struct kvt_l3 *l3)
+{
+	if (l3->buckets)
+		for (size_t i = 0; i < l3->nbuckets; i++)
+			for (struct l3_ent *e = l3->buckets[i], *n; e; e = n) {
+				n = e->hnext;
+				free(e);
+			}
+	for (size_t i = 0; i < l3->nnsb; i++)
+		for (struct l3_ns *x = l3->nsb[i], *n; x; x = n) {
+			n = x->hnext;
+			free(x);
+		}
+	free(l3->buckets);
+	free(l3->nsb);
+	l3->buckets = NULL;
+	l3->nsb = NULL;
 }
 
 /* ---- small calls -------------------------------------------------------- */
@@ -447,21 +629,13 @@ out:
 	return rc;
 }
 
-/* Does entry e belong to namespace ns?  ikey = flag, ns_len, ns, key. */
-static bool ent_in_ns(const struct l3_ent *e, const uint8_t *ns,
-		      size_t ns_len)
-{
-	return e->ikey_len >= 2 + ns_len && e->bytes[1] == ns_len &&
-	       (ns_len == 0 || memcmp(e->bytes + 2, ns, ns_len) == 0);
-}
-
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped)
 {
-	struct l3_ent **v = NULL;
-	size_t n = 0, cap = 0;
+	struct l3_ns *nsp;
 	MDB_txn *txn;
-	int rc;
+	uint64_t n;
+	int rc = 0;
 
 	if (!l3 || (ns_len && !ns) || ns_len > KVT_L3_NS_MAX)
 		return KVT_EINVAL;
@@ -469,54 +643,45 @@ int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		*dropped = 0;
 	pthread_mutex_lock(&l3->wmu);
 	kvt_l3i_purge_doomed(l3);
-	/* Only the writer changes the map, so the entries stay valid. */
 	lock(l3);
-	for (size_t b = 0; b < l3->nbuckets; b++)
-		for (struct l3_ent *e = l3->buckets[b]; e; e = e->hnext) {
-			if (!ent_in_ns(e, ns, ns_len))
-				continue;
-			if (n == cap) {
-				size_t nc = cap ? cap * 2 : 64;
-				struct l3_ent **nv = realloc(v, nc * sizeof(*v));
-				if (!nv) {
-					unlock(l3);
-					pthread_mutex_unlock(&l3->wmu);
-					free(v);
-					return -ENOMEM;
-				}
-				v = nv;
-				cap = nc;
-			}
-			v[n++] = e;
-		}
+	nsp = kvt_l3i_ns_find(l3, ns, ns_len);
+	n = nsp ? nsp->entries : 0;
+	if (nsp)
+		nsp->refs++; /* kept while its entries go */
 	unlock(l3);
-	rc = 0;
 	if (n == 0)
 		goto out;
-	/* One transaction for the whole namespace: all of it goes, or none. */
+	/*
+	 * One transaction for the whole namespace: all of it goes, or none.
+	 * Only the writer changes the namespace's list: no lock to walk it.
+	 */
 	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
 		rc = kvt_l3i_mdb_err(rc);
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		if ((rc = kvt_l3i_rec_del(l3, txn, v[i]))) {
-			mdb_txn_abort(txn);
-			rc = kvt_l3i_mdb_err(rc);
-			goto out;
-		}
-	if ((rc = mdb_txn_commit(txn))) {
+	for (struct l3_ent *e = nsp->ents; e && !rc; e = e->nnext)
+		rc = kvt_l3i_rec_del(l3, txn, e);
+	if (rc)
+		mdb_txn_abort(txn);
+	else
+		rc = mdb_txn_commit(txn);
+	if (rc) {
 		rc = kvt_l3i_mdb_err(rc);
 		goto out;
 	}
 	lock(l3);
-	for (size_t i = 0; i < n; i++)
-		kvt_l3i_map_remove(l3, v[i]);
+	while (nsp->ents)
+		kvt_l3i_map_remove(l3, nsp->ents);
 	unlock(l3);
 	if (dropped)
 		*dropped = n;
 out:
+	if (nsp) {
+		lock(l3);
+		ns_unref(l3, nsp);
+		unlock(l3);
+	}
 	pthread_mutex_unlock(&l3->wmu);
-	free(v);
 	return rc;
 }
 
@@ -563,8 +728,62 @@ void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st)
 	st->write_errors = l3->write_errors;
 	st->dead_bytes = l3->total_fill - l3->bytes;
 	st->regions = l3->nregions;
+	st->namespaces = l3->nns_live;
 	st->region_size = l3->region_size;
 	st->direct_io = l3->direct;
 	st->uring = l3->rd0 && l3->rd0->have_ring;
 	unlock(l3);
+}
+
+static void ns_fill(const struct l3_ns *n, struct kvt_l3_ns_stats *st)
+{
+	st->ns = n->name;
+	st->ns_len = n->len;
+	st->entries = n->entries;
+	st->bytes = n->bytes;
+	st->raw_bytes = n->raw_bytes;
+	st->hits = n->hits;
+}
+
+int kvt_l3_ns_foreach(struct kvt_l3 *l3, kvt_l3_ns_fn fn, void *arg)
+{
+	int rc = 0;
+
+	if (!l3 || !fn)
+		return KVT_EINVAL;
+	lock(l3);
+	for (size_t b = 0; b < l3->nnsb && !rc; b++)
+		for (struct l3_ns *n = l3->nsb[b]; n && !rc; n = n->hnext) {
+			struct kvt_l3_ns_stats st;
+
+			if (!n->entries)
+				continue; /* only a put batch's, so far */
+			ns_fill(n, &st);
+			rc = fn(arg, &st);
+		}
+	unlock(l3);
+	return rc;
+}
+
+int kvt_l3_ns_get(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
+		  struct kvt_l3_ns_stats *st)
+{
+	struct l3_ns *n;
+	int rc = 0;
+
+	if (!l3 || !st || (ns_len && !ns))
+		return KVT_EINVAL;
+	memset(st, 0, sizeof(*st));
+	if (ns_len > KVT_L3_NS_MAX)
+		return KVT_ENOTFOUND;
+	lock(l3);
+	n = kvt_l3i_ns_find(l3, ns, ns_len);
+	if (n && n->entries)
+		ns_fill(n, st);
+	else
+		rc = KVT_ENOTFOUND;
+	unlock(l3);
+	st->ns = ns; /* the caller's copy: ours is only valid under mu */
+	st->ns_len = ns_len;
+	return rc;
 }

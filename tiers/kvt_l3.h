@@ -379,8 +379,9 @@ int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k);
 
 /*
  * Removes every entry of namespace ns (exactly that namespace) in one
- * transaction; *dropped (may be NULL) gets how many.  Returns 0,
- * KVT_EINVAL, KVT_ESERVER (commit failed: nothing removed), -ENOMEM.
+ * transaction; *dropped (may be NULL) gets how many.  Takes time in the
+ * namespace's entries, not the store's.  Returns 0, KVT_EINVAL,
+ * KVT_ESERVER (commit failed: nothing removed), -ENOMEM.
  */
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped);
@@ -394,6 +395,37 @@ int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 typedef int (*kvt_l3_visit_fn)(void *arg, const struct kvt_key *k,
 			       uint64_t raw_len, uint64_t hits);
 int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg);
+
+/*
+ * Totals of one namespace (kvt_l3_ns_foreach(), kvt_l3_ns_get()), kept as
+ * entries come and go, so reading them never visits entries.  Like
+ * kvt_l3_stats, they count every indexed entry, including expired ones
+ * not removed yet.
+ */
+struct kvt_l3_ns_stats {
+	const uint8_t *ns; /* valid during the callback only */
+	size_t ns_len;
+	uint64_t entries;   /* indexed entries */
+	uint64_t bytes;     /* their on-disk bytes */
+	uint64_t raw_bytes; /* sum of their raw_len */
+	uint64_t hits;      /* their hit counts (persisted and since open) */
+};
+
+/*
+ * Calls fn for every namespace that has entries, with its totals, under
+ * the store's lock (fn must be quick and must not call into L3); stops
+ * early if fn returns nonzero and returns that value.  O(namespaces), never
+ * O(entries).  Thread safe.  Returns 0, fn's value, or KVT_EINVAL.
+ */
+typedef int (*kvt_l3_ns_fn)(void *arg, const struct kvt_l3_ns_stats *ns);
+int kvt_l3_ns_foreach(struct kvt_l3 *l3, kvt_l3_ns_fn fn, void *arg);
+
+/*
+ * The totals of namespace ns into *st (st->ns is ns).  O(1).  Thread safe.
+ * Returns 0, KVT_ENOTFOUND (no entry in ns; *st zeroed) or KVT_EINVAL.
+ */
+int kvt_l3_ns_get(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
+		  struct kvt_l3_ns_stats *st);
 
 struct kvt_l3_stats {
 	uint64_t entries;           /* live (indexed) entries */
@@ -409,6 +441,7 @@ struct kvt_l3_stats {
 	uint64_t write_errors;      /* failed put batches (write/sync/commit) */
 	uint64_t dead_bytes;        /* written bytes of replaced/deleted entries */
 	uint64_t regions;           /* number of region files */
+	uint64_t namespaces;        /* namespaces with entries */
 	uint64_t region_size;       /* bytes per region */
 	int direct_io;              /* 1 if region I/O uses O_DIRECT */
 	int uring;                  /* 1 if reads go through io_uring */

@@ -32,6 +32,7 @@ static int crec_cmp(const void *a, const void *b)
 	return 0;
 }
 
+
 #define PROBLEM(...)                                                    \
 	do {                                                            \
 		problems++;                                             \
@@ -40,6 +41,54 @@ static int crec_cmp(const void *a, const void *b)
 	} while (0)
 
 static int check(struct kvt_l3 *l3, FILE *report);
+
+/*
+ * The per-namespace totals against a recount of each namespace's entries,
+ * and the namespaces' entries against the whole mirror's.
+ */
+static int check_namespaces(struct kvt_l3 *l3, FILE *report)
+{
+	uint64_t all = 0;
+	int problems = 0;
+
+	lock(l3); /* hit counts move */
+	for (size_t b = 0; b < l3->nnsb; b++)
+		for (struct l3_ns *n = l3->nsb[b]; n; n = n->hnext) {
+			uint64_t ents = 0, bytes = 0, raw = 0, hits = 0;
+
+			for (struct l3_ent *e = n->ents; e; e = e->nnext) {
+				ents++;
+				bytes += e->loc.length;
+				raw += e->loc.raw_len;
+				hits += e->loc.hits;
+				if (e->ns != n)
+					PROBLEM("an entry on namespace "
+						"%.*s's list belongs to "
+						"another\n", (int)n->len,
+						(const char *)n->name);
+			}
+			all += ents;
+			if (ents != n->entries || bytes != n->bytes ||
+			    raw != n->raw_bytes || hits != n->hits)
+				PROBLEM("namespace %.*s: totals %" PRIu64
+					"/%" PRIu64 "/%" PRIu64 "/%" PRIu64
+					" (entries/bytes/raw/hits), recount "
+					"%" PRIu64 "/%" PRIu64 "/%" PRIu64
+					"/%" PRIu64 "\n", (int)n->len,
+					(const char *)n->name, n->entries,
+					n->bytes, n->raw_bytes, n->hits, ents,
+					bytes, raw, hits);
+			if (!n->refs)
+				PROBLEM("namespace %.*s kept with no "
+					"reference\n", (int)n->len,
+					(const char *)n->name);
+		}
+	if (all != l3->nents)
+		PROBLEM("namespaces hold %" PRIu64 " entries, the mirror "
+			"%zu\n", all, l3->nents);
+	unlock(l3);
+	return problems;
+}
 
 int kvt_l3_check(struct kvt_l3 *l3, FILE *report)
 {
@@ -207,6 +256,7 @@ static int check(struct kvt_l3 *l3, FILE *report)
 			", raw %" PRIu64 "/%" PRIu64 ", fill %" PRIu64
 			"/%" PRIu64 "\n", bytes, l3->bytes, raw, l3->raw_bytes,
 			fill, l3->total_fill);
+	problems += check_namespaces(l3, report);
 	if (report)
 		fprintf(report, "l3 check: %zu entries, %d problem(s)\n", nrec,
 			problems);

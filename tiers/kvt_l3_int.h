@@ -93,29 +93,57 @@ struct l3_loc {
 enum { L3_LIST_NONE = 0, L3_LIST_DIRTY = 1, L3_LIST_DOOMED = 2 };
 
 /*
+ * A namespace of the mirror: its live totals, kept as entries are inserted
+ * and removed (kvt_l3_ns_foreach() reports them without visiting entries),
+ * and its entries.  Freed when no entry refers to it any more (refs counts
+ * mirrored entries and those of a put batch about to be).  Under mu.
+ */
+struct l3_ns {
+	struct l3_ns *hnext;
+	uint64_t hash;
+	uint64_t refs;
+	uint64_t entries, bytes, raw_bytes, hits; /* mirrored entries */
+	struct l3_ent *ents;                       /* by nprev/nnext */
+	uint8_t len;
+	uint8_t name[];
+};
+
+/*
  * One live entry of the in-memory mirror.  Everything but loc.hits and the
  * list links is written once, before the entry is inserted; loc.hits, list,
  * dprev and dnext change under mu (readers count hits and doom entries).
+ * The namespace is not copied into every entry: ns points at it.
  */
 struct l3_ent {
 	struct l3_ent *hnext;        /* hash chain */
 	struct l3_ent *rprev, *rnext; /* entries of the same region */
+	struct l3_ent *nprev, *nnext; /* entries of the same namespace */
 	/*
 	 * The dirty list (unpersisted hits) or the doomed list (found corrupt
 	 * or expired by a reader, removal pending): see list.
 	 */
 	struct l3_ent *dprev, *dnext;
-	uint64_t hash;                /* kvt_l3i_ikey_hash() */
+	struct l3_ns *ns;
+	uint64_t hash;                /* kvt_l3i_ikey_hash() of its LMDB key */
 	struct l3_loc loc;
 	/*
 	 * L3_LIST_*.  A doomed entry is logically gone: no lookup returns it,
 	 * and the writer removes it from the index at its next call.
 	 */
 	uint8_t list;
-	uint16_t ikey_len;
-	uint32_t xkey_len; /* full key appended after ikey (hashed ikeys only) */
-	uint8_t bytes[];   /* ikey, then xkey */
+	/*
+	 * 1 if its LMDB key holds XXH3-128 of the key (a key too long for
+	 * LMDB): bytes then starts with those 16 bytes, then the key.
+	 */
+	uint8_t hashed;
+	uint32_t key_len; /* the full key */
+	uint8_t bytes[];  /* [16-byte XXH3-128 if hashed] key */
 };
+
+static inline const uint8_t *ent_keybytes(const struct l3_ent *e)
+{
+	return e->bytes + (e->hashed ? 16 : 0);
+}
 
 struct l3_region {
 	int fd;  /* buffered */
@@ -195,6 +223,9 @@ struct kvt_l3 {
 	/* Below: under mu. */
 	struct l3_ent **buckets;
 	size_t nbuckets, nents;
+	struct l3_ns **nsb; /* namespaces, by hash */
+	size_t nnsb, nns;
+	size_t nns_live;    /* of them, those with mirrored entries */
 	struct l3_ent *dirty;  /* entries with unpersisted hits */
 	struct l3_ent *doomed; /* entries readers found corrupt or expired */
 	size_t ndoomed;
@@ -251,10 +282,6 @@ static inline int loc_equal(const struct l3_loc *a, const struct l3_loc *b)
 	       a->checksum == b->checksum && a->expiry == b->expiry;
 }
 
-static inline const uint8_t *ent_ikey(const struct l3_ent *e)
-{
-	return e->bytes;
-}
 
 /* ---- shared functions --------------------------------------------------- */
 
@@ -273,10 +300,23 @@ void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l);
 /* The namespace and key an entry was stored under (pointers into e). */
 void kvt_l3i_ent_key(const struct l3_ent *e, const uint8_t **ns,
 		     size_t *ns_len, const uint8_t **key, size_t *key_len);
-/* A new zeroed entry for this LMDB key (xkey: full key of hashed ikeys). */
-struct l3_ent *kvt_l3i_ent_new(const uint8_t *ikey, size_t ikey_len,
-			       const uint8_t *xkey, size_t xkey_len,
-			       uint64_t hash);
+/* Writes e's LMDB key into buf (L3_IKEY_MAX bytes); returns its length. */
+size_t kvt_l3i_ent_ikey(const struct l3_ent *e, uint8_t *buf);
+/*
+ * A new zeroed entry for this LMDB key (xkey: the full key of a hashed
+ * ikey), holding a reference on its namespace (mu taken inside).  NULL if
+ * out of memory or the ikey is malformed.  kvt_l3i_ent_free() frees one
+ * that was never inserted (kvt_l3i_map_remove() frees inserted ones).
+ */
+struct l3_ent *kvt_l3i_ent_new(struct kvt_l3 *l3, const uint8_t *ikey,
+			       size_t ikey_len, const uint8_t *xkey,
+			       size_t xkey_len, uint64_t hash);
+void kvt_l3i_ent_free(struct kvt_l3 *l3, struct l3_ent *e);
+/* The namespace ns, or NULL (mu held). */
+struct l3_ns *kvt_l3i_ns_find(struct kvt_l3 *l3, const uint8_t *ns,
+			      size_t ns_len);
+/* Frees every entry and namespace of the mirror (kvt_l3_close). */
+void kvt_l3i_map_free(struct kvt_l3 *l3);
 /* LMDB writes inside txn; they return LMDB codes (see kvt_l3i_mdb_err). */
 /* rec_put stores e->loc, so it is for entries not yet in the mirror (no
  * reader can change their hits); rec_put_hits is for mirrored ones, with
@@ -296,6 +336,9 @@ struct l3_ent *kvt_l3i_map_find(struct kvt_l3 *l3, const uint8_t *ikey,
 				size_t ikey_len, uint64_t hash);
 struct l3_ent *kvt_l3i_map_lookup(struct kvt_l3 *l3,
 				  const struct l3_kenc *ke);
+/* The mirrored entry with the same LMDB key as e (not mirrored), or NULL. */
+struct l3_ent *kvt_l3i_map_find_ent(struct kvt_l3 *l3,
+				    const struct l3_ent *e);
 void kvt_l3i_map_insert(struct kvt_l3 *l3, struct l3_ent *e);
 void kvt_l3i_map_remove(struct kvt_l3 *l3, struct l3_ent *e);
 /* Puts e on list (L3_LIST_DIRTY or _DOOMED), off any other; mu held. */

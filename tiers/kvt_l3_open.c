@@ -225,7 +225,8 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 		int ok = k.mv_size >= 2 && k.mv_size < L3_IKEY_MAX &&
 			 v.mv_size >= L3_REC && kp[0] <= 1 &&
 			 (size_t)kp[1] + 2 <= k.mv_size &&
-			 (kp[0] == 1 || xlen == 0);
+			 (kp[0] == 1 ? k.mv_size == (size_t)kp[1] + 18
+				     : xlen == 0);
 
 		if (ok) {
 			struct l3_region *r;
@@ -258,8 +259,9 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 			ndoomed++;
 			continue;
 		}
-		e = kvt_l3i_ent_new(kp, k.mv_size, (uint8_t *)v.mv_data + L3_REC, xlen,
-			    kvt_l3i_ikey_hash(kp, k.mv_size));
+		e = kvt_l3i_ent_new(l3, kp, k.mv_size,
+				    (uint8_t *)v.mv_data + L3_REC, xlen,
+				    kvt_l3i_ikey_hash(kp, k.mv_size));
 		if (!e) {
 			err = -ENOMEM;
 			break;
@@ -471,12 +473,7 @@ void kvt_l3_close(struct kvt_l3 *l3)
 		pthread_mutex_unlock(&l3->wmu);
 	}
 	kvt_l3i_reader_free(l3->rd0);
-	if (l3->buckets)
-		for (size_t i = 0; i < l3->nbuckets; i++)
-			for (struct l3_ent *e = l3->buckets[i], *n; e; e = n) {
-				n = e->hnext;
-				free(e);
-			}
+	kvt_l3i_map_free(l3);
 	if (l3->regions)
 		for (uint32_t i = 0; i < l3->nregions; i++) {
 			if (l3->regions[i].fd >= 0)
@@ -492,7 +489,6 @@ void kvt_l3_close(struct kvt_l3 *l3)
 	pthread_mutex_destroy(&l3->wmu);
 	pthread_mutex_destroy(&l3->rd0_mu);
 	pthread_cond_destroy(&l3->rcond);
-	free(l3->buckets);
 	free(l3->regions);
 	free(l3->touched);
 	free(l3->stage);

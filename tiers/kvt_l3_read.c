@@ -439,6 +439,7 @@ static void batch_settle(struct kvt_l3 *l3, struct l3_io *ios, size_t nio,
 			*purge = 1;
 		} else {
 			e->loc.hits++;
+			e->ns->hits++;
 			kvt_l3i_list_link(l3, e, L3_LIST_DIRTY);
 		}
 	}

@@ -199,7 +199,7 @@ static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 	for (size_t i = b->first; i < upto; i++) {
 		struct l3_ent *e = b->pend[i].ent, *old;
 
-		old = kvt_l3i_map_find(l3, ent_ikey(e), e->ikey_len, e->hash);
+		old = kvt_l3i_map_find_ent(l3, e);
 		if (old)
 			kvt_l3i_map_remove(l3, old); /* its bytes become dead space */
 		kvt_l3i_map_insert(l3, e);
@@ -483,7 +483,7 @@ static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 		struct l3_kenc ke;
 
 		kvt_l3i_key_encode(l3, &items[i].k, &ke);
-		b.pend[i].ent = kvt_l3i_ent_new(ke.ikey, ke.ikey_len, ke.key,
+		b.pend[i].ent = kvt_l3i_ent_new(l3, ke.ikey, ke.ikey_len, ke.key,
 					ke.hashed ? ke.key_len : 0, ke.hash);
 		if (!b.pend[i].ent)
 			rc = -ENOMEM;
@@ -501,7 +501,7 @@ static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 	untouch_all(l3);
 	for (size_t i = 0; i < n; i++)
 		if (!b.pend[i].committed)
-			free(b.pend[i].ent);
+			kvt_l3i_ent_free(l3, b.pend[i].ent);
 	free(b.pend);
 	return rc;
 }

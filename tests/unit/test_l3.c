@@ -1440,6 +1440,214 @@ static void test_deferred_removal(void **state)
 	fx_free(f);
 }
 
+
+/* ---- per-namespace totals ----------------------------------------------- */
+
+struct nsrec {
+	uint8_t ns[256];
+	size_t ns_len;
+	uint64_t entries, raw, hits, bytes;
+};
+
+struct nsacc {
+	struct nsrec v[16];
+	size_t n;
+	int dup;
+};
+
+static struct nsrec *nsacc_slot(struct nsacc *a, const uint8_t *ns,
+				size_t ns_len)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (a->v[i].ns_len == ns_len && !memcmp(a->v[i].ns, ns, ns_len))
+			return &a->v[i];
+	assert_true(a->n < 16);
+	memset(&a->v[a->n], 0, sizeof(a->v[a->n]));
+	memcpy(a->v[a->n].ns, ns, ns_len);
+	a->v[a->n].ns_len = ns_len;
+	return &a->v[a->n++];
+}
+
+static int recount_cb(void *arg, const struct kvt_key *k, uint64_t raw_len,
+		      uint64_t hits)
+{
+	struct nsrec *r = nsacc_slot(arg, k->ns, k->ns_len);
+
+	r->entries++;
+	r->raw += raw_len;
+	r->hits += hits;
+	return 0;
+}
+
+static int totals_cb(void *arg, const struct kvt_l3_ns_stats *st)
+{
+	struct nsacc *a = arg;
+	size_t before = a->n;
+	struct nsrec *r = nsacc_slot(a, st->ns, st->ns_len);
+
+	if (a->n == before)
+		a->dup = 1; /* a namespace visited twice */
+	r->entries = st->entries;
+	r->raw = st->raw_bytes;
+	r->hits = st->hits;
+	r->bytes = st->bytes;
+	return 0;
+}
+
+/* The per-namespace totals equal a recount over the entries. */
+static void assert_ns_totals(struct fx *f, size_t want_ns)
+{
+	struct nsacc tot = { .n = 0 }, rec = { .n = 0 };
+	uint64_t bytes = 0;
+
+	assert_int_equal(kvt_l3_ns_foreach(f->l3, totals_cb, &tot), 0);
+	assert_int_equal(kvt_l3_foreach(f->l3, recount_cb, &rec), 0);
+	assert_int_equal(tot.dup, 0);
+	assert_int_equal(tot.n, want_ns);
+	assert_int_equal(rec.n, want_ns);
+	assert_int_equal(stats(f).namespaces, want_ns);
+	for (size_t i = 0; i < rec.n; i++) {
+		struct nsrec *t = nsacc_slot(&tot, rec.v[i].ns,
+					     rec.v[i].ns_len);
+		struct kvt_l3_ns_stats one;
+
+		assert_int_equal(tot.n, want_ns); /* found, not added */
+		assert_int_equal(t->entries, rec.v[i].entries);
+		assert_int_equal(t->raw, rec.v[i].raw);
+		assert_int_equal(t->hits, rec.v[i].hits);
+		assert_int_equal(kvt_l3_ns_get(f->l3, rec.v[i].ns,
+					       rec.v[i].ns_len, &one), 0);
+		assert_int_equal(one.entries, t->entries);
+		assert_int_equal(one.bytes, t->bytes);
+		bytes += t->bytes;
+	}
+	assert_int_equal(bytes, stats(f).bytes);
+}
+
+static int put_ns(struct fx *f, const uint8_t *ns, size_t ns_len,
+		  const uint8_t *key, size_t key_len, size_t len)
+{
+	uint8_t *d = mkdata("nsdata", len);
+	struct kvt_l3_item it = { { ns, ns_len, key, key_len }, d, len, 7, 3,
+				  len * 2, 0 };
+	int rc = kvt_l3_put_batch(f->l3, &it, 1);
+
+	free(d);
+	return rc;
+}
+
+static int stop_at_first(void *arg, const struct kvt_l3_ns_stats *st)
+{
+	(void)st;
+	++*(int *)arg;
+	return 42;
+}
+
+/*
+ * Per-namespace totals follow every way an entry comes and goes: put,
+ * replace, hit, delete, drop, reclaim, removal of what a read found
+ * expired, and reopening.
+ */
+static void test_ns_totals(void **state)
+{
+	/* 4 regions of 256 KiB. */
+	struct fx *f = fx_new(1 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	uint8_t longns[255], longkey[1000];
+	struct kvt_key kb = { (const uint8_t *)"b", 1, (const uint8_t *)"b0",
+			      2 };
+	struct kvt_l3_ns_stats one;
+	struct kvt_l3_read rd;
+	uint64_t dropped;
+	int calls = 0;
+
+	memset(longns, 'N', sizeof(longns));
+	memset(longkey, 'K', sizeof(longkey));
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"a", 1, &one),
+			 KVT_ENOTFOUND);
+	assert_int_equal(one.entries, 0);
+	assert_ns_totals(f, 0);
+	for (int i = 0; i < 3; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "a%d", i);
+		assert_int_equal(put_ns(f, (const uint8_t *)"a", 1,
+					(const uint8_t *)k, 2, 5000), 0);
+	}
+	assert_int_equal(put_ns(f, (const uint8_t *)"b", 1,
+				(const uint8_t *)"b0", 2, 3000), 0);
+	assert_int_equal(put_ns(f, (const uint8_t *)"b", 1,
+				(const uint8_t *)"b1", 2, 3000), 0);
+	/* A hashed (long) key in the longest namespace; the empty one. */
+	assert_int_equal(put_ns(f, longns, 255, longkey, 1000, 2000), 0);
+	assert_int_equal(put_ns(f, NULL, 0, (const uint8_t *)"e", 1, 100), 0);
+	assert_ns_totals(f, 4);
+	assert_int_equal(kvt_l3_ns_foreach(f->l3, stop_at_first, &calls), 42);
+	assert_int_equal(calls, 1);
+	/* Replace (bytes change, entries do not), hits. */
+	assert_int_equal(put_ns(f, (const uint8_t *)"a", 1,
+				(const uint8_t *)"a1", 2, 20000), 0);
+	memset(&rd, 0, sizeof(rd));
+	rd.k = (struct kvt_key){ longns, 255, longkey, 1000 };
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	free(rd.mem);
+	assert_int_equal(kvt_l3_ns_get(f->l3, longns, 255, &one), 0);
+	assert_int_equal(one.hits, 1);
+	assert_true(one.ns == longns);
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"a", 1, &one),
+			 0);
+	assert_int_equal(one.entries, 3);
+	assert_int_equal(one.raw_bytes, (5000 * 2 + 20000) * 2);
+	assert_ns_totals(f, 4);
+	/* Delete; the last entry of a namespace takes the namespace along. */
+	assert_int_equal(kvt_l3_del(f->l3, &kb), 0);
+	assert_ns_totals(f, 4);
+	kb.key = (const uint8_t *)"b1";
+	assert_int_equal(kvt_l3_del(f->l3, &kb), 0);
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"b", 1, &one),
+			 KVT_ENOTFOUND);
+	assert_ns_totals(f, 3);
+	/* Drop. */
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"a", 1,
+					&dropped), 0);
+	assert_int_equal(dropped, 3);
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"a", 1,
+					&dropped), 0);
+	assert_int_equal(dropped, 0);
+	assert_ns_totals(f, 2);
+	/* Expired, found by a read. */
+	assert_int_equal(put_one(f, "ttl", 4000, fake_now + 1), 0);
+	assert_ns_totals(f, 3);
+	fake_now += 5;
+	assert_int_equal(read_one(f, "ttl", 4000), KVT_ENOTFOUND);
+	assert_ns_totals(f, 2);
+	/* Reopen: rebuilt from the index, hits included. */
+	fx_reopen(f);
+	assert_ns_totals(f, 2);
+	assert_int_equal(kvt_l3_ns_get(f->l3, longns, 255, &one), 0);
+	assert_int_equal(one.hits, 1);
+	/* Reclaim: fill the store in namespace "r" until all else is gone. */
+	for (int i = 0; i < 60; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "r%d", i);
+		assert_int_equal(put_ns(f, (const uint8_t *)"r", 1,
+					(const uint8_t *)k, strlen(k),
+					30000), 0);
+		if (i % 10 == 0)
+			assert_ns_totals(f, stats(f).namespaces);
+	}
+	assert_true(stats(f).regions_reclaimed > 3);
+	assert_ns_totals(f, 1);
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"r", 1, &one),
+			 0);
+	assert_int_equal(one.entries, stats(f).entries);
+	assert_int_equal(kvt_l3_ns_foreach(NULL, totals_cb, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_l3_ns_foreach(f->l3, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
 #define MODES(fn)                                                        \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_DEFAULT),   \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_BUFFERED),  \
@@ -1485,6 +1693,7 @@ int main(void)
 		MODES(test_concurrent_readers),
 		MODES(test_reclaim_waits_for_readers),
 		MODES(test_deferred_removal),
+		MODES(test_ns_totals),
 	};
 
 	int failed;
