@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "kvtier_errors.h"
@@ -167,6 +168,79 @@ size_t kvt_l3i_ent_ikey(const struct l3_ent *e, uint8_t *buf)
 	memcpy(buf + 2, e->ns->name, e->ns->len);
 	memcpy(buf + 2 + e->ns->len, e->bytes, n);
 	return 2 + e->ns->len + n;
+}
+
+/* ---- entry headers and checksums --------------------------------------- */
+
+void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h)
+{
+	put_u32(p + L3_HDR_MAGIC, h->magic);
+	put_u16(p + L3_HDR_VERSION, h->version);
+	p[L3_HDR_CODEC] = h->codec;
+	p[L3_HDR_DTYPE] = h->dtype;
+	put_u32(p + L3_HDR_NS_LEN, h->ns_len);
+	put_u32(p + L3_HDR_KEY_LEN, h->key_len);
+	put_u64(p + L3_HDR_RAW_LEN, h->raw_len);
+	put_u64(p + L3_HDR_DATA_LEN, h->data_len);
+	put_u64(p + L3_HDR_GENERATION, h->generation);
+	put_u64(p + L3_HDR_OFFSET, h->offset);
+	put_u32(p + L3_HDR_REGION, h->region);
+	put_u32(p + L3_HDR_RESERVED, 0);
+	put_u64(p + L3_HDR_CHECKSUM, h->checksum);
+}
+
+void kvt_l3i_hdr_decode(const uint8_t *p, struct l3_hdr *h)
+{
+	h->magic = get_u32(p + L3_HDR_MAGIC);
+	h->version = get_u16(p + L3_HDR_VERSION);
+	h->codec = p[L3_HDR_CODEC];
+	h->dtype = p[L3_HDR_DTYPE];
+	h->ns_len = get_u32(p + L3_HDR_NS_LEN);
+	h->key_len = get_u32(p + L3_HDR_KEY_LEN);
+	h->raw_len = get_u64(p + L3_HDR_RAW_LEN);
+	h->data_len = get_u64(p + L3_HDR_DATA_LEN);
+	h->generation = get_u64(p + L3_HDR_GENERATION);
+	h->offset = get_u64(p + L3_HDR_OFFSET);
+	h->region = get_u32(p + L3_HDR_REGION);
+	h->checksum = get_u64(p + L3_HDR_CHECKSUM);
+}
+
+uint64_t kvt_l3i_entry_sum(const struct l3_hdr *h, const uint8_t *ns,
+			   const uint8_t *key, const uint8_t *v0, size_t n0,
+			   const uint8_t *v1, size_t n1)
+{
+	uint8_t hb[L3_HDR];
+	XXH3_state_t st;
+	struct l3_hdr z = *h;
+
+	z.checksum = 0;
+	kvt_l3i_hdr_encode(hb, &z);
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, hb, L3_HDR_CHECKSUM);
+	XXH3_64bits_update(&st, ns, h->ns_len);
+	XXH3_64bits_update(&st, key, h->key_len);
+	XXH3_64bits_update(&st, v0, n0);
+	XXH3_64bits_update(&st, v1, n1);
+	return XXH3_64bits_digest(&st);
+}
+
+void kvt_l3i_loc_hdr(const struct l3_loc *loc, size_t ns_len, size_t key_len,
+		     struct l3_hdr *h)
+{
+	*h = (struct l3_hdr){
+		.magic = L3_MAGIC,
+		.version = L3_VERSION,
+		.codec = loc->codec,
+		.dtype = loc->dtype,
+		.ns_len = (uint32_t)ns_len,
+		.key_len = (uint32_t)key_len,
+		.raw_len = loc->raw_len,
+		.data_len = loc->data_len,
+		.generation = loc->generation,
+		.offset = loc->offset,
+		.region = loc->region,
+		.checksum = loc->checksum,
+	};
 }
 
 /* ---- namespaces (mu held) ----------------------------------------------- */

@@ -21,24 +21,43 @@
  * Values never go into LMDB: LMDB is good at small records and bad at large
  * values (they would force copy-on-write of megabytes per update).
  *
- * On-disk entry
- * -------------
- * Each block is stored as one entry, aligned and padded to KVT_L3_ALIGN
- * (4096) bytes so that it can be read with O_DIRECT:
+ * On-disk entry (format 2)
+ * ------------------------
+ * Each block is stored as one entry that starts at a KVT_L3_ALIGN (4096)
+ * aligned offset of its region and is padded to a multiple of it, so that
+ * it can be read with O_DIRECT.  The value comes first, so that reading a
+ * value is one read of the value's own extent (its length rounded up to
+ * 4096) at the entry's offset: a 2 MiB value is one 2 MiB read, straight
+ * into the caller's buffer.  The header, namespace and key follow it:
  *
- *   header (64 bytes, little endian)
- *     u32 magic "KVL3"   u16 format version   u8 codec   u8 dtype
- *     u32 ns_len         u32 key_len          u64 raw_len
- *     u64 data_len       u64 generation       u64 offset in region
- *     u32 region         u32 reserved (0)     u64 checksum
- *   namespace bytes, key bytes, data bytes, zero padding.
+ *   offset 0            value (data_len bytes)
+ *   offset data_len     header, 64 bytes, little endian:
+ *     +0  u32 magic "KVL3"     +4  u16 format version (2)
+ *     +6  u8  codec            +7  u8  dtype
+ *     +8  u32 ns_len           +12 u32 key_len
+ *     +16 u64 raw_len          +24 u64 data_len
+ *     +32 u64 generation       +40 u64 offset of the entry in its region
+ *     +48 u32 region           +52 u32 reserved (0)
+ *     +56 u64 checksum
+ *   offset data_len + 64          namespace (ns_len bytes)
+ *   offset data_len + 64 + ns_len key (key_len bytes)
+ *   zero padding to the entry's length,
+ *     round_up(data_len + 64 + ns_len + key_len, 4096).
  *
- * The checksum is XXH3-64 over the header (checksum field zeroed), namespace,
- * key and data.  A read verifies magic, version, region, offset, generation,
- * lengths, namespace and key against the request, and the checksum against
- * both the header and the index.  Any mismatch is treated as corruption: the
- * read reports KVT_ECORRUPT, the index entry is removed and
- * checksum_failures is counted.  Wrong bytes are never returned.
+ * The checksum is XXH3-64 over header bytes 0..55 (all but the checksum),
+ * namespace, key and value, in that order, so it binds the value to its
+ * namespace, key, region, offset, generation, lengths, codec and dtype.
+ * The index record keeps a copy of it and everything else the header
+ * holds.  A read reads the value's extent alone and checks its checksum,
+ * computed from the index record and the namespace and key asked for:
+ * bytes of another entry, of an earlier generation of the region, or read
+ * from the wrong place fail, are treated as corruption (KVT_ECORRUPT, the
+ * index entry is removed, checksum_failures counted) and never returned.
+ * kvt_l3_check() reads whole entries and also checks each header, its
+ * namespace and key against the index.
+ *
+ * A store in another format (format 1 kept the header, namespace and key
+ * before the value) is refused at open (KVT_EVERSION) and left untouched.
  *
  * Ordering and crashes
  * --------------------
@@ -163,6 +182,8 @@ struct kvt_l3_faults {
 	 */
 	void (*before_read)(void *arg);
 	void *before_read_arg;
+	/* Out: region offset and bytes of the last region read issued. */
+	uint64_t last_read_off, last_read_len;
 	/*
 	 * If set, called before every region pwrite(), with the writer's lock
 	 * held (no other): a test can hold the writer in the middle of a put.
@@ -310,13 +331,18 @@ int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 struct kvt_l3_read {
 	struct kvt_key k; /* in */
 	/*
-	 * In, optional: a destination buffer, aligned to KVT_L3_ALIGN (e.g.
-	 * from posix_memalign()), that the caller owns and may reuse across
-	 * batches.  L3 reads into it when the stored entry fits in buf_cap
-	 * bytes (kvt_l3_read_size() of the value's length is enough), and
-	 * otherwise allocates.  Reusing buffers avoids the page faults and
-	 * page zeroing of fresh multi-megabyte allocations, which cost more
-	 * than the reads themselves.  On a miss or error its contents are
+	 * In, optional: a destination buffer the caller owns (and may reuse
+	 * across batches) that receives the value itself, at buf[0].  When
+	 * it is aligned to KVT_L3_ALIGN (e.g. posix_memalign()) and holds
+	 * kvt_l3_read_size() bytes, the value is read straight into it (the
+	 * bytes after the value up to that size are clobbered); aligned and
+	 * holding at least the value's length, it is read into it too, the
+	 * last sector through a bounce sector of the reader; unaligned and
+	 * holding the value, L3 reads into memory of its own and copies.
+	 * Otherwise (too small, or NULL) L3 allocates.  Reusing buffers
+	 * avoids the page faults and page zeroing of fresh multi-megabyte
+	 * allocations, which cost more than the reads themselves.  Nothing
+	 * is written past buf_cap; on a miss or error the contents are
 	 * unspecified.
 	 */
 	uint8_t *buf;
@@ -329,10 +355,9 @@ struct kvt_l3_read {
 	 */
 	int status;
 	/*
-	 * Out, on a hit: data points at len bytes of value, inside buf when
-	 * buf was used (then mem is NULL), else inside mem, a
-	 * malloc-compatible allocation the caller must free().  On a miss or
-	 * error mem and data are NULL.
+	 * Out, on a hit: data points at len bytes of value: buf when buf was
+	 * used (then mem is NULL), else mem, a malloc-compatible allocation
+	 * the caller must free().  On a miss or error mem and data are NULL.
 	 */
 	uint8_t *mem;
 	const uint8_t *data;
@@ -342,9 +367,9 @@ struct kvt_l3_read {
 };
 
 /*
- * Bytes a caller-supplied kvt_l3_read.buf needs to receive a value of len
- * bytes stored under a namespace and key of these lengths (the entry's
- * on-disk size: header, namespace, key and value, padded to KVT_L3_ALIGN).
+ * Bytes a caller-supplied kvt_l3_read.buf needs to be read into directly
+ * for a value of len bytes: len rounded up to KVT_L3_ALIGN (the value's
+ * extent; ns_len and key_len no longer matter, see "On-disk entry").
  */
 size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len);
 

@@ -39,16 +39,21 @@
 #include "kvt_le.h"
 
 #define L3_MAGIC 0x334c564bu /* "KVL3" read as a little-endian u32 */
-#define L3_VERSION 1u
+/*
+ * On-disk format.  1: header, namespace and key before the value (the
+ * value at 64 + ns + key bytes into the entry).  2: the value first, at the
+ * entry's aligned offset, the header after it (reads of the value alone).
+ */
+#define L3_VERSION 2u
 #define L3_HDR 64u
 #define L3_REC 72u           /* fixed part of an LMDB index record */
 #define L3_REGREC 24u        /* LMDB "regions" record: gen, seq, fill */
 #define L3_IKEY_MAX 512u
 #define L3_STAGE_MIN ((size_t)16 << 20)
-#define L3_IO_MAX ((uint64_t)1 << 30) /* largest single read request */
 
 /*
- * The header of an on-disk entry (kvt_l3.h, "On-disk entry"): L3_HDR bytes,
+ * The header of an on-disk entry (kvt_l3.h, "On-disk entry"): L3_HDR bytes
+ * right after the value (so at any byte offset: read and written bytewise),
  * little endian, each field at its offset here.  Part of the on-disk format:
  * neither offsets nor widths ever change.  kvt_l3i_hdr_encode() and
  * kvt_l3i_hdr_decode() are the only code that reads or writes them.
@@ -177,6 +182,13 @@ struct kvt_l3_reader {
 	struct l3_io *ios;
 	size_t ios_cap;
 	size_t *redo, *done; /* qd each */
+	/*
+	 * Bounce sectors (KVT_L3_ALIGN bytes each, aligned) for the last
+	 * sector of values read into a caller's buffer that holds the value
+	 * but not its whole last sector.
+	 */
+	uint8_t *tails;
+	size_t ntails;
 };
 
 struct kvt_l3 {
@@ -257,9 +269,16 @@ static inline uint64_t round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
+/* Bytes of an entry on disk: value, header, namespace, key, padding. */
 static inline uint64_t entry_size(size_t ns_len, size_t key_len, size_t len)
 {
 	return round_up((uint64_t)L3_HDR + ns_len + key_len + len, KVT_L3_ALIGN);
+}
+
+/* Bytes a read of a value of len bytes reads: its own extent, aligned. */
+static inline uint64_t value_extent(uint64_t len)
+{
+	return round_up(len, KVT_L3_ALIGN);
 }
 
 static inline void lock(struct kvt_l3 *l3)
@@ -369,13 +388,26 @@ void kvt_l3i_reader_free(struct kvt_l3_reader *r);
 void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h);
 /* Reads the L3_HDR bytes at p into *h. */
 void kvt_l3i_hdr_decode(const uint8_t *p, struct l3_hdr *h);
+/* The header an entry with this index record and key lengths has. */
+void kvt_l3i_loc_hdr(const struct l3_loc *loc, size_t ns_len, size_t key_len,
+		     struct l3_hdr *h);
+/*
+ * An entry's checksum (kvt_l3.h): XXH3-64 over the first L3_HDR_CHECKSUM
+ * bytes of its header h (everything but the checksum), the namespace
+ * (h->ns_len bytes at ns), the key (h->key_len at key) and the value,
+ * given as two pieces v0[n0] then v1[n1] (a read may land in two buffers).
+ */
+uint64_t kvt_l3i_entry_sum(const struct l3_hdr *h, const uint8_t *ns,
+			   const uint8_t *key, const uint8_t *v0, size_t n0,
+			   const uint8_t *v1, size_t n1);
 
 /*
- * Checks an entry read into buf (ours; briefly modified and restored)
- * against its index record and the requested namespace and key.
- * Returns 0 or KVT_ECORRUPT.
+ * Checks a whole entry read into buf (its loc->length bytes) against its
+ * index record and the namespace and key it is stored under: header
+ * fields, namespace, key and checksum (kvt_l3_check; a read checks only
+ * the value's checksum, against the index).  Returns 0 or KVT_ECORRUPT.
  */
-int kvt_l3i_entry_verify(uint8_t *buf, const struct l3_loc *loc,
+int kvt_l3i_entry_verify(const uint8_t *buf, const struct l3_loc *loc,
 			 const uint8_t *ns, size_t ns_len, const uint8_t *key,
 			 size_t key_len);
 

@@ -130,9 +130,19 @@ static int meta_check(struct kvt_l3 *l3, MDB_txn *txn,
 	} else if (rc) {
 		return kvt_l3i_mdb_err(rc);
 	} else if (v.mv_size != 4 || get_u32(v.mv_data) != L3_VERSION) {
-		errmsg(cfg, "l3: %s has on-disk format version %" PRIu32
-		       ", this build reads version %u", l3->root,
-		       v.mv_size == 4 ? get_u32(v.mv_data) : 0, L3_VERSION);
+		uint32_t have = v.mv_size == 4 ? get_u32(v.mv_data) : 0;
+
+		/*
+		 * Never converted or wiped behind the operator's back: the
+		 * store is left exactly as it is, and the message says what
+		 * to do with it.
+		 */
+		errmsg(cfg, "l3: %s holds a store in on-disk format %" PRIu32
+		       "%s; this kvtierd reads format %u only. It is a cache: "
+		       "move it aside (mv %s %s.old) or delete it, then start "
+		       "again (nothing in it was changed)", l3->root, have,
+		       have > L3_VERSION ? " (from a newer kvtierd)" : "",
+		       L3_VERSION, l3->root, l3->root);
 		return KVT_EVERSION;
 	}
 	k.mv_size = 11;
@@ -234,9 +244,13 @@ static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
 			kvt_l3i_rec_decode(v.mv_data, &loc);
 			r = loc.region < l3->nregions ?
 				&l3->regions[loc.region] : NULL;
+			/* The entry's lengths agree with its key's. */
 			ok = r && r->seq && loc.generation == r->generation &&
 			     loc.offset % KVT_L3_ALIGN == 0 &&
-			     loc.length >= L3_HDR &&
+			     loc.data_len <= loc.length &&
+			     loc.length == entry_size(kp[1], kp[0] ? xlen :
+						      k.mv_size - 2 - kp[1],
+						      loc.data_len) &&
 			     loc.offset + loc.length <= r->fill &&
 			     !(loc.expiry && loc.expiry <= now);
 		}

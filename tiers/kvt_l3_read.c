@@ -16,9 +16,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
-
-#include <xxhash.h>
 
 #include "kvt_valgrind.h"
 #include "kvtier_errors.h"
@@ -27,9 +26,17 @@ struct l3_io {
 	size_t ri;          /* index into reads[] */
 	const struct kvt_key *k;
 	struct l3_loc loc;  /* the entry as it was at lookup */
-	uint8_t *buf;
-	int own;            /* buf was allocated here (else the caller's) */
-	uint64_t done;
+	/*
+	 * Where the value's extent (value_extent(loc.data_len) bytes) is read
+	 * to: n0 bytes at p0, then n1 at p1 (a tail sector of the reader's,
+	 * when the caller's buffer holds the value but not its last sector).
+	 */
+	uint8_t *p0, *p1;
+	size_t n0, n1;
+	uint8_t *own;       /* p0 was allocated here (else the caller's) */
+	uint8_t *dst;       /* copy the value there once verified, or NULL */
+	uint64_t done;      /* bytes of the extent read so far */
+	struct iovec iov[2];
 	int res;            /* 0, -errno, or KVT_ECORRUPT */
 	int state;          /* 0 queued, 1 in the ring, 2 finished */
 	int fault;          /* injected -errno for the read in flight */
@@ -42,7 +49,7 @@ struct l3_io {
  * The read fault hook, called once per region read whichever backend
  * makes it.  Returns the -errno the read must fail with, or 0.
  */
-static int read_fault(struct kvt_l3 *l3)
+static int read_fault(struct kvt_l3 *l3, const struct l3_io *io, size_t len)
 {
 	struct kvt_l3_faults *f = l3->faults;
 	int rc = 0;
@@ -53,6 +60,8 @@ static int read_fault(struct kvt_l3 *l3)
 		f->before_read(f->before_read_arg);
 	lock(l3); /* readers on several threads share the test's struct */
 	f->reads++;
+	f->last_read_off = io->loc.offset + io->done;
+	f->last_read_len = len;
 	if (f->read_fail_at && --f->read_fail_at == 0)
 		rc = -(f->read_errno ? f->read_errno : EIO);
 	unlock(l3);
@@ -69,18 +78,39 @@ static int io_fd(const struct kvt_l3 *l3, const struct l3_io *io)
 	return r->fd;
 }
 
+/* Fills io->iov with what is left to read; returns the count and bytes. */
+static int io_iov(struct l3_io *io, size_t *len)
+{
+	uint64_t d = io->done;
+	int n = 0;
+
+	*len = io->n0 + io->n1 - io->done;
+	if (d < io->n0) {
+		io->iov[n].iov_base = io->p0 + d;
+		io->iov[n++].iov_len = io->n0 - d;
+		d = 0;
+	} else {
+		d -= io->n0;
+	}
+	if (d < io->n1) {
+		io->iov[n].iov_base = io->p1 + d;
+		io->iov[n++].iov_len = io->n1 - d;
+	}
+	return n;
+}
+
 static void io_prep(struct kvt_l3 *l3, struct io_uring_sqe *sqe,
 		    struct l3_io *io, size_t idx)
 {
-	uint64_t left = io->loc.length - io->done;
+	size_t len;
+	int n = io_iov(io, &len);
 
-	io_uring_prep_read(sqe, io_fd(l3, io), io->buf + io->done,
-			   (unsigned)(left < L3_IO_MAX ? left : L3_IO_MAX),
-			   io->loc.offset + io->done);
+	io_uring_prep_readv(sqe, io_fd(l3, io), io->iov, (unsigned)n,
+			    io->loc.offset + io->done);
 	io_uring_sqe_set_data64(sqe, idx);
 	io->state = 1;
 	/* The read still runs; its result is replaced on completion. */
-	io->fault = read_fault(l3);
+	io->fault = read_fault(l3, io, len);
 }
 
 /*
@@ -100,20 +130,34 @@ static int io_complete(struct l3_io *io, int res)
 		io->res = KVT_ECORRUPT; /* the entry runs past end of file */
 		return 0;
 	}
-	KVT_IO_DEFINED(io->buf + io->done, (size_t)res);
 	io->done += (unsigned)res;
-	if (io->done < io->loc.length) {
+	if (io->done < io->n0 + io->n1) {
 		io->state = 1;
 		return 1; /* short read: ask for the rest */
 	}
+	KVT_IO_DEFINED(io->p0, io->n0);
+	if (io->n1)
+		KVT_IO_DEFINED(io->p1, io->n1);
 	return 2;
 }
 
+/*
+ * Checks the value read against the checksum of the index record, which
+ * binds it to the namespace and key asked for, the entry's region,
+ * offset and generation, and its lengths, codec and dtype: bytes of
+ * another entry, of an older generation of the region or from another
+ * offset fail.
+ */
 static void io_verify(struct l3_io *io)
 {
-	io->res = kvt_l3i_entry_verify(io->buf, &io->loc, io->k->ns,
-				       io->k->ns_len, io->k->key,
-				       io->k->key_len);
+	struct l3_hdr h;
+	uint64_t len = io->loc.data_len;
+	size_t a = len < io->n0 ? (size_t)len : io->n0;
+
+	kvt_l3i_loc_hdr(&io->loc, io->k->ns_len, io->k->key_len, &h);
+	io->res = kvt_l3i_entry_sum(&h, io->k->ns, io->k->key, io->p0, a,
+				    io->p1, (size_t)len - a) ==
+		  io->loc.checksum ? 0 : KVT_ECORRUPT;
 }
 
 /* Reads in flight, over all readers (kvt_l3_stats.reads_inflight). */
@@ -140,7 +184,7 @@ static void ring_fill(struct kvt_l3_reader *r, struct l3_ringrun *rr)
 		size_t idx;
 
 		if (!rr->nredo && rr->ios[rr->next].state == 2) {
-			rr->next++; /* failed before its I/O (no buffer) */
+			rr->next++; /* settled before any I/O */
 			continue;
 		}
 		sqe = io_uring_get_sqe(&r->ring);
@@ -177,18 +221,19 @@ static void io_run_ring(struct kvt_l3_reader *r, struct l3_io *ios,
 			counted = rr.inflight;
 		}
 		if (!rr.inflight)
-			break; /* the rest failed before their I/O */
+			break; /* the rest were settled before any I/O */
 		rc = io_uring_submit_and_wait(&r->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
 			/*
 			 * The ring itself failed.  I/Os it may still own keep
 			 * their buffers (leaked: freeing memory the kernel
-			 * may write to is worse), the rest fail, and later
-			 * batches use pread().
+			 * may write to is worse; a caller's buffer is not
+			 * handed back: the read fails), the rest fail, and
+			 * later batches use pread().
 			 */
 			for (size_t i = 0; i < nio; i++) {
-				if (ios[i].state == 1 && ios[i].own)
-					ios[i].buf = NULL;
+				if (ios[i].state == 1)
+					ios[i].own = NULL;
 				if (ios[i].state != 2)
 					ios[i].res = rc, ios[i].state = 2;
 			}
@@ -225,7 +270,7 @@ static void io_run_ring(struct kvt_l3_reader *r, struct l3_io *ios,
 		add_inflight(l3, -(int64_t)counted);
 }
 
-/* The same, one pread() at a time, where io_uring is unavailable. */
+/* The same, one preadv() at a time, where io_uring is unavailable. */
 static void io_run_sync(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
 {
 	if (nio)
@@ -235,14 +280,14 @@ static void io_run_sync(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
 		int st;
 
 		if (io->state == 2)
-			continue; /* failed before its I/O (no buffer) */
+			continue; /* settled before any I/O */
 		do {
-			uint64_t left = io->loc.length - io->done;
-			int fault = read_fault(l3);
+			size_t len;
+			int n = io_iov(io, &len);
+			int fault = read_fault(l3, io, len);
 			ssize_t r = fault ? 0 :
-				pread(io_fd(l3, io), io->buf + io->done,
-				      left < L3_IO_MAX ? left : L3_IO_MAX,
-				      (off_t)(io->loc.offset + io->done));
+				preadv(io_fd(l3, io), io->iov, n,
+				       (off_t)(io->loc.offset + io->done));
 
 			st = io_complete(io, fault ? fault :
 					 r < 0 ? -errno : (int)r);
@@ -254,43 +299,37 @@ static void io_run_sync(struct kvt_l3 *l3, struct l3_io *ios, size_t nio)
 		add_inflight(l3, -1);
 }
 
-/*
- * Checks a freshly read entry against what the index says it is and against
- * its checksum.  Returns 0 or KVT_ECORRUPT.
- */
-int kvt_l3i_entry_verify(uint8_t *buf, const struct l3_loc *loc,
-			const uint8_t *ns, size_t ns_len, const uint8_t *key,
-			size_t key_len)
+int kvt_l3i_entry_verify(const uint8_t *buf, const struct l3_loc *loc,
+			 const uint8_t *ns, size_t ns_len, const uint8_t *key,
+			 size_t key_len)
 {
 	struct l3_hdr h;
-	uint64_t body, sum;
+	const uint8_t *hp;
 
-	kvt_l3i_hdr_decode(buf, &h);
+	if (loc->data_len > loc->length ||
+	    entry_size(ns_len, key_len, loc->data_len) != loc->length)
+		return KVT_ECORRUPT;
+	hp = buf + loc->data_len;
+	kvt_l3i_hdr_decode(hp, &h);
 	if (h.magic != L3_MAGIC || h.version != L3_VERSION ||
 	    h.codec != loc->codec || h.dtype != loc->dtype ||
 	    h.ns_len != ns_len || h.key_len != key_len ||
-	    h.raw_len != loc->raw_len || h.generation != loc->generation ||
-	    h.offset != loc->offset || h.region != loc->region ||
-	    h.checksum != loc->checksum)
+	    h.raw_len != loc->raw_len || h.data_len != loc->data_len ||
+	    h.generation != loc->generation || h.offset != loc->offset ||
+	    h.region != loc->region || h.checksum != loc->checksum)
 		return KVT_ECORRUPT;
-	if (h.data_len != loc->data_len || h.data_len > loc->length)
+	if ((ns_len && memcmp(hp + L3_HDR, ns, ns_len)) ||
+	    (key_len && memcmp(hp + L3_HDR + ns_len, key, key_len)))
 		return KVT_ECORRUPT;
-	body = L3_HDR + ns_len + key_len + h.data_len;
-	if (round_up(body, KVT_L3_ALIGN) != loc->length)
-		return KVT_ECORRUPT;
-	if ((ns_len && memcmp(buf + L3_HDR, ns, ns_len)) ||
-	    (key_len && memcmp(buf + L3_HDR + ns_len, key, key_len)))
-		return KVT_ECORRUPT;
-	/* The checksum covers the header with its own field zeroed. */
-	put_u64(buf + L3_HDR_CHECKSUM, 0);
-	sum = XXH3_64bits(buf, body);
-	put_u64(buf + L3_HDR_CHECKSUM, loc->checksum);
-	return sum == loc->checksum ? 0 : KVT_ECORRUPT;
+	return kvt_l3i_entry_sum(&h, ns, key, buf, loc->data_len, NULL, 0) ==
+	       loc->checksum ? 0 : KVT_ECORRUPT;
 }
 
 size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len)
 {
-	return (size_t)entry_size(ns_len, key_len, len);
+	(void)ns_len; /* a read is of the value's own extent (format 2) */
+	(void)key_len;
+	return (size_t)value_extent(len);
 }
 
 /* ---- readers ------------------------------------------------------------ */
@@ -343,6 +382,7 @@ void kvt_l3i_reader_free(struct kvt_l3_reader *r)
 	free(r->ios);
 	free(r->redo);
 	free(r->done);
+	free(r->tails);
 	free(r);
 }
 
@@ -463,6 +503,103 @@ static int ios_reserve(struct kvt_l3_reader *r, size_t n)
 	return 0;
 }
 
+static int tails_reserve(struct kvt_l3_reader *r, size_t n)
+{
+	void *p;
+
+	if (n <= r->ntails)
+		return 0;
+	if (posix_memalign(&p, KVT_L3_ALIGN, n * KVT_L3_ALIGN))
+		return -ENOMEM;
+	free(r->tails);
+	r->tails = p;
+	r->ntails = n;
+	return 0;
+}
+
+/* Can the value go straight into the caller's buffer (or most of it)? */
+static int buf_usable(const struct kvt_l3_read *rd, uint64_t len)
+{
+	return rd->buf && rd->buf_cap >= len &&
+	       (uintptr_t)rd->buf % KVT_L3_ALIGN == 0;
+}
+
+/*
+ * Decides where each hit's extent is read to: the caller's buffer if it is
+ * aligned and holds the whole extent; the caller's buffer and one of the
+ * reader's tail sectors if it holds the value but not its last sector;
+ * else a buffer allocated here (copied into the caller's buffer afterwards
+ * if it holds the value, else handed over as kvt_l3_read.mem).  A value of
+ * 0 bytes needs no I/O at all: it is verified at once.
+ */
+static void batch_buffers(struct kvt_l3_reader *r, struct kvt_l3_read *reads,
+			  struct l3_io *ios, size_t nio)
+{
+	size_t ntails = 0, t = 0;
+	int tails_ok;
+
+	for (size_t j = 0; j < nio; j++) {
+		uint64_t len = ios[j].loc.data_len;
+		const struct kvt_l3_read *rd = &reads[ios[j].ri];
+
+		ntails += len && buf_usable(rd, len) &&
+			  rd->buf_cap < value_extent(len);
+	}
+	tails_ok = tails_reserve(r, ntails) == 0;
+	for (size_t j = 0; j < nio; j++) {
+		struct l3_io *io = &ios[j];
+		struct kvt_l3_read *rd = &reads[io->ri];
+		uint64_t len = io->loc.data_len, ext = value_extent(len);
+		void *p;
+
+		if (len == 0) {
+			io->state = 2;
+			io_verify(io);
+		} else if (buf_usable(rd, ext)) {
+			io->p0 = rd->buf;
+			io->n0 = (size_t)ext;
+		} else if (buf_usable(rd, len) && tails_ok) {
+			io->p0 = rd->buf;
+			io->n0 = (size_t)(ext - KVT_L3_ALIGN);
+			io->p1 = r->tails + t++ * KVT_L3_ALIGN;
+			io->n1 = KVT_L3_ALIGN;
+		} else if (posix_memalign(&p, KVT_L3_ALIGN, (size_t)ext)) {
+			io->res = -ENOMEM;
+			io->state = 2;
+		} else {
+			io->p0 = io->own = p;
+			io->n0 = (size_t)ext;
+			if (rd->buf && rd->buf_cap >= len)
+				io->dst = rd->buf;
+		}
+	}
+}
+
+/* Hands a verified value to its read (copying where batch_buffers said). */
+static void io_deliver(struct l3_io *io, struct kvt_l3_read *rd)
+{
+	static const uint8_t empty[1];
+	size_t len = (size_t)io->loc.data_len;
+
+	if (len == 0) {
+		rd->data = rd->buf ? rd->buf : empty;
+	} else if (io->dst) {
+		memcpy(io->dst, io->p0, len);
+		free(io->own);
+		rd->data = io->dst;
+	} else {
+		if (io->n1) /* the last bytes are in the tail sector */
+			memcpy(io->p0 + io->n0, io->p1, len - io->n0);
+		rd->mem = io->own;
+		rd->data = io->p0;
+	}
+	rd->len = len;
+	rd->codec = io->loc.codec;
+	rd->dtype = io->loc.dtype;
+	rd->raw_len = io->loc.raw_len;
+	rd->expiry = io->loc.expiry;
+}
+
 static int read_batch(struct kvt_l3 *l3, struct kvt_l3_reader *r,
 		      struct kvt_l3_read *reads, size_t n)
 {
@@ -487,23 +624,7 @@ static int read_batch(struct kvt_l3 *l3, struct kvt_l3_reader *r,
 			k++;
 	}
 	nio = batch_lookup(l3, reads, n, ios, &purge);
-	for (size_t j = 0; j < nio; j++) {
-		struct l3_io *io = &ios[j];
-		struct kvt_l3_read *rd = &reads[io->ri];
-		void *p;
-
-		if (rd->buf && rd->buf_cap >= io->loc.length &&
-		    (uintptr_t)rd->buf % KVT_L3_ALIGN == 0) {
-			io->buf = rd->buf;
-		} else if (posix_memalign(&p, KVT_L3_ALIGN, io->loc.length)) {
-			io->res = -ENOMEM;
-			io->state = 2;
-		} else {
-			io->buf = p;
-			io->own = 1;
-		}
-	}
-
+	batch_buffers(r, reads, ios, nio);
 	if (r->have_ring)
 		io_run_ring(r, ios, nio);
 	else
@@ -515,18 +636,10 @@ static int read_batch(struct kvt_l3 *l3, struct kvt_l3_reader *r,
 
 		nbytes += io->done;
 		rd->status = io->res;
-		if (io->res) {
-			if (io->own)
-				free(io->buf);
-			continue;
-		}
-		rd->mem = io->own ? io->buf : NULL;
-		rd->data = io->buf + L3_HDR + rd->k.ns_len + rd->k.key_len;
-		rd->len = io->loc.data_len;
-		rd->codec = io->loc.codec;
-		rd->dtype = io->loc.dtype;
-		rd->raw_len = io->loc.raw_len;
-		rd->expiry = io->loc.expiry;
+		if (io->res)
+			free(io->own);
+		else
+			io_deliver(io, rd);
 	}
 	batch_settle(l3, ios, nio, nbytes, &purge);
 	/*

@@ -322,47 +322,17 @@ static int stage_reserve(struct kvt_l3 *l3, size_t need)
 	return 0;
 }
 
-void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h)
-{
-	put_u32(p + L3_HDR_MAGIC, h->magic);
-	put_u16(p + L3_HDR_VERSION, h->version);
-	p[L3_HDR_CODEC] = h->codec;
-	p[L3_HDR_DTYPE] = h->dtype;
-	put_u32(p + L3_HDR_NS_LEN, h->ns_len);
-	put_u32(p + L3_HDR_KEY_LEN, h->key_len);
-	put_u64(p + L3_HDR_RAW_LEN, h->raw_len);
-	put_u64(p + L3_HDR_DATA_LEN, h->data_len);
-	put_u64(p + L3_HDR_GENERATION, h->generation);
-	put_u64(p + L3_HDR_OFFSET, h->offset);
-	put_u32(p + L3_HDR_REGION, h->region);
-	put_u32(p + L3_HDR_RESERVED, 0);
-	put_u64(p + L3_HDR_CHECKSUM, h->checksum);
-}
-
-void kvt_l3i_hdr_decode(const uint8_t *p, struct l3_hdr *h)
-{
-	h->magic = get_u32(p + L3_HDR_MAGIC);
-	h->version = get_u16(p + L3_HDR_VERSION);
-	h->codec = p[L3_HDR_CODEC];
-	h->dtype = p[L3_HDR_DTYPE];
-	h->ns_len = get_u32(p + L3_HDR_NS_LEN);
-	h->key_len = get_u32(p + L3_HDR_KEY_LEN);
-	h->raw_len = get_u64(p + L3_HDR_RAW_LEN);
-	h->data_len = get_u64(p + L3_HDR_DATA_LEN);
-	h->generation = get_u64(p + L3_HDR_GENERATION);
-	h->offset = get_u64(p + L3_HDR_OFFSET);
-	h->region = get_u32(p + L3_HDR_REGION);
-	h->checksum = get_u64(p + L3_HDR_CHECKSUM);
-}
-
 /*
- * Serializes item it as an entry of loc->length bytes at dst (header,
- * namespace, key, value, zero padding) and sets loc->checksum.
+ * Serializes item it as an entry of loc->length bytes at dst (kvt_l3.h,
+ * "On-disk entry": the value first, at the entry's aligned offset, then
+ * the header, namespace and key, then zero padding) and sets
+ * loc->checksum.
  */
 static void entry_build(uint8_t *dst, const struct kvt_l3_item *it,
 			struct l3_loc *loc)
 {
-	size_t body = L3_HDR + it->k.ns_len + it->k.key_len + it->len;
+	uint8_t *hp = dst + it->len;
+	size_t body = it->len + L3_HDR + it->k.ns_len + it->k.key_len;
 	struct l3_hdr h = {
 		.magic = L3_MAGIC,
 		.version = L3_VERSION,
@@ -375,20 +345,20 @@ static void entry_build(uint8_t *dst, const struct kvt_l3_item *it,
 		.generation = loc->generation,
 		.offset = loc->offset,
 		.region = loc->region,
-		.checksum = 0, /* what the checksum covers has it zeroed */
+		.checksum = 0, /* set below */
 	};
 
-	kvt_l3i_hdr_encode(dst, &h);
-	if (it->k.ns_len)
-		memcpy(dst + L3_HDR, it->k.ns, it->k.ns_len);
-	if (it->k.key_len)
-		memcpy(dst + L3_HDR + it->k.ns_len, it->k.key, it->k.key_len);
 	if (it->len)
-		memcpy(dst + L3_HDR + it->k.ns_len + it->k.key_len, it->data,
-		       it->len);
+		memcpy(dst, it->data, it->len);
+	kvt_l3i_hdr_encode(hp, &h);
+	if (it->k.ns_len)
+		memcpy(hp + L3_HDR, it->k.ns, it->k.ns_len);
+	if (it->k.key_len)
+		memcpy(hp + L3_HDR + it->k.ns_len, it->k.key, it->k.key_len);
 	memset(dst + body, 0, loc->length - body);
-	loc->checksum = XXH3_64bits(dst, body);
-	put_u64(dst + L3_HDR_CHECKSUM, loc->checksum);
+	loc->checksum = kvt_l3i_entry_sum(&h, it->k.ns, it->k.key, dst,
+					  it->len, NULL, 0);
+	put_u64(hp + L3_HDR_CHECKSUM, loc->checksum);
 }
 
 static int batch_run(struct kvt_l3 *l3, struct l3_batch *b)

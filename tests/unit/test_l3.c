@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <liburing.h>
+#include <lmdb.h>
 
 #include "kvt_l3.h"
 #include "kvtier_errors.h"
@@ -178,7 +179,7 @@ static struct kvt_l3_stats stats(struct fx *f)
 static void test_roundtrip_sizes(void **state)
 {
 	static const size_t sizes[] = {
-		1, 100, 4096 - 64 - 6, 4096 - 64 - 5, 4096, 65536 + 3,
+		0, 1, 100, 4096 - 64 - 6, 4096 - 64 - 5, 4096, 65536 + 3,
 		1 * MIB, 2 * MIB, 3 * MIB,
 	};
 	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
@@ -188,7 +189,7 @@ static void test_roundtrip_sizes(void **state)
 	char names[N][16];
 	uint8_t *bufs[N];
 	struct kvt_l3_stats st;
-	uint64_t raw = 0;
+	uint64_t raw = 0, extents = 0;
 
 	for (int i = 0; i < N; i++) {
 		snprintf(names[i], sizeof(names[i]), "k%d", i);
@@ -196,6 +197,7 @@ static void test_roundtrip_sizes(void **state)
 		items[i] = (struct kvt_l3_item){ mkkey(names[i]), bufs[i],
 			sizes[i], 7, 3, sizes[i] * 2, 0 };
 		raw += sizes[i] * 2;
+		extents += kvt_l3_read_size(2, strlen(names[i]), sizes[i]);
 	}
 	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
 	memset(reads, 0, sizeof(reads));
@@ -220,7 +222,8 @@ static void test_roundtrip_sizes(void **state)
 	assert_int_equal(st.hits, N);
 	assert_int_equal(st.dead_bytes, 0);
 	assert_int_equal(st.reads_inflight, 0);
-	assert_true(st.bytes_read >= st.bytes);
+	/* A read reads the value's own extent, no header, no key. */
+	assert_int_equal(st.bytes_read, extents);
 	assert_int_equal(st.bytes % KVT_L3_ALIGN, 0);
 	if ((int)(intptr_t)*state == MODE_BUFFERED)
 		assert_int_equal(st.direct_io, 0);
@@ -501,24 +504,31 @@ static void test_corruption(void **state)
 		assert_int_equal(put_one(f, name, 10000, 0), 0);
 	}
 	assert_int_equal(kvt_l3_check(f->l3, devnull), 0);
-	flip_byte(f, 0, 12 * KIB + 64 + 4 + 5000); /* data of c1 */
-	flip_byte(f, 0, 24 * KIB + 1);             /* magic of c2 */
-	flip_byte(f, 0, 36 * KIB + 64 + 3);        /* key byte of c3 */
+	flip_byte(f, 0, 12 * KIB + 5000);             /* data of c1 */
+	flip_byte(f, 0, 24 * KIB + 10000 + 1);        /* magic of c2 */
+	flip_byte(f, 0, 36 * KIB + 10000 + 64 + 3);   /* key byte of c3 */
 	assert_int_equal(kvt_l3_check(f->l3, devnull), 3);
 	assert_int_equal(read_one(f, "c1", 10000), KVT_ECORRUPT);
-	assert_int_equal(read_one(f, "c2", 10000), KVT_ECORRUPT);
-	assert_int_equal(read_one(f, "c3", 10000), KVT_ECORRUPT);
+	/*
+	 * A read reads and checks the value alone (its checksum is in the
+	 * index and binds it to key and place): damage to a header or a key
+	 * on disk does not touch the value, which reads back right.  The
+	 * checker finds it.
+	 */
+	assert_int_equal(read_one(f, "c2", 10000), 0);
+	assert_int_equal(read_one(f, "c3", 10000), 0);
 	assert_int_equal(read_one(f, "c0", 10000), 0);
 	st = stats(f);
-	assert_int_equal(st.checksum_failures, 3);
-	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.checksum_failures, 1);
+	assert_int_equal(st.entries, 3);
 	assert_int_equal(kvt_l3_contains(f->l3, &k1), 0);
 	/* The entry is gone: a second read is a plain miss. */
 	assert_int_equal(read_one(f, "c1", 10000), KVT_ENOTFOUND);
-	assert_int_equal(kvt_l3_check(f->l3, devnull), 0);
+	assert_int_equal(kvt_l3_check(f->l3, devnull), 2); /* c2, c3 */
 	fx_reopen(f);
-	assert_int_equal(stats(f).entries, 1);
+	assert_int_equal(stats(f).entries, 3);
 	assert_int_equal(read_one(f, "c0", 10000), 0);
+	assert_int_equal(read_one(f, "c3", 10000), 0);
 	fclose(devnull);
 	fx_free(f);
 }
@@ -893,50 +903,117 @@ static void test_contains_threaded(void **state)
 	fx_free(f);
 }
 
-/* Reads into caller buffers when they fit and are aligned, else allocates. */
+/*
+ * A caller's buffer receives the value itself, at its start: read into
+ * straight when it is aligned and holds the value's extent, or holds the
+ * value but not its last sector (that sector goes through the reader's
+ * bounce sector); copied into when it holds the value but is unaligned;
+ * left alone (L3 allocates) when too small.
+ */
 static void test_caller_buffers(void **state)
 {
 	struct fx *f = fx_new(8 * MIB, 1 * MIB, (int)(intptr_t)*state);
 	size_t need = kvt_l3_read_size(2, 2, 100000);
 	uint8_t *d = mkdata("cb", 100000), *buf, *small;
-	struct kvt_l3_read rd[4];
+	struct kvt_l3_read rd[6];
+	unsigned reads;
 
 	assert_int_equal(need, 102400);
-	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 3 * need),
+	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 5 * need),
 			 0);
 	assert_int_equal(posix_memalign((void **)&small, KVT_L3_ALIGN,
 					need - 4096), 0);
 	assert_int_equal(put_one(f, "cb", 100000, 0), 0);
 	memset(rd, 0, sizeof(rd));
-	for (int i = 0; i < 4; i++)
+	memset(buf, 0xee, 5 * need);
+	for (int i = 0; i < 6; i++)
 		rd[i].k = mkkey("cb");
-	rd[0].buf = buf;                /* fits */
+	rd[0].buf = buf;                /* the whole extent: read into */
 	rd[0].buf_cap = need;
 	rd[1].buf = small;              /* too small: allocated */
-	rd[1].buf_cap = need - 4096;
-	rd[2].buf = buf + need + 8;     /* unaligned: allocated */
-	rd[2].buf_cap = need;
+	rd[1].buf_cap = 100000 - 1;
+	rd[2].buf = buf + need + 8;     /* unaligned: copied into */
+	rd[2].buf_cap = 100000;
 	rd[3].k = mkkey("missing");     /* miss: buffer untouched */
 	rd[3].buf = buf + 2 * need;
 	rd[3].buf_cap = need;
-	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, rd, 4), 0);
-	assert_int_equal(rd[0].status, 0);
-	assert_null(rd[0].mem);
-	assert_true(rd[0].data > buf && rd[0].data < buf + need);
-	for (int i = 0; i < 3; i++) {
+	rd[4].buf = buf + 3 * need;     /* the value, not its last sector */
+	rd[4].buf_cap = 100000;
+	rd[5].buf = buf + 4 * need;     /* same, a byte short */
+	rd[5].buf_cap = need - 1;
+	reads = f->faults.reads;
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, rd, 6), 0);
+	/* One region read per hit, also where a tail sector is bounced. */
+	assert_int_equal(f->faults.reads - reads, 5);
+	for (int i = 0; i < 6; i++) {
+		if (i == 3)
+			continue;
 		assert_int_equal(rd[i].status, 0);
 		assert_int_equal(rd[i].len, 100000);
 		assert_memory_equal(rd[i].data, d, 100000);
+		if (i == 1) {
+			assert_non_null(rd[i].mem);
+			assert_true(rd[i].data == rd[i].mem);
+		} else {
+			assert_null(rd[i].mem);
+			assert_true(rd[i].data == rd[i].buf);
+		}
 	}
-	assert_non_null(rd[1].mem);
-	assert_non_null(rd[2].mem);
+	/* Nothing written past the capacity given. */
+	assert_int_equal(buf[3 * need + 100000], 0xee);
+	assert_int_equal(buf[4 * need + need - 1], 0xee);
 	assert_int_equal(rd[3].status, KVT_ENOTFOUND);
 	assert_null(rd[3].mem);
 	assert_null(rd[3].data);
+	assert_int_equal(buf[2 * need], 0xee);
 	free(rd[1].mem);
-	free(rd[2].mem);
 	free(buf);
 	free(small);
+	free(d);
+	fx_free(f);
+}
+
+/*
+ * The read of a value is one read of the value's own length, rounded up
+ * to KVT_L3_ALIGN, at an aligned offset: a 2 MiB value is one 2 MiB read,
+ * straight into an aligned 2 MiB buffer.
+ */
+static void test_one_read_per_value(void **state)
+{
+	struct fx *f = fx_new(16 * MIB, 4 * MIB, (int)(intptr_t)*state);
+	uint8_t *d = mkdata("two", 2 * MIB), *buf;
+	struct kvt_l3_read rd = { .k = mkkey("two") };
+	unsigned reads;
+
+	assert_int_equal(kvt_l3_read_size(255, 1024, 2 * MIB), 2 * MIB);
+	assert_int_equal(kvt_l3_read_size(0, 0, 2 * MIB + 1), 2 * MIB + 4096);
+	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 2 * MIB),
+			 0);
+	assert_int_equal(put_one(f, "pad", 5000, 0), 0); /* offset 0 */
+	assert_int_equal(put_one(f, "two", 2 * MIB, 0), 0);
+	rd.buf = buf;
+	rd.buf_cap = 2 * MIB;
+	reads = f->faults.reads;
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_int_equal(f->faults.reads - reads, 1);
+	assert_int_equal(f->faults.last_read_len, 2 * MIB);
+	assert_int_equal(f->faults.last_read_off, 8 * KIB);
+	assert_true(rd.data == buf);
+	assert_null(rd.mem);
+	assert_memory_equal(rd.data, d, 2 * MIB);
+	/* Without a buffer: still one read of 2 MiB, into L3's. */
+	memset(&rd, 0, sizeof(rd));
+	rd.k = mkkey("two");
+	reads = f->faults.reads;
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_int_equal(f->faults.reads - reads, 1);
+	assert_int_equal(f->faults.last_read_len, 2 * MIB);
+	assert_memory_equal(rd.data, d, 2 * MIB);
+	free(rd.mem);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	free(buf);
 	free(d);
 	fx_free(f);
 }
@@ -1398,7 +1475,7 @@ static void test_deferred_removal(void **state)
 	while (!h.holding)
 		pthread_cond_wait(&h.cv, &h.mu);
 	pthread_mutex_unlock(&h.mu);
-	flip_byte(f, 0, 16 * KIB + 64 + 3 + 100); /* data of c */
+	flip_byte(f, 0, 16 * KIB + 100); /* data of c */
 	memset(rd, 0, sizeof(rd));
 	rd[0].k = t2;
 	rd[1].k = c;
@@ -1648,6 +1725,110 @@ static void test_ns_totals(void **state)
 	fx_free(f);
 }
 
+
+/* ---- on-disk format ----------------------------------------------------- */
+
+/* FNV-1a of a whole file, and its size; 0 and -1 if it cannot be read. */
+static uint64_t file_sum(const char *path, off_t *size)
+{
+	uint64_t h = 14695981039346656037ull;
+	uint8_t buf[65536];
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	*size = -1;
+	if (fd < 0)
+		return 0;
+	*size = 0;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			h = (h ^ buf[i]) * 1099511628211ull;
+		*size += n;
+	}
+	close(fd);
+	return h;
+}
+
+/* The sum of every file of the store, so that any change shows. */
+static uint64_t store_sum(struct fx *f)
+{
+	static const char *names[] = {
+		"l3/index/data.mdb", "l3/region-00000.dat",
+		"l3/region-00001.dat", "l3/region-00002.dat",
+		"l3/region-00003.dat", "l3/region-00004.dat",
+	};
+	uint64_t h = 0;
+	char path[256];
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		off_t size;
+
+		snprintf(path, sizeof(path), "%s/%s", f->dir, names[i]);
+		h = h * 31 + file_sum(path, &size) + (uint64_t)size;
+	}
+	return h;
+}
+
+/* Rewrites the store's format version as if an older build made it. */
+static void set_format(struct fx *f, uint32_t version)
+{
+	char path[256];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t v[4] = { (uint8_t)version, (uint8_t)(version >> 8),
+			 (uint8_t)(version >> 16), (uint8_t)(version >> 24) };
+	MDB_val k = { 7, (void *)"version" }, val = { 4, v };
+
+	snprintf(path, sizeof(path), "%s/l3/index", f->dir);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_set_mapsize(env, (size_t)1 << 30), 0);
+	assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/*
+ * A store in another on-disk format is refused, with a message that names
+ * the folder and says what to do, and is left exactly as it was: never
+ * converted, never wiped.
+ */
+static void test_old_format_refused(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_l3 *l3 = (struct kvt_l3 *)1;
+	char root[128];
+	uint64_t before;
+
+	(void)state;
+	snprintf(root, sizeof(root), "%s/l3", f->dir);
+	assert_int_equal(put_one(f, "old", 30000, 0), 0);
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	for (uint32_t v = 1; v <= 3; v += 2) {
+		set_format(f, v);
+		before = store_sum(f);
+		f->err[0] = '\0';
+		assert_int_equal(kvt_l3_open(&l3, &f->cfg), KVT_EVERSION);
+		assert_null(l3);
+		assert_non_null(strstr(f->err, root));
+		assert_non_null(strstr(f->err, v == 1 ? "format 1" :
+				       "newer"));
+		assert_non_null(strstr(f->err, "move it aside"));
+		assert_non_null(strstr(f->err, "delete it"));
+		assert_int_equal(store_sum(f), before);
+	}
+	/* Put back as it was, the store opens and serves again. */
+	set_format(f, 2);
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	assert_int_equal(read_one(f, "old", 30000), 0);
+	fx_free(f);
+}
+
 #define MODES(fn)                                                        \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_DEFAULT),   \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_BUFFERED),  \
@@ -1675,6 +1856,7 @@ int main(void)
 		MODES(test_roundtrip_sizes),
 		MODES(test_many_reads),
 		MODES(test_caller_buffers),
+		MODES(test_one_read_per_value),
 		cmocka_unit_test(test_contains_del),
 		cmocka_unit_test(test_overwrite),
 		MODES(test_reclaim),
@@ -1694,6 +1876,7 @@ int main(void)
 		MODES(test_reclaim_waits_for_readers),
 		MODES(test_deferred_removal),
 		MODES(test_ns_totals),
+		cmocka_unit_test(test_old_format_refused),
 	};
 
 	int failed;
