@@ -171,6 +171,7 @@ struct tm_worker {
 	bool started;
 	unsigned id;
 	struct kvt_codec_ctx *ctx; /* its own zstd contexts */
+	struct kvt_l3_reader *reader; /* its own L3 reader (with L3) */
 };
 
 /* A lane's queue and counters (under the pool's mu). */

@@ -7,13 +7,12 @@
  * write and delete.  N worker threads (--workers) serve two lanes:
  *
  *   CPU lane      TO_L2 (compress), FROM_L2 (decompress), the compression
- *                 of a raw block bound for L3, and FROM_L3 once L3 takes
- *                 concurrent readers: any worker, in parallel.  A run is
+ *                 of a raw block bound for L3, and FROM_L3 (read, then
+ *                 decompress): any worker, in parallel.  A run is
  *                 one job, or for L3 reads a share of the queued reads
  *                 (ceil(queued / workers), at most TM_READ_BATCH), so that
  *                 one large MGET spreads over every worker.
- *   L3 write lane TO_L3, L3_DEL, L3_DROP (and, until L3 has concurrent
- *                 readers, FROM_L3): serial.  At most one worker is inside
+ *   L3 write lane TO_L3, L3_DEL, L3_DROP: serial.  At most one worker is inside
  *                 at a time and takes the lane's jobs in submission order,
  *                 consecutive writes gathered into one kvt_l3_put_batch, so
  *                 a key's write, its delete and a drop of its namespace
@@ -58,12 +57,14 @@
 #define TM_READ_BATCH 64
 
 /*
- * Whether L3 reads may run on several workers at once.  L3's read path
- * shares one ring and its bounce buffers until it gives each worker a
- * reader of its own; until then reads stay in the serial lane, ordered
- * with the writes as they always were.
+ * L3 reads run on any worker, each with a reader of its own
+ * (kvt_l3_reader_open: its own ring or pread, its own scratch), beside the
+ * write lane: L3 keeps a region from being overwritten under a read in
+ * flight, and the loop never starts a read of a key whose delete or drop
+ * is still queued (kvt_tm_order.c).  0 keeps them in the serial lane,
+ * ordered with the writes (as before L3 had concurrent readers).
  */
-#define TM_L3_PARALLEL_READS 0
+#define TM_L3_PARALLEL_READS 1
 
 /* ---- jobs and the queues (loop thread) ---------------------------------- */
 
@@ -231,7 +232,7 @@ static void worker_from_l3(struct tm_worker *w, struct job **jobs, size_t n)
 	memset(reads, 0, sizeof(reads));
 	for (size_t i = 0; i < n; i++)
 		reads[i].k = jobs[i]->k;
-	rc = kvt_l3_read_batch(w->tm->l3, reads, n);
+	rc = kvt_l3_read_batch(w->tm->l3, w->reader, reads, n);
 	for (size_t i = 0; i < n; i++) {
 		struct job *j = jobs[i];
 		struct kvt_l3_read *r = &reads[i];
@@ -477,6 +478,8 @@ int kvt_tmi_pool_start(struct kvt_tm *tm, unsigned workers, int level)
 		tm->workers[i].tm = tm;
 		tm->workers[i].id = i;
 		rc = kvt_codec_ctx_new(&tm->workers[i].ctx, level);
+		if (!rc && tm->l3 && TM_L3_PARALLEL_READS)
+			rc = kvt_l3_reader_open(tm->l3, &tm->workers[i].reader);
 		if (rc)
 			return rc;
 	}
@@ -526,8 +529,10 @@ void kvt_tmi_pool_stop(struct kvt_tm *tm)
 		pthread_cond_destroy(&tm->cv);
 		tm->pool_running = false;
 	}
-	for (unsigned i = 0; tm->workers && i < tm->nworkers; i++)
+	for (unsigned i = 0; tm->workers && i < tm->nworkers; i++) {
 		kvt_codec_ctx_free(tm->workers[i].ctx);
+		kvt_l3_reader_close(tm->workers[i].reader);
+	}
 	free(tm->workers);
 	tm->workers = NULL;
 	tm->nworkers = 0;

@@ -3,13 +3,17 @@
  * per-namespace totals and the counters.
  *
  * Per-namespace totals run on the daemon's loop, so they must never cost
- * O(blocks) there: the RAM tiers keep totals per namespace as blocks come
- * and go (kvt_lru_ns_foreach), and a report merges them in O(namespaces).
- * L3's part still visits L3's entries (O(L3 entries), each looked up in
- * O(1)), until L3 keeps per-namespace totals of its own.  The hot report
- * looks at every block (O(blocks), for an operator's command).  A block in
- * two tiers is counted once, where it is fastest: L1, then L2 (an L2 frame
- * marked TM_F_IN_L1 is the copy of an L1 block), then L3 (inclusive).
+ * O(blocks) there: every tier keeps totals per namespace as blocks come
+ * and go (kvt_lru_ns_foreach, kvt_l3_ns_foreach), and a report merges them
+ * in O(namespaces).  A block in two tiers is counted once, where it is
+ * fastest: L1, then L2 (an L2 frame marked TM_F_IN_L1 is the copy of an L1
+ * block), then L3, whose copies of blocks in RAM are those marked
+ * TM_F_ON_L3 there (an L1 block with its frame in L2 leaves that mark to
+ * the frame).  A mark can outlive its L3 copy (a region reclaimed under a
+ * block in RAM), which undercounts that namespace by one block until the
+ * block leaves RAM; never more.  Hits of a block in RAM and on L3 are
+ * taken from RAM, plus L3's reads of it beyond those RAM counted.  The hot
+ * report looks at every block (O(blocks), for an operator's command).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +29,7 @@ struct ns_rec {
 	uint64_t hash;
 	uint64_t entries, bytes, hits;
 	uint64_t ram_entries, l1_entries;
+	struct kvt_lru_ns_tot on_l3; /* RAM blocks with a copy on L3 */
 	size_t ns_len;
 	uint8_t name[];
 };
@@ -118,7 +123,14 @@ static uint64_t sub0(uint64_t a, uint64_t b)
 	return a > b ? a - b : 0;
 }
 
-/* L1: every entry counts. */
+static void tot_add(struct kvt_lru_ns_tot *s, const struct kvt_lru_ns_tot *t)
+{
+	s->entries += t->entries;
+	s->raw_bytes += t->raw_bytes;
+	s->hits += t->hits;
+}
+
+/* L1: every entry counts (mark 0: TM_F_ON_L3). */
 static void ns_l1(void *arg, const uint8_t *ns, size_t ns_len,
 		  const struct kvt_lru_ns_tot *all,
 		  const struct kvt_lru_ns_tot *mark)
@@ -126,9 +138,9 @@ static void ns_l1(void *arg, const uint8_t *ns, size_t ns_len,
 	struct ns_acc *a = arg;
 	struct ns_rec *r;
 
-	(void)mark;
 	if (a->err || !(r = acc_slot(a, ns, ns_len)))
 		return;
+	tot_add(&r->on_l3, &mark[0]);
 	r->entries += all->entries;
 	r->bytes += all->raw_bytes;
 	r->hits += all->hits;
@@ -136,7 +148,10 @@ static void ns_l1(void *arg, const uint8_t *ns, size_t ns_len,
 	r->l1_entries += all->entries;
 }
 
-/* L2: frames of blocks also in L1 (mark 0, TM_F_IN_L1) were counted there. */
+/*
+ * L2: frames of blocks also in L1 (mark 0, TM_F_IN_L1) were counted there;
+ * mark 1 (TM_F_ON_L3) are RAM blocks with an L3 copy.
+ */
 static void ns_l2(void *arg, const uint8_t *ns, size_t ns_len,
 		  const struct kvt_lru_ns_tot *all,
 		  const struct kvt_lru_ns_tot *mark)
@@ -144,34 +159,31 @@ static void ns_l2(void *arg, const uint8_t *ns, size_t ns_len,
 	struct ns_acc *a = arg;
 	struct ns_rec *r;
 
-	if (all->entries == mark[0].entries)
-		return;
 	if (a->err || !(r = acc_slot(a, ns, ns_len)))
 		return;
+	tot_add(&r->on_l3, &mark[1]);
 	r->entries += sub0(all->entries, mark[0].entries);
 	r->ram_entries += sub0(all->entries, mark[0].entries);
 	r->bytes += sub0(all->raw_bytes, mark[0].raw_bytes);
 	r->hits += sub0(all->hits, mark[0].hits);
 }
 
-/* L3, entry by entry: a block also in RAM was counted there. */
-static int ns_l3(void *arg, const struct kvt_key *k, uint64_t raw_len,
-		 uint64_t hits)
+/* L3, namespace by namespace: its copies of blocks in RAM were counted. */
+static int ns_l3(void *arg, const struct kvt_l3_ns_stats *st)
 {
 	struct ns_acc *a = arg;
+	struct kvt_key k = { st->ns, st->ns_len, NULL, 0 };
 	struct ns_rec *r;
-	uint64_t now = a->tm->now_s();
 
-	if (kvt_tmi_l3_pending(a->tm, k) ||
-	    kvt_lru_exists(a->tm->l1, k, now) ||
-	    (a->tm->l2 && kvt_lru_exists(a->tm->l2, k, now)))
+	/* A namespace whose drop is queued is gone from L3 already. */
+	if (kvt_tmi_hcount_has(&a->tm->pend_drop, tm_ns_hash(&k)))
 		return 0;
-	r = acc_slot(a, k->ns, k->ns_len);
+	r = acc_slot(a, st->ns, st->ns_len);
 	if (!r)
 		return a->err;
-	r->entries++;
-	r->bytes += raw_len;
-	r->hits += hits;
+	r->entries += sub0(st->entries, r->on_l3.entries);
+	r->bytes += sub0(st->raw_bytes, r->on_l3.raw_bytes);
+	r->hits += sub0(st->hits, r->on_l3.hits);
 	return 0;
 }
 
@@ -256,7 +268,7 @@ int kvt_tm_ns_stats(struct kvt_tm *tm, size_t top, struct kvt_tm_ns **out,
 	if (tm->l2 && !a.err)
 		kvt_lru_ns_foreach(tm->l2, ns_l2, &a);
 	if (tm->l3 && !a.err)
-		kvt_l3_foreach(tm->l3, ns_l3, &a);
+		kvt_l3_ns_foreach(tm->l3, ns_l3, &a);
 	if (a.err)
 		goto out;
 	k = select_top(a.v, a.n, top);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -1131,6 +1132,87 @@ static void test_pool_config(void **state)
 	kvt_tm_close(tm);
 }
 
+/* Which threads issued L3 reads (kvt_l3_faults.before_read). */
+static struct {
+	pthread_mutex_t mu;
+	pthread_t seen[8];
+	int n, reads;
+} readers = { PTHREAD_MUTEX_INITIALIZER, { 0 }, 0, 0 };
+
+static void note_reader(void *arg)
+{
+	struct timespec ts = { 0, 2000000 };
+	pthread_t self = pthread_self();
+	int known = 0;
+
+	(void)arg;
+	pthread_mutex_lock(&readers.mu);
+	readers.reads++;
+	for (int i = 0; i < readers.n; i++)
+		known |= pthread_equal(readers.seen[i], self);
+	if (!known && readers.n < 8)
+		readers.seen[readers.n++] = self;
+	pthread_mutex_unlock(&readers.mu);
+	/* A slow disk: the other workers take the rest meanwhile. */
+	nanosleep(&ts, NULL);
+}
+
+/* A batch of L3 reads spreads over the workers, each with its reader. */
+static void test_pool_reads_spread(void **state)
+{
+	struct kvt_l3_faults faults = { .before_read = note_reader };
+	struct kvt_tm_config cfg = {
+		.l1_capacity = 128 << 10,
+		.l3_capacity = 16 << 20,
+		.l3_region_size = 1 << 20,
+		.l3_no_sync = 1,
+		.l3_faults = &faults,
+		.now_s = fake_clock,
+		.workers = 4,
+	};
+	struct got g[32];
+	struct kvt_tm *tm = NULL;
+	char key[16];
+
+	(void)state;
+	snprintf(tdir, sizeof(tdir), "/tmp/kvt-test-tm-XXXXXX");
+	assert_non_null(mkdtemp(tdir));
+	cfg.data_dir = tdir;
+	assert_int_equal(kvt_tm_open(&tm, &cfg), 0);
+	for (int i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "p%02d", i);
+		assert_int_equal(put64(tm, "ns", key, 65536, 300 + i), 0);
+	}
+	drain(tm);
+	pthread_mutex_lock(&readers.mu);
+	readers.n = readers.reads = 0;
+	pthread_mutex_unlock(&readers.mu);
+	/* One MGET's worth of gets, all on L3, before any result is taken. */
+	memset(g, 0, sizeof(g));
+	for (int i = 0; i < 32; i++) {
+		struct kvt_key k;
+
+		snprintf(key, sizeof(key), "p%02d", i);
+		k = mkkey("ns", key);
+		g[i].status = 1;
+		assert_int_equal(kvt_tm_get(tm, &k, on_get, &g[i]), 1);
+	}
+	drain(tm);
+	for (int i = 0; i < 32; i++) {
+		assert_int_equal(g[i].calls, 1);
+		assert_int_equal(g[i].status, 0);
+		assert_true(bytes_are(g[i].ref, 65536, 300 + (uint64_t)i));
+		kvt_ref_release(g[i].ref);
+	}
+	pthread_mutex_lock(&readers.mu);
+	printf("reads: 32 L3 reads on %d of 4 workers\n", readers.n);
+	assert_int_equal(readers.reads, 32);
+	assert_true(readers.n >= 2);
+	pthread_mutex_unlock(&readers.mu);
+	kvt_tm_close(tm);
+	rm_tdir();
+}
+
 /*
  * A deleted key is gone at once, also while its L3 delete is still queued:
  * the get is answered as a miss without reading L3 (before this, an L3
@@ -1612,6 +1694,7 @@ int main(void)
 		cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_miss_causes),
 		cmocka_unit_test(test_pool_config),
+		cmocka_unit_test(test_pool_reads_spread),
 		cmocka_unit_test(test_order_del_queued),
 		cmocka_unit_test(test_order_races),
 		cmocka_unit_test(test_order_drop_inflight),
