@@ -170,6 +170,7 @@ struct tm_worker {
 	pthread_t thread;
 	bool started;
 	unsigned id;
+	unsigned lanes;	/* bit l set: serves lane l (1u << TM_LANE_*) */
 	struct kvt_codec_ctx *ctx; /* its own zstd contexts */
 	struct kvt_l3_reader *reader; /* its own L3 reader (with L3) */
 };

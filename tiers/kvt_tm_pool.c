@@ -338,18 +338,20 @@ static size_t take_from(struct kvt_tm *tm, enum tm_lane l, struct job **run)
 }
 
 /*
- * The oldest runnable run of any lane: a serial lane is runnable when no
- * worker is inside and its head is ready.  Returns its length (0: nothing
- * runnable) and the lane in *lane.
+ * The oldest runnable run of the lanes in mask `lanes`: a serial lane is
+ * runnable when no worker is inside and its head is ready.  Returns its
+ * length (0: nothing runnable) and the lane in *lane.
  */
-static size_t take_run(struct kvt_tm *tm, struct job **run, enum tm_lane *lane)
+static size_t take_run(struct kvt_tm *tm, unsigned lanes, struct job **run,
+		       enum tm_lane *lane)
 {
 	struct job *best = NULL;
 
 	for (int l = 0; l < TM_LANES; l++) {
 		struct tm_lane_q *q = &tm->lanes[l];
 
-		if (!q->head || (q->serial && q->inside) ||
+		if (!(lanes & (1u << l)) || !q->head ||
+		    (q->serial && q->inside) ||
 		    (l == TM_LANE_L3W && q->head->pre_stage))
 			continue;
 		if (!best || q->head->seq < best->seq) {
@@ -417,7 +419,9 @@ static void finish_run(struct kvt_tm *tm, enum tm_lane l, struct job **run,
 	}
 	/*
 	 * A released lane or a finished compression may have made work
-	 * runnable that no sleeping worker was told about.
+	 * runnable that no sleeping worker was told about.  (All workers
+	 * serve the same lanes, so waking any one is enough; threads of a
+	 * lane of their own would wait on a condition variable of their own.)
 	 */
 	if (work_left(tm))
 		pthread_cond_signal(&tm->cv);
@@ -439,7 +443,7 @@ static void *worker_main(void *arg)
 		enum tm_lane l = TM_LANE_CPU;
 		size_t n = 0;
 
-		while (!tm->quit && !(n = take_run(tm, run, &l)))
+		while (!tm->quit && !(n = take_run(tm, w->lanes, run, &l)))
 			pthread_cond_wait(&tm->cv, &tm->mu);
 		if (tm->quit)
 			break;
@@ -477,6 +481,8 @@ int kvt_tmi_pool_start(struct kvt_tm *tm, unsigned workers, int level)
 	for (unsigned i = 0; i < workers; i++) {
 		tm->workers[i].tm = tm;
 		tm->workers[i].id = i;
+		/* Every worker serves both lanes (an L4 lane: its own threads). */
+		tm->workers[i].lanes = 1u << TM_LANE_CPU | 1u << TM_LANE_L3W;
 		rc = kvt_codec_ctx_new(&tm->workers[i].ctx, level);
 		if (!rc && tm->l3 && TM_L3_PARALLEL_READS)
 			rc = kvt_l3_reader_open(tm->l3, &tm->workers[i].reader);
