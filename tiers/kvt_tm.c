@@ -66,11 +66,11 @@
  * frame is the first one L2 gives up when it needs room (kvt_lru_move): it
  * is then written to L3 like any L2 victim and the L1 copy relies on that
  * L3 copy instead (without L3 the frame is dropped, and the L1 copy is
- * compressed when it leaves, as any block).  Every "copy below" is checked when it is relied on (L2
- * still holds the frame; L3 holds or is writing the key and no delete or
- * drop of it is pending), so a flag that went stale costs a compression,
- * never a lost or wrong block.  Such free demotions count in
- * demotions_reused.
+ * compressed when it leaves, as any block).  Every "copy below" is checked
+ * when it is relied on (L2 still holds the frame; L3 holds or is writing
+ * the key and no delete or drop of it is pending), so a flag that went
+ * stale costs a compression, never a lost or wrong block.  Such free
+ * demotions count in demotions_reused.
  *
  * Bounds.  transit is held near transit_max bytes by the daemon's
  * backpressure on PUTs (kvt_tm_busy), with victims beyond twice that

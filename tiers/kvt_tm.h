@@ -6,11 +6,11 @@
  * Usable without any socket: unit tests drive it directly.
  *
  * Threading: one thread (the daemon's event loop) calls every kvt_tm_*
- * function; a pool of worker threads inside the manager does the slow work
- * (kvt_tm_event_fd).  Values are handed out as counted references (struct kvt_ref,
- * kvt_tier.h): a reference stays readable after the entry is evicted,
- * replaced or deleted, until its holder calls kvt_ref_release(), which may
- * be called from any thread.
+ * function; a pool of worker threads inside the manager does the slow
+ * work (kvt_tm_event_fd).  Values are handed out as counted references
+ * (struct kvt_ref, kvt_tier.h): a reference stays readable after the entry
+ * is evicted, replaced or deleted, until its holder calls
+ * kvt_ref_release(), which may be called from any thread.
  *
  * Gets complete through a callback so that tiers that need work off the
  * event loop (decompression, disk reads) can complete later without changing
@@ -261,11 +261,12 @@ struct kvt_tm_ns_rest {
 
 /*
  * Per-namespace totals: the `top` namespaces with the most bytes, largest
- * first, and the totals of all the others in *rest (may be NULL).  The RAM
- * tiers keep their totals per namespace as blocks come and go, so this
- * costs O(namespaces), never O(blocks): the daemon calls it on its event
- * loop.  A block in two tiers is counted once.  *out (n <= top items) is
- * freed with free().  Returns 0, KVT_EINVAL, -ENOMEM.
+ * first, and the totals of all the others in *rest (may be NULL).  Every
+ * tier keeps its totals per namespace as blocks come and go, so this costs
+ * O(namespaces), never O(blocks): the daemon calls it on its event loop.
+ * A block in two tiers is counted once (kvt_tm_report.c says how
+ * exactly).  *out (n <= top items) is freed with free().  Returns 0,
+ * KVT_EINVAL, -ENOMEM.
  */
 int kvt_tm_ns_stats(struct kvt_tm *tm, size_t top, struct kvt_tm_ns **out,
 		    size_t *n, struct kvt_tm_ns_rest *rest);
@@ -311,17 +312,18 @@ struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
 /*
  * Work off the event loop.  With L2 or L3 enabled a pool of worker threads
  * (kvt_tm_config.workers) compresses, decompresses and does disk I/O; the
- * results are applied on the loop thread by kvt_tm_dispatch().  kvt_tm_event_fd() returns a file
- * descriptor that becomes readable (an eventfd: read 8 bytes to reset it)
- * whenever results are waiting, or -1 if every operation completes at once
- * (L1 only).  Call kvt_tm_dispatch() after it fires; it runs get callbacks.
+ * results are applied on the loop thread by kvt_tm_dispatch().
+ * kvt_tm_event_fd() returns a file descriptor that becomes readable (an
+ * eventfd: read 8 bytes to reset it) whenever results are waiting, or -1
+ * if every operation completes at once (L1 only).  Call kvt_tm_dispatch()
+ * after it fires; it runs get callbacks.
  */
 int kvt_tm_event_fd(struct kvt_tm *tm);
 void kvt_tm_dispatch(struct kvt_tm *tm);
 
 /*
  * Returns 1 while more than transit_max bytes are on their way down (the
- * worker is behind the writers), else 0.  The daemon then holds back
+ * workers are behind the writers), else 0.  The daemon then holds back
  * requests that add data (PUT) until it returns 0 again after a dispatch;
  * reads go on.  Victims beyond twice transit_max are dropped and counted
  * (demotions_dropped) as a last resort to bound memory.
