@@ -8,10 +8,20 @@
  *   lookup uses; LMDB is only written (and read at open and by the checker).
  *   So the read path never opens an LMDB transaction, and a transaction is
  *   never held across disk I/O.
- * - Only the worker thread (the one calling everything except state,
- *   contains, foreach and stats) mutates the mirror and the counters, always
- *   under l3->mu.  The
- *   worker may therefore read them without the lock; other threads lock.
+ * - Threads.  One writer at a time (whoever holds l3->wmu: put_batch, del,
+ *   drop_ns, check, close, or a reader removing what it found corrupt or
+ *   expired) changes the mirror's structure and writes LMDB; it changes the
+ *   mirror under l3->mu and may read it without, since nobody else changes
+ *   the hash chains or region lists.  Readers (read_batch, on any number of
+ *   threads, and state, contains, foreach, stats) look up under mu.  What a
+ *   reader changes, it changes under mu: hit counts, the dirty and doomed
+ *   lists, a region's count of reads in flight, the counters.  A reader
+ *   never keeps a pointer to an entry past mu: after its I/O it looks the
+ *   key up again and compares the location.
+ * - Reads against reclaim: a region's readers count (taken at lookup, under
+ *   mu) keeps the writer from overwriting a region while a read of it is in
+ *   flight; the writer first takes the region's entries out of the mirror
+ *   (so no new read can start there), then waits for the count to reach 0.
  * - LMDB keys: [0][ns_len][ns][key] when that fits in LMDB's maximum key size
  *   (511 bytes), else [1][ns_len][ns][XXH3-128(key)] with the full key
  *   appended to the record.  Two long keys with the same 128-bit hash replace
@@ -25,27 +35,15 @@
 #include "kvt_l3_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "kvtier_errors.h"
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t default_now(void)
-{
-	return (uint64_t)time(NULL);
-}
 
 int kvt_l3i_expired(const struct kvt_l3 *l3, uint64_t expiry)
 {
@@ -62,20 +60,6 @@ int kvt_l3i_mdb_err(int rc)
 	if (rc == MDB_MAP_FULL)
 		return -ENOSPC;
 	return KVT_ESERVER;
-}
-
-static void errmsg(const struct kvt_l3_config *cfg, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void errmsg(const struct kvt_l3_config *cfg, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!cfg->errmsg || !cfg->errmsg_len)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(cfg->errmsg, cfg->errmsg_len, fmt, ap);
-	va_end(ap);
 }
 
 /* ---- keys and records --------------------------------------------------- */
@@ -169,49 +153,259 @@ void kvt_l3i_rec_decode(const uint8_t *p, struct l3_loc *l)
 void kvt_l3i_ent_key(const struct l3_ent *e, const uint8_t **ns, size_t *ns_len,
 		    const uint8_t **key, size_t *key_len)
 {
-	*ns_len = e->bytes[1];
-	*ns = e->bytes + 2;
-	if (e->bytes[0] == 0) {
-		*key = e->bytes + 2 + *ns_len;
-		*key_len = e->ikey_len - 2 - *ns_len;
-	} else {
-		*key = e->bytes + e->ikey_len;
-		*key_len = e->xkey_len;
-	}
+	*ns_len = e->ns->len;
+	*ns = e->ns->name;
+	*key = ent_keybytes(e);
+	*key_len = e->key_len;
 }
 
-struct l3_ent *kvt_l3i_ent_new(const uint8_t *ikey, size_t ikey_len,
-			      const uint8_t *xkey, size_t xkey_len,
-			      uint64_t hash)
+size_t kvt_l3i_ent_ikey(const struct l3_ent *e, uint8_t *buf)
 {
-	struct l3_ent *e = calloc(1, sizeof(*e) + ikey_len + xkey_len);
+	size_t n = e->hashed ? 16 : e->key_len;
 
+	buf[0] = e->hashed;
+	buf[1] = e->ns->len;
+	memcpy(buf + 2, e->ns->name, e->ns->len);
+	memcpy(buf + 2 + e->ns->len, e->bytes, n);
+	return 2 + e->ns->len + n;
+}
+
+/* ---- entry headers and checksums --------------------------------------- */
+
+void kvt_l3i_hdr_encode(uint8_t *p, const struct l3_hdr *h)
+{
+	put_u32(p + L3_HDR_MAGIC, h->magic);
+	put_u16(p + L3_HDR_VERSION, h->version);
+	p[L3_HDR_CODEC] = h->codec;
+	p[L3_HDR_DTYPE] = h->dtype;
+	put_u32(p + L3_HDR_NS_LEN, h->ns_len);
+	put_u32(p + L3_HDR_KEY_LEN, h->key_len);
+	put_u64(p + L3_HDR_RAW_LEN, h->raw_len);
+	put_u64(p + L3_HDR_DATA_LEN, h->data_len);
+	put_u64(p + L3_HDR_GENERATION, h->generation);
+	put_u64(p + L3_HDR_OFFSET, h->offset);
+	put_u32(p + L3_HDR_REGION, h->region);
+	put_u32(p + L3_HDR_RESERVED, 0);
+	put_u64(p + L3_HDR_CHECKSUM, h->checksum);
+}
+
+void kvt_l3i_hdr_decode(const uint8_t *p, struct l3_hdr *h)
+{
+	h->magic = get_u32(p + L3_HDR_MAGIC);
+	h->version = get_u16(p + L3_HDR_VERSION);
+	h->codec = p[L3_HDR_CODEC];
+	h->dtype = p[L3_HDR_DTYPE];
+	h->ns_len = get_u32(p + L3_HDR_NS_LEN);
+	h->key_len = get_u32(p + L3_HDR_KEY_LEN);
+	h->raw_len = get_u64(p + L3_HDR_RAW_LEN);
+	h->data_len = get_u64(p + L3_HDR_DATA_LEN);
+	h->generation = get_u64(p + L3_HDR_GENERATION);
+	h->offset = get_u64(p + L3_HDR_OFFSET);
+	h->region = get_u32(p + L3_HDR_REGION);
+	h->checksum = get_u64(p + L3_HDR_CHECKSUM);
+}
+
+uint64_t kvt_l3i_entry_sum(const struct l3_hdr *h, const uint8_t *ns,
+			   const uint8_t *key, const uint8_t *v0, size_t n0,
+			   const uint8_t *v1, size_t n1)
+{
+	uint8_t hb[L3_HDR];
+	XXH3_state_t st;
+	struct l3_hdr z = *h;
+
+	z.checksum = 0;
+	kvt_l3i_hdr_encode(hb, &z);
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, hb, L3_HDR_CHECKSUM);
+	XXH3_64bits_update(&st, ns, h->ns_len);
+	XXH3_64bits_update(&st, key, h->key_len);
+	XXH3_64bits_update(&st, v0, n0);
+	XXH3_64bits_update(&st, v1, n1);
+	return XXH3_64bits_digest(&st);
+}
+
+void kvt_l3i_loc_hdr(const struct l3_loc *loc, size_t ns_len, size_t key_len,
+		     struct l3_hdr *h)
+{
+	*h = (struct l3_hdr){
+		.magic = L3_MAGIC,
+		.version = L3_VERSION,
+		.codec = loc->codec,
+		.dtype = loc->dtype,
+		.ns_len = (uint32_t)ns_len,
+		.key_len = (uint32_t)key_len,
+		.raw_len = loc->raw_len,
+		.data_len = loc->data_len,
+		.generation = loc->generation,
+		.offset = loc->offset,
+		.region = loc->region,
+		.checksum = loc->checksum,
+	};
+}
+
+/* ---- namespaces (mu held) ----------------------------------------------- */
+
+static uint64_t ns_hash(const uint8_t *ns, size_t ns_len)
+{
+	struct kvt_key k = { NULL, 0, ns, ns_len };
+
+	return kvt_key_hash(&k);
+}
+
+struct l3_ns *kvt_l3i_ns_find(struct kvt_l3 *l3, const uint8_t *ns,
+			      size_t ns_len)
+{
+	uint64_t h;
+
+	if (!l3->nnsb)
+		return NULL;
+	h = ns_hash(ns, ns_len);
+	for (struct l3_ns *n = l3->nsb[h & (l3->nnsb - 1)]; n; n = n->hnext)
+		if (n->hash == h && n->len == ns_len &&
+		    !memcmp(n->name, ns, ns_len))
+			return n;
+	return NULL;
+}
+
+static void ns_grow(struct kvt_l3 *l3)
+{
+	size_t n = l3->nnsb ? l3->nnsb * 2 : 64;
+	struct l3_ns **nb = calloc(n, sizeof(*nb));
+
+	if (!nb)
+		return; /* longer chains, still correct */
+	for (size_t i = 0; i < l3->nnsb; i++)
+		for (struct l3_ns *x = l3->nsb[i], *next; x; x = next) {
+			next = x->hnext;
+			x->hnext = nb[x->hash & (n - 1)];
+			nb[x->hash & (n - 1)] = x;
+		}
+	free(l3->nsb);
+	l3->nsb = nb;
+	l3->nnsb = n;
+}
+
+/* The namespace ns with one more reference, created if new; NULL: ENOMEM. */
+static struct l3_ns *ns_ref(struct kvt_l3 *l3, const uint8_t *ns,
+			    size_t ns_len)
+{
+	struct l3_ns *n = kvt_l3i_ns_find(l3, ns, ns_len);
+
+	if (!n) {
+		if (l3->nns >= l3->nnsb)
+			ns_grow(l3);
+		if (!l3->nnsb || !(n = calloc(1, sizeof(*n) + ns_len)))
+			return NULL;
+		n->hash = ns_hash(ns, ns_len);
+		n->len = (uint8_t)ns_len;
+		memcpy(n->name, ns, ns_len);
+		n->hnext = l3->nsb[n->hash & (l3->nnsb - 1)];
+		l3->nsb[n->hash & (l3->nnsb - 1)] = n;
+		l3->nns++;
+	}
+	n->refs++;
+	return n;
+}
+
+static void ns_unref(struct kvt_l3 *l3, struct l3_ns *n)
+{
+	struct l3_ns **pp;
+
+	if (--n->refs)
+		return;
+	for (pp = &l3->nsb[n->hash & (l3->nnsb - 1)]; *pp != n;
+	     pp = &(*pp)->hnext)
+		;
+	*pp = n->hnext;
+	l3->nns--;
+	free(n);
+}
+
+/* ---- entries ------------------------------------------------------------- */
+
+struct l3_ent *kvt_l3i_ent_new(struct kvt_l3 *l3, const uint8_t *ikey,
+			      size_t ikey_len, const uint8_t *xkey,
+			      size_t xkey_len, uint64_t hash)
+{
+	size_t ns_len, kpart;
+	int hashed;
+	struct l3_ent *e;
+
+	if (ikey_len < 2 || ikey[0] > 1 || (size_t)ikey[1] + 2 > ikey_len)
+		return NULL;
+	ns_len = ikey[1];
+	kpart = ikey_len - 2 - ns_len;
+	hashed = ikey[0];
+	if (hashed ? kpart != 16 : xkey_len != 0)
+		return NULL;
+	e = calloc(1, sizeof(*e) + kpart + xkey_len);
 	if (!e)
 		return NULL;
 	e->hash = hash;
-	e->ikey_len = (uint16_t)ikey_len;
-	e->xkey_len = (uint32_t)xkey_len;
-	memcpy(e->bytes, ikey, ikey_len);
+	e->hashed = (uint8_t)hashed;
+	e->key_len = (uint32_t)(hashed ? xkey_len : kpart);
+	memcpy(e->bytes, ikey + 2 + ns_len, kpart);
 	if (xkey_len)
-		memcpy(e->bytes + ikey_len, xkey, xkey_len);
+		memcpy(e->bytes + 16, xkey, xkey_len);
+	lock(l3);
+	e->ns = ns_ref(l3, ikey + 2, ns_len);
+	unlock(l3);
+	if (!e->ns) {
+		free(e);
+		return NULL;
+	}
 	return e;
+}
+
+void kvt_l3i_ent_free(struct kvt_l3 *l3, struct l3_ent *e)
+{
+	if (!e)
+		return;
+	lock(l3);
+	ns_unref(l3, e->ns);
+	unlock(l3);
+	free(e);
+}
+
+static int rec_put_loc(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e,
+		       const struct l3_loc *loc)
+{
+	uint8_t buf[L3_REC + KVT_L3_KEY_MAX], kb[L3_IKEY_MAX];
+	size_t xkey_len = e->hashed ? e->key_len : 0;
+	MDB_val k = { kvt_l3i_ent_ikey(e, kb), kb };
+	MDB_val v = { L3_REC + xkey_len, buf };
+
+	kvt_l3i_rec_encode(buf, loc);
+	if (xkey_len)
+		memcpy(buf + L3_REC, ent_keybytes(e), xkey_len);
+	return mdb_put(txn, l3->db_index, &k, &v, 0);
 }
 
 int kvt_l3i_rec_put(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e)
 {
-	uint8_t buf[L3_REC + KVT_L3_KEY_MAX];
-	MDB_val k = { e->ikey_len, (void *)ent_ikey(e) };
-	MDB_val v = { L3_REC + e->xkey_len, buf };
+	return rec_put_loc(l3, txn, e, &e->loc);
+}
 
-	kvt_l3i_rec_encode(buf, &e->loc);
-	if (e->xkey_len)
-		memcpy(buf + L3_REC, e->bytes + e->ikey_len, e->xkey_len);
-	return mdb_put(txn, l3->db_index, &k, &v, 0);
+int kvt_l3i_rec_put_hits(struct kvt_l3 *l3, MDB_txn *txn,
+			 const struct l3_ent *e, uint64_t hits)
+{
+	/* All but hits are written once; hits is the copy taken under mu. */
+	struct l3_loc loc = {
+		.region = e->loc.region, .codec = e->loc.codec,
+		.dtype = e->loc.dtype, .generation = e->loc.generation,
+		.offset = e->loc.offset, .length = e->loc.length,
+		.data_len = e->loc.data_len, .raw_len = e->loc.raw_len,
+		.checksum = e->loc.checksum, .expiry = e->loc.expiry,
+		.hits = hits,
+	};
+
+	return rec_put_loc(l3, txn, e, &loc);
 }
 
 int kvt_l3i_rec_del(struct kvt_l3 *l3, MDB_txn *txn, const struct l3_ent *e)
 {
-	MDB_val k = { e->ikey_len, (void *)ent_ikey(e) };
+	uint8_t kb[L3_IKEY_MAX];
+	MDB_val k = { kvt_l3i_ent_ikey(e, kb), kb };
 	int rc = mdb_del(txn, l3->db_index, &k, NULL);
 
 	return rc == MDB_NOTFOUND ? 0 : rc;
@@ -238,15 +432,41 @@ static struct l3_ent **bucket(struct kvt_l3 *l3, uint64_t hash)
 	return &l3->buckets[hash & (l3->nbuckets - 1)];
 }
 
+/* Does e have this LMDB key (split into namespace, flag and key part)? */
+static int ent_has_ikey(const struct l3_ent *e, const uint8_t *ns,
+			size_t ns_len, int hashed, const uint8_t *kpart,
+			size_t kpart_len)
+{
+	return e->hashed == hashed && e->ns->len == ns_len &&
+	       (hashed ? kpart_len == 16 : kpart_len == e->key_len) &&
+	       !memcmp(e->bytes, kpart, kpart_len) &&
+	       !memcmp(e->ns->name, ns, ns_len);
+}
+
 struct l3_ent *kvt_l3i_map_find(struct kvt_l3 *l3, const uint8_t *ikey,
 			       size_t ikey_len, uint64_t hash)
 {
-	struct l3_ent *e;
+	size_t ns_len;
 
-	for (e = *bucket(l3, hash); e; e = e->hnext)
-		if (e->hash == hash && e->ikey_len == ikey_len &&
-		    !memcmp(ent_ikey(e), ikey, ikey_len))
+	if (ikey_len < 2 || (size_t)ikey[1] + 2 > ikey_len)
+		return NULL;
+	ns_len = ikey[1];
+	for (struct l3_ent *e = *bucket(l3, hash); e; e = e->hnext)
+		if (e->hash == hash &&
+		    ent_has_ikey(e, ikey + 2, ns_len, ikey[0], ikey + 2 + ns_len,
+				 ikey_len - 2 - ns_len))
 			return e;
+	return NULL;
+}
+
+struct l3_ent *kvt_l3i_map_find_ent(struct kvt_l3 *l3, const struct l3_ent *e)
+{
+	for (struct l3_ent *x = *bucket(l3, e->hash); x; x = x->hnext)
+		if (x->hash == e->hash && x->ns == e->ns &&
+		    x->hashed == e->hashed &&
+		    (e->hashed || x->key_len == e->key_len) &&
+		    !memcmp(x->bytes, e->bytes, e->hashed ? 16 : e->key_len))
+			return x;
 	return NULL;
 }
 
@@ -256,8 +476,8 @@ struct l3_ent *kvt_l3i_map_lookup(struct kvt_l3 *l3, const struct l3_kenc *ke)
 	struct l3_ent *e = kvt_l3i_map_find(l3, ke->ikey, ke->ikey_len, ke->hash);
 
 	if (e && ke->hashed &&
-	    (e->xkey_len != ke->key_len ||
-	     memcmp(e->bytes + e->ikey_len, ke->key, ke->key_len)))
+	    (e->key_len != ke->key_len ||
+	     memcmp(ent_keybytes(e), ke->key, ke->key_len)))
 		return NULL;
 	return e;
 }
@@ -283,30 +503,42 @@ static void map_grow(struct kvt_l3 *l3)
 	l3->nbuckets = n;
 }
 
-void kvt_l3i_dirty_unlink(struct kvt_l3 *l3, struct l3_ent *e)
+static struct l3_ent **list_head(struct kvt_l3 *l3, int list)
 {
-	if (!e->dirty)
+	return list == L3_LIST_DIRTY ? &l3->dirty : &l3->doomed;
+}
+
+void kvt_l3i_list_unlink(struct kvt_l3 *l3, struct l3_ent *e)
+{
+	if (e->list == L3_LIST_NONE)
 		return;
 	if (e->dprev)
 		e->dprev->dnext = e->dnext;
 	else
-		l3->dirty = e->dnext;
+		*list_head(l3, e->list) = e->dnext;
 	if (e->dnext)
 		e->dnext->dprev = e->dprev;
+	if (e->list == L3_LIST_DOOMED)
+		l3->ndoomed--;
 	e->dprev = e->dnext = NULL;
-	e->dirty = 0;
+	e->list = L3_LIST_NONE;
 }
 
-void kvt_l3i_dirty_link(struct kvt_l3 *l3, struct l3_ent *e)
+void kvt_l3i_list_link(struct kvt_l3 *l3, struct l3_ent *e, int list)
 {
-	if (e->dirty)
+	struct l3_ent **head = list_head(l3, list);
+
+	if (e->list == list)
 		return;
-	e->dirty = 1;
+	kvt_l3i_list_unlink(l3, e);
+	e->list = (uint8_t)list;
 	e->dprev = NULL;
-	e->dnext = l3->dirty;
-	if (l3->dirty)
-		l3->dirty->dprev = e;
-	l3->dirty = e;
+	e->dnext = *head;
+	if (*head)
+		(*head)->dprev = e;
+	*head = e;
+	if (list == L3_LIST_DOOMED)
+		l3->ndoomed++;
 }
 
 /* Adds e (not present) to the mirror and the accounting. */
@@ -325,6 +557,16 @@ void kvt_l3i_map_insert(struct kvt_l3 *l3, struct l3_ent *e)
 	if (r->ents)
 		r->ents->rprev = e;
 	r->ents = e;
+	e->nprev = NULL;
+	e->nnext = e->ns->ents;
+	if (e->ns->ents)
+		e->ns->ents->nprev = e;
+	e->ns->ents = e;
+	if (e->ns->entries++ == 0)
+		l3->nns_live++;
+	e->ns->bytes += e->loc.length;
+	e->ns->raw_bytes += e->loc.raw_len;
+	e->ns->hits += e->loc.hits;
 	r->live += e->loc.length;
 	l3->nents++;
 	l3->bytes += e->loc.length;
@@ -346,484 +588,43 @@ void kvt_l3i_map_remove(struct kvt_l3 *l3, struct l3_ent *e)
 		r->ents = e->rnext;
 	if (e->rnext)
 		e->rnext->rprev = e->rprev;
-	kvt_l3i_dirty_unlink(l3, e);
+	if (e->nprev)
+		e->nprev->nnext = e->nnext;
+	else
+		e->ns->ents = e->nnext;
+	if (e->nnext)
+		e->nnext->nprev = e->nprev;
+	if (--e->ns->entries == 0)
+		l3->nns_live--;
+	e->ns->bytes -= e->loc.length;
+	e->ns->raw_bytes -= e->loc.raw_len;
+	e->ns->hits -= e->loc.hits;
+	kvt_l3i_list_unlink(l3, e);
 	r->live -= e->loc.length;
 	l3->nents--;
 	l3->bytes -= e->loc.length;
 	l3->raw_bytes -= e->loc.raw_len;
+	ns_unref(l3, e->ns);
 	free(e);
 }
 
-/* ---- open / close ------------------------------------------------------- */
-
-static char *path_join(const char *a, const char *b)
+void kvt_l3i_map_free(struct kvt_l3 *l3)
 {
-	size_t la = strlen(a), lb = strlen(b);
-	char *p = malloc(la + lb + 2);
-
-	if (!p)
-		return NULL;
-	memcpy(p, a, la);
-	p[la] = '/';
-	memcpy(p + la + 1, b, lb + 1);
-	return p;
-}
-
-static int mkdir_one(const char *path)
-{
-	if (mkdir(path, 0755) && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-static int region_path(const struct kvt_l3 *l3, uint32_t id, char *buf,
-		       size_t cap)
-{
-	int n = snprintf(buf, cap, "%s/region-%05" PRIu32 ".dat", l3->root, id);
-
-	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
-}
-
-/* Opens (creating and preallocating) the file of region id. */
-static int region_open(struct kvt_l3 *l3, uint32_t id, int want_direct,
-		       const struct kvt_l3_config *cfg)
-{
-	struct l3_region *r = &l3->regions[id];
-	char path[PATH_MAX];
-	struct stat st;
-	int rc = region_path(l3, id, path, sizeof(path));
-
-	if (rc)
-		return rc;
-	r->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (r->fd < 0) {
-		rc = -errno;
-		errmsg(cfg, "l3: cannot open %s: %s", path, strerror(-rc));
-		return rc;
-	}
-	if (fstat(r->fd, &st))
-		return -errno;
-	if ((uint64_t)st.st_size < l3->region_size) {
-		/*
-		 * Preallocating now means a full disk shows up at open, not
-		 * as ENOSPC in the middle of a batch, and keeps regions
-		 * contiguous on disk.
-		 */
-		rc = posix_fallocate(r->fd, 0, (off_t)l3->region_size);
-		if (rc == EOPNOTSUPP || rc == EINVAL)
-			rc = ftruncate(r->fd, (off_t)l3->region_size) ? errno : 0;
-		if (rc) {
-			errmsg(cfg, "l3: cannot preallocate %s (%" PRIu64
-			       " bytes): %s", path, l3->region_size,
-			       strerror(rc));
-			return -rc;
-		}
-	}
-	r->dfd = -1;
-	if (want_direct) {
-		r->dfd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
-		if (r->dfd < 0)
-			l3->direct = 0;
-	}
-	return 0;
-}
-
-static int meta_check(struct kvt_l3 *l3, MDB_txn *txn,
-		      const struct kvt_l3_config *cfg)
-{
-	MDB_val k = { 7, (void *)"version" }, v;
-	uint8_t buf[8];
-	int rc = mdb_get(txn, l3->db_meta, &k, &v);
-
-	if (rc == MDB_NOTFOUND) {
-		put_u32(buf, L3_VERSION);
-		v.mv_size = 4;
-		v.mv_data = buf;
-		if ((rc = mdb_put(txn, l3->db_meta, &k, &v, 0)))
-			return kvt_l3i_mdb_err(rc);
-	} else if (rc) {
-		return kvt_l3i_mdb_err(rc);
-	} else if (v.mv_size != 4 || get_u32(v.mv_data) != L3_VERSION) {
-		errmsg(cfg, "l3: %s has on-disk format version %" PRIu32
-		       ", this build reads version %u", l3->root,
-		       v.mv_size == 4 ? get_u32(v.mv_data) : 0, L3_VERSION);
-		return KVT_EVERSION;
-	}
-	k.mv_size = 11;
-	k.mv_data = (void *)"region_size";
-	rc = mdb_get(txn, l3->db_meta, &k, &v);
-	if (rc == MDB_NOTFOUND) {
-		put_u64(buf, l3->region_size);
-		v.mv_size = 8;
-		v.mv_data = buf;
-		return kvt_l3i_mdb_err(mdb_put(txn, l3->db_meta, &k, &v, 0));
-	}
-	if (rc)
-		return kvt_l3i_mdb_err(rc);
-	if (v.mv_size != 8 || get_u64(v.mv_data) != l3->region_size) {
-		errmsg(cfg, "l3: %s was created with %" PRIu64 "-byte regions, "
-		       "the configuration asks for %" PRIu64 "; use the same "
-		       "region size (and a capacity of at least one region) "
-		       "or remove the directory", l3->root,
-		       v.mv_size == 8 ? get_u64(v.mv_data) : 0,
-		       l3->region_size);
-		return KVT_EINVAL;
-	}
-	return 0;
-}
-
-/* Key of an index record scheduled for deletion during the open scan. */
-struct l3_doomed {
-	size_t len;
-	uint8_t key[L3_IKEY_MAX];
-};
-
-/*
- * Rebuilds regions and the mirror from committed state, dropping what can no
- * longer be trusted or used, all in the one open transaction.
- */
-static int load_state(struct kvt_l3 *l3, MDB_txn *txn)
-{
-	MDB_cursor *cur;
-	MDB_val k, v;
-	struct l3_doomed *doomed = NULL;
-	size_t ndoomed = 0, cap = 0;
-	uint64_t now = l3->now_s();
-	uint32_t stale_max = 0;
-	int rc, err = 0;
-
-	/*
-	 * Regions: anything beyond the configured count is dropped (after the
-	 * scan: deleting under a live cursor is easy to get wrong).
-	 */
-	if ((rc = mdb_cursor_open(txn, l3->db_regions, &cur)))
-		return kvt_l3i_mdb_err(rc);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		uint32_t id;
-
-		if (k.mv_size != 4 || v.mv_size != L3_REGREC)
-			continue;
-		id = get_u32(k.mv_data);
-		if (id >= l3->nregions) {
-			stale_max = id + 1 > stale_max ? id + 1 : stale_max;
-			continue;
-		}
-		l3->regions[id].generation = get_u64(v.mv_data);
-		l3->regions[id].seq = get_u64((uint8_t *)v.mv_data + 8);
-		l3->regions[id].fill = get_u64((uint8_t *)v.mv_data + 16);
-		if (l3->regions[id].fill > l3->region_size)
-			l3->regions[id].fill = l3->region_size;
-	}
-	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND)
-		return kvt_l3i_mdb_err(rc);
-	for (uint32_t id = l3->nregions; id < stale_max; id++) {
-		uint8_t kb[4];
-		MDB_val dk = { sizeof(kb), kb };
-
-		put_u32(kb, id);
-		rc = mdb_del(txn, l3->db_regions, &dk, NULL);
-		if (rc && rc != MDB_NOTFOUND)
-			return kvt_l3i_mdb_err(rc);
-	}
-
-	if ((rc = mdb_cursor_open(txn, l3->db_index, &cur)))
-		return kvt_l3i_mdb_err(rc);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		const uint8_t *kp = k.mv_data;
-		struct l3_loc loc;
-		struct l3_ent *e;
-		size_t xlen = v.mv_size >= L3_REC ? v.mv_size - L3_REC : 0;
-		int ok = k.mv_size >= 2 && k.mv_size < L3_IKEY_MAX &&
-			 v.mv_size >= L3_REC && kp[0] <= 1 &&
-			 (size_t)kp[1] + 2 <= k.mv_size &&
-			 (kp[0] == 1 || xlen == 0);
-
-		if (ok) {
-			struct l3_region *r;
-
-			kvt_l3i_rec_decode(v.mv_data, &loc);
-			r = loc.region < l3->nregions ?
-				&l3->regions[loc.region] : NULL;
-			ok = r && r->seq && loc.generation == r->generation &&
-			     loc.offset % KVT_L3_ALIGN == 0 &&
-			     loc.length >= L3_HDR &&
-			     loc.offset + loc.length <= r->fill &&
-			     !(loc.expiry && loc.expiry <= now);
-		}
-		if (!ok) {
-			if (ndoomed == cap) {
-				size_t ncap = cap ? cap * 2 : 64;
-				void *p = realloc(doomed, ncap * sizeof(*doomed));
-
-				if (!p) {
-					err = -ENOMEM;
-					break;
-				}
-				doomed = p;
-				cap = ncap;
-			}
-			doomed[ndoomed].len = k.mv_size < L3_IKEY_MAX ?
-				k.mv_size : 0;
-			if (doomed[ndoomed].len)
-				memcpy(doomed[ndoomed].key, kp, k.mv_size);
-			ndoomed++;
-			continue;
-		}
-		e = kvt_l3i_ent_new(kp, k.mv_size, (uint8_t *)v.mv_data + L3_REC, xlen,
-			    kvt_l3i_ikey_hash(kp, k.mv_size));
-		if (!e) {
-			err = -ENOMEM;
-			break;
-		}
-		e->loc = loc;
-		kvt_l3i_map_insert(l3, e);
-	}
-	mdb_cursor_close(cur);
-	if (!err && rc != MDB_NOTFOUND)
-		err = kvt_l3i_mdb_err(rc);
-	for (size_t i = 0; !err && i < ndoomed; i++) {
-		MDB_val dk = { doomed[i].len, doomed[i].key };
-
-		if (!doomed[i].len)
-			continue; /* oversized junk key; cannot happen */
-		rc = mdb_del(txn, l3->db_index, &dk, NULL);
-		if (rc && rc != MDB_NOTFOUND)
-			err = kvt_l3i_mdb_err(rc);
-	}
-	free(doomed);
-	if (err)
-		return err;
-
-	/* The head is the most recently started region. */
-	l3->max_seq = 0;
-	l3->head = 0;
-	for (uint32_t i = 0; i < l3->nregions; i++) {
-		l3->total_fill += l3->regions[i].seq ? l3->regions[i].fill : 0;
-		if (l3->regions[i].seq > l3->max_seq) {
-			l3->max_seq = l3->regions[i].seq;
-			l3->head = i;
-		}
-	}
-	if (l3->max_seq == 0) {
-		struct l3_region *r = &l3->regions[0];
-
-		r->generation++;
-		r->seq = l3->max_seq = 1;
-		r->fill = 0;
-		rc = kvt_l3i_region_rec_put(l3, txn, 0, r->generation, r->seq, 0);
-		if (rc)
-			return kvt_l3i_mdb_err(rc);
-	}
-	return 0;
-}
-
-int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg)
-{
-	struct kvt_l3 *l3;
-	char *idx = NULL, *lockp = NULL;
-	MDB_txn *txn = NULL;
-	uint64_t rs;
-	int rc, dead;
-
-	if (!out)
-		return KVT_EINVAL;
-	*out = NULL;
-	if (!cfg || !cfg->dir || cfg->capacity < 2 * KVT_L3_ALIGN)
-		return KVT_EINVAL;
-	rs = cfg->region_size ? cfg->region_size : KVT_L3_REGION_DEFAULT;
-	rs = rs / KVT_L3_ALIGN * KVT_L3_ALIGN;
-	if (rs < 2 * KVT_L3_ALIGN) {
-		errmsg(cfg, "l3: region size must be at least %u bytes",
-		       2 * KVT_L3_ALIGN);
-		return KVT_EINVAL;
-	}
-	if (cfg->capacity < rs)
-		rs = cfg->capacity / KVT_L3_ALIGN * KVT_L3_ALIGN;
-	if (cfg->capacity / rs > UINT32_MAX / 2)
-		return KVT_EINVAL;
-
-	l3 = calloc(1, sizeof(*l3));
-	if (!l3)
-		return -ENOMEM;
-	l3->lockfd = -1;
-	l3->region_size = rs;
-	l3->nregions = (uint32_t)(cfg->capacity / rs);
-	l3->qd = cfg->queue_depth ? cfg->queue_depth : KVT_L3_QD_DEFAULT;
-	l3->no_sync = cfg->no_sync;
-	l3->now_s = cfg->now_s ? cfg->now_s : default_now;
-	l3->faults = cfg->faults;
-	l3->on_evict = cfg->on_evict;
-	l3->evict_arg = cfg->evict_arg;
-	l3->direct = !cfg->no_direct;
-	pthread_mutex_init(&l3->mu, NULL);
-	l3->nbuckets = 1024;
-	l3->buckets = calloc(l3->nbuckets, sizeof(*l3->buckets));
-	l3->regions = calloc(l3->nregions, sizeof(*l3->regions));
-	l3->touched = calloc(l3->nregions, sizeof(*l3->touched));
-	l3->root = path_join(cfg->dir, "l3");
-	idx = l3->root ? path_join(l3->root, "index") : NULL;
-	lockp = l3->root ? path_join(l3->root, "lock") : NULL;
-	/* Before any failure path: close() must not see calloc's fd 0. */
-	for (uint32_t i = 0; l3->regions && i < l3->nregions; i++)
-		l3->regions[i].fd = l3->regions[i].dfd = -1;
-	if (!l3->buckets || !l3->regions || !l3->touched || !idx || !lockp) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-
-	if ((rc = mkdir_one(cfg->dir)) || (rc = mkdir_one(l3->root)) ||
-	    (rc = mkdir_one(idx))) {
-		errmsg(cfg, "l3: cannot create %s: %s", idx, strerror(-rc));
-		goto fail;
-	}
-	l3->lockfd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (l3->lockfd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if (flock(l3->lockfd, LOCK_EX | LOCK_NB)) {
-		rc = errno == EWOULDBLOCK ? KVT_EBUSY : -errno;
-		errmsg(cfg, "l3: %s is in use by another process", l3->root);
-		goto fail;
-	}
-
-	if ((rc = mdb_env_create(&l3->env)) ||
-	    (rc = mdb_env_set_maxdbs(l3->env, 4)) ||
-	    (rc = mdb_env_set_mapsize(l3->env, cfg->map_size ? cfg->map_size :
-				      KVT_L3_MAP_DEFAULT))) {
-		rc = kvt_l3i_mdb_err(rc);
-		goto fail;
-	}
-	/*
-	 * MDB_NOTLS: transactions may come from whichever thread currently
-	 * drives L3.  No MDB_WRITEMAP: a stray write through the map could
-	 * otherwise corrupt the index silently.
-	 */
-	rc = mdb_env_open(l3->env, idx, MDB_NOTLS |
-			  (cfg->no_sync ? MDB_NOSYNC : 0), 0644);
-	if (rc) {
-		errmsg(cfg, "l3: cannot open LMDB in %s: %s", idx,
-		       mdb_strerror(rc));
-		rc = kvt_l3i_mdb_err(rc);
-		goto fail;
-	}
-	mdb_reader_check(l3->env, &dead);
-	l3->maxkey = (size_t)mdb_env_get_maxkeysize(l3->env);
-	if (l3->maxkey > L3_IKEY_MAX - 1)
-		l3->maxkey = L3_IKEY_MAX - 1;
-
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn)) ||
-	    (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &l3->db_index)) ||
-	    (rc = mdb_dbi_open(txn, "regions", MDB_CREATE, &l3->db_regions)) ||
-	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &l3->db_meta))) {
-		rc = kvt_l3i_mdb_err(rc);
-		goto fail;
-	}
-	if ((rc = meta_check(l3, txn, cfg)) || (rc = load_state(l3, txn)))
-		goto fail;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc) {
-		rc = kvt_l3i_mdb_err(rc);
-		goto fail;
-	}
-
-	/* Region files beyond the configured count are stale: remove them. */
-	for (uint32_t i = l3->nregions;; i++) {
-		char path[PATH_MAX];
-
-		if (region_path(l3, i, path, sizeof(path)) || unlink(path))
-			break;
-	}
-	for (uint32_t i = 0; i < l3->nregions; i++)
-		if ((rc = region_open(l3, i, !cfg->no_direct, cfg)))
-			goto fail;
-	if (!l3->direct)
-		for (uint32_t i = 0; i < l3->nregions; i++) {
-			if (l3->regions[i].dfd >= 0)
-				close(l3->regions[i].dfd);
-			l3->regions[i].dfd = -1;
-		}
-
-	if (!cfg->no_uring && cfg->io_backend != KVT_L3_IO_PREAD) {
-		rc = io_uring_queue_init(l3->qd, &l3->ring, 0);
-		if (rc == 0) {
-			l3->have_ring = 1;
-		} else if (cfg->io_backend == KVT_L3_IO_URING) {
-			errmsg(cfg, "l3: io_uring is unavailable (%s) and the "
-			       "io_uring backend was required", strerror(-rc));
-			goto fail;
-		}
-		/* auto: pread() does the same reads, one at a time. */
-	}
-	free(idx);
-	free(lockp);
-	*out = l3;
-	return 0;
-fail:
-	if (txn)
-		mdb_txn_abort(txn);
-	free(idx);
-	free(lockp);
-	kvt_l3_close(l3);
-	return rc;
-}
-
-/* Persists unsaved hit counts; best effort (they are advisory). */
-static void flush_hits(struct kvt_l3 *l3)
-{
-	MDB_txn *txn;
-
-	if (!l3->dirty || mdb_txn_begin(l3->env, NULL, 0, &txn))
-		return;
-	for (struct l3_ent *e = l3->dirty; e; e = e->dnext)
-		if (kvt_l3i_rec_put(l3, txn, e)) {
-			mdb_txn_abort(txn);
-			return;
-		}
-	if (mdb_txn_commit(txn) == 0) {
-		lock(l3);
-		while (l3->dirty)
-			kvt_l3i_dirty_unlink(l3, l3->dirty);
-		unlock(l3);
-	}
-}
-
-void kvt_l3_close(struct kvt_l3 *l3)
-{
-	if (!l3)
-		return;
-	if (l3->env && l3->regions)
-		flush_hits(l3);
-	if (l3->have_ring)
-		io_uring_queue_exit(&l3->ring);
 	if (l3->buckets)
 		for (size_t i = 0; i < l3->nbuckets; i++)
 			for (struct l3_ent *e = l3->buckets[i], *n; e; e = n) {
 				n = e->hnext;
 				free(e);
 			}
-	if (l3->regions)
-		for (uint32_t i = 0; i < l3->nregions; i++) {
-			if (l3->regions[i].fd >= 0)
-				close(l3->regions[i].fd);
-			if (l3->regions[i].dfd >= 0)
-				close(l3->regions[i].dfd);
+	for (size_t i = 0; i < l3->nnsb; i++)
+		for (struct l3_ns *x = l3->nsb[i], *n; x; x = n) {
+			n = x->hnext;
+			free(x);
 		}
-	if (l3->env)
-		mdb_env_close(l3->env);
-	if (l3->lockfd >= 0)
-		close(l3->lockfd); /* releases the flock */
-	pthread_mutex_destroy(&l3->mu);
 	free(l3->buckets);
-	free(l3->regions);
-	free(l3->touched);
-	free(l3->stage);
-	free(l3->root);
-	free(l3);
+	free(l3->nsb);
+	l3->buckets = NULL;
+	l3->nsb = NULL;
 }
 
 /* ---- small calls -------------------------------------------------------- */
@@ -838,7 +639,7 @@ int kvt_l3_state(struct kvt_l3 *l3, const struct kvt_key *k)
 		return 0;
 	lock(l3);
 	e = kvt_l3i_map_lookup(l3, &ke);
-	if (e && !e->doomed)
+	if (e && e->list != L3_LIST_DOOMED)
 		st = kvt_l3i_expired(l3, e->loc.expiry) ? 2 : 1;
 	unlock(l3);
 	return st;
@@ -854,7 +655,8 @@ int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k)
 		return 0;
 	lock(l3);
 	e = kvt_l3i_map_lookup(l3, &ke);
-	found = e && !e->doomed && !kvt_l3i_expired(l3, e->loc.expiry);
+	found = e && e->list != L3_LIST_DOOMED &&
+		!kvt_l3i_expired(l3, e->loc.expiry);
 	unlock(l3);
 	return found;
 }
@@ -870,91 +672,91 @@ int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k)
 		return KVT_EINVAL;
 	if ((rc = kvt_l3i_key_encode(l3, k, &ke)))
 		return rc == KVT_ETOOBIG ? KVT_ENOTFOUND : rc;
-	e = kvt_l3i_map_lookup(l3, &ke);
-	if (!e)
-		return KVT_ENOTFOUND;
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn)))
-		return kvt_l3i_mdb_err(rc);
+	pthread_mutex_lock(&l3->wmu);
+	kvt_l3i_purge_doomed(l3);
+	e = kvt_l3i_map_lookup(l3, &ke); /* the writer: no lock to look */
+	if (!e) {
+		rc = KVT_ENOTFOUND;
+		goto out;
+	}
+	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
+		rc = kvt_l3i_mdb_err(rc);
+		goto out;
+	}
 	if ((rc = kvt_l3i_rec_del(l3, txn, e))) {
 		mdb_txn_abort(txn);
-		return kvt_l3i_mdb_err(rc);
+		rc = kvt_l3i_mdb_err(rc);
+		goto out;
 	}
-	if ((rc = mdb_txn_commit(txn)))
-		return kvt_l3i_mdb_err(rc);
-	rc = kvt_l3i_expired(l3, e->loc.expiry) ? KVT_ENOTFOUND : 0;
+	if ((rc = mdb_txn_commit(txn))) {
+		rc = kvt_l3i_mdb_err(rc);
+		goto out;
+	}
 	lock(l3);
+	/* Expired or doomed, it was already gone for every reader. */
+	rc = e->list == L3_LIST_DOOMED || kvt_l3i_expired(l3, e->loc.expiry) ?
+		KVT_ENOTFOUND : 0;
 	kvt_l3i_map_remove(l3, e);
 	unlock(l3);
+out:
+	pthread_mutex_unlock(&l3->wmu);
 	return rc;
-}
-
-/* Does entry e belong to namespace ns?  ikey = flag, ns_len, ns, key. */
-static bool ent_in_ns(const struct l3_ent *e, const uint8_t *ns,
-		      size_t ns_len)
-{
-	return e->ikey_len >= 2 + ns_len && e->bytes[1] == ns_len &&
-	       (ns_len == 0 || memcmp(e->bytes + 2, ns, ns_len) == 0);
 }
 
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped)
 {
-	struct l3_ent **v = NULL;
-	size_t n = 0, cap = 0;
+	struct l3_ns *nsp;
 	MDB_txn *txn;
-	int rc;
+	uint64_t n;
+	int rc = 0;
 
 	if (!l3 || (ns_len && !ns) || ns_len > KVT_L3_NS_MAX)
 		return KVT_EINVAL;
 	if (dropped)
 		*dropped = 0;
-	/* Only this thread changes the map, so the entries stay valid. */
+	pthread_mutex_lock(&l3->wmu);
+	kvt_l3i_purge_doomed(l3);
 	lock(l3);
-	for (size_t b = 0; b < l3->nbuckets; b++)
-		for (struct l3_ent *e = l3->buckets[b]; e; e = e->hnext) {
-			if (!ent_in_ns(e, ns, ns_len))
-				continue;
-			if (n == cap) {
-				size_t nc = cap ? cap * 2 : 64;
-				struct l3_ent **nv = realloc(v, nc * sizeof(*v));
-				if (!nv) {
-					unlock(l3);
-					free(v);
-					return -ENOMEM;
-				}
-				v = nv;
-				cap = nc;
-			}
-			v[n++] = e;
-		}
+	nsp = kvt_l3i_ns_find(l3, ns, ns_len);
+	n = nsp ? nsp->entries : 0;
+	if (nsp)
+		nsp->refs++; /* kept while its entries go */
 	unlock(l3);
-	if (n == 0) {
-		free(v);
-		return 0;
-	}
-	/* One transaction for the whole namespace: all of it goes, or none. */
+	if (n == 0)
+		goto out;
+	/*
+	 * One transaction for the whole namespace: all of it goes, or none.
+	 * Only the writer changes the namespace's list: no lock to walk it.
+	 */
 	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
-		free(v);
-		return kvt_l3i_mdb_err(rc);
+		rc = kvt_l3i_mdb_err(rc);
+		goto out;
 	}
-	for (size_t i = 0; i < n; i++)
-		if ((rc = kvt_l3i_rec_del(l3, txn, v[i]))) {
-			mdb_txn_abort(txn);
-			free(v);
-			return kvt_l3i_mdb_err(rc);
-		}
-	if ((rc = mdb_txn_commit(txn))) {
-		free(v);
-		return kvt_l3i_mdb_err(rc);
+	for (struct l3_ent *e = nsp->ents; e && !rc; e = e->nnext)
+		rc = kvt_l3i_rec_del(l3, txn, e);
+	if (rc)
+		mdb_txn_abort(txn);
+	else
+		rc = mdb_txn_commit(txn);
+	if (rc) {
+		rc = kvt_l3i_mdb_err(rc);
+		goto out;
 	}
 	lock(l3);
-	for (size_t i = 0; i < n; i++)
-		kvt_l3i_map_remove(l3, v[i]);
+	while (nsp->ents)
+		kvt_l3i_map_remove(l3, nsp->ents);
 	unlock(l3);
-	free(v);
 	if (dropped)
 		*dropped = n;
-	return 0;
+out:
+	if (nsp) {
+		lock(l3);
+		ns_unref(l3, nsp);
+		unlock(l3);
+	}
+	pthread_mutex_unlock(&l3->wmu);
+	return rc;
 }
 
 int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg)
@@ -968,7 +770,8 @@ int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg)
 		for (struct l3_ent *e = l3->buckets[b]; e && !rc; e = e->hnext) {
 			struct kvt_key k;
 
-			if (e->doomed || kvt_l3i_expired(l3, e->loc.expiry))
+			if (e->list == L3_LIST_DOOMED ||
+			    kvt_l3i_expired(l3, e->loc.expiry))
 				continue;
 			kvt_l3i_ent_key(e, &k.ns, &k.ns_len, &k.key,
 					&k.key_len);
@@ -999,8 +802,62 @@ void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st)
 	st->write_errors = l3->write_errors;
 	st->dead_bytes = l3->total_fill - l3->bytes;
 	st->regions = l3->nregions;
+	st->namespaces = l3->nns_live;
 	st->region_size = l3->region_size;
 	st->direct_io = l3->direct;
-	st->uring = l3->have_ring;
+	st->uring = l3->rd0 && l3->rd0->have_ring;
 	unlock(l3);
+}
+
+static void ns_fill(const struct l3_ns *n, struct kvt_l3_ns_stats *st)
+{
+	st->ns = n->name;
+	st->ns_len = n->len;
+	st->entries = n->entries;
+	st->bytes = n->bytes;
+	st->raw_bytes = n->raw_bytes;
+	st->hits = n->hits;
+}
+
+int kvt_l3_ns_foreach(struct kvt_l3 *l3, kvt_l3_ns_fn fn, void *arg)
+{
+	int rc = 0;
+
+	if (!l3 || !fn)
+		return KVT_EINVAL;
+	lock(l3);
+	for (size_t b = 0; b < l3->nnsb && !rc; b++)
+		for (struct l3_ns *n = l3->nsb[b]; n && !rc; n = n->hnext) {
+			struct kvt_l3_ns_stats st;
+
+			if (!n->entries)
+				continue; /* only a put batch's, so far */
+			ns_fill(n, &st);
+			rc = fn(arg, &st);
+		}
+	unlock(l3);
+	return rc;
+}
+
+int kvt_l3_ns_get(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
+		  struct kvt_l3_ns_stats *st)
+{
+	struct l3_ns *n;
+	int rc = 0;
+
+	if (!l3 || !st || (ns_len && !ns))
+		return KVT_EINVAL;
+	memset(st, 0, sizeof(*st));
+	if (ns_len > KVT_L3_NS_MAX)
+		return KVT_ENOTFOUND;
+	lock(l3);
+	n = kvt_l3i_ns_find(l3, ns, ns_len);
+	if (n && n->entries)
+		ns_fill(n, st);
+	else
+		rc = KVT_ENOTFOUND;
+	unlock(l3);
+	st->ns = ns; /* the caller's copy: ours is only valid under mu */
+	st->ns_len = ns_len;
+	return rc;
 }

@@ -21,24 +21,43 @@
  * Values never go into LMDB: LMDB is good at small records and bad at large
  * values (they would force copy-on-write of megabytes per update).
  *
- * On-disk entry
- * -------------
- * Each block is stored as one entry, aligned and padded to KVT_L3_ALIGN
- * (4096) bytes so that it can be read with O_DIRECT:
+ * On-disk entry (format 2)
+ * ------------------------
+ * Each block is stored as one entry that starts at a KVT_L3_ALIGN (4096)
+ * aligned offset of its region and is padded to a multiple of it, so that
+ * it can be read with O_DIRECT.  The value comes first, so that reading a
+ * value is one read of the value's own extent (its length rounded up to
+ * 4096) at the entry's offset: a 2 MiB value is one 2 MiB read, straight
+ * into the caller's buffer.  The header, namespace and key follow it:
  *
- *   header (64 bytes, little endian)
- *     u32 magic "KVL3"   u16 format version   u8 codec   u8 dtype
- *     u32 ns_len         u32 key_len          u64 raw_len
- *     u64 data_len       u64 generation       u64 offset in region
- *     u32 region         u32 reserved (0)     u64 checksum
- *   namespace bytes, key bytes, data bytes, zero padding.
+ *   offset 0            value (data_len bytes)
+ *   offset data_len     header, 64 bytes, little endian:
+ *     +0  u32 magic "KVL3"     +4  u16 format version (2)
+ *     +6  u8  codec            +7  u8  dtype
+ *     +8  u32 ns_len           +12 u32 key_len
+ *     +16 u64 raw_len          +24 u64 data_len
+ *     +32 u64 generation       +40 u64 offset of the entry in its region
+ *     +48 u32 region           +52 u32 reserved (0)
+ *     +56 u64 checksum
+ *   offset data_len + 64          namespace (ns_len bytes)
+ *   offset data_len + 64 + ns_len key (key_len bytes)
+ *   zero padding to the entry's length,
+ *     round_up(data_len + 64 + ns_len + key_len, 4096).
  *
- * The checksum is XXH3-64 over the header (checksum field zeroed), namespace,
- * key and data.  A read verifies magic, version, region, offset, generation,
- * lengths, namespace and key against the request, and the checksum against
- * both the header and the index.  Any mismatch is treated as corruption: the
- * read reports KVT_ECORRUPT, the index entry is removed and
- * checksum_failures is counted.  Wrong bytes are never returned.
+ * The checksum is XXH3-64 over header bytes 0..55 (all but the checksum),
+ * namespace, key and value, in that order, so it binds the value to its
+ * namespace, key, region, offset, generation, lengths, codec and dtype.
+ * The index record keeps a copy of it and everything else the header
+ * holds.  A read reads the value's extent alone and checks its checksum,
+ * computed from the index record and the namespace and key asked for:
+ * bytes of another entry, of an earlier generation of the region, or read
+ * from the wrong place fail, are treated as corruption (KVT_ECORRUPT, the
+ * index entry is removed, checksum_failures counted) and never returned.
+ * kvt_l3_check() reads whole entries and also checks each header, its
+ * namespace and key against the index.
+ *
+ * A store in another format (format 1 kept the header, namespace and key
+ * before the value) is refused at open (KVT_EVERSION) and left untouched.
  *
  * Ordering and crashes
  * --------------------
@@ -63,11 +82,29 @@
  *
  * Threading
  * ---------
- * kvt_l3_state(), kvt_l3_contains(), kvt_l3_foreach() and kvt_l3_stats()
- * may be called from any thread at any time (they use an in-memory mirror of
- * the index guarded by a mutex).  Every other function must be called from
- * one thread at a time (the tier manager's worker).  No call ever holds an
- * LMDB transaction across disk I/O.
+ * Readers: kvt_l3_read_batch() may run on any number of threads at once,
+ * each with its own struct kvt_l3_reader (kvt_l3_reader_open()), and at
+ * the same time as the writer.  kvt_l3_state(), kvt_l3_contains(),
+ * kvt_l3_foreach() and kvt_l3_stats() may be called from any thread at any
+ * time (they use an in-memory mirror of the index guarded by a mutex).
+ *
+ * The writer: kvt_l3_put_batch(), kvt_l3_del(), kvt_l3_drop_ns() and
+ * kvt_l3_check() are meant to be called from one thread at a time (the
+ * tier manager's write lane, which also keeps their order); L3 serializes
+ * them with a lock of its own anyway, so calls from several threads are
+ * safe, only not ordered.
+ *
+ * Reads against the writer: a region is never overwritten while a read of
+ * an entry in it is in flight.  A reclaim first takes the region's entries
+ * out of the index and the mirror (no new read can find them), then waits
+ * for the reads already in flight there to finish, then writes.  So a
+ * concurrent reclaim, delete or replacement can make a read miss
+ * (KVT_ENOTFOUND) or return the value as it was when the read began, never
+ * bytes of another entry and never KVT_ECORRUPT for an intact disk.  Entries
+ * a read finds corrupt or expired are hidden at once and removed from the
+ * index by the writer (right away when it is idle, else at its next call).
+ *
+ * No call ever holds an LMDB transaction across disk I/O.
  *
  * Errors
  * ------
@@ -100,8 +137,9 @@ struct kvt_l3; /* opaque handle */
 
 /*
  * Failure injection for tests (SQLite-style).  Point kvt_l3_config.faults at
- * one of these; L3 reads and updates it on every put, so a test may change
- * the fields between calls.  Production code leaves the pointer NULL.
+ * one of these; L3 reads and updates it on every put and read (reads under
+ * L3's lock), so a test may change the fields between calls.  Production
+ * code leaves the pointer NULL.
  */
 struct kvt_l3_faults {
 	/*
@@ -137,6 +175,21 @@ struct kvt_l3_faults {
 	int read_errno;
 	/* Out: number of region reads issued (including failed ones). */
 	unsigned reads;
+	/*
+	 * If set, called (on the reading thread, no lock held) before every
+	 * region read is issued, after the entry was looked up: a test can
+	 * hold a read in flight there while the writer works.
+	 */
+	void (*before_read)(void *arg);
+	void *before_read_arg;
+	/* Out: region offset and bytes of the last region read issued. */
+	uint64_t last_read_off, last_read_len;
+	/*
+	 * If set, called before every region pwrite(), with the writer's lock
+	 * held (no other): a test can hold the writer in the middle of a put.
+	 */
+	void (*before_write)(void *arg);
+	void *before_write_arg;
 };
 
 /* How L3 reads its region files (kvt_l3_config.io_backend). */
@@ -216,9 +269,30 @@ int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg);
 
 /*
  * Persists pending hit counts, closes files, LMDB and the ring and frees the
- * handle.  Committed data needs nothing more.  NULL is accepted.
+ * handle.  Committed data needs nothing more.  Every reader opened with
+ * kvt_l3_reader_open() must be closed first, and no other call may be
+ * running.  NULL is accepted.
  */
 void kvt_l3_close(struct kvt_l3 *l3);
+
+/*
+ * A reader: what one thread needs to read from L3 (its own io_uring ring of
+ * kvt_l3_config.queue_depth entries, or the pread() fallback, and scratch
+ * reused from batch to batch).  Use one per thread that reads; a reader
+ * must not be used by two threads at once.
+ */
+struct kvt_l3_reader;
+
+/*
+ * Opens a reader on l3 (the backend follows kvt_l3_config.io_backend: with
+ * KVT_L3_IO_AUTO a refused io_uring falls back to pread()).  Returns 0 and
+ * *out, KVT_EINVAL, -ENOMEM, or with KVT_L3_IO_URING the -errno
+ * io_uring_setup failed with.  On failure *out is NULL.  Thread safe.
+ */
+int kvt_l3_reader_open(struct kvt_l3 *l3, struct kvt_l3_reader **out);
+
+/* Closes a reader (not while it is reading).  NULL is accepted. */
+void kvt_l3_reader_close(struct kvt_l3_reader *r);
 
 /* One block to store.  L3 copies everything; nothing is kept after the call. */
 struct kvt_l3_item {
@@ -257,13 +331,18 @@ int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 struct kvt_l3_read {
 	struct kvt_key k; /* in */
 	/*
-	 * In, optional: a destination buffer, aligned to KVT_L3_ALIGN (e.g.
-	 * from posix_memalign()), that the caller owns and may reuse across
-	 * batches.  L3 reads into it when the stored entry fits in buf_cap
-	 * bytes (kvt_l3_read_size() of the value's length is enough), and
-	 * otherwise allocates.  Reusing buffers avoids the page faults and
-	 * page zeroing of fresh multi-megabyte allocations, which cost more
-	 * than the reads themselves.  On a miss or error its contents are
+	 * In, optional: a destination buffer the caller owns (and may reuse
+	 * across batches) that receives the value itself, at buf[0].  When
+	 * it is aligned to KVT_L3_ALIGN (e.g. posix_memalign()) and holds
+	 * kvt_l3_read_size() bytes, the value is read straight into it (the
+	 * bytes after the value up to that size are clobbered); aligned and
+	 * holding at least the value's length, it is read into it too, the
+	 * last sector through a bounce sector of the reader; unaligned and
+	 * holding the value, L3 reads into memory of its own and copies.
+	 * Otherwise (too small, or NULL) L3 allocates.  Reusing buffers
+	 * avoids the page faults and page zeroing of fresh multi-megabyte
+	 * allocations, which cost more than the reads themselves.  Nothing
+	 * is written past buf_cap; on a miss or error the contents are
 	 * unspecified.
 	 */
 	uint8_t *buf;
@@ -276,10 +355,9 @@ struct kvt_l3_read {
 	 */
 	int status;
 	/*
-	 * Out, on a hit: data points at len bytes of value, inside buf when
-	 * buf was used (then mem is NULL), else inside mem, a
-	 * malloc-compatible allocation the caller must free().  On a miss or
-	 * error mem and data are NULL.
+	 * Out, on a hit: data points at len bytes of value: buf when buf was
+	 * used (then mem is NULL), else mem, a malloc-compatible allocation
+	 * the caller must free().  On a miss or error mem and data are NULL.
 	 */
 	uint8_t *mem;
 	const uint8_t *data;
@@ -289,22 +367,26 @@ struct kvt_l3_read {
 };
 
 /*
- * Bytes a caller-supplied kvt_l3_read.buf needs to receive a value of len
- * bytes stored under a namespace and key of these lengths (the entry's
- * on-disk size: header, namespace, key and value, padded to KVT_L3_ALIGN).
+ * Bytes a caller-supplied kvt_l3_read.buf needs to be read into directly
+ * for a value of len bytes: len rounded up to KVT_L3_ALIGN (the value's
+ * extent; ns_len and key_len no longer matter, see "On-disk entry").
  */
 size_t kvt_l3_read_size(size_t ns_len, size_t key_len, size_t len);
 
 /*
  * Looks up n keys and reads all hits concurrently (up to the queue depth in
- * flight, through L3's own io_uring ring; pread() where io_uring is
- * unavailable).  Each read's status says how it went; entries found corrupt
- * or expired are removed from the index in one transaction at the end.
- * Hits increment the entry's hit count (persisted with the next put or at
- * close).  Returns 0 when every read has a status, KVT_EINVAL for NULL
- * arguments, or -ENOMEM (no status filled in; nothing returned).
+ * flight, through reader r's io_uring ring; pread() where io_uring is
+ * unavailable), on the calling thread.  r NULL uses the tier's own reader,
+ * which serves one call at a time (others wait for it).  Each read's status
+ * says how it went; entries found corrupt or expired are removed from the
+ * index (see Threading).  Hits increment the entry's hit count (persisted
+ * with the next put or at close).  Returns 0 when every read has a status,
+ * KVT_EINVAL for NULL arguments or a reader of another store, or -ENOMEM
+ * (no status filled in; nothing returned).  Thread safe with distinct
+ * readers.
  */
-int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_read *reads, size_t n);
+int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_reader *r,
+		      struct kvt_l3_read *reads, size_t n);
 
 /* Returns 1 if k is indexed and live, 2 if indexed but expired, else 0.
  * Thread safe. */
@@ -322,8 +404,9 @@ int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k);
 
 /*
  * Removes every entry of namespace ns (exactly that namespace) in one
- * transaction; *dropped (may be NULL) gets how many.  Returns 0,
- * KVT_EINVAL, KVT_ESERVER (commit failed: nothing removed), -ENOMEM.
+ * transaction; *dropped (may be NULL) gets how many.  Takes time in the
+ * namespace's entries, not the store's.  Returns 0, KVT_EINVAL,
+ * KVT_ESERVER (commit failed: nothing removed), -ENOMEM.
  */
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped);
@@ -337,6 +420,37 @@ int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 typedef int (*kvt_l3_visit_fn)(void *arg, const struct kvt_key *k,
 			       uint64_t raw_len, uint64_t hits);
 int kvt_l3_foreach(struct kvt_l3 *l3, kvt_l3_visit_fn fn, void *arg);
+
+/*
+ * Totals of one namespace (kvt_l3_ns_foreach(), kvt_l3_ns_get()), kept as
+ * entries come and go, so reading them never visits entries.  Like
+ * kvt_l3_stats, they count every indexed entry, including expired ones
+ * not removed yet.
+ */
+struct kvt_l3_ns_stats {
+	const uint8_t *ns; /* valid during the callback only */
+	size_t ns_len;
+	uint64_t entries;   /* indexed entries */
+	uint64_t bytes;     /* their on-disk bytes */
+	uint64_t raw_bytes; /* sum of their raw_len */
+	uint64_t hits;      /* their hit counts (persisted and since open) */
+};
+
+/*
+ * Calls fn for every namespace that has entries, with its totals, under
+ * the store's lock (fn must be quick and must not call into L3); stops
+ * early if fn returns nonzero and returns that value.  O(namespaces), never
+ * O(entries).  Thread safe.  Returns 0, fn's value, or KVT_EINVAL.
+ */
+typedef int (*kvt_l3_ns_fn)(void *arg, const struct kvt_l3_ns_stats *ns);
+int kvt_l3_ns_foreach(struct kvt_l3 *l3, kvt_l3_ns_fn fn, void *arg);
+
+/*
+ * The totals of namespace ns into *st (st->ns is ns).  O(1).  Thread safe.
+ * Returns 0, KVT_ENOTFOUND (no entry in ns; *st zeroed) or KVT_EINVAL.
+ */
+int kvt_l3_ns_get(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
+		  struct kvt_l3_ns_stats *st);
 
 struct kvt_l3_stats {
 	uint64_t entries;           /* live (indexed) entries */
@@ -352,6 +466,7 @@ struct kvt_l3_stats {
 	uint64_t write_errors;      /* failed put batches (write/sync/commit) */
 	uint64_t dead_bytes;        /* written bytes of replaced/deleted entries */
 	uint64_t regions;           /* number of region files */
+	uint64_t namespaces;        /* namespaces with entries */
 	uint64_t region_size;       /* bytes per region */
 	int direct_io;              /* 1 if region I/O uses O_DIRECT */
 	int uring;                  /* 1 if reads go through io_uring */

@@ -200,7 +200,7 @@ int main(int argc, char **argv)
 				reads[j].buf = pool ? bufs[j] : NULL;
 				reads[j].buf_cap = pool ? bufsz : 0;
 			}
-			if ((rc = kvt_l3_read_batch(l3, reads, m)))
+			if ((rc = kvt_l3_read_batch(l3, NULL, reads, m)))
 				die("read", rc);
 			for (size_t j = 0; j < m; j++) {
 				if (reads[j].status)

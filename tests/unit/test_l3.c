@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include <liburing.h>
+#include <lmdb.h>
 
 #include "kvt_l3.h"
 #include "kvtier_errors.h"
@@ -149,7 +150,7 @@ static int read_one(struct fx *f, const char *key, size_t len)
 	struct kvt_l3_read rd = { .k = mkkey(key) };
 	uint8_t *d;
 
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	if (rd.status) {
 		assert_null(rd.mem);
 		return rd.status;
@@ -178,7 +179,7 @@ static struct kvt_l3_stats stats(struct fx *f)
 static void test_roundtrip_sizes(void **state)
 {
 	static const size_t sizes[] = {
-		1, 100, 4096 - 64 - 6, 4096 - 64 - 5, 4096, 65536 + 3,
+		0, 1, 100, 4096 - 64 - 6, 4096 - 64 - 5, 4096, 65536 + 3,
 		1 * MIB, 2 * MIB, 3 * MIB,
 	};
 	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
@@ -188,7 +189,7 @@ static void test_roundtrip_sizes(void **state)
 	char names[N][16];
 	uint8_t *bufs[N];
 	struct kvt_l3_stats st;
-	uint64_t raw = 0;
+	uint64_t raw = 0, extents = 0;
 
 	for (int i = 0; i < N; i++) {
 		snprintf(names[i], sizeof(names[i]), "k%d", i);
@@ -196,12 +197,13 @@ static void test_roundtrip_sizes(void **state)
 		items[i] = (struct kvt_l3_item){ mkkey(names[i]), bufs[i],
 			sizes[i], 7, 3, sizes[i] * 2, 0 };
 		raw += sizes[i] * 2;
+		extents += kvt_l3_read_size(2, strlen(names[i]), sizes[i]);
 	}
 	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
 	memset(reads, 0, sizeof(reads));
 	for (int i = 0; i < N; i++)
 		reads[N - 1 - i].k = mkkey(names[i]); /* any order works */
-	assert_int_equal(kvt_l3_read_batch(f->l3, reads, N), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, reads, N), 0);
 	for (int i = 0; i < N; i++) {
 		int j = N - 1 - i;
 
@@ -220,7 +222,8 @@ static void test_roundtrip_sizes(void **state)
 	assert_int_equal(st.hits, N);
 	assert_int_equal(st.dead_bytes, 0);
 	assert_int_equal(st.reads_inflight, 0);
-	assert_true(st.bytes_read >= st.bytes);
+	/* A read reads the value's own extent, no header, no key. */
+	assert_int_equal(st.bytes_read, extents);
 	assert_int_equal(st.bytes % KVT_L3_ALIGN, 0);
 	if ((int)(intptr_t)*state == MODE_BUFFERED)
 		assert_int_equal(st.direct_io, 0);
@@ -248,7 +251,7 @@ static void test_many_reads(void **state)
 	assert_int_equal(kvt_l3_put_batch(f->l3, items, N), 0);
 	for (int i = 0; i < N + 10; i++)
 		reads[i].k = mkkey(names[i]);
-	assert_int_equal(kvt_l3_read_batch(f->l3, reads, N + 10), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, reads, N + 10), 0);
 	for (int i = 0; i < N + 10; i++) {
 		if (i >= N) {
 			assert_int_equal(reads[i].status, KVT_ENOTFOUND);
@@ -319,7 +322,7 @@ static void test_overwrite(void **state)
 	assert_int_equal(st.dead_bytes, 12288);
 	/* Within one batch, the later of two equal keys wins. */
 	assert_int_equal(kvt_l3_put_batch(f->l3, two, 2), 0);
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	assert_int_equal(rd.status, 0);
 	assert_int_equal(rd.len, 300);
 	assert_memory_equal(rd.data, d2, 300);
@@ -501,24 +504,31 @@ static void test_corruption(void **state)
 		assert_int_equal(put_one(f, name, 10000, 0), 0);
 	}
 	assert_int_equal(kvt_l3_check(f->l3, devnull), 0);
-	flip_byte(f, 0, 12 * KIB + 64 + 4 + 5000); /* data of c1 */
-	flip_byte(f, 0, 24 * KIB + 1);             /* magic of c2 */
-	flip_byte(f, 0, 36 * KIB + 64 + 3);        /* key byte of c3 */
+	flip_byte(f, 0, 12 * KIB + 5000);             /* data of c1 */
+	flip_byte(f, 0, 24 * KIB + 10000 + 1);        /* magic of c2 */
+	flip_byte(f, 0, 36 * KIB + 10000 + 64 + 3);   /* key byte of c3 */
 	assert_int_equal(kvt_l3_check(f->l3, devnull), 3);
 	assert_int_equal(read_one(f, "c1", 10000), KVT_ECORRUPT);
-	assert_int_equal(read_one(f, "c2", 10000), KVT_ECORRUPT);
-	assert_int_equal(read_one(f, "c3", 10000), KVT_ECORRUPT);
+	/*
+	 * A read reads and checks the value alone (its checksum is in the
+	 * index and binds it to key and place): damage to a header or a key
+	 * on disk does not touch the value, which reads back right.  The
+	 * checker finds it.
+	 */
+	assert_int_equal(read_one(f, "c2", 10000), 0);
+	assert_int_equal(read_one(f, "c3", 10000), 0);
 	assert_int_equal(read_one(f, "c0", 10000), 0);
 	st = stats(f);
-	assert_int_equal(st.checksum_failures, 3);
-	assert_int_equal(st.entries, 1);
+	assert_int_equal(st.checksum_failures, 1);
+	assert_int_equal(st.entries, 3);
 	assert_int_equal(kvt_l3_contains(f->l3, &k1), 0);
 	/* The entry is gone: a second read is a plain miss. */
 	assert_int_equal(read_one(f, "c1", 10000), KVT_ENOTFOUND);
-	assert_int_equal(kvt_l3_check(f->l3, devnull), 0);
+	assert_int_equal(kvt_l3_check(f->l3, devnull), 2); /* c2, c3 */
 	fx_reopen(f);
-	assert_int_equal(stats(f).entries, 1);
+	assert_int_equal(stats(f).entries, 3);
 	assert_int_equal(read_one(f, "c0", 10000), 0);
+	assert_int_equal(read_one(f, "c3", 10000), 0);
 	fclose(devnull);
 	fx_free(f);
 }
@@ -719,7 +729,7 @@ static void test_expiry(void **state)
 	assert_int_equal(put_one(f, "ttl", 5000, fake_now + 10), 0);
 	assert_int_equal(put_one(f, "ttl2", 5000, fake_now + 20), 0);
 	assert_int_equal(put_one(f, "perm", 5000, 0), 0);
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	assert_int_equal(rd.status, 0);
 	assert_int_equal(rd.expiry, fake_now + 10);
 	free(rd.mem);
@@ -762,7 +772,7 @@ static void test_keys_and_limits(void **state)
 	assert_int_equal(kvt_l3_contains(f->l3, &it.k), 1);
 	assert_int_equal(kvt_l3_contains(f->l3, &shortk), 0);
 	fx_reopen(f);
-	assert_int_equal(kvt_l3_read_batch(f->l3, &rd, 1), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
 	assert_int_equal(rd.status, 0);
 	assert_memory_equal(rd.data, d, 3000);
 	free(rd.mem);
@@ -783,7 +793,7 @@ static void test_keys_and_limits(void **state)
 	assert_int_equal(kvt_l3_put_batch(NULL, &it, 1), KVT_EINVAL);
 	assert_int_equal(kvt_l3_put_batch(f->l3, NULL, 1), KVT_EINVAL);
 	assert_int_equal(kvt_l3_put_batch(f->l3, NULL, 0), 0);
-	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, 0), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, NULL, 0), 0);
 	assert_int_equal(stats(f).entries, 1);
 	assert_int_equal(stats(f).write_errors, 0);
 	free(d);
@@ -893,50 +903,117 @@ static void test_contains_threaded(void **state)
 	fx_free(f);
 }
 
-/* Reads into caller buffers when they fit and are aligned, else allocates. */
+/*
+ * A caller's buffer receives the value itself, at its start: read into
+ * straight when it is aligned and holds the value's extent, or holds the
+ * value but not its last sector (that sector goes through the reader's
+ * bounce sector); copied into when it holds the value but is unaligned;
+ * left alone (L3 allocates) when too small.
+ */
 static void test_caller_buffers(void **state)
 {
 	struct fx *f = fx_new(8 * MIB, 1 * MIB, (int)(intptr_t)*state);
 	size_t need = kvt_l3_read_size(2, 2, 100000);
 	uint8_t *d = mkdata("cb", 100000), *buf, *small;
-	struct kvt_l3_read rd[4];
+	struct kvt_l3_read rd[6];
+	unsigned reads;
 
 	assert_int_equal(need, 102400);
-	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 3 * need),
+	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 5 * need),
 			 0);
 	assert_int_equal(posix_memalign((void **)&small, KVT_L3_ALIGN,
 					need - 4096), 0);
 	assert_int_equal(put_one(f, "cb", 100000, 0), 0);
 	memset(rd, 0, sizeof(rd));
-	for (int i = 0; i < 4; i++)
+	memset(buf, 0xee, 5 * need);
+	for (int i = 0; i < 6; i++)
 		rd[i].k = mkkey("cb");
-	rd[0].buf = buf;                /* fits */
+	rd[0].buf = buf;                /* the whole extent: read into */
 	rd[0].buf_cap = need;
 	rd[1].buf = small;              /* too small: allocated */
-	rd[1].buf_cap = need - 4096;
-	rd[2].buf = buf + need + 8;     /* unaligned: allocated */
-	rd[2].buf_cap = need;
+	rd[1].buf_cap = 100000 - 1;
+	rd[2].buf = buf + need + 8;     /* unaligned: copied into */
+	rd[2].buf_cap = 100000;
 	rd[3].k = mkkey("missing");     /* miss: buffer untouched */
 	rd[3].buf = buf + 2 * need;
 	rd[3].buf_cap = need;
-	assert_int_equal(kvt_l3_read_batch(f->l3, rd, 4), 0);
-	assert_int_equal(rd[0].status, 0);
-	assert_null(rd[0].mem);
-	assert_true(rd[0].data > buf && rd[0].data < buf + need);
-	for (int i = 0; i < 3; i++) {
+	rd[4].buf = buf + 3 * need;     /* the value, not its last sector */
+	rd[4].buf_cap = 100000;
+	rd[5].buf = buf + 4 * need;     /* same, a byte short */
+	rd[5].buf_cap = need - 1;
+	reads = f->faults.reads;
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, rd, 6), 0);
+	/* One region read per hit, also where a tail sector is bounced. */
+	assert_int_equal(f->faults.reads - reads, 5);
+	for (int i = 0; i < 6; i++) {
+		if (i == 3)
+			continue;
 		assert_int_equal(rd[i].status, 0);
 		assert_int_equal(rd[i].len, 100000);
 		assert_memory_equal(rd[i].data, d, 100000);
+		if (i == 1) {
+			assert_non_null(rd[i].mem);
+			assert_true(rd[i].data == rd[i].mem);
+		} else {
+			assert_null(rd[i].mem);
+			assert_true(rd[i].data == rd[i].buf);
+		}
 	}
-	assert_non_null(rd[1].mem);
-	assert_non_null(rd[2].mem);
+	/* Nothing written past the capacity given. */
+	assert_int_equal(buf[3 * need + 100000], 0xee);
+	assert_int_equal(buf[4 * need + need - 1], 0xee);
 	assert_int_equal(rd[3].status, KVT_ENOTFOUND);
 	assert_null(rd[3].mem);
 	assert_null(rd[3].data);
+	assert_int_equal(buf[2 * need], 0xee);
 	free(rd[1].mem);
-	free(rd[2].mem);
 	free(buf);
 	free(small);
+	free(d);
+	fx_free(f);
+}
+
+/*
+ * The read of a value is one read of the value's own length, rounded up
+ * to KVT_L3_ALIGN, at an aligned offset: a 2 MiB value is one 2 MiB read,
+ * straight into an aligned 2 MiB buffer.
+ */
+static void test_one_read_per_value(void **state)
+{
+	struct fx *f = fx_new(16 * MIB, 4 * MIB, (int)(intptr_t)*state);
+	uint8_t *d = mkdata("two", 2 * MIB), *buf;
+	struct kvt_l3_read rd = { .k = mkkey("two") };
+	unsigned reads;
+
+	assert_int_equal(kvt_l3_read_size(255, 1024, 2 * MIB), 2 * MIB);
+	assert_int_equal(kvt_l3_read_size(0, 0, 2 * MIB + 1), 2 * MIB + 4096);
+	assert_int_equal(posix_memalign((void **)&buf, KVT_L3_ALIGN, 2 * MIB),
+			 0);
+	assert_int_equal(put_one(f, "pad", 5000, 0), 0); /* offset 0 */
+	assert_int_equal(put_one(f, "two", 2 * MIB, 0), 0);
+	rd.buf = buf;
+	rd.buf_cap = 2 * MIB;
+	reads = f->faults.reads;
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_int_equal(f->faults.reads - reads, 1);
+	assert_int_equal(f->faults.last_read_len, 2 * MIB);
+	assert_int_equal(f->faults.last_read_off, 8 * KIB);
+	assert_true(rd.data == buf);
+	assert_null(rd.mem);
+	assert_memory_equal(rd.data, d, 2 * MIB);
+	/* Without a buffer: still one read of 2 MiB, into L3's. */
+	memset(&rd, 0, sizeof(rd));
+	rd.k = mkkey("two");
+	reads = f->faults.reads;
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	assert_int_equal(f->faults.reads - reads, 1);
+	assert_int_equal(f->faults.last_read_len, 2 * MIB);
+	assert_memory_equal(rd.data, d, 2 * MIB);
+	free(rd.mem);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	free(buf);
 	free(d);
 	fx_free(f);
 }
@@ -1006,7 +1083,7 @@ static void test_read_faults(void **state)
 	f->faults.reads = 0;
 	f->faults.read_fail_at = 2;
 	f->faults.read_errno = EIO;
-	assert_int_equal(kvt_l3_read_batch(f->l3, rd, 3), 0);
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, rd, 3), 0);
 	assert_true(f->faults.reads >= 3);
 	for (int i = 0; i < 3; i++) {
 		if (rd[i].status == -EIO) {
@@ -1029,6 +1106,726 @@ static void test_read_faults(void **state)
 	assert_int_equal(read_one(f, "b", 101000), -EBADMSG);
 	assert_int_equal(read_one(f, "b", 101000), 0);
 	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+
+/* ---- concurrent readers ------------------------------------------------- */
+
+/*
+ * Values of the concurrency tests say what they are: key index and version
+ * in the first 8 bytes, then mkdata() of "<key>#<version>", so a reader can
+ * check any version of any key it gets.
+ */
+static uint8_t *mkversion(unsigned key, unsigned version, size_t len)
+{
+	char seed[32];
+	uint8_t *p;
+
+	snprintf(seed, sizeof(seed), "c%u#%u", key, version);
+	p = mkdata(seed, len);
+	memcpy(p, &key, 4);
+	memcpy(p + 4, &version, 4);
+	return p;
+}
+
+/* 0 if data is a version of key (codec and raw_len as put_version sets). */
+static int check_version(unsigned key, const struct kvt_l3_read *rd)
+{
+	unsigned k, v;
+	uint8_t *want;
+	int bad;
+
+	if (rd->len < 8 || rd->codec != 5 || rd->raw_len != rd->len * 3)
+		return -1;
+	memcpy(&k, rd->data, 4);
+	memcpy(&v, rd->data + 4, 4);
+	if (k != key)
+		return -1;
+	want = mkversion(key, v, rd->len);
+	bad = memcmp(want, rd->data, rd->len) != 0;
+	free(want);
+	return bad ? -1 : 0;
+}
+
+enum { CK = 48 }; /* keys in the concurrency tests */
+
+static char cnames[CK][16];
+static const uint8_t *cns(unsigned key)
+{
+	return (const uint8_t *)(key % 3 ? "ns" : "ns2");
+}
+
+static struct kvt_key ckey(unsigned key)
+{
+	struct kvt_key k = { cns(key), key % 3 ? 2 : 3,
+			     (const uint8_t *)cnames[key],
+			     strlen(cnames[key]) };
+	return k;
+}
+
+static size_t clen(unsigned key, unsigned version)
+{
+	return 9000 + (key * 7919 + version * 104729) % 40000;
+}
+
+struct creader {
+	struct kvt_l3 *l3;
+	atomic_int *stop;
+	unsigned seed;
+	int use_bufs;
+	long hits, misses, bad, corrupt, errors;
+};
+
+static void *creader_main(void *p)
+{
+	struct creader *a = p;
+	struct kvt_l3_reader *r;
+	struct kvt_l3_read rd[8];
+	uint8_t *bufs[8] = { 0 };
+	unsigned x = a->seed;
+
+	if (kvt_l3_reader_open(a->l3, &r)) {
+		a->errors++;
+		return NULL;
+	}
+	for (int i = 0; a->use_bufs && i < 8; i++)
+		if (posix_memalign((void **)&bufs[i], KVT_L3_ALIGN, 64 * KIB))
+			a->errors++;
+	while (!atomic_load(a->stop)) {
+		unsigned keys[8];
+
+		memset(rd, 0, sizeof(rd));
+		for (int i = 0; i < 8; i++) {
+			x = x * 1103515245u + 12345u;
+			keys[i] = (x >> 16) % CK;
+			rd[i].k = ckey(keys[i]);
+			rd[i].buf = a->use_bufs && i % 2 ? bufs[i] : NULL;
+			rd[i].buf_cap = rd[i].buf ? 64 * KIB : 0;
+		}
+		if (kvt_l3_read_batch(a->l3, r, rd, 8)) {
+			a->errors++;
+			continue;
+		}
+		for (int i = 0; i < 8; i++) {
+			if (rd[i].status == 0) {
+				a->hits++;
+				a->bad += check_version(keys[i], &rd[i]) != 0;
+			} else if (rd[i].status == KVT_ENOTFOUND) {
+				a->misses++;
+			} else if (rd[i].status == KVT_ECORRUPT) {
+				a->corrupt++;
+			} else {
+				a->errors++;
+			}
+			free(rd[i].mem);
+		}
+	}
+	for (int i = 0; i < 8; i++)
+		free(bufs[i]);
+	kvt_l3_reader_close(r);
+	return NULL;
+}
+
+static int put_version(struct kvt_l3 *l3, unsigned key, unsigned version)
+{
+	size_t len = clen(key, version);
+	uint8_t *d = mkversion(key, version, len);
+	struct kvt_l3_item it = { ckey(key), d, len, 5, 1, len * 3, 0 };
+	int rc = kvt_l3_put_batch(l3, &it, 1);
+
+	free(d);
+	return rc;
+}
+
+/*
+ * Several reader threads, each with its own reader, against one writer
+ * whose puts reclaim regions all the time, and which deletes keys and drops
+ * a namespace now and then: every read is a correct version of its key or a
+ * miss, never KVT_ECORRUPT (the disk is intact) and never wrong bytes.
+ */
+static void test_concurrent_readers(void **state)
+{
+	enum { NR = 3 };
+	/* 8 regions of 256 KiB, values of 9-49 KiB: a reclaim every few puts. */
+	struct fx *f = fx_new(2 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	struct creader rd[NR];
+	pthread_t th[NR];
+	atomic_int stop = 0;
+	unsigned versions[CK] = { 0 }, x = 7;
+	long hits = 0;
+	uint64_t dropped;
+
+	for (unsigned i = 0; i < CK; i++) {
+		snprintf(cnames[i], sizeof(cnames[i]), "c%u", i);
+		assert_int_equal(put_version(f->l3, i, 0), 0);
+	}
+	for (int i = 0; i < NR; i++) {
+		rd[i] = (struct creader){ .l3 = f->l3, .stop = &stop,
+					  .seed = 11u + (unsigned)i,
+					  .use_bufs = i == 1 };
+		assert_int_equal(pthread_create(&th[i], NULL, creader_main,
+						&rd[i]), 0);
+	}
+	for (int it = 0; it < 600; it++) {
+		unsigned key;
+
+		x = x * 1103515245u + 12345u;
+		key = (x >> 16) % CK;
+		if (it % 23 == 22) {
+			assert_int_equal(kvt_l3_drop_ns(f->l3,
+							(const uint8_t *)"ns2",
+							3, &dropped), 0);
+		} else if (it % 7 == 6) {
+			struct kvt_key k = ckey(key);
+			int rc = kvt_l3_del(f->l3, &k);
+
+			assert_true(rc == 0 || rc == KVT_ENOTFOUND);
+		} else {
+			assert_int_equal(put_version(f->l3, key,
+						     ++versions[key]), 0);
+		}
+	}
+	atomic_store(&stop, 1);
+	for (int i = 0; i < NR; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		assert_int_equal(rd[i].bad, 0);
+		assert_int_equal(rd[i].corrupt, 0);
+		assert_int_equal(rd[i].errors, 0);
+		hits += rd[i].hits;
+	}
+	assert_true(hits > 0);
+	assert_true(stats(f).regions_reclaimed > 10);
+	assert_int_equal(stats(f).checksum_failures, 0);
+	assert_int_equal(stats(f).reads_inflight, 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+/* A read held in flight (in before_read) while the writer reclaims. */
+struct held {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int arm;      /* hold the next read */
+	int holding;  /* a read is held */
+	int release;
+};
+
+static void hold_read(void *p)
+{
+	struct held *h = p;
+
+	pthread_mutex_lock(&h->mu);
+	if (h->arm) {
+		h->arm = 0;
+		h->holding = 1;
+		pthread_cond_broadcast(&h->cv);
+		while (!h->release)
+			pthread_cond_wait(&h->cv, &h->mu);
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
+struct held_read {
+	struct kvt_l3 *l3;
+	int status, bad;
+};
+
+static void *held_read_main(void *p)
+{
+	struct held_read *a = p;
+	struct kvt_l3_reader *r;
+	struct kvt_l3_read rd = { .k = ckey(1) };
+
+	if (kvt_l3_reader_open(a->l3, &r)) {
+		a->status = -1;
+		return NULL;
+	}
+	a->status = kvt_l3_read_batch(a->l3, r, &rd, 1);
+	if (!a->status)
+		a->status = rd.status;
+	if (rd.status == 0)
+		a->bad = check_version(1, &rd);
+	free(rd.mem);
+	kvt_l3_reader_close(r);
+	return NULL;
+}
+
+struct held_write {
+	struct kvt_l3 *l3;
+	atomic_int done;
+	int rc;
+};
+
+static void *held_write_main(void *p)
+{
+	struct held_write *a = p;
+
+	/* Enough to wrap round all 4 regions: region 0 is reclaimed. */
+	for (unsigned v = 1; v <= 40 && !a->rc; v++)
+		a->rc = put_version(a->l3, 2 + v % 40, v);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/*
+ * The reclaim of a region waits for the read of it in flight: the writer
+ * stays blocked while the read is held, and the read, released, returns the
+ * right bytes (without the wait it would read the region's new contents
+ * and report KVT_ECORRUPT).
+ */
+static void test_reclaim_waits_for_readers(void **state)
+{
+	struct fx *f = fx_new(1 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	struct held h = { .arm = 1 };
+	struct held_read hr = { .l3 = f->l3 };
+	struct held_write hw = { .l3 = f->l3 };
+	pthread_t rt, wt;
+	struct timespec ms20 = { 0, 20 * 1000 * 1000 };
+
+	for (unsigned i = 0; i < CK; i++)
+		snprintf(cnames[i], sizeof(cnames[i]), "c%u", i);
+	pthread_mutex_init(&h.mu, NULL);
+	pthread_cond_init(&h.cv, NULL);
+	assert_int_equal(put_version(f->l3, 1, 0), 0); /* region 0 */
+	f->faults.before_read = hold_read;
+	f->faults.before_read_arg = &h;
+	assert_int_equal(pthread_create(&rt, NULL, held_read_main, &hr), 0);
+	pthread_mutex_lock(&h.mu);
+	while (!h.holding)
+		pthread_cond_wait(&h.cv, &h.mu);
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pthread_create(&wt, NULL, held_write_main, &hw), 0);
+	/* The writer reaches the reclaim of region 0 and must wait there. */
+	for (int i = 0; i < 25; i++)
+		nanosleep(&ms20, NULL);
+	assert_int_equal(atomic_load(&hw.done), 0);
+	pthread_mutex_lock(&h.mu);
+	h.release = 1;
+	pthread_cond_broadcast(&h.cv);
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pthread_join(rt, NULL), 0);
+	assert_int_equal(pthread_join(wt, NULL), 0);
+	assert_int_equal(hw.rc, 0);
+	assert_int_equal(hr.status, 0);
+	assert_int_equal(hr.bad, 0);
+	assert_true(stats(f).regions_reclaimed > 0);
+	assert_int_equal(stats(f).checksum_failures, 0);
+	f->faults.before_read = NULL;
+	{
+		struct kvt_key k1 = ckey(1);
+
+		/* Its region was reclaimed: gone now. */
+		assert_int_equal(kvt_l3_contains(f->l3, &k1), 0);
+	}
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	pthread_mutex_destroy(&h.mu);
+	pthread_cond_destroy(&h.cv);
+	fx_free(f);
+}
+
+struct held_put {
+	struct fx *f;
+	int rc;
+};
+
+static void *held_put_main(void *p)
+{
+	struct held_put *a = p;
+
+	a->rc = put_one(a->f, "other", 5000, 0);
+	return NULL;
+}
+
+/*
+ * Entries a reader finds corrupt or expired are hidden at once; removing
+ * them from the index is the writer's job.  With the writer idle the reader
+ * does it itself (as the writer); while a put is running, it leaves them to
+ * the writer's next call.
+ */
+static void test_deferred_removal(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, (int)(intptr_t)*state);
+	struct kvt_l3_reader *r;
+	struct kvt_l3_read rd[2];
+	struct kvt_key t1 = mkkey("t1"), t2 = mkkey("t2"), c = mkkey("c");
+	struct held h = { .arm = 1 };
+	struct held_put hp = { .f = f };
+	pthread_t th;
+
+	pthread_mutex_init(&h.mu, NULL);
+	pthread_cond_init(&h.cv, NULL);
+	assert_int_equal(put_one(f, "t1", 5000, fake_now + 5), 0);
+	assert_int_equal(put_one(f, "t2", 5000, fake_now + 5), 0);
+	assert_int_equal(put_one(f, "c", 5000, 0), 0);    /* offset 16K */
+	assert_int_equal(put_one(f, "keep", 5000, 0), 0);
+	assert_int_equal(kvt_l3_reader_open(f->l3, &r), 0);
+	fake_now += 10;
+	/* Idle writer: the reader removes the expired entry itself. */
+	memset(rd, 0, sizeof(rd));
+	rd[0].k = t1;
+	assert_int_equal(kvt_l3_read_batch(f->l3, r, rd, 1), 0);
+	assert_int_equal(rd[0].status, KVT_ENOTFOUND);
+	assert_int_equal(stats(f).entries, 3);
+	/* A put held in its pwrite(): removals wait for the writer. */
+	f->faults.before_write = hold_read;
+	f->faults.before_write_arg = &h;
+	assert_int_equal(pthread_create(&th, NULL, held_put_main, &hp), 0);
+	pthread_mutex_lock(&h.mu);
+	while (!h.holding)
+		pthread_cond_wait(&h.cv, &h.mu);
+	pthread_mutex_unlock(&h.mu);
+	flip_byte(f, 0, 16 * KIB + 100); /* data of c */
+	memset(rd, 0, sizeof(rd));
+	rd[0].k = t2;
+	rd[1].k = c;
+	assert_int_equal(kvt_l3_read_batch(f->l3, r, rd, 2), 0);
+	assert_int_equal(rd[0].status, KVT_ENOTFOUND);
+	assert_int_equal(rd[1].status, KVT_ECORRUPT);
+	/* Hidden from every lookup, still in the index. */
+	assert_int_equal(kvt_l3_contains(f->l3, &t2), 0);
+	assert_int_equal(kvt_l3_state(f->l3, &t2), 0);
+	assert_int_equal(kvt_l3_contains(f->l3, &c), 0);
+	assert_int_equal(stats(f).entries, 3);
+	memset(rd, 0, sizeof(rd));
+	rd[0].k = c;
+	assert_int_equal(kvt_l3_read_batch(f->l3, r, rd, 1), 0);
+	assert_int_equal(rd[0].status, KVT_ENOTFOUND);
+	pthread_mutex_lock(&h.mu);
+	h.release = 1;
+	pthread_cond_broadcast(&h.cv);
+	pthread_mutex_unlock(&h.mu);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(hp.rc, 0);
+	f->faults.before_write = NULL;
+	/* The writer's next call removes them. */
+	assert_int_equal(kvt_l3_del(f->l3, &t1), KVT_ENOTFOUND);
+	assert_int_equal(stats(f).entries, 2); /* keep, other */
+	assert_int_equal(stats(f).checksum_failures, 1);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	kvt_l3_reader_close(r);
+	fx_reopen(f);
+	assert_int_equal(stats(f).entries, 2);
+	assert_int_equal(read_one(f, "keep", 5000), 0);
+	/* Reader API errors. */
+	assert_int_equal(kvt_l3_reader_open(NULL, &r), KVT_EINVAL);
+	assert_null(r);
+	assert_int_equal(kvt_l3_reader_open(f->l3, NULL), KVT_EINVAL);
+	kvt_l3_reader_close(NULL);
+	pthread_mutex_destroy(&h.mu);
+	pthread_cond_destroy(&h.cv);
+	fx_free(f);
+}
+
+
+/* ---- per-namespace totals ----------------------------------------------- */
+
+struct nsrec {
+	uint8_t ns[256];
+	size_t ns_len;
+	uint64_t entries, raw, hits, bytes;
+};
+
+struct nsacc {
+	struct nsrec v[16];
+	size_t n;
+	int dup;
+};
+
+static struct nsrec *nsacc_slot(struct nsacc *a, const uint8_t *ns,
+				size_t ns_len)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (a->v[i].ns_len == ns_len && !memcmp(a->v[i].ns, ns, ns_len))
+			return &a->v[i];
+	assert_true(a->n < 16);
+	memset(&a->v[a->n], 0, sizeof(a->v[a->n]));
+	memcpy(a->v[a->n].ns, ns, ns_len);
+	a->v[a->n].ns_len = ns_len;
+	return &a->v[a->n++];
+}
+
+static int recount_cb(void *arg, const struct kvt_key *k, uint64_t raw_len,
+		      uint64_t hits)
+{
+	struct nsrec *r = nsacc_slot(arg, k->ns, k->ns_len);
+
+	r->entries++;
+	r->raw += raw_len;
+	r->hits += hits;
+	return 0;
+}
+
+static int totals_cb(void *arg, const struct kvt_l3_ns_stats *st)
+{
+	struct nsacc *a = arg;
+	size_t before = a->n;
+	struct nsrec *r = nsacc_slot(a, st->ns, st->ns_len);
+
+	if (a->n == before)
+		a->dup = 1; /* a namespace visited twice */
+	r->entries = st->entries;
+	r->raw = st->raw_bytes;
+	r->hits = st->hits;
+	r->bytes = st->bytes;
+	return 0;
+}
+
+/* The per-namespace totals equal a recount over the entries. */
+static void assert_ns_totals(struct fx *f, size_t want_ns)
+{
+	struct nsacc tot = { .n = 0 }, rec = { .n = 0 };
+	uint64_t bytes = 0;
+
+	assert_int_equal(kvt_l3_ns_foreach(f->l3, totals_cb, &tot), 0);
+	assert_int_equal(kvt_l3_foreach(f->l3, recount_cb, &rec), 0);
+	assert_int_equal(tot.dup, 0);
+	assert_int_equal(tot.n, want_ns);
+	assert_int_equal(rec.n, want_ns);
+	assert_int_equal(stats(f).namespaces, want_ns);
+	for (size_t i = 0; i < rec.n; i++) {
+		struct nsrec *t = nsacc_slot(&tot, rec.v[i].ns,
+					     rec.v[i].ns_len);
+		struct kvt_l3_ns_stats one;
+
+		assert_int_equal(tot.n, want_ns); /* found, not added */
+		assert_int_equal(t->entries, rec.v[i].entries);
+		assert_int_equal(t->raw, rec.v[i].raw);
+		assert_int_equal(t->hits, rec.v[i].hits);
+		assert_int_equal(kvt_l3_ns_get(f->l3, rec.v[i].ns,
+					       rec.v[i].ns_len, &one), 0);
+		assert_int_equal(one.entries, t->entries);
+		assert_int_equal(one.bytes, t->bytes);
+		bytes += t->bytes;
+	}
+	assert_int_equal(bytes, stats(f).bytes);
+}
+
+static int put_ns(struct fx *f, const uint8_t *ns, size_t ns_len,
+		  const uint8_t *key, size_t key_len, size_t len)
+{
+	uint8_t *d = mkdata("nsdata", len);
+	struct kvt_l3_item it = { { ns, ns_len, key, key_len }, d, len, 7, 3,
+				  len * 2, 0 };
+	int rc = kvt_l3_put_batch(f->l3, &it, 1);
+
+	free(d);
+	return rc;
+}
+
+static int stop_at_first(void *arg, const struct kvt_l3_ns_stats *st)
+{
+	(void)st;
+	++*(int *)arg;
+	return 42;
+}
+
+/*
+ * Per-namespace totals follow every way an entry comes and goes: put,
+ * replace, hit, delete, drop, reclaim, removal of what a read found
+ * expired, and reopening.
+ */
+static void test_ns_totals(void **state)
+{
+	/* 4 regions of 256 KiB. */
+	struct fx *f = fx_new(1 * MIB, 256 * KIB, (int)(intptr_t)*state);
+	uint8_t longns[255], longkey[1000];
+	struct kvt_key kb = { (const uint8_t *)"b", 1, (const uint8_t *)"b0",
+			      2 };
+	struct kvt_l3_ns_stats one;
+	struct kvt_l3_read rd;
+	uint64_t dropped;
+	int calls = 0;
+
+	memset(longns, 'N', sizeof(longns));
+	memset(longkey, 'K', sizeof(longkey));
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"a", 1, &one),
+			 KVT_ENOTFOUND);
+	assert_int_equal(one.entries, 0);
+	assert_ns_totals(f, 0);
+	for (int i = 0; i < 3; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "a%d", i);
+		assert_int_equal(put_ns(f, (const uint8_t *)"a", 1,
+					(const uint8_t *)k, 2, 5000), 0);
+	}
+	assert_int_equal(put_ns(f, (const uint8_t *)"b", 1,
+				(const uint8_t *)"b0", 2, 3000), 0);
+	assert_int_equal(put_ns(f, (const uint8_t *)"b", 1,
+				(const uint8_t *)"b1", 2, 3000), 0);
+	/* A hashed (long) key in the longest namespace; the empty one. */
+	assert_int_equal(put_ns(f, longns, 255, longkey, 1000, 2000), 0);
+	assert_int_equal(put_ns(f, NULL, 0, (const uint8_t *)"e", 1, 100), 0);
+	assert_ns_totals(f, 4);
+	assert_int_equal(kvt_l3_ns_foreach(f->l3, stop_at_first, &calls), 42);
+	assert_int_equal(calls, 1);
+	/* Replace (bytes change, entries do not), hits. */
+	assert_int_equal(put_ns(f, (const uint8_t *)"a", 1,
+				(const uint8_t *)"a1", 2, 20000), 0);
+	memset(&rd, 0, sizeof(rd));
+	rd.k = (struct kvt_key){ longns, 255, longkey, 1000 };
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	assert_int_equal(rd.status, 0);
+	free(rd.mem);
+	assert_int_equal(kvt_l3_ns_get(f->l3, longns, 255, &one), 0);
+	assert_int_equal(one.hits, 1);
+	assert_true(one.ns == longns);
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"a", 1, &one),
+			 0);
+	assert_int_equal(one.entries, 3);
+	assert_int_equal(one.raw_bytes, (5000 * 2 + 20000) * 2);
+	assert_ns_totals(f, 4);
+	/* Delete; the last entry of a namespace takes the namespace along. */
+	assert_int_equal(kvt_l3_del(f->l3, &kb), 0);
+	assert_ns_totals(f, 4);
+	kb.key = (const uint8_t *)"b1";
+	assert_int_equal(kvt_l3_del(f->l3, &kb), 0);
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"b", 1, &one),
+			 KVT_ENOTFOUND);
+	assert_ns_totals(f, 3);
+	/* Drop. */
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"a", 1,
+					&dropped), 0);
+	assert_int_equal(dropped, 3);
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"a", 1,
+					&dropped), 0);
+	assert_int_equal(dropped, 0);
+	assert_ns_totals(f, 2);
+	/* Expired, found by a read. */
+	assert_int_equal(put_one(f, "ttl", 4000, fake_now + 1), 0);
+	assert_ns_totals(f, 3);
+	fake_now += 5;
+	assert_int_equal(read_one(f, "ttl", 4000), KVT_ENOTFOUND);
+	assert_ns_totals(f, 2);
+	/* Reopen: rebuilt from the index, hits included. */
+	fx_reopen(f);
+	assert_ns_totals(f, 2);
+	assert_int_equal(kvt_l3_ns_get(f->l3, longns, 255, &one), 0);
+	assert_int_equal(one.hits, 1);
+	/* Reclaim: fill the store in namespace "r" until all else is gone. */
+	for (int i = 0; i < 60; i++) {
+		char k[8];
+
+		snprintf(k, sizeof(k), "r%d", i);
+		assert_int_equal(put_ns(f, (const uint8_t *)"r", 1,
+					(const uint8_t *)k, strlen(k),
+					30000), 0);
+		if (i % 10 == 0)
+			assert_ns_totals(f, stats(f).namespaces);
+	}
+	assert_true(stats(f).regions_reclaimed > 3);
+	assert_ns_totals(f, 1);
+	assert_int_equal(kvt_l3_ns_get(f->l3, (const uint8_t *)"r", 1, &one),
+			 0);
+	assert_int_equal(one.entries, stats(f).entries);
+	assert_int_equal(kvt_l3_ns_foreach(NULL, totals_cb, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_l3_ns_foreach(f->l3, NULL, NULL), KVT_EINVAL);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+
+/* ---- on-disk format ----------------------------------------------------- */
+
+/* FNV-1a of a whole file, and its size; 0 and -1 if it cannot be read. */
+static uint64_t file_sum(const char *path, off_t *size)
+{
+	uint64_t h = 14695981039346656037ull;
+	uint8_t buf[65536];
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	*size = -1;
+	if (fd < 0)
+		return 0;
+	*size = 0;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			h = (h ^ buf[i]) * 1099511628211ull;
+		*size += n;
+	}
+	close(fd);
+	return h;
+}
+
+/* The sum of every file of the store, so that any change shows. */
+static uint64_t store_sum(struct fx *f)
+{
+	static const char *names[] = {
+		"l3/index/data.mdb", "l3/region-00000.dat",
+		"l3/region-00001.dat", "l3/region-00002.dat",
+		"l3/region-00003.dat", "l3/region-00004.dat",
+	};
+	uint64_t h = 0;
+	char path[256];
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		off_t size;
+
+		snprintf(path, sizeof(path), "%s/%s", f->dir, names[i]);
+		h = h * 31 + file_sum(path, &size) + (uint64_t)size;
+	}
+	return h;
+}
+
+/* Rewrites the store's format version as if an older build made it. */
+static void set_format(struct fx *f, uint32_t version)
+{
+	char path[256];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t v[4] = { (uint8_t)version, (uint8_t)(version >> 8),
+			 (uint8_t)(version >> 16), (uint8_t)(version >> 24) };
+	MDB_val k = { 7, (void *)"version" }, val = { 4, v };
+
+	snprintf(path, sizeof(path), "%s/l3/index", f->dir);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_set_mapsize(env, (size_t)1 << 30), 0);
+	assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/*
+ * A store in another on-disk format is refused, with a message that names
+ * the folder and says what to do, and is left exactly as it was: never
+ * converted, never wiped.
+ */
+static void test_old_format_refused(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_l3 *l3 = (struct kvt_l3 *)1;
+	char root[128];
+	uint64_t before;
+
+	(void)state;
+	snprintf(root, sizeof(root), "%s/l3", f->dir);
+	assert_int_equal(put_one(f, "old", 30000, 0), 0);
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	for (uint32_t v = 1; v <= 3; v += 2) {
+		set_format(f, v);
+		before = store_sum(f);
+		f->err[0] = '\0';
+		assert_int_equal(kvt_l3_open(&l3, &f->cfg), KVT_EVERSION);
+		assert_null(l3);
+		assert_non_null(strstr(f->err, root));
+		assert_non_null(strstr(f->err, v == 1 ? "format 1" :
+				       "newer"));
+		assert_non_null(strstr(f->err, "move it aside"));
+		assert_non_null(strstr(f->err, "delete it"));
+		assert_int_equal(store_sum(f), before);
+	}
+	/* Put back as it was, the store opens and serves again. */
+	set_format(f, 2);
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	assert_int_equal(read_one(f, "old", 30000), 0);
 	fx_free(f);
 }
 
@@ -1059,6 +1856,7 @@ int main(void)
 		MODES(test_roundtrip_sizes),
 		MODES(test_many_reads),
 		MODES(test_caller_buffers),
+		MODES(test_one_read_per_value),
 		cmocka_unit_test(test_contains_del),
 		cmocka_unit_test(test_overwrite),
 		MODES(test_reclaim),
@@ -1074,6 +1872,11 @@ int main(void)
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_small_capacity),
 		cmocka_unit_test(test_contains_threaded),
+		MODES(test_concurrent_readers),
+		MODES(test_reclaim_waits_for_readers),
+		MODES(test_deferred_removal),
+		MODES(test_ns_totals),
+		cmocka_unit_test(test_old_format_refused),
 	};
 
 	int failed;
