@@ -68,15 +68,24 @@ static void jstr(struct jbuf *b, const uint8_t *p, size_t n)
 /* Most namespaces listed in the stats (the largest by bytes). */
 #define KVT_STATS_NS_MAX 64
 
-static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x)
+/*
+ * The largest namespaces uid may see: those bound to another user
+ * (ns-owner) are left out, names and sizes, as HOT leaves out their
+ * blocks; namespaces_total still counts every namespace.
+ */
+static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x,
+			uid_t uid)
 {
 	struct kvt_tm_ns *v = NULL;
-	size_t n = 0;
+	size_t n = 0, shown = 0;
 
 	jput(b, "\"namespaces\":{");
 	if (kvt_tm_ns_stats(x->tm, &v, &n) == 0) {
-		for (size_t i = 0; i < n && i < KVT_STATS_NS_MAX; i++) {
-			if (i)
+		for (size_t i = 0; i < n && shown < KVT_STATS_NS_MAX; i++) {
+			if (!kvt_access_ns_ok(&x->acc, uid, v[i].ns,
+					      v[i].ns_len))
+				continue;
+			if (shown++)
 				jput(b, ",");
 			jstr(b, v[i].ns, v[i].ns_len);
 			jput(b, ":{\"entries\":%llu,\"bytes\":%llu,"
@@ -144,7 +153,8 @@ static void jshm(struct jbuf *b, const struct kvt_lease_pool *p)
 	     (unsigned long long)p->lease_bytes);
 }
 
-int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
+int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
+		    size_t *len)
 {
 	struct kvt_tm_stats ts;
 	struct jbuf b = { .cap = 1024 };
@@ -211,7 +221,7 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
 	     (unsigned long long)ts.pins_rejected);
-	jnamespaces(&b, x);
+	jnamespaces(&b, x, uid);
 	jshm(&b, x->shm);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
@@ -238,7 +248,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
 		 "\"idle_closed\":%llu,\"slow_closed\":%llu,"
 		 "\"idle_evicted\":%llu,\"mem_waits\":%llu,"
-		 "\"inflight_bytes\":%llu,"
+		 "\"inflight_bytes\":%llu,\"body_timeouts\":%llu,"
+		 "\"connections_revoked\":%llu,"
 		 "\"connections_denied\":%llu,\"requests_denied\":%llu,"
 		 "\"requests\":%llu,\"puts_held\":%llu,\"bytes_in\":%llu,"
 		 "\"bytes_out\":%llu}",
@@ -250,6 +261,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	     (unsigned long long)x->st.idle_evicted,
 	     (unsigned long long)x->st.mem_waits,
 	     (unsigned long long)x->inflight_bytes,
+	     (unsigned long long)x->st.body_timeouts,
+	     (unsigned long long)x->st.connections_revoked,
 	     (unsigned long long)x->st.connections_denied,
 	     (unsigned long long)x->st.requests_denied,
 	     (unsigned long long)x->st.requests,
