@@ -112,7 +112,8 @@ static const struct opt opts[] = {
 	  "largest value (default 256M, at most 4G)", 0 },
 	{ "max-inflight", OPT_SIZE, offsetof(struct kvt_config, max_inflight),
 	  "memory for request bodies being received, all\n"
-	  "clients together; past it clients wait (default 1G)", 0 },
+	  "clients together, reserved as they arrive; past it\n"
+	  "clients wait (default 1G)", 0 },
 	{ "idle-timeout", OPT_UINT0, offsetof(struct kvt_config, idle_timeout_s),
 	  "close connections idle this many seconds, 0 =\n"
 	  "never (default 0)", 0 },
