@@ -61,12 +61,20 @@ static void conn_free_if_done(struct kvt_conn *c)
 	/* What the handlers keep for c (pins, leases) goes with it. */
 	x->ops->close(c);
 	bool wake = body_release(c);
-	if (c->mem_wait)
-		for (struct kvt_conn **p = &x->mem_waiters; *p; p = &(*p)->mem_next)
-			if (*p == c) {
-				*p = c->mem_next;
+	if (c->mem_wait) {
+		struct kvt_conn *prev = NULL;
+
+		for (struct kvt_conn *w = x->mem_waiters; w; prev = w, w = w->mem_next)
+			if (w == c) {
+				if (prev)
+					prev->mem_next = c->mem_next;
+				else
+					x->mem_waiters = c->mem_next;
+				if (x->mem_waiters_tail == c)
+					x->mem_waiters_tail = prev;
 				break;
 			}
+	}
 	if (c->parked) {
 		for (struct kvt_conn **p = &x->parked; *p; p = &(*p)->park_next)
 			if (*p == c) {
@@ -439,8 +447,12 @@ static void mem_wait_on(struct kvt_conn *c)
 
 	if (!c->mem_wait) {
 		c->mem_wait = true;
-		c->mem_next = x->mem_waiters;
-		x->mem_waiters = c;
+		c->mem_next = NULL;
+		if (x->mem_waiters_tail)
+			x->mem_waiters_tail->mem_next = c;
+		else
+			x->mem_waiters = c;
+		x->mem_waiters_tail = c;
 	}
 	if (!c->mem_counted) {
 		c->mem_counted = true;
@@ -586,28 +598,38 @@ static void body_progress(struct kvt_conn *c)
 	}
 }
 
-/* Memory was freed: let waiting connections try again. */
+/*
+ * Memory was freed: each connection waiting now tries again once, in the
+ * order they began to wait; one that must wait again goes to the back.
+ * They are taken off the shared list one at a time, so a connection that
+ * goes away meanwhile (its reply finished from another's processing) is
+ * simply no longer there, and a nested call (a waiter's frame completing
+ * frees memory too) only serves some of them earlier.
+ */
 static void wake_mem_waiters(struct kvt_conn_ctx *x)
 {
-	struct kvt_conn *c = x->mem_waiters;
+	size_t n = 0;
 
-	x->mem_waiters = NULL;
-	while (c) {
-		struct kvt_conn *next = c->mem_next;
+	for (struct kvt_conn *c = x->mem_waiters; c; c = c->mem_next)
+		n++;
+	while (n-- > 0 && x->mem_waiters) {
+		struct kvt_conn *c = x->mem_waiters;
 		int rc;
 
+		x->mem_waiters = c->mem_next;
+		if (!x->mem_waiters)
+			x->mem_waiters_tail = NULL;
 		c->mem_wait = false;
 		c->mem_next = NULL;
-		if (!c->closing) {
-			rc = body_room(c);
-			if (rc < 0)
-				protocol_error(c, -ENOMEM);
-			if (rc > 0)
-				process_input(c);
-			if (!c->closing)
-				arm_recv(c);
-		}
-		c = next;
+		if (c->closing)
+			continue;
+		rc = body_room(c);
+		if (rc < 0)
+			protocol_error(c, -ENOMEM);
+		if (rc > 0)
+			process_input(c);
+		if (!c->closing)
+			arm_recv(c);
 	}
 }
 

@@ -191,7 +191,8 @@ struct kvt_conn_ctx {
 	unsigned nconns;
 	uint64_t next_conn_id;
 	struct kvt_conn *parked;      /* waiting for kvt_tm_busy() to clear */
-	struct kvt_conn *mem_waiters; /* waiting for room under max_inflight */
+	/* Waiting for room under max_inflight, in the order they began. */
+	struct kvt_conn *mem_waiters, *mem_waiters_tail;
 	uint64_t inflight_bytes;      /* reserved for bodies being received */
 	/* Bodies over KVT_RBUF_SIZE being received, oldest first. */
 	struct kvt_conn *bodies, *bodies_tail;
