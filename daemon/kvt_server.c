@@ -558,7 +558,9 @@ static void reload(struct kvt_server *s)
 	struct kvt_config n;
 	struct kvt_config *o = s->ctx.cfg;
 	struct kvt_access acc, shm_allow;
-	char err[256], ov[1200], nv[1200], oq[1200], nq[1200];
+	/* Room for the longest value (data-dir), and its quotes. */
+	char err[256], ov[PATH_MAX + 8], nv[PATH_MAX + 8], oq[PATH_MAX + 8],
+		nq[PATH_MAX + 8];
 	unsigned fx = 0, old_mode = o->socket_mode;
 	int changed = 0, restart = 0;
 
