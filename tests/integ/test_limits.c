@@ -24,6 +24,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	integ_cleanup(&D);
+	D.log_path = NULL;
 	return 0;
 }
 
@@ -322,8 +323,12 @@ static void test_body_timeout(void **state)
 	pthread_t th;
 
 	(void)state;
-	snprintf(logp, sizeof(logp), "/tmp/kvtier-integ-bodylog-%d", (int)getpid());
-	unlink(logp);
+	/* The log goes in the daemon's folder, which the teardown removes. */
+	snprintf(D.dir, sizeof(D.dir), "/tmp/kvtier-integ-XXXXXX");
+	assert_non_null(mkdtemp(D.dir));
+	snprintf(D.sock, sizeof(D.sock), "%s/kvtier.sock", D.dir);
+	snprintf(D.data, sizeof(D.data), "%s/var", D.dir);
+	snprintf(logp, sizeof(logp), "%s/daemon.log", D.dir);
 	D.log_path = logp;
 	assert_int_equal(integ_start(&D, args), 0);
 	body = stalled_put("stalled", 2u << 20, 1000, &sent, &body_len);
@@ -367,8 +372,6 @@ static void test_body_timeout(void **state)
 	close(body);
 	close(half);
 	close(slow);
-	D.log_path = NULL;
-	unlink(logp);
 }
 
 /* Request bodies share --max-inflight: past it a client waits its turn. */
