@@ -184,6 +184,7 @@ static const struct {
 	{ "l2-size", "32M", "16M", 0 },
 	{ "l3-size", "0", "64M", 0 },
 	{ "l2-level", "1", "3", 0 },
+	{ "workers", "2", "1", 0 },
 	{ "l3-region-size", "16M", "8M", 0 },
 	{ "l3-write-rate", "0", "100M", 1 },
 	{ "max-pinned", "0", "8M", 0 },
