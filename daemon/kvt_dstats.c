@@ -195,7 +195,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,"
 		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,"
 		 "\"pinned_bytes\":%llu,\"pinned_keys\":%llu,"
-		 "\"pins_rejected\":%llu,",
+		 "\"pins_rejected\":%llu,\"l3_index_bytes\":%llu,"
+		 "\"l3_index_map_bytes\":%llu,\"l3_index_full\":%llu,",
 	     (unsigned long long)ts.l3_bytes_read,
 	     (unsigned long long)ts.l3_bytes_written,
 	     (unsigned long long)ts.l3_reads_inflight,
@@ -210,7 +211,10 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	     (unsigned long long)ts.prefetch_hits,
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
-	     (unsigned long long)ts.pins_rejected);
+	     (unsigned long long)ts.pins_rejected,
+	     (unsigned long long)ts.l3_index_bytes,
+	     (unsigned long long)ts.l3_index_map_bytes,
+	     (unsigned long long)ts.l3_index_full);
 	jnamespaces(&b, x);
 	jshm(&b, x->shm);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
