@@ -18,7 +18,7 @@ else
 Q := @
 endif
 
-PKGS := liburing lmdb libzstd libxxhash
+PKGS := liburing lmdb libzstd libxxhash hiredis
 CFLAGS ?= -O2 -g
 override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC -MMD -MP \
 	-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -144,6 +144,8 @@ UNIT_LAYER_test_ghost := tiers
 UNIT_LAYER_test_hist := daemon
 UNIT_LAYER_test_lru := tiers
 UNIT_LAYER_test_l3 := tiers
+UNIT_LAYER_test_l4 := tiers
+UNIT_LAYER_test_l4_cluster := tiers
 UNIT_LAYER_test_loop := daemon
 UNIT_LAYER_test_path := common
 UNIT_LAYER_test_prefix := client

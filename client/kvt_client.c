@@ -10,6 +10,7 @@
  * request leaves the connection usable.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "kvt_client_int.h"
+#include "kvt_forkid.h"
 #include "kvt_frame.h"
 #include "kvt_path.h"
 #include "kvt_shm.h"
@@ -256,6 +258,22 @@ void kvt_close(kvt_client *c)
 {
 	if (!c)
 		return;
+	/*
+	 * Another thread in a call on c would go on using it: leave c to
+	 * that caller's bug (a leak) rather than free it under the call.  In
+	 * a child after fork() the flag is the copy of the parent's, which
+	 * means nothing here.
+	 */
+	if (c->forkid == kvt_forkid_get() &&
+	    atomic_exchange_explicit(&c->busy, true, memory_order_acquire))
+		return;
+	/*
+	 * Nothing is sent, ever: in a child after fork() the socket is also
+	 * the parent's, and closing the child's descriptor leaves the
+	 * parent's connection open (a shutdown() or a last request would end
+	 * or disturb it), as unmapping the child's copy of the arena leaves
+	 * the parent's.
+	 */
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->recv_fd >= 0)
@@ -275,15 +293,23 @@ const char *kvt_client_errmsg(const kvt_client *c)
 	return "no connection (kvt_connect() was not called or did not fail)";
 }
 
+int kvt_client_broken(const kvt_client *c)
+{
+	return !c || c->broken || c->forkid != kvt_forkid_get();
+}
+
 /* ---- Requests ------------------------------------------------------- */
 
-int kvt_ping(kvt_client *c)
+/*
+ * The do_ functions expect the caller to have entered the guard
+ * (kvt_ci_enter(), see "The public calls" below), memcached's habit.
+ */
+
+static int do_ping(kvt_client *c)
 {
 	struct kvt_frame_header rh;
 	int rc;
 
-	if (!c)
-		return KVT_EINVAL;
 	rc = kvt_ci_usable(c);
 	if (rc < 0)
 		return rc;
@@ -293,16 +319,15 @@ int kvt_ping(kvt_client *c)
 	return kvt_ci_discard_body(c, rh.body_len);
 }
 
-int kvt_put(kvt_client *c, const char *ns, const void *key, size_t key_len,
-	    const void *val, size_t val_len, const struct kvt_put_opts *opts)
+int kvt_ci_put(kvt_client *c, const char *ns, const void *key,
+	       size_t key_len, const void *val, size_t val_len,
+	       const struct kvt_put_opts *opts)
 {
 	struct kvt_frame_header rh;
 	struct kvt_put_req r;
 	size_t len;
 	int rc;
 
-	if (!c)
-		return KVT_EINVAL;
 	rc = kvt_ci_usable(c);
 	if (rc < 0)
 		return rc;
@@ -343,8 +368,8 @@ int kvt_put(kvt_client *c, const char *ns, const void *key, size_t key_len,
 	return kvt_ci_discard_body(c, rh.body_len);
 }
 
-int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
-	    void *buf, size_t cap, size_t *val_len)
+static int do_get(kvt_client *c, const char *ns, const void *key,
+		  size_t key_len, void *buf, size_t cap, size_t *val_len)
 {
 	struct kvt_frame_header rh;
 	struct kvt_ci_value v;
@@ -352,8 +377,6 @@ int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
 
 	if (val_len)
 		*val_len = 0;
-	if (!c)
-		return KVT_EINVAL;
 	if (!val_len || (!buf && cap))
 		return kvt_ci_err(c, KVT_EINVAL, "%s is NULL",
 				  val_len ? "buf" : "val_len");
@@ -379,8 +402,8 @@ int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
 	return 0;
 }
 
-int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
-		  size_t key_len, void **val, size_t *val_len)
+static int do_get_alloc(kvt_client *c, const char *ns, const void *key,
+			size_t key_len, void **val, size_t *val_len)
 {
 	struct kvt_frame_header rh;
 	struct kvt_ci_value v;
@@ -391,8 +414,6 @@ int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
 		*val = NULL;
 	if (val_len)
 		*val_len = 0;
-	if (!c)
-		return KVT_EINVAL;
 	if (!val || !val_len)
 		return kvt_ci_err(c, KVT_EINVAL, "%s is NULL",
 				  val ? "val_len" : "val");
@@ -423,29 +444,26 @@ int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
 	return 0;
 }
 
-int kvt_del(kvt_client *c, const char *ns, const void *key, size_t key_len)
+static int do_del(kvt_client *c, const char *ns, const void *key,
+		  size_t key_len)
 {
 	struct kvt_frame_header rh;
 	int rc;
 
-	if (!c)
-		return KVT_EINVAL;
 	rc = key_request(c, KVT_OP_DEL, ns, key, key_len, &rh);
 	if (rc < 0)
 		return rc;
 	return kvt_ci_discard_body(c, rh.body_len);
 }
 
-int kvt_exists(kvt_client *c, const char *ns, const void *key,
-	       size_t key_len)
+static int do_exists(kvt_client *c, const char *ns, const void *key,
+		     size_t key_len)
 {
 	struct kvt_frame_header rh;
 	uint8_t b[8];
 	size_t n;
 	int rc, present;
 
-	if (!c)
-		return KVT_EINVAL;
 	rc = key_request(c, KVT_OP_EXISTS, ns, key, key_len, &rh);
 	if (rc == KVT_ENOTFOUND)
 		return 0;
@@ -471,7 +489,7 @@ int kvt_exists(kvt_client *c, const char *ns, const void *key,
 	return present;
 }
 
-int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
+static int do_drop(kvt_client *c, const char *ns, uint64_t *dropped)
 {
 	struct kvt_frame_header rh;
 	uint8_t body[KVT_DROP_FIXED + KVT_NS_MAX], rb[KVT_DROP_REPLY_SIZE];
@@ -480,8 +498,6 @@ int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
 
 	if (dropped)
 		*dropped = 0;
-	if (!c)
-		return KVT_EINVAL;
 	rc = kvt_ci_usable(c);
 	if (rc < 0)
 		return rc;
@@ -511,8 +527,8 @@ void kvt_hot_free(struct kvt_hot_entry *entries)
 	free(entries);
 }
 
-int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
-	    size_t *n)
+static int do_hot(kvt_client *c, unsigned top,
+		  struct kvt_hot_entry **entries, size_t *n)
 {
 	struct kvt_frame_header rh;
 	struct kvt_hot_entry *v;
@@ -527,8 +543,6 @@ int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
 		*entries = NULL;
 	if (n)
 		*n = 0;
-	if (!c)
-		return KVT_EINVAL;
 	if (!entries || !n || top == 0 || top > KVT_HOT_TOP_MAX)
 		return kvt_ci_err(c, KVT_EINVAL, "hot: top must be 1 to %d and "
 				  "the outputs not NULL", KVT_HOT_TOP_MAX);
@@ -592,7 +606,7 @@ int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
 	return 0;
 }
 
-int kvt_stats_json(kvt_client *c, char **json, size_t *len)
+static int do_stats_json(kvt_client *c, char **json, size_t *len)
 {
 	struct kvt_frame_header rh;
 	uint8_t *p;
@@ -602,8 +616,6 @@ int kvt_stats_json(kvt_client *c, char **json, size_t *len)
 		*json = NULL;
 	if (len)
 		*len = 0;
-	if (!c)
-		return KVT_EINVAL;
 	if (!json)
 		return kvt_ci_err(c, KVT_EINVAL, "json is NULL");
 	rc = kvt_ci_usable(c);
@@ -620,6 +632,139 @@ int kvt_stats_json(kvt_client *c, char **json, size_t *len)
 	if (len)
 		*len = rh.body_len;
 	return 0;
+}
+
+/* ---- The public calls ----------------------------------------------- */
+
+/*
+ * Each runs its do_ function inside the guard: a child after fork() or a
+ * second thread gets KVT_EFORKED or KVT_ECONCURRENT before anything is
+ * sent, with the outputs cleared as for any other error.
+ */
+
+int kvt_ping(kvt_client *c)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0)
+		return rc;
+	rc = do_ping(c);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_put(kvt_client *c, const char *ns, const void *key, size_t key_len,
+	    const void *val, size_t val_len, const struct kvt_put_opts *opts)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0)
+		return rc;
+	rc = kvt_ci_put(c, ns, key, key_len, val, val_len, opts);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_get(kvt_client *c, const char *ns, const void *key, size_t key_len,
+	    void *buf, size_t cap, size_t *val_len)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		if (val_len)
+			*val_len = 0;
+		return rc;
+	}
+	rc = do_get(c, ns, key, key_len, buf, cap, val_len);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_get_alloc(kvt_client *c, const char *ns, const void *key,
+		  size_t key_len, void **val, size_t *val_len)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		if (val)
+			*val = NULL;
+		if (val_len)
+			*val_len = 0;
+		return rc;
+	}
+	rc = do_get_alloc(c, ns, key, key_len, val, val_len);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_del(kvt_client *c, const char *ns, const void *key, size_t key_len)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0)
+		return rc;
+	rc = do_del(c, ns, key, key_len);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_exists(kvt_client *c, const char *ns, const void *key,
+	       size_t key_len)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0)
+		return rc;
+	rc = do_exists(c, ns, key, key_len);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_drop(kvt_client *c, const char *ns, uint64_t *dropped)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		if (dropped)
+			*dropped = 0;
+		return rc;
+	}
+	rc = do_drop(c, ns, dropped);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_hot(kvt_client *c, unsigned top, struct kvt_hot_entry **entries,
+	    size_t *n)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		if (entries)
+			*entries = NULL;
+		if (n)
+			*n = 0;
+		return rc;
+	}
+	rc = do_hot(c, top, entries, n);
+	kvt_ci_leave(c);
+	return rc;
+}
+
+int kvt_stats_json(kvt_client *c, char **json, size_t *len)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		if (json)
+			*json = NULL;
+		if (len)
+			*len = 0;
+		return rc;
+	}
+	rc = do_stats_json(c, json, len);
+	kvt_ci_leave(c);
+	return rc;
 }
 
 int kvt_socket_path_default(char *buf, size_t cap)

@@ -131,15 +131,13 @@ static int mput_recv(kvt_client *c, void *arg, size_t i, int rc,
 	return kvt_ci_discard_body(c, rh->body_len);
 }
 
-int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
-	     const size_t *key_lens, const void *const *vals,
-	     const size_t *val_lens, size_t n, const struct kvt_put_opts *opts,
-	     int *statuses)
+static int do_mput(kvt_client *c, const char *ns, const void *const *keys,
+		   const size_t *key_lens, const void *const *vals,
+		   const size_t *val_lens, size_t n,
+		   const struct kvt_put_opts *opts, int *statuses)
 {
 	struct mput_arg a = { ns, keys, key_lens, vals, val_lens, opts };
 
-	if (!c)
-		return KVT_EINVAL;
 	if (n && (!keys || !key_lens || !vals || !val_lens || !statuses))
 		return kvt_ci_err(c, KVT_EINVAL, "mput: NULL array");
 	if (c->shm) {
@@ -148,8 +146,8 @@ int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
 		 * socket copy: worth more than pipelining for megabyte blocks.
 		 */
 		for (size_t i = 0; i < n; i++) {
-			statuses[i] = kvt_put(c, ns, keys[i], key_lens[i],
-					      vals[i], val_lens[i], opts);
+			statuses[i] = kvt_ci_put(c, ns, keys[i], key_lens[i],
+						 vals[i], val_lens[i], opts);
 			if (statuses[i] < 0 && c->broken) {
 				for (size_t j = i + 1; j < n; j++)
 					statuses[j] = statuses[i];
@@ -208,17 +206,62 @@ static int mget_recv(kvt_client *c, void *arg, size_t i, int rc,
 	return kvt_ci_value_copy(c, &v, a->bufs[i].iov_base);
 }
 
+static int do_mget(kvt_client *c, const char *ns, const void *const *keys,
+		   const size_t *key_lens, size_t n, const struct iovec *bufs,
+		   size_t *val_lens, int *statuses)
+{
+	struct mget_arg a = { ns, keys, key_lens, bufs, val_lens };
+
+	if (n && (!keys || !key_lens || !bufs || !val_lens || !statuses))
+		return kvt_ci_err(c, KVT_EINVAL, "mget: NULL array");
+	return run_batch(c, KVT_OP_GET, n, statuses, mget_send, mget_recv, &a);
+}
+
+/* ---- The batch calls ------------------------------------------------ */
+
+/*
+ * Inside the guard (kvt_ci_enter(), kvt_client_int.h).  When it refuses
+ * the call (a child after fork(), a second thread), every item carries
+ * that error, as items do when a connection error ends a batch.
+ */
+static void refuse_items(size_t n, int *statuses, size_t *val_lens, int rc)
+{
+	for (size_t i = 0; statuses && i < n; i++)
+		statuses[i] = rc;
+	for (size_t i = 0; val_lens && i < n; i++)
+		val_lens[i] = 0;
+}
+
+int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
+	     const size_t *key_lens, const void *const *vals,
+	     const size_t *val_lens, size_t n, const struct kvt_put_opts *opts,
+	     int *statuses)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		refuse_items(n, statuses, NULL, rc);
+		return rc;
+	}
+	rc = do_mput(c, ns, keys, key_lens, vals, val_lens, n, opts,
+		     statuses);
+	kvt_ci_leave(c);
+	return rc;
+}
+
 int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
 	     const size_t *key_lens, size_t n, const struct iovec *bufs,
 	     size_t *val_lens, int *statuses)
 {
-	struct mget_arg a = { ns, keys, key_lens, bufs, val_lens };
+	int rc = kvt_ci_enter(c);
 
-	if (!c)
-		return KVT_EINVAL;
-	if (n && (!keys || !key_lens || !bufs || !val_lens || !statuses))
-		return kvt_ci_err(c, KVT_EINVAL, "mget: NULL array");
-	return run_batch(c, KVT_OP_GET, n, statuses, mget_send, mget_recv, &a);
+	if (rc < 0) {
+		refuse_items(n, statuses, val_lens, rc);
+		return rc;
+	}
+	rc = do_mget(c, ns, keys, key_lens, n, bufs, val_lens, statuses);
+	kvt_ci_leave(c);
+	return rc;
 }
 
 /* ---- Key lists: match, prefetch, pin, unpin ------------------------- */
@@ -256,9 +299,9 @@ static int check_match(kvt_client *c, const char *ns,
  * MATCH, PREFETCH, PIN and UNPIN: a key list in one request, a u32 count
  * out.
  */
-static int key_list_request(kvt_client *c, uint8_t op, const char *ns,
-			    const void *const *keys, const size_t *key_lens,
-			    size_t n, size_t *result)
+static int do_key_list(kvt_client *c, uint8_t op, const char *ns,
+		       const void *const *keys, const size_t *key_lens,
+		       size_t n, size_t *result)
 {
 	struct kvt_frame_header rh;
 	uint8_t rb[KVT_MATCH_REPLY_SIZE];
@@ -269,8 +312,6 @@ static int key_list_request(kvt_client *c, uint8_t op, const char *ns,
 
 	if (result)
 		*result = 0;
-	if (!c)
-		return KVT_EINVAL;
 	if (!result)
 		return kvt_ci_err(c, KVT_EINVAL, "result pointer is NULL");
 	rc = kvt_ci_usable(c);
@@ -313,6 +354,23 @@ static int key_list_request(kvt_client *c, uint8_t op, const char *ns,
 				   kvt_op_name(op), m, n);
 	*result = m;
 	return 0;
+}
+
+/* Each call runs inside the guard (kvt_ci_enter(), kvt_client_int.h). */
+static int key_list_request(kvt_client *c, uint8_t op, const char *ns,
+			    const void *const *keys, const size_t *key_lens,
+			    size_t n, size_t *result)
+{
+	int rc = kvt_ci_enter(c);
+
+	if (rc < 0) {
+		if (result)
+			*result = 0;
+		return rc;
+	}
+	rc = do_key_list(c, op, ns, keys, key_lens, n, result);
+	kvt_ci_leave(c);
+	return rc;
 }
 
 int kvt_match(kvt_client *c, const char *ns, const void *const *keys,

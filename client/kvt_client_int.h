@@ -15,7 +15,9 @@
  *                       slot; the arena mapped at HELLO (kvt_shmmap.h)
  *   kvt_client_io.c     socket I/O and frames: connect, send, receive and
  *                       decode replies, the busy-poll wait; the handle's
- *                       error message
+ *                       error message; the guard every public call runs
+ *                       in (a child after fork(), a second thread: refused;
+ *                       kvt_forkid.h tells processes apart)
  *
  * Where the next pieces go: registered client memory (REGISTER passes an
  * fd, which kvt_client_io.c would send beside the one it receives; segment
@@ -34,9 +36,11 @@
 #ifndef KVT_CLIENT_INT_H
 #define KVT_CLIENT_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "kvt_frame.h"
@@ -57,6 +61,13 @@
 #define KVT_BODY_FIELD_MAX 0xffffffffu
 
 struct kvt_client {
+	/* ---- who may use it (kvt_client_io.c: kvt_ci_enter) ---- */
+	/* The process that connected it (kvt_forkid.h), and its pid. */
+	uint64_t forkid;
+	pid_t pid;
+	/* Set while a call runs: a second thread's call fails at once. */
+	atomic_bool busy;
+
 	/* ---- the socket (kvt_client_io.c) ---- */
 	int fd;
 	/*
@@ -100,6 +111,21 @@ struct kvt_client {
 	uint8_t relbuf[KVT_HDR_SIZE + KVT_SHM_RELEASE_FIXED +
 		       8 * KVT_SHM_RELEASE_MAX];
 };
+
+/* ---- kvt_client_io.c: the guard around every call ------------------ */
+
+/*
+ * Every public call on a handle runs between kvt_ci_enter() and
+ * kvt_ci_leave().  kvt_ci_enter() returns 0 (the caller now has c to
+ * itself), KVT_EINVAL for a NULL c, KVT_EFORKED in a process other than the
+ * one that connected c (a child after fork(): the socket is the parent's,
+ * so nothing may be sent or read; c's message says what to do), or
+ * KVT_ECONCURRENT while another thread is in a call on c (c is left
+ * alone, its message included: they belong to that call).  Costs a load
+ * and an atomic exchange, a few nanoseconds.
+ */
+int kvt_ci_enter(kvt_client *c);
+void kvt_ci_leave(kvt_client *c);
 
 /* ---- kvt_client_io.c: messages -------------------------------------- */
 
@@ -257,6 +283,13 @@ int kvt_ci_value_skip(kvt_client *c, const struct kvt_ci_value *v);
  * over the socket instead; else 0 or an error.
  */
 int kvt_ci_put_shm(kvt_client *c, const struct kvt_put_req *r);
+
+/* ---- kvt_client.c ------------------------------------------------- */
+
+/* kvt_put() for a caller already inside the guard (kvt_mput()). */
+int kvt_ci_put(kvt_client *c, const char *ns, const void *key,
+	       size_t key_len, const void *val, size_t val_len,
+	       const struct kvt_put_opts *opts);
 
 /* ---- kvt_client.c: argument checks ---------------------------------- */
 

@@ -29,6 +29,7 @@
 
 #include "kvt_client_int.h"
 #include "kvt_clock.h"
+#include "kvt_forkid.h"
 #include "kvt_frame.h"
 #include "kvt_spin.h"
 #include "kvtier_errors.h"
@@ -38,6 +39,38 @@
 #define KVT_CLIENT_DISCARD_BUF (1u << 20)
 /* Default poll for a reply before sleeping, microseconds (kvt_spin.h). */
 #define KVT_CLIENT_SPIN_US 50u
+
+/* ---- The guard ------------------------------------------------------ */
+
+/*
+ * Misuse that would otherwise read the wrong replies: a child of fork()
+ * shares the parent's socket, two threads share one receive buffer and one
+ * reply stream.  Both used to return another key's value or hang in
+ * recv(); both now fail before anything is sent.  The fork check comes
+ * first: a handle copied while a parent's thread was in a call stays
+ * "busy" in the child for ever, and the useful answer there is that it
+ * was inherited.
+ */
+int kvt_ci_enter(kvt_client *c)
+{
+	if (!c)
+		return KVT_EINVAL;
+	if (c->forkid != kvt_forkid_get())
+		/* The child's own copy of c: writing its message is safe. */
+		return kvt_ci_err(c, KVT_EFORKED, "this connection was made by "
+				  "process %ld and cannot be used in process "
+				  "%ld, its child after fork(): connect again "
+				  "in the child", (long)c->pid,
+				  (long)getpid());
+	if (atomic_exchange_explicit(&c->busy, true, memory_order_acquire))
+		return KVT_ECONCURRENT;
+	return 0;
+}
+
+void kvt_ci_leave(kvt_client *c)
+{
+	atomic_store_explicit(&c->busy, false, memory_order_release);
+}
 
 /* ---- Messages ------------------------------------------------------- */
 
@@ -180,6 +213,8 @@ static uint64_t spin_wanted_ns(void)
 
 int kvt_ci_connect(kvt_client *c, const char *path)
 {
+	c->forkid = kvt_forkid_get();
+	c->pid = getpid();
 	c->next_id = 1;
 	c->recv_fd = -1;
 	kvt_spin_init(&c->spin, spin_wanted_ns());

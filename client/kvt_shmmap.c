@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include "kvt_forkid.h"
 #include "kvt_shmmap.h"
 #include "kvtier_errors.h"
 
@@ -22,6 +23,14 @@
 
 struct kvt_shmmap {
 	struct kvt_shmmap *next;
+	/*
+	 * The process that mapped it (kvt_forkid.h).  A child inherits the
+	 * mapping and the list, but its new connections map the arena
+	 * afresh: its page tables start empty (populated[] would lie) and
+	 * refs counts its parent's handles.  The inherited entry stays
+	 * listed until its last handle is closed.
+	 */
+	uint64_t forkid;
 	dev_t dev;
 	ino_t ino;
 	uint8_t *base;
@@ -33,14 +42,36 @@ struct kvt_shmmap {
 /* The process's mappings; few (one per daemon), so a list. */
 static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kvt_shmmap *maps;
+static pthread_once_t maps_once = PTHREAD_ONCE_INIT;
+
+/*
+ * fork() while another thread holds maps_lock would leave it locked for
+ * ever in the child: the forking thread takes it around the fork instead.
+ */
+static void maps_lock_take(void)
+{
+	pthread_mutex_lock(&maps_lock);
+}
+
+static void maps_lock_drop(void)
+{
+	pthread_mutex_unlock(&maps_lock);
+}
+
+static void maps_init(void)
+{
+	pthread_atfork(maps_lock_take, maps_lock_drop, maps_lock_drop);
+}
 
 int kvt_shmmap_get(int fd, uint64_t size, struct kvt_shmmap **out)
 {
 	struct kvt_shmmap *m;
 	struct stat st;
+	uint64_t me = kvt_forkid_get();
 	int seals, rc = 0;
 
 	*out = NULL;
+	pthread_once(&maps_once, maps_init);
 	seals = fcntl(fd, F_GET_SEALS);
 	if (fstat(fd, &st) < 0 || seals < 0)
 		return -errno;
@@ -50,8 +81,8 @@ int kvt_shmmap_get(int fd, uint64_t size, struct kvt_shmmap **out)
 		return KVT_EPROTO;
 	pthread_mutex_lock(&maps_lock);
 	for (m = maps; m; m = m->next)
-		if (m->dev == st.st_dev && m->ino == st.st_ino &&
-		    m->size == size)
+		if (m->forkid == me && m->dev == st.st_dev &&
+		    m->ino == st.st_ino && m->size == size)
 			break;
 	if (m) {
 		m->refs++;
@@ -72,6 +103,7 @@ int kvt_shmmap_get(int fd, uint64_t size, struct kvt_shmmap **out)
 	}
 	/* Huge pages where the host allows them (see kvt_arena.c). */
 	madvise(m->base, (size_t)size, MADV_HUGEPAGE);
+	m->forkid = me;
 	m->dev = st.st_dev;
 	m->ino = st.st_ino;
 	m->size = size;

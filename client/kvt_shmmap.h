@@ -8,6 +8,10 @@
  * rule) then neither repeats the page faults nor multiplies TLB pressure,
  * which on the dev VM made 4 threads with 4 mappings copy 5x slower than 4
  * processes.  Mappings are shared by reference count; thread-safe.
+ *
+ * A child after fork() inherits its parent's mappings with the handles
+ * that hold them; its own connections get mappings of their own, and
+ * kvt_shmmap_put() of an inherited one unmaps only the child's copy.
  */
 #ifndef KVT_SHMMAP_H
 #define KVT_SHMMAP_H

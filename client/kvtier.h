@@ -109,7 +109,15 @@
  *
  * Some daemon error replies end the connection too (a frame larger than the
  * daemon's limits, for example): the call returns the daemon's code and
- * message, and the next call returns KVT_ECLOSED.
+ * message, and the next call returns KVT_ECLOSED.  A code alone does not
+ * always tell the kinds apart (the daemon may answer a request with an
+ * errno code such as -ENOSPC and keep the connection, while a failed
+ * recv() breaks it): kvt_client_broken() tells.
+ *
+ *   - Misuse errors, which every call on a handle may return, before
+ *     anything is sent (see THREADING): KVT_EFORKED (the handle was made by
+ *     another process, this is its child after fork()) and KVT_ECONCURRENT
+ *     (another thread is in a call on the handle).
  *
  * MEMORY OWNERSHIP
  *
@@ -121,18 +129,33 @@
  *
  * THREADING
  *
- * One kvt_client per thread: a handle must not be used by two threads at
- * the same time (it holds one socket, the replies it is waiting for, and
- * its error message).  Different handles are independent and may be used
- * concurrently from different threads; the library has no global mutable
- * state apart from the per-thread message of a failed kvt_connect() and
- * the process's one mapping of the daemon's arena, which its connections
- * share under a lock.
+ * One kvt_client per thread: a handle serves one thread at a time (it
+ * holds one socket, the replies it is waiting for, and its error message).
+ * A call made while another thread is in a call on the same handle fails
+ * at once with KVT_ECONCURRENT, without sending anything and without
+ * touching the handle, whose message still belongs to the call in
+ * progress (kvt_strerror() describes the refusal); the other call goes on
+ * unharmed.  (The check is an atomic flag, a few nanoseconds a call.)
+ * kvt_close() must not race with a call either: a kvt_close() that finds
+ * another thread in a call leaves the handle open (it leaks) rather than
+ * free memory that call is using.  Different handles are independent and
+ * may be used concurrently from different threads; the library has no
+ * global mutable state apart from the per-thread message of a failed
+ * kvt_connect() and the process's one mapping of the daemon's arena, which
+ * its connections share under a lock.
  * A handle may be handed from one thread to another between calls.
  * Calls block until the daemon answers; there are no timeouts.
  *
- * A connection must not be used in a child process after fork(): parent and
- * child would share one socket and interleave their requests.
+ * A connection belongs to the process that made it.  In a child after
+ * fork() (or any other copy of the process, such as a multiprocessing
+ * worker) every call on an inherited handle fails with KVT_EFORKED before
+ * anything is sent: parent and child share the socket, and their requests
+ * would interleave and each read the other's replies.  The child connects
+ * its own handles; kvt_close() of an inherited one there closes only the
+ * child's descriptor and mapping, leaving the parent's connection alone.
+ * (The check is a load from a page the kernel clears in a child,
+ * MADV_WIPEONFORK; before Linux 4.14 a pthread_atfork() handler instead,
+ * which misses children made by _Fork() or a raw clone().)
  *
  * LINKING
  *
@@ -207,7 +230,9 @@ int kvt_connect(kvt_client **out, const char *socket_path);
 
 /*
  * kvt_close - closes the connection and frees the handle.  c may be NULL.
- * Never fails.  Requests already answered are not affected.
+ * Never fails.  Requests already answered are not affected.  Sends
+ * nothing: on a handle inherited across fork() it closes only this
+ * process's copy, and the parent's connection is not disturbed.
  */
 void kvt_close(kvt_client *c);
 
@@ -216,6 +241,17 @@ void kvt_close(kvt_client *c);
  * MEMORY above), 0 if everything goes through the socket or c is NULL.
  */
 int kvt_client_shm(const kvt_client *c);
+
+/*
+ * kvt_client_broken - returns 1 if c can carry no more requests: a
+ * connection error broke it (every later call fails with KVT_ECLOSED), it
+ * was made by another process (a child after fork(): KVT_EFORKED), or c is
+ * NULL; the caller should kvt_close() it and connect again.  Returns 0 if c
+ * is usable, also after a request error, whatever its code (for example
+ * a daemon's answer -ENOSPC to a kvt_drop()).  Like kvt_client_errmsg(),
+ * not while another thread is in a call on c.
+ */
+int kvt_client_broken(const kvt_client *c);
 
 /*
  * kvt_client_errmsg - a message describing the last failure on c, or "" if

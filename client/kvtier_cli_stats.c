@@ -179,6 +179,36 @@ static void print_shm(FILE *out, const struct doc *d)
 		"  through it", gets, b3, puts, b4);
 }
 
+/* The tier workers: how many, how busy, what waits in each lane. */
+static const char *const pool_lanes[][2] = {
+	{ "cpu", "cpu" },
+	{ "l3_write", "l3 write" },
+};
+
+static void print_pool(FILE *out, const struct doc *d)
+{
+	uint64_t w, busy, jobs, q;
+	char path[64];
+
+	if (!get_u64(d, "pool.workers", &w) || w == 0 ||
+	    !get_u64(d, "pool.busy_ns", &busy) ||
+	    !get_u64(d, "pool.jobs", &jobs))
+		return;
+	fprintf(out, "%-24s %" PRIu64 " workers, busy %.2f s, %" PRIu64
+		     " jobs\n", "tier worker pool", w, (double)busy / 1e9,
+		jobs);
+	fprintf(out, "%-24s", "  queued");
+	for (size_t i = 0; i < sizeof(pool_lanes) / sizeof(pool_lanes[0]);
+	     i++) {
+		snprintf(path, sizeof(path), "pool.lanes.%s.queued",
+			 pool_lanes[i][0]);
+		if (get_u64(d, path, &q))
+			fprintf(out, "%s %s %" PRIu64, i ? "," : "",
+				pool_lanes[i][1], q);
+	}
+	fputc('\n', out);
+}
+
 /* L2 compression and L3 I/O; absent fields (older daemons) are skipped. */
 static void print_extras(FILE *out, const struct doc *d)
 {
@@ -193,6 +223,9 @@ static void print_extras(FILE *out, const struct doc *d)
 		{ "l3_write_errors", "L3 write errors" },
 		{ "l3_admission_rejected", "L3 admission rejected" },
 		{ "demotions_dropped", "demotions dropped" },
+		{ "demotions_reused", "demotions reused" },
+		{ "promotions_admitted", "promotions admitted" },
+		{ "promotions_bypassed", "promotions bypassed" },
 		{ "puts_held", "PUTs held (backpressure)" },
 	};
 	uint64_t raw, bytes, v;
@@ -211,6 +244,7 @@ static void print_extras(FILE *out, const struct doc *d)
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
 		if (get_u64(d, counts[i][0], &v))
 			fprintf(out, "%-24s %" PRIu64 "\n", counts[i][1], v);
+	print_pool(out, d);
 	print_shm(out, d);
 }
 
@@ -309,6 +343,16 @@ static const struct prom_metric prom_top[] = {
 	  "Blocks moved to a slower tier." },
 	{ "evictions", "evictions_total", "counter",
 	  "Blocks dropped from the cache." },
+	{ "promotions_admitted", "promotions_admitted_total", "counter",
+	  "Blocks read from L2 or L3 that the admission rule let into L1." },
+	{ "promotions_bypassed", "promotions_bypassed_total", "counter",
+	  "Blocks read from L2 or L3 and served without entering L1." },
+	{ "demotions_reused", "demotions_reused_total", "counter",
+	  "Demotions that cost nothing: the tier below had the block." },
+	{ "pool.workers", "pool_workers", "gauge",
+	  "Worker threads doing codec work and L3 I/O." },
+	{ "pool.jobs", "pool_jobs_total", "counter",
+	  "Jobs the worker pool finished." },
 	{ "connections", "connections", "gauge", "Open client connections." },
 	{ "uptime_s", "uptime_seconds", "gauge",
 	  "Seconds since the daemon started." },
@@ -418,6 +462,51 @@ static void print_prom_latency(FILE *out, const struct doc *d)
 	}
 }
 
+/* Busy time in seconds, and the lanes as labels of one family each. */
+static void print_prom_pool(FILE *out, const struct doc *d)
+{
+	static const struct prom_metric lane_m[] = {
+		{ "queued", "pool_lane_queued", "gauge",
+		  "Jobs waiting in a lane of the worker pool." },
+		{ "busy_ns", "pool_lane_busy_seconds_total", "counter",
+		  "Worker time spent in a lane." },
+		{ "jobs", "pool_lane_jobs_total", "counter",
+		  "Jobs a lane finished." },
+	};
+	char path[64];
+	uint64_t v;
+
+	if (get_u64(d, "pool.busy_ns", &v)) {
+		fprintf(out, "# HELP kvtier_pool_busy_seconds_total Time the "
+			     "workers spent working, summed over workers.\n"
+			     "# TYPE kvtier_pool_busy_seconds_total counter\n"
+			     "kvtier_pool_busy_seconds_total %.6f\n",
+			(double)v / 1e9);
+	}
+	for (size_t m = 0; m < sizeof(lane_m) / sizeof(lane_m[0]); m++) {
+		bool any = false;
+
+		for (size_t i = 0;
+		     i < sizeof(pool_lanes) / sizeof(pool_lanes[0]); i++) {
+			snprintf(path, sizeof(path), "pool.lanes.%s.%s",
+				 pool_lanes[i][0], lane_m[m].field);
+			if (!get_u64(d, path, &v))
+				continue;
+			if (!any)
+				prom_header(out, &lane_m[m]);
+			any = true;
+			if (m == 1)
+				fprintf(out, "kvtier_%s{lane=\"%s\"} %.6f\n",
+					lane_m[m].name, pool_lanes[i][0],
+					(double)v / 1e9);
+			else
+				fprintf(out, "kvtier_%s{lane=\"%s\"} %" PRIu64
+					     "\n", lane_m[m].name,
+					pool_lanes[i][0], v);
+		}
+	}
+}
+
 static void print_prometheus(FILE *out, const struct doc *d)
 {
 	const struct prom_metric *m;
@@ -445,6 +534,7 @@ static void print_prometheus(FILE *out, const struct doc *d)
 				m->name, tiers[t], v);
 		}
 	}
+	print_prom_pool(out, d);
 	print_prom_latency(out, d);
 }
 

@@ -46,6 +46,11 @@ static const char *kvt_code_message(int err)
 		return "invalid argument";
 	case KVT_ECORRUPT:
 		return "stored block failed its checksum";
+	case KVT_EFORKED:
+		return "connection inherited across fork(); connect again in "
+		       "this process";
+	case KVT_ECONCURRENT:
+		return "connection in use by another thread";
 	}
 	return NULL;
 }

@@ -50,6 +50,17 @@ enum kvt_error {
 	KVT_EINVAL = -1014,
 	/* A stored block failed its checksum; it was dropped and is a miss. */
 	KVT_ECORRUPT = -1015,
+	/*
+	 * Client side only, never on the wire: the handle was connected by
+	 * another process, and this one is its child after fork(); the child
+	 * must connect its own.
+	 */
+	KVT_EFORKED = -1016,
+	/*
+	 * Client side only, never on the wire: another thread is in a call on
+	 * the same handle (one handle serves one thread at a time).
+	 */
+	KVT_ECONCURRENT = -1017,
 };
 
 /*

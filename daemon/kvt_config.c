@@ -14,6 +14,7 @@
 #include "kvt_loop.h"
 #include "kvt_path.h"
 #include "kvt_size.h"
+#include "kvt_tm.h"
 #include "kvtier_errors.h"
 
 
@@ -61,6 +62,9 @@ static const struct opt opts[] = {
 	  "L3 SSD tier capacity, 0 disables (default 4G;\n\t\t\tregion files are preallocated at start)", 0 },
 	{ "l2-level", OPT_UINT, offsetof(struct kvt_config, l2_level),
 	  "zstd level for L2 (default 1; higher = smaller, slower)", 0 },
+	{ "workers", OPT_UINT0, offsetof(struct kvt_config, workers),
+	  "threads for compression, decompression and L3 I/O,\n"
+	  "\t\t\t1 to 16 (default 0: one per online CPU, at most 16)", 0 },
 	{ "l3-region-size", OPT_SIZE, offsetof(struct kvt_config, l3_region_size),
 	  "size of each L3 region file (default 64M)", 0 },
 	{ "l3-write-rate", OPT_SIZE, offsetof(struct kvt_config, l3_write_rate),
@@ -532,6 +536,11 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 	if (cfg->busy_poll_us > KVT_SPIN_MAX_US) {
 		fprintf(stderr, "kvtierd: --busy-poll must be 0 to %u "
 				"microseconds\n", KVT_SPIN_MAX_US);
+		return -1;
+	}
+	if (cfg->workers > KVT_TM_WORKERS_MAX) {
+		fprintf(stderr, "kvtierd: --workers must be 1 to %d (0: one "
+				"per online CPU)\n", KVT_TM_WORKERS_MAX);
 		return -1;
 	}
 	if (cfg->max_inflight < (1u << 20)) {

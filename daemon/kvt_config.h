@@ -32,6 +32,7 @@ struct kvt_config {
 	unsigned idle_timeout_s; /* close connections idle this long; 0 never */
 	unsigned send_timeout_s; /* close clients not reading replies */
 	unsigned l2_level;	/* zstd level */
+	unsigned workers;	/* tier worker threads, 0 = one per CPU */
 	int log_level;
 	unsigned max_connections;
 	unsigned spill_timeout_s;

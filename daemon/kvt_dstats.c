@@ -65,29 +65,60 @@ static void jstr(struct jbuf *b, const uint8_t *p, size_t n)
 	jput(b, "\"");
 }
 
-/* Most namespaces listed in the stats (the largest by bytes). */
-#define KVT_STATS_NS_MAX 64
-
+/*
+ * The namespaces with the most bytes (KVT_TM_NS_TOP of them, largest
+ * first), then how many there are in all and the totals of the rest: a
+ * bounded document, and O(namespaces) work, whatever any client created.
+ */
 static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x)
 {
+	struct kvt_tm_ns_rest rest = { 0 };
 	struct kvt_tm_ns *v = NULL;
 	size_t n = 0;
 
 	jput(b, "\"namespaces\":{");
-	if (kvt_tm_ns_stats(x->tm, &v, &n) == 0) {
-		for (size_t i = 0; i < n && i < KVT_STATS_NS_MAX; i++) {
+	if (kvt_tm_ns_stats(x->tm, KVT_TM_NS_TOP, &v, &n, &rest) == 0) {
+		for (size_t i = 0; i < n; i++) {
 			if (i)
 				jput(b, ",");
 			jstr(b, v[i].ns, v[i].ns_len);
 			jput(b, ":{\"entries\":%llu,\"bytes\":%llu,"
-				"\"hits\":%llu}",
+				"\"hits\":%llu,\"ram_entries\":%llu,"
+				"\"l1_entries\":%llu}",
 			     (unsigned long long)v[i].entries,
 			     (unsigned long long)v[i].bytes,
-			     (unsigned long long)v[i].hits);
+			     (unsigned long long)v[i].hits,
+			     (unsigned long long)v[i].ram_entries,
+			     (unsigned long long)v[i].l1_entries);
 		}
 	}
-	jput(b, "},\"namespaces_total\":%zu,", n);
+	jput(b, "},\"namespaces_total\":%llu,\"namespaces_rest\":{"
+		"\"namespaces\":%llu,\"entries\":%llu,\"bytes\":%llu,"
+		"\"hits\":%llu},",
+	     (unsigned long long)(n + rest.namespaces),
+	     (unsigned long long)rest.namespaces,
+	     (unsigned long long)rest.entries, (unsigned long long)rest.bytes,
+	     (unsigned long long)rest.hits);
 	free(v);
+}
+
+/* The tier manager's worker pool and its lanes. */
+static void jpool(struct jbuf *b, const struct kvt_tm_pool_stats *p)
+{
+	static const char *const lane[KVT_TM_LANES] = { "cpu", "l3_write" };
+
+	jput(b, "\"pool\":{\"workers\":%llu,\"busy_ns\":%llu,\"jobs\":%llu,"
+		"\"lanes\":{",
+	     (unsigned long long)p->workers, (unsigned long long)p->busy_ns,
+	     (unsigned long long)p->jobs);
+	for (int i = 0; i < KVT_TM_LANES; i++)
+		jput(b, "%s\"%s\":{\"queued\":%llu,\"busy_ns\":%llu,"
+			"\"jobs\":%llu}",
+		     i ? "," : "", lane[i],
+		     (unsigned long long)p->lanes[i].queued,
+		     (unsigned long long)p->lanes[i].busy_ns,
+		     (unsigned long long)p->lanes[i].jobs);
+	jput(b, "}},");
 }
 
 static void jtier(struct jbuf *b, const char *name,
@@ -161,13 +192,17 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	jpoll(&b, x);
 	jput(&b, "\"gets\":%llu,\"puts\":%llu,\"dels\":%llu,\"misses\":%llu,"
 		 "\"promotions\":%llu,\"demotions\":%llu,\"evictions\":%llu,"
-		 "\"rejected_too_big\":%llu,",
+		 "\"rejected_too_big\":%llu,\"promotions_admitted\":%llu,"
+		 "\"promotions_bypassed\":%llu,\"demotions_reused\":%llu,",
 	     (unsigned long long)ts.gets, (unsigned long long)ts.puts,
 	     (unsigned long long)ts.dels, (unsigned long long)ts.misses,
 	     (unsigned long long)ts.promotions,
 	     (unsigned long long)ts.demotions,
 	     (unsigned long long)ts.evictions,
-	     (unsigned long long)ts.rejected_too_big);
+	     (unsigned long long)ts.rejected_too_big,
+	     (unsigned long long)ts.promotions_admitted,
+	     (unsigned long long)ts.promotions_bypassed,
+	     (unsigned long long)ts.demotions_reused);
 	jtier(&b, "l1", &ts.l1, 0);
 	jtier(&b, "l2", &ts.l2, 0);
 	jtier(&b, "l3", &ts.l3, 0);
@@ -215,6 +250,7 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	     (unsigned long long)ts.l3_index_bytes,
 	     (unsigned long long)ts.l3_index_map_bytes,
 	     (unsigned long long)ts.l3_index_full);
+	jpool(&b, &ts.pool);
 	jnamespaces(&b, x);
 	jshm(&b, x->shm);
 	/* Service time per operation, decode to reply (kvt_hist.h). */

@@ -161,6 +161,7 @@ int main(int argc, char **argv)
 	tc.l3_capacity = cfg.l3_size;
 	tc.data_dir = cfg.data_dir;
 	tc.l2_level = (int)cfg.l2_level;
+	tc.workers = cfg.workers;
 	tc.l3_region_size = cfg.l3_region_size;
 	tc.l3_write_rate = cfg.l3_write_rate;
 	tc.pin_max = cfg.max_pinned;
@@ -191,12 +192,15 @@ int main(int argc, char **argv)
 		kvt_loop_close(loop);
 		return 1;
 	}
+	struct kvt_tm_stats ts;
+	kvt_tm_stats(tm, &ts);
 	kvt_log(KVT_LOG_INFO, "event=start version=%s l1=%s l2=%s l3=%s "
-		"data_dir=%s io_backend=%s", KVT_VERSION_STRING,
+		"data_dir=%s io_backend=%s workers=%llu", KVT_VERSION_STRING,
 		kvt_size_format(cfg.l1_size, b1, sizeof(b1)),
 		kvt_size_format(cfg.l2_size, b2, sizeof(b2)),
 		kvt_size_format(cfg.l3_size, b3, sizeof(b3)), cfg.data_dir,
-		kvt_io_backend_name(kvt_loop_backend(loop)));
+		kvt_io_backend_name(kvt_loop_backend(loop)),
+		(unsigned long long)ts.pool.workers);
 
 	if (tc.shm_size) {
 		int aerr;

@@ -5,9 +5,11 @@ set -eu
 
 # python3-setuptools, -wheel, -pip and -venv: `pip install
 # --no-build-isolation ./client/python` (offline) and the venv test of it.
+# libhiredis-dev: L4's connections and reply parser; redis-server (with
+# redis-cli): the cluster the L4 tests start.
 PKGS="gcc make pkg-config liburing-dev liblmdb-dev libzstd-dev libcmocka-dev \
-libssl-dev libxxhash-dev python3 python3-numpy python3-setuptools \
-python3-wheel python3-pip python3-venv groff-base"
+libssl-dev libxxhash-dev libhiredis-dev redis-server python3 python3-numpy \
+python3-setuptools python3-wheel python3-pip python3-venv groff-base"
 # `deps.sh bench`: the reference tools the benchmarks compare against.
 [ "${1:-}" = bench ] && PKGS="zstd fio redis-server memcached"
 # `deps.sh valgrind`: memcheck for `make valgrind`.

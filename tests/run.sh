@@ -55,6 +55,13 @@ for t in test_server test_tiers test_limits test_systemd; do
 	run_one "integ/$t[epoll]" env KVTIER_TEST_IO_BACKEND=epoll \
 		"$ROOT/$BUILD/tests/integ/$t"
 done
+# The tier suites once more with a single tier worker (--workers 1), where
+# the pool runs every job in submission order, as separately named entries.
+for t in test_tiers test_oracle test_crash; do
+	[ -e "$ROOT/tests/integ/$t.c" ] || continue
+	run_one "integ/$t[workers1]" env KVTIER_TEST_WORKERS=1 \
+		"$ROOT/$BUILD/tests/integ/$t"
+done
 for t in "$ROOT"/tests/integ/test_*.sh; do
 	[ -e "$t" ] || continue
 	run_one "integ/$(basename "$t")" \

@@ -32,10 +32,13 @@ export TEST_KVTIERD_SH="$LOGS/kvtierd"
 export KVTIER_TEST_IO_BACKEND=${KVTIER_TEST_IO_BACKEND:-epoll}
 export TEST_TIMEOUT=${TEST_TIMEOUT:-1200}
 # The [epoll] repeats of run.sh are skipped: every daemon here runs on epoll.
+# So are the [workers1] repeats (the same code with one tier worker) and
+# integ/test_admission (a policy test moving 400 MiB; test_tm covers its
+# code paths at a smaller scale).
 # unit/test_l3 drives L3's own io_uring ring and stalls under valgrind the
 # same way (its pread half is not separable); test_tm covers L3 through the
 # tier manager.
-export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll] unit/test_l3}"
+export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll] integ/test_tiers[workers1] integ/test_oracle[workers1] integ/test_crash[workers1] integ/test_admission unit/test_l3}"
 # Smaller workloads where a test has a knob for it.
 # (test_arena maps 4 GiB instead of 64 GiB, which valgrind cannot map;
 # test_oracle runs 2000 operations instead of 60000.)

@@ -41,6 +41,8 @@ struct kvt_ref {
 	uint64_t ctime_s; /* kvt_lru_meta: when the block was put */
 	uint64_t atime_s; /* kvt_lru_meta: last get */
 	uint32_t pins;	  /* > 0: never chosen as an eviction victim */
+	/* Its namespace's totals while linked (NULL once unlinked). */
+	struct lru_ns *nsrec;
 	/* Hash chain: hpprev points at whatever points at us (bucket or the
 	 * previous entry's hnext), so unlinking is O(1) without a back walk. */
 	struct kvt_ref *hnext;
@@ -59,6 +61,20 @@ struct kvt_ref {
 	uint8_t name[]; /* ns_len namespace bytes, then key_len key bytes */
 };
 
+/*
+ * A namespace's totals over the linked entries (kvt_lru_ns_foreach), kept
+ * on every link, unlink, hit and flag change, so that a per-namespace
+ * report costs O(namespaces), not O(entries).  It lives while the
+ * namespace has linked entries (or a put is about to link one: ns_hold).
+ */
+struct lru_ns {
+	struct lru_ns *next; /* hash chain */
+	uint64_t hash;	     /* of the namespace alone */
+	struct kvt_lru_ns_tot all, mark[KVT_LRU_NS_MARKS];
+	size_t ns_len;
+	uint8_t name[];
+};
+
 struct kvt_lru {
 	struct kvt_ref **buckets;
 	size_t nbuckets; /* power of two */
@@ -72,6 +88,12 @@ struct kvt_lru {
 	uint64_t hits;
 	uint64_t misses;
 	uint64_t expired;
+	/* Per-namespace totals: a chained table of struct lru_ns. */
+	struct lru_ns **ns_buckets;
+	size_t ns_nbuckets; /* power of two */
+	size_t ns_count;
+	struct lru_ns *ns_hold; /* not freed while a put links into it */
+	uint8_t marks[KVT_LRU_NS_MARKS]; /* flag bits counted apart */
 };
 
 /* What kvt_ref_data() returns for an empty value with no memory. */
@@ -205,7 +227,121 @@ static void lru_push_mru(struct kvt_lru *t, struct kvt_ref *e)
 	t->mru = e;
 }
 
-/* Links a new entry as the most recently used and accounts for it. */
+/* ---- per-namespace totals ------------------------------------------------ */
+
+static uint64_t ns_hash(const uint8_t *ns, size_t ns_len)
+{
+	struct kvt_key k = { ns, ns_len, NULL, 0 };
+
+	return kvt_key_hash(&k);
+}
+
+static struct lru_ns *ns_find(const struct kvt_lru *t, const uint8_t *ns,
+			      size_t ns_len, uint64_t h)
+{
+	struct lru_ns *r = t->ns_buckets[h & (t->ns_nbuckets - 1)];
+
+	while (r && (r->hash != h || r->ns_len != ns_len ||
+		     (ns_len && memcmp(r->name, ns, ns_len) != 0)))
+		r = r->next;
+	return r;
+}
+
+/* Doubles the namespace table; as table_grow(), failing is no error. */
+static void ns_grow(struct kvt_lru *t)
+{
+	size_t n = t->ns_nbuckets * 2;
+	struct lru_ns **nb;
+
+	if (n < t->ns_nbuckets || n > SIZE_MAX / sizeof(*nb))
+		return;
+	nb = calloc(n, sizeof(*nb));
+	if (!nb)
+		return;
+	for (size_t i = 0; i < t->ns_nbuckets; i++) {
+		struct lru_ns *r = t->ns_buckets[i], *next;
+
+		for (; r; r = next) {
+			next = r->next;
+			r->next = nb[r->hash & (n - 1)];
+			nb[r->hash & (n - 1)] = r;
+		}
+	}
+	free(t->ns_buckets);
+	t->ns_buckets = nb;
+	t->ns_nbuckets = n;
+}
+
+/*
+ * The record of k's namespace, made (with no entries yet) and linked into
+ * the table if there is none.  NULL: out of memory, nothing changed.
+ */
+static struct lru_ns *ns_get(struct kvt_lru *t, const struct kvt_key *k)
+{
+	uint64_t h = ns_hash(k->ns, k->ns_len);
+	struct lru_ns *r = ns_find(t, k->ns, k->ns_len, h);
+
+	if (r)
+		return r;
+	r = calloc(1, sizeof(*r) + k->ns_len);
+	if (!r)
+		return NULL;
+	r->hash = h;
+	r->ns_len = k->ns_len;
+	if (k->ns_len)
+		memcpy(r->name, k->ns, k->ns_len);
+	r->next = t->ns_buckets[h & (t->ns_nbuckets - 1)];
+	t->ns_buckets[h & (t->ns_nbuckets - 1)] = r;
+	if (++t->ns_count > t->ns_nbuckets)
+		ns_grow(t);
+	return r;
+}
+
+/* Unlinks and frees r (which has no entries). */
+static void ns_free(struct kvt_lru *t, struct lru_ns *r)
+{
+	struct lru_ns **pp = &t->ns_buckets[r->hash & (t->ns_nbuckets - 1)];
+
+	while (*pp != r)
+		pp = &(*pp)->next;
+	*pp = r->next;
+	t->ns_count--;
+	free(r);
+}
+
+static void tot_add(struct kvt_lru_ns_tot *s, const struct kvt_ref *e)
+{
+	s->entries++;
+	s->raw_bytes += e->raw_len;
+	s->hits += e->hits;
+}
+
+static void tot_sub(struct kvt_lru_ns_tot *s, const struct kvt_ref *e)
+{
+	assert(s->entries && s->raw_bytes >= e->raw_len && s->hits >= e->hits);
+	s->entries--;
+	s->raw_bytes -= e->raw_len;
+	s->hits -= e->hits;
+}
+
+/* Adds (sign > 0) or removes e's share of its namespace's totals. */
+static void ns_account(const struct kvt_lru *t, const struct kvt_ref *e,
+		       int sign)
+{
+	struct lru_ns *r = e->nsrec;
+
+	(sign > 0 ? tot_add : tot_sub)(&r->all, e);
+	for (int i = 0; i < KVT_LRU_NS_MARKS; i++)
+		if (e->flags & t->marks[i])
+			(sign > 0 ? tot_add : tot_sub)(&r->mark[i], e);
+}
+
+/* ---- linking ------------------------------------------------------------- */
+
+/*
+ * Links a new entry as the most recently used and accounts for it;
+ * e->nsrec is its namespace's record, already in the table.
+ */
 static void entry_link(struct kvt_lru *t, struct kvt_ref *e)
 {
 	bucket_push(&t->buckets[e->hash & (t->nbuckets - 1)], e);
@@ -215,6 +351,7 @@ static void entry_link(struct kvt_lru *t, struct kvt_ref *e)
 		t->pinned_bytes += entry_cost(e);
 	t->raw_bytes += e->raw_len;
 	t->entries++;
+	ns_account(t, e, 1);
 	assert(t->bytes <= t->capacity);
 }
 
@@ -225,6 +362,7 @@ static void entry_link(struct kvt_lru *t, struct kvt_ref *e)
 static void entry_unlink(struct kvt_lru *t, struct kvt_ref *e)
 {
 	uint64_t cost = entry_cost(e);
+	struct lru_ns *r = e->nsrec;
 
 	table_unlink(e);
 	lru_remove(t, e);
@@ -234,6 +372,10 @@ static void entry_unlink(struct kvt_lru *t, struct kvt_ref *e)
 		t->pinned_bytes -= cost;
 	t->raw_bytes -= e->raw_len;
 	t->entries--;
+	ns_account(t, e, -1);
+	e->nsrec = NULL;
+	if (r->all.entries == 0 && r != t->ns_hold)
+		ns_free(t, r);
 }
 
 static void entry_drop(struct kvt_lru *t, struct kvt_ref *e)
@@ -277,6 +419,13 @@ int kvt_lru_open(struct kvt_lru **out, uint64_t capacity)
 		free(t);
 		return -ENOMEM;
 	}
+	t->ns_nbuckets = LRU_MIN_BUCKETS;
+	t->ns_buckets = calloc(t->ns_nbuckets, sizeof(*t->ns_buckets));
+	if (!t->ns_buckets) {
+		free(t->buckets);
+		free(t);
+		return -ENOMEM;
+	}
 	t->capacity = capacity;
 	*out = t;
 	return 0;
@@ -295,8 +444,16 @@ void kvt_lru_close(struct kvt_lru *t)
 		e->hpprev = NULL;
 		e->lru_prev = NULL;
 		e->lru_next = NULL;
+		e->nsrec = NULL;
 		kvt_ref_release(e);
 	}
+	for (size_t i = 0; i < t->ns_nbuckets; i++)
+		while (t->ns_buckets[i]) {
+			struct lru_ns *r = t->ns_buckets[i];
+			t->ns_buckets[i] = r->next;
+			free(r);
+		}
+	free(t->ns_buckets);
 	free(t->buckets);
 	free(t);
 }
@@ -321,6 +478,48 @@ int kvt_lru_put(struct kvt_lru *t, const struct kvt_key *k,
 {
 	return kvt_lru_put_meta(t, k, blob, expires_s, NULL, NULL, victim_fn,
 				victim_arg);
+}
+
+/*
+ * A new, unlinked entry holding blob's memory (taken over by the entry),
+ * with one reference, or NULL (out of memory; the memory is not freed).
+ */
+static struct kvt_ref *entry_new(const struct kvt_key *k,
+				 const struct kvt_blob *blob, void *mem,
+				 const uint8_t *data, uint64_t expires_s,
+				 const struct kvt_lru_meta *meta)
+{
+	struct kvt_ref *e = malloc(sizeof(*e) + k->ns_len + k->key_len);
+
+	if (!e)
+		return NULL;
+	atomic_init(&e->refs, 1);
+	e->dtype = blob->dtype;
+	e->hnext = NULL;
+	e->hpprev = NULL;
+	e->lru_prev = NULL;
+	e->lru_next = NULL;
+	e->nsrec = NULL;
+	e->hash = kvt_key_hash(k);
+	e->expires_s = expires_s;
+	e->mem = mem;
+	e->mem_size = blob->mem_size;
+	e->len = blob->len;
+	e->codec = meta ? meta->codec : 0;
+	e->flags = meta ? meta->flags : 0;
+	e->raw_len = meta ? meta->raw_len : blob->len;
+	e->hits = meta ? meta->hits : 0;
+	e->ctime_s = meta ? meta->ctime_s : 0;
+	e->atime_s = meta ? meta->atime_s : 0;
+	e->pins = 0;
+	e->data = e->len ? data : mem ? mem : lru_empty_value;
+	e->ns_len = k->ns_len;
+	e->key_len = k->key_len;
+	if (k->ns_len)
+		memcpy(e->name, k->ns, k->ns_len);
+	if (k->key_len)
+		memcpy(e->name + k->ns_len, k->key, k->key_len);
+	return e;
 }
 
 int kvt_lru_put_meta(struct kvt_lru *t, const struct kvt_key *k,
@@ -360,39 +559,21 @@ int kvt_lru_put_meta(struct kvt_lru *t, const struct kvt_key *k,
 
 	/*
 	 * Allocate before touching the table: if this fails, nothing has been
-	 * replaced or evicted.  cost <= capacity bounds the size.
+	 * replaced or evicted.  cost <= capacity bounds the size.  A new
+	 * namespace record without entries changes nothing a caller sees.
 	 */
-	e = malloc(sizeof(*e) + k->ns_len + k->key_len);
-	if (!e) {
+	e = entry_new(k, blob, mem, data, expires_s, meta);
+	if (e)
+		e->nsrec = ns_get(t, k);
+	if (!e || !e->nsrec) {
+		free(e);
 		kvt_block_free(mem);
 		return -ENOMEM;
 	}
-	atomic_init(&e->refs, 1);
-	e->dtype = blob->dtype;
-	e->hnext = NULL;
-	e->hpprev = NULL;
-	e->lru_prev = NULL;
-	e->lru_next = NULL;
-	e->hash = kvt_key_hash(k);
-	e->expires_s = expires_s;
-	e->mem = mem;
-	e->mem_size = blob->mem_size;
-	e->len = blob->len;
-	e->codec = meta ? meta->codec : 0;
-	e->flags = meta ? meta->flags : 0;
-	e->raw_len = meta ? meta->raw_len : blob->len;
-	e->hits = meta ? meta->hits : 0;
-	e->ctime_s = meta ? meta->ctime_s : 0;
-	e->atime_s = meta ? meta->atime_s : 0;
 	/* A pinned key stays pinned when its value is replaced. */
 	e->pins = old ? old->pins : 0;
-	e->data = e->len ? data : mem ? mem : lru_empty_value;
-	e->ns_len = k->ns_len;
-	e->key_len = k->key_len;
-	if (k->ns_len)
-		memcpy(e->name, k->ns, k->ns_len);
-	if (k->key_len)
-		memcpy(e->name + k->ns_len, k->key, k->key_len);
+	/* Unlinking the old value or victims must not free e's record. */
+	t->ns_hold = e->nsrec;
 
 	/*
 	 * The old value goes first, and is dropped rather than reported: it is
@@ -418,6 +599,7 @@ int kvt_lru_put_meta(struct kvt_lru *t, const struct kvt_key *k,
 	}
 
 	entry_link(t, e);
+	t->ns_hold = NULL;
 	if (t->entries > t->nbuckets)
 		table_grow(t);
 	if (out)
@@ -433,6 +615,34 @@ int kvt_lru_put_meta(struct kvt_lru *t, const struct kvt_key *k,
 			victim_fn(victim_arg, v);
 		else
 			kvt_ref_release(v);
+	}
+	return 0;
+}
+
+int kvt_lru_ref_make(const struct kvt_key *k, struct kvt_blob *blob,
+		     uint64_t expires_s, const struct kvt_lru_meta *meta,
+		     struct kvt_ref **out)
+{
+	const uint8_t *data;
+	void *mem;
+
+	if (out)
+		*out = NULL;
+	if (!blob)
+		return KVT_EINVAL;
+	mem = blob->mem;
+	data = blob->data;
+	blob->mem = NULL;
+	blob->data = NULL;
+	if (!out || !key_valid(k) ||
+	    !blob_valid(mem, blob->mem_size, data, blob->len)) {
+		kvt_block_free(mem);
+		return KVT_EINVAL;
+	}
+	*out = entry_new(k, blob, mem, data, expires_s, meta);
+	if (!*out) {
+		kvt_block_free(mem);
+		return -ENOMEM;
 	}
 	return 0;
 }
@@ -472,6 +682,10 @@ int kvt_lru_get(struct kvt_lru *t, const struct kvt_key *k, uint64_t now_s,
 	}
 	t->hits++;
 	e->hits++;
+	e->nsrec->all.hits++;
+	for (int i = 0; i < KVT_LRU_NS_MARKS; i++)
+		if (e->flags & t->marks[i])
+			e->nsrec->mark[i].hits++;
 	e->atime_s = now_s;
 	return 0;
 }
@@ -573,6 +787,9 @@ size_t kvt_lru_drop_ns(struct kvt_lru *t, const uint8_t *ns, size_t ns_len)
 	struct kvt_ref *e, *next;
 	size_t n = 0;
 
+	/* A namespace with nothing here costs no walk. */
+	if (!ns_find(t, ns, ns_len, ns_hash(ns, ns_len)))
+		return 0;
 	for (e = t->mru; e; e = next) {
 		next = e->lru_next;
 		if (e->ns_len == ns_len &&
@@ -612,9 +829,17 @@ uint64_t kvt_lru_pinned_bytes(const struct kvt_lru *t)
 	return t ? t->pinned_bytes : 0;
 }
 
-void kvt_lru_ref_clear_flags(struct kvt_ref *r, uint8_t mask)
+void kvt_lru_ref_set_flags(struct kvt_lru *t, struct kvt_ref *r,
+			   uint8_t set, uint8_t clear)
 {
-	r->flags &= (uint8_t)~mask;
+	/* A linked entry's marks are in its namespace's totals: move them. */
+	bool linked = t && r->nsrec;
+
+	if (linked)
+		ns_account(t, r, -1);
+	r->flags = (uint8_t)((r->flags & ~clear) | set);
+	if (linked)
+		ns_account(t, r, 1);
 }
 
 uint64_t kvt_lru_capacity(const struct kvt_lru *t)
@@ -637,6 +862,47 @@ void kvt_lru_foreach(const struct kvt_lru *t,
 {
 	for (const struct kvt_ref *e = t->mru; e; e = e->lru_next)
 		fn(arg, e);
+}
+
+void kvt_lru_move(struct kvt_lru *t, struct kvt_ref *r, bool newest)
+{
+	/* Only a linked entry has a place in the order. */
+	if (!t || !r->hpprev)
+		return;
+	lru_remove(t, r);
+	if (newest) {
+		lru_push_mru(t, r);
+		return;
+	}
+	r->lru_prev = t->lru;
+	r->lru_next = NULL;
+	if (t->lru)
+		t->lru->lru_next = r;
+	else
+		t->mru = r;
+	t->lru = r;
+}
+
+int kvt_lru_set_ns_marks(struct kvt_lru *t, uint8_t mark0, uint8_t mark1)
+{
+	if (!t || t->entries)
+		return KVT_EINVAL;
+	t->marks[0] = mark0;
+	t->marks[1] = mark1;
+	return 0;
+}
+
+size_t kvt_lru_ns_count(const struct kvt_lru *t)
+{
+	return t ? t->ns_count : 0;
+}
+
+void kvt_lru_ns_foreach(const struct kvt_lru *t, kvt_lru_ns_fn fn, void *arg)
+{
+	for (size_t i = 0; t && i < t->ns_nbuckets; i++)
+		for (const struct lru_ns *r = t->ns_buckets[i]; r; r = r->next)
+			if (r->all.entries)
+				fn(arg, r->name, r->ns_len, &r->all, r->mark);
 }
 
 /* The kvt_ref_* calls of kvt_tier.h live here, beside the struct. */

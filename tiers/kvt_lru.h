@@ -209,7 +209,8 @@ uint64_t kvt_lru_ref_cost(const struct kvt_ref *r);
 
 /*
  * Removes every entry of namespace ns (exactly that namespace); returns how
- * many.  O(entries): a namespace drop is rare and operator-driven.
+ * many.  O(entries) when ns has entries here, O(1) when it has none: a
+ * namespace drop is rare and operator-driven.
  */
 size_t kvt_lru_drop_ns(struct kvt_lru *t, const uint8_t *ns, size_t ns_len);
 
@@ -236,8 +237,22 @@ uint64_t kvt_lru_expired_count(const struct kvt_lru *t);
 /* Bytes (as counted against capacity) of pinned entries. */
 uint64_t kvt_lru_pinned_bytes(const struct kvt_lru *t);
 
-/* Clears the manager's flag bits mask on a linked entry (loop thread). */
-void kvt_lru_ref_clear_flags(struct kvt_ref *r, uint8_t mask);
+/*
+ * Sets the flag bits `set` and clears `clear` of r's metadata (the owning
+ * thread).  r may be linked in t (its namespace's marked totals follow) or
+ * in no LRU (t may then be NULL).
+ */
+void kvt_lru_ref_set_flags(struct kvt_lru *t, struct kvt_ref *r, uint8_t set,
+			   uint8_t clear);
+
+/*
+ * Moves r, linked in t, to the most recently used end (newest) or to the
+ * least recently used one (the next victim), without counting a hit.  The
+ * manager ages an L2 frame whose block is in L1 too (the cheapest thing L2
+ * can give up) and refreshes it when that block leaves L1 for it.  No-op
+ * for an entry that is not linked.
+ */
+void kvt_lru_move(struct kvt_lru *t, struct kvt_ref *r, bool newest);
 
 /* The capacity given to kvt_lru_open(). */
 uint64_t kvt_lru_capacity(const struct kvt_lru *t);
@@ -249,5 +264,54 @@ void kvt_lru_ref_meta(const struct kvt_ref *r, struct kvt_lru_meta *m);
  * the LRU. */
 void kvt_lru_foreach(const struct kvt_lru *t,
 		     void (*fn)(void *arg, const struct kvt_ref *e), void *arg);
+
+/*
+ * A reference to a value that is in no LRU: the memory of blob (whose
+ * ownership passes here whatever the result) with key k and metadata meta
+ * (NULL: as kvt_lru_put()), readable through the kvt_ref_* and
+ * kvt_lru_ref_* accessors and freed by its last kvt_ref_release().  The
+ * manager serves a block read from a lower tier this way when it does not
+ * admit it to L1.  Returns 0 and *out, KVT_EINVAL, -ENOMEM.
+ */
+int kvt_lru_ref_make(const struct kvt_key *k, struct kvt_blob *blob,
+		     uint64_t expires_s, const struct kvt_lru_meta *meta,
+		     struct kvt_ref **out);
+
+/*
+ * Per-namespace totals.  The LRU keeps, for every namespace with linked
+ * entries, the number of entries, the sum of their raw_len and the sum of
+ * their hits, updated on every insert, removal, hit and flag change, so
+ * that reading them costs O(namespaces) whatever the number of entries.
+ * Besides the totals over all entries, it keeps the same totals over the
+ * entries whose flags have mark bit i set, for KVT_LRU_NS_MARKS bits the
+ * caller names (the manager counts blocks that also have a copy in
+ * another tier this way, so that a report counts each block once).
+ */
+#define KVT_LRU_NS_MARKS 2
+
+struct kvt_lru_ns_tot {
+	uint64_t entries;
+	uint64_t raw_bytes; /* sum of raw_len */
+	uint64_t hits;	    /* sum of the entries' hits */
+};
+
+/*
+ * Names the flag bit of each mark (0: that mark counts nothing).  Only on
+ * an empty LRU: returns 0, or KVT_EINVAL if t is NULL or has entries.
+ */
+int kvt_lru_set_ns_marks(struct kvt_lru *t, uint8_t mark0, uint8_t mark1);
+
+/* Namespaces with at least one linked entry (O(1)). */
+size_t kvt_lru_ns_count(const struct kvt_lru *t);
+
+/*
+ * Calls fn once per namespace with linked entries, in no particular order,
+ * with its totals over all entries and over each mark.  The pointers are
+ * valid during the call only; fn must not change the LRU.
+ */
+typedef void (*kvt_lru_ns_fn)(void *arg, const uint8_t *ns, size_t ns_len,
+			      const struct kvt_lru_ns_tot *all,
+			      const struct kvt_lru_ns_tot *mark);
+void kvt_lru_ns_foreach(const struct kvt_lru *t, kvt_lru_ns_fn fn, void *arg);
 
 #endif /* KVT_LRU_H */

@@ -1,35 +1,80 @@
 /*
- * kvt_tm.c - the tier manager (see kvt_tm.h for the API): open and close,
- * the calls the daemon makes, and pins.  kvt_tm_int.h says how the manager
- * is split into files.
+ * kvt_tm.c - the tier manager (see kvt_tm.h for the API): open and close
+ * and the calls the daemon makes.  kvt_tm_int.h says how the manager is
+ * split into files.
  *
  * Tiers.  L1 holds raw values (a kvt_lru).  L2 is a second kvt_lru whose
  * values are compressed frames (codec and raw length in the entry's
- * kvt_lru_meta).  L3 is the SSD store (kvt_l3).  L1 and L2 are exclusive;
- * L3 is inclusive: a block promoted from L3 keeps its SSD copy and carries
- * the TM_F_ON_L3 flag, so demoting it again writes nothing.
+ * kvt_lru_meta).  L3 is the SSD store (kvt_l3).  A block that is put lives
+ * in one RAM tier at a time; copies below are kept where that saves work
+ * (see No churn).
  *
- * Threads.  The event loop owns L1, L2 and every list below.  One worker
- * thread does everything slow: compression, decompression and L3 I/O.
- * Jobs go to the worker through `todo` and come back through `done`, both
- * under `mu`; an eventfd tells the loop that `done` is not empty, and
- * kvt_tm_dispatch() applies the results on the loop thread.  So an L1 hit
- * never waits behind anybody's zstd or disk read.
+ * Threads.  The event loop owns L1, L2 and every index below.  A pool of
+ * worker threads (kvt_tm_pool.c: --workers, one per online CPU by default)
+ * does everything slow: compression, decompression and L3 I/O, in two
+ * lanes -- codec work and L3 reads in parallel, L3 writes, deletes and
+ * drops one at a time in the order the loop submitted them.  Results come
+ * back through a done list and an eventfd, and kvt_tm_dispatch() applies
+ * them on the loop thread.  So an L1 hit never waits behind anybody's zstd
+ * or disk read, and the loop never waits on a lock a worker holds for
+ * long.
  *
  * Blocks in motion.  A block being demoted (L1 victim being compressed, L2
- * victim being written) is in neither RAM tier for a while; it stays on the
- * `transit` list so gets still find it.  A block being promoted (L2 frame
- * being decompressed, L3 read) is on the `promos` list so that gets for it
- * wait for the same job instead of starting another.  A put or del of a key
+ * victim being written) is in neither RAM tier for a while; it stays in
+ * the `transit` set so gets still find it.  A block being promoted (L2
+ * frame being decompressed, L3 read) is in the `promos` set so that gets
+ * for it wait for the same job instead of starting another.  Both are
+ * indexed by key (kvt_tm_order.c), O(1) per get.  A put or del of a key
  * marks its jobs stale: a stale demotion is not inserted into L2, a stale
  * promotion is not inserted into L1 (its waiters get a miss, which is
- * always allowed), and the key's L3 copy is deleted by a job queued behind
- * any write of it, so the worker's FIFO order keeps L3 right.
+ * always allowed), and the key's L3 copy is deleted by a job queued in the
+ * write lane behind any write of it.
  *
- * Bounds.  Both lists are short: transit is held near transit_max bytes by
- * the daemon's backpressure on PUTs (kvt_tm_busy), with victims beyond
- * twice that dropped and counted, and promos by the number of gets in
- * flight, so they are searched linearly.
+ * Ordering with L3.  The write lane keeps a key's write, its delete and a
+ * drop of its namespace in order.  Reads run beside the writes, so the
+ * loop keeps the deletes and drops not yet applied in O(1) sets
+ * (kvt_tm_order.c) and answers a get of such a key as a miss without
+ * reading: L3's copy is logically gone.  Data synced before the index
+ * entry that points at it is L3's own rule (kvt_l3.h).
+ *
+ * Admission.  A one-pass read of a context larger than RAM must not flush
+ * the RAM working set of other namespaces, nor pay a compression per
+ * block on the way back down.  So a block read from L2 or L3 enters L1
+ * only on its second read within a window: the first read is served from
+ * a reference in no tier (kvt_lru_ref_make), the L2 frame stays in L2 and
+ * the L3 copy in L3, and the key is remembered in `seen` with the count
+ * of bytes served that way so far (bypass_bytes).  A later read of it is
+ * admitted if fewer than admit_window (L1's capacity) bytes were served
+ * that way in between: a block re-read within one L1's worth of other
+ * lower-tier reads would have stayed in an L1 that took everything, and
+ * one re-read later would not have.  A scan touches every block once and
+ * so enters nothing; a restore of a context smaller than L1 read twice is
+ * in L1 from its second read on.  kvt_tm_prefetch() and pins always admit.
+ * Counted as promotions_admitted and promotions_bypassed.
+ *
+ * No churn.  A block read from L2 or L3 and later evicted from L1
+ * unchanged is not compressed again.  The choice: L2 is inclusive for
+ * promoted blocks, L3 always.  Admitting a block from L2 leaves its frame
+ * in L2 (the L1 entry gets TM_F_ON_L2); evicting it from L1 then costs
+ * nothing while the frame is still in L2.  A block admitted from L3 keeps
+ * its SSD copy (TM_F_ON_L3); evicting it from L1 just lets it go, with no
+ * compression and no write.  Why keep the frame rather than carry it along
+ * with the L1 entry: the frame's memory is counted where it lives, against
+ * L2's capacity, so the memory bound stays honest with no accounting
+ * outside the tiers; the double residency is bounded by admission (only
+ * blocks read twice are in both); and it costs L2 little, because such a
+ * frame is the first one L2 gives up when it needs room (kvt_lru_move): it
+ * is then written to L3 like any L2 victim and the L1 copy relies on that
+ * L3 copy instead (without L3 the frame is dropped, and the L1 copy is
+ * compressed when it leaves, as any block).  Every "copy below" is checked
+ * when it is relied on (L2 still holds the frame; L3 holds or is writing
+ * the key and no delete or drop of it is pending), so a flag that went
+ * stale costs a compression, never a lost or wrong block.  Such free
+ * demotions count in demotions_reused.
+ *
+ * Bounds.  transit is held near transit_max bytes by the daemon's
+ * backpressure on PUTs (kvt_tm_busy), with victims beyond twice that
+ * dropped and counted, and promos by the number of gets in flight.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -37,6 +82,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kvt_arena.h"
 #include "kvt_mem.h"
@@ -75,6 +121,19 @@ static void set_err(const struct kvt_tm_config *cfg, const char *msg)
 		snprintf(cfg->errmsg, cfg->errmsg_len, "%s", msg);
 }
 
+/* Workers for the config: as asked, or one per online CPU (1 to max). */
+static unsigned pool_size(const struct kvt_tm_config *cfg)
+{
+	long n;
+
+	if (cfg->workers)
+		return cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	return n > KVT_TM_WORKERS_MAX ? KVT_TM_WORKERS_MAX : (unsigned)n;
+}
+
 int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 {
 	struct kvt_tm *tm;
@@ -89,6 +148,10 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		set_err(cfg, "L3 needs a data directory");
 		return KVT_EINVAL;
 	}
+	if (cfg->workers > KVT_TM_WORKERS_MAX) {
+		set_err(cfg, "too many workers (at most 16)");
+		return KVT_EINVAL;
+	}
 	tm = calloc(1, sizeof(*tm));
 	if (!tm)
 		return -ENOMEM;
@@ -101,12 +164,25 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 	tm->l3_tokens_at = tm->now_s();
 	tm->transit_max = cfg->transit_max;
 	tm->pin_cap = cfg->pin_max ? cfg->pin_max : cfg->l1_capacity / 2;
+	tm->admit_window = cfg->l1_capacity;
 	if (!tm->transit_max) {
 		tm->transit_max = cfg->l1_capacity / 4;
 		if (tm->transit_max < (64u << 20))
 			tm->transit_max = 64u << 20;
 	}
-	rc = kvt_lru_open(&tm->l1, cfg->l1_capacity);
+	pthread_mutex_init(&tm->ghost_mu, NULL);
+	rc = kvt_tmi_jobset_init(&tm->transit);
+	if (!rc)
+		rc = kvt_tmi_jobset_init(&tm->promos);
+	if (!rc)
+		rc = kvt_tmi_hcount_init(&tm->pend_del);
+	if (!rc)
+		rc = kvt_tmi_hcount_init(&tm->pend_drop);
+	if (!rc)
+		rc = kvt_lru_open(&tm->l1, cfg->l1_capacity);
+	/* Blocks with a copy below are counted apart, to count them once. */
+	if (!rc)
+		rc = kvt_lru_set_ns_marks(tm->l1, TM_F_ON_L3, 0);
 	if (rc)
 		goto fail;
 	if (cfg->shm_size) {
@@ -121,16 +197,20 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		if (tm->arena && cfg->shm_prefault)
 			tm->arena_err = kvt_arena_prefault(tm->arena);
 	}
-	pthread_mutex_init(&tm->ghost_mu, NULL);
 	/* 64Ki keys each: a few MiB that cover far more blocks than fit. */
 	rc = kvt_ghost_new(&tm->gone, 65536);
 	if (!rc)
 		rc = kvt_ghost_new(&tm->ram_ghost, 65536);
+	if (!rc)
+		rc = kvt_ghost_new(&tm->seen, 65536);
 	if (rc)
 		goto fail;
 	tm->ram_capacity = cfg->l1_capacity + cfg->l2_capacity;
 	if (cfg->l2_capacity) {
 		rc = kvt_lru_open(&tm->l2, cfg->l2_capacity);
+		if (!rc)
+			rc = kvt_lru_set_ns_marks(tm->l2, TM_F_IN_L1,
+						  TM_F_ON_L3);
 		if (rc)
 			goto fail;
 	}
@@ -156,8 +236,8 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			goto fail;
 	}
 	if (tm->l2 || tm->l3) {
-		rc = kvt_tmi_worker_start(tm, cfg->l2_level ? cfg->l2_level
-							 : 1);
+		rc = kvt_tmi_pool_start(tm, pool_size(cfg),
+					cfg->l2_level ? cfg->l2_level : 1);
 		if (rc)
 			goto fail;
 	}
@@ -172,21 +252,20 @@ void kvt_tm_close(struct kvt_tm *tm)
 {
 	if (!tm)
 		return;
-	kvt_tmi_worker_stop(tm);
-	for (size_t b = 0; b < TM_PIN_BUCKETS; b++)
-		while (tm->pins[b]) {
-			struct pin *p = tm->pins[b];
-			tm->pins[b] = p->next;
-			free(p);
-		}
+	/* Every job is on a queue of the pool: its stop frees them all. */
+	kvt_tmi_pool_stop(tm);
+	kvt_tmi_jobset_free(&tm->transit);
+	kvt_tmi_jobset_free(&tm->promos);
+	kvt_tmi_hcount_free(&tm->pend_del);
+	kvt_tmi_hcount_free(&tm->pend_drop);
+	kvt_tmi_pins_free(tm);
 	kvt_lru_close(tm->l1);
 	kvt_lru_close(tm->l2);
 	kvt_l3_close(tm->l3);
-	if (tm->gone) {
-		kvt_ghost_free(tm->gone);
-		pthread_mutex_destroy(&tm->ghost_mu);
-	}
+	kvt_ghost_free(tm->gone);
 	kvt_ghost_free(tm->ram_ghost);
+	kvt_ghost_free(tm->seen);
+	pthread_mutex_destroy(&tm->ghost_mu);
 	/* Every block is gone with the tiers: the arena can go too. */
 	if (tm->arena) {
 		kvt_mem_set_arena(NULL, 0);
@@ -205,6 +284,17 @@ struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err)
 uint64_t kvt_tm_now_s(struct kvt_tm *tm)
 {
 	return tm ? tm->now_s() : 0;
+}
+
+int kvt_tm_event_fd(struct kvt_tm *tm)
+{
+	return tm && tm->pool_running ? tm->efd : -1;
+}
+
+void kvt_tm_dispatch(struct kvt_tm *tm)
+{
+	if (tm && tm->pool_running)
+		kvt_tmi_apply_done(tm);
 }
 
 /* ---- blocks ------------------------------------------------------------- */
@@ -249,6 +339,14 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	return rc;
 }
 
+/* L3's state of k (kvt_l3_state), with queued deletes and drops applied. */
+static int l3_state(struct kvt_tm *tm, const struct kvt_key *k)
+{
+	if (!tm->l3 || kvt_tmi_l3_pending(tm, k))
+		return 0;
+	return kvt_l3_state(tm->l3, k);
+}
+
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg)
 {
@@ -274,20 +372,21 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		if (m.flags & TM_F_PREFETCHED) {
 			/* The prefetch paid off: this read came from RAM. */
 			tm->prefetch_hits++;
-			kvt_lru_ref_clear_flags(ref, TM_F_PREFETCHED);
+			kvt_lru_ref_set_flags(tm->l1, ref, 0,
+					      TM_F_PREFETCHED);
 		}
 		cb(arg, 0, ref);
 		return 0;
 	}
 	/* A block on its way down is still readable. */
-	j = kvt_tmi_list_find(tm->transit, k);
+	j = kvt_tmi_jobset_find(&tm->transit, k);
 	if (j && !tm_expired(tm, j->expires) && j->src_codec == KVT_CODEC_RAW) {
 		cb(arg, 0, kvt_lru_ref_acquire(j->src));
 		return 0;
 	}
 	if (!j || tm_expired(tm, j->expires)) {
 		/* Someone already fetches it: wait for the same job. */
-		struct job *p = kvt_tmi_list_find(tm->promos, k);
+		struct job *p = kvt_tmi_jobset_find(&tm->promos, k);
 		if (p) {
 			if (kvt_tmi_add_waiter(p, cb, arg)) {
 				cb(arg, -ENOMEM, NULL);
@@ -300,17 +399,17 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	/* An L2 frame on its way to L3: decompress that frame. */
 	if (j)
 		return kvt_tmi_promo_frame(tm, k, kvt_lru_ref_acquire(j->src),
-					   cb, arg);
+					   TM_F_ON_L3, cb, arg);
 	if (tm->l2 && kvt_lru_get(tm->l2, k, now, &ref) == 0)
-		return kvt_tmi_promo_frame(tm, k, ref, cb, arg);
+		return kvt_tmi_promo_frame(tm, k, ref, 0, cb, arg);
 
 	/* A RAM miss.  Would RAM twice as big have kept it? */
 	uint64_t left_at;
 	if (kvt_ghost_get(tm->ram_ghost, kvt_key_hash(k), &left_at) &&
 	    tm->ram_evicted - left_at < tm->ram_capacity)
 		tm->ghost_hits_2x++;
-	int l3_state = tm->l3 ? kvt_l3_state(tm->l3, k) : 0;
-	if (l3_state == 1) {
+	int state = l3_state(tm, k);
+	if (state == 1) {
 		struct job *p = kvt_tmi_promo_start(tm, JOB_FROM_L3, k, cb,
 						    arg);
 
@@ -326,7 +425,7 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		return 1;
 	}
 	tm->misses++;
-	if (l3_state == 2 || kvt_lru_expired_count(tm->l1) != exp0 ||
+	if (state == 2 || kvt_lru_expired_count(tm->l1) != exp0 ||
 	    (tm->l2 && kvt_lru_expired_count(tm->l2) != exp2))
 		tm->misses_expired++;
 	else if (kvt_tmi_was_gone(tm, k))
@@ -346,15 +445,21 @@ int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k)
 	if (!tm || !k)
 		return KVT_EINVAL;
 	now = tm->now_s();
-	/* Already in RAM, or already on its way up: nothing to do. */
+	/* Already in RAM, or already on its way: nothing to start. */
 	if (kvt_lru_exists(tm->l1, k, now) ||
-	    kvt_tmi_list_find(tm->promos, k) ||
-	    kvt_tmi_list_find(tm->transit, k))
+	    kvt_tmi_jobset_find(&tm->transit, k))
 		return 0;
+	p = kvt_tmi_jobset_find(&tm->promos, k);
+	if (p) {
+		/* A get's read under way: make it land in L1. */
+		p->force = true;
+		return 0;
+	}
 	if (tm->l2 && kvt_lru_peek(tm->l2, k, now, &ref) == 0) {
 		/* Not a client's read: peek, so no hit is counted. */
-		kvt_tmi_promo_frame(tm, k, ref, kvt_tmi_prefetch_done, NULL);
-	} else if (tm->l3 && kvt_l3_contains(tm->l3, k)) {
+		kvt_tmi_promo_frame(tm, k, ref, 0, kvt_tmi_prefetch_done,
+				    NULL);
+	} else if (l3_state(tm, k) == 1) {
 		p = kvt_tmi_promo_start(tm, JOB_FROM_L3, k,
 					kvt_tmi_prefetch_done, NULL);
 		if (!p)
@@ -365,7 +470,7 @@ int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k)
 	} else {
 		return 0;
 	}
-	p = kvt_tmi_list_find(tm->promos, k);
+	p = kvt_tmi_jobset_find(&tm->promos, k);
 	if (p)
 		p->flags |= TM_F_PREFETCHED;
 	tm->prefetched++;
@@ -394,14 +499,14 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k)
 	now = tm->now_s();
 	if (kvt_lru_exists(tm->l1, k, now))
 		return 1;
-	j = kvt_tmi_list_find(tm->transit, k);
+	j = kvt_tmi_jobset_find(&tm->transit, k);
 	if (j && !tm_expired(tm, j->expires))
 		return 1;
-	if (kvt_tmi_list_find(tm->promos, k))
+	if (kvt_tmi_jobset_find(&tm->promos, k))
 		return 1;
 	if (tm->l2 && kvt_lru_exists(tm->l2, k, now))
 		return 1;
-	return tm->l3 && kvt_l3_contains(tm->l3, k);
+	return l3_state(tm, k) == 1;
 }
 
 static bool job_in_ns(const struct job *j, const uint8_t *ns, size_t ns_len)
@@ -426,14 +531,14 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 	if (tm->l2)
 		n += kvt_lru_drop_ns(tm->l2, ns, ns_len);
 	/* Blocks of ns on their way anywhere must not land. */
-	for (j = tm->transit; j; j = j->lnext)
+	for (j = tm->transit.head; j; j = j->lnext)
 		if (!j->stale && job_in_ns(j, ns, ns_len)) {
 			j->stale = true;
 			/* An L3 write is counted by the L3 drop behind it. */
 			if (j->kind == JOB_TO_L2)
 				n++;
 		}
-	for (j = tm->promos; j; j = j->lnext)
+	for (j = tm->promos.head; j; j = j->lnext)
 		if (job_in_ns(j, ns, ns_len))
 			j->stale = true;
 	if (!tm->l3) {
@@ -450,6 +555,8 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 	j->count_cb = cb;
 	j->count_arg = arg;
 	j->count = n;
+	/* Until it is applied, ns is gone for L3 reads too. */
+	kvt_tmi_pending_add(tm, j);
 	kvt_tmi_submit(tm, j);
 	return 1;
 }
@@ -479,11 +586,13 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		while (kvt_lru_evict_one(tm->l1, &v) == 0) {
-			kvt_tmi_demote(tm, v, true, true);
+			kvt_tmi_demote(tm, v, TM_DEMOTE_TO_L3 |
+					      TM_DEMOTE_FORCE);
 			n++;
 		}
 		while (tm->l2 && kvt_lru_evict_one(tm->l2, &v) == 0) {
-			kvt_tmi_demote(tm, v, true, true);
+			kvt_tmi_demote(tm, v, TM_DEMOTE_FROM_L2 |
+					      TM_DEMOTE_FORCE);
 			n++;
 		}
 		if (tm->jobs_pending == 0)
@@ -528,43 +637,11 @@ int kvt_tm_check_store(const char *data_dir, FILE *report, char *errmsg,
 	return rc;
 }
 
-/* ---- pins --------------------------------------------------------------- */
-
-static struct pin **pin_slot(struct kvt_tm *tm, const struct kvt_key *k)
-{
-	uint64_t h = kvt_key_hash(k);
-	struct pin **pp = &tm->pins[h & (TM_PIN_BUCKETS - 1)];
-
-	for (; *pp; pp = &(*pp)->next)
-		if ((*pp)->ns_len == k->ns_len && (*pp)->key_len == k->key_len &&
-		    memcmp((*pp)->name, k->ns, k->ns_len) == 0 &&
-		    memcmp((*pp)->name + k->ns_len, k->key, k->key_len) == 0)
-			break;
-	return pp;
-}
-
-void kvt_tmi_reapply_pin(struct kvt_tm *tm, const struct kvt_key *k)
-{
-	struct kvt_ref *ref;
-	uint64_t now;
-
-	if (!tm->npins || !*pin_slot(tm, k))
-		return;
-	now = tm->now_s();
-	if (kvt_lru_peek(tm->l1, k, now, &ref) != 0)
-		return;
-	if (kvt_lru_pinned_bytes(tm->l1) + kvt_lru_ref_cost(ref) >
-	    tm->pin_cap) {
-		tm->pins_rejected++;
-	} else {
-		kvt_lru_set_pinned(tm->l1, k, true, now);
-	}
-	kvt_ref_release(ref);
-}
+/* ---- pins (the table is kvt_tm_pin.c) ------------------------------------ */
 
 int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	struct pin **pp, *p;
+	struct pin *p;
 	struct kvt_ref *ref;
 	uint64_t now, cost = 0;
 	int rc = 0;
@@ -572,9 +649,9 @@ int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
 	if (!tm || !k)
 		return KVT_EINVAL;
 	now = tm->now_s();
-	pp = pin_slot(tm, k);
-	if (*pp) {
-		(*pp)->count++;
+	p = kvt_tmi_pin_find(tm, k);
+	if (p) {
+		p->count++;
 		return kvt_lru_exists(tm->l1, k, now) ? 0 : 1;
 	}
 	if (kvt_lru_peek(tm->l1, k, now, &ref) == 0) {
@@ -591,19 +668,8 @@ int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
 	} else {
 		return KVT_ENOTFOUND;
 	}
-	p = malloc(sizeof(*p) + k->ns_len + k->key_len);
-	if (!p)
+	if (kvt_tmi_pin_add(tm, k))
 		return -ENOMEM;
-	p->count = 1;
-	p->ns_len = k->ns_len;
-	p->key_len = k->key_len;
-	if (k->ns_len)
-		memcpy(p->name, k->ns, k->ns_len);
-	if (k->key_len)
-		memcpy(p->name + k->ns_len, k->key, k->key_len);
-	p->next = NULL;
-	*pp = p;
-	tm->npins++;
 	if (rc == 0)
 		kvt_lru_set_pinned(tm->l1, k, true, now);
 	return rc;
@@ -611,19 +677,14 @@ int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k)
 
 int kvt_tm_unpin(struct kvt_tm *tm, const struct kvt_key *k)
 {
-	struct pin **pp, *p;
+	int left;
 
 	if (!tm || !k)
 		return KVT_EINVAL;
-	pp = pin_slot(tm, k);
-	if (!*pp)
+	left = kvt_tmi_pin_drop(tm, k);
+	if (left < 0)
 		return KVT_ENOTFOUND;
-	if (--(*pp)->count > 0)
-		return 0;
-	p = *pp;
-	*pp = p->next;
-	free(p);
-	tm->npins--;
-	kvt_lru_set_pinned(tm->l1, k, false, tm->now_s());
+	if (left == 0)
+		kvt_lru_set_pinned(tm->l1, k, false, tm->now_s());
 	return 0;
 }

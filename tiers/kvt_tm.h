@@ -6,10 +6,11 @@
  * Usable without any socket: unit tests drive it directly.
  *
  * Threading: one thread (the daemon's event loop) calls every kvt_tm_*
- * function.  Values are handed out as counted references (struct kvt_ref,
- * kvt_tier.h): a reference stays readable after the entry is evicted,
- * replaced or deleted, until its holder calls kvt_ref_release(), which may
- * be called from any thread.
+ * function; a pool of worker threads inside the manager does the slow
+ * work (kvt_tm_event_fd).  Values are handed out as counted references
+ * (struct kvt_ref, kvt_tier.h): a reference stays readable after the entry
+ * is evicted, replaced or deleted, until its holder calls
+ * kvt_ref_release(), which may be called from any thread.
  *
  * Gets complete through a callback so that tiers that need work off the
  * event loop (decompression, disk reads) can complete later without changing
@@ -36,12 +37,21 @@ enum {
 	KVT_TM_L3_IO_PREAD = 2,
 };
 
+/* Most worker threads a manager runs (kvt_tm_config.workers). */
+#define KVT_TM_WORKERS_MAX 16
+
 struct kvt_tm_config {
 	uint64_t l1_capacity; /* bytes, > 0 */
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
 	uint64_t l3_capacity; /* bytes, 0 = disabled */
 	const char *data_dir; /* for L3; may be NULL while L3 is disabled */
 	int l2_level;	      /* zstd level for L2 and L3 writes; 0 = 1 */
+	/*
+	 * Worker threads for compression, decompression and L3 I/O (with L2
+	 * or L3 enabled): 1 to KVT_TM_WORKERS_MAX; 0 = the number of online
+	 * CPUs, at most KVT_TM_WORKERS_MAX.
+	 */
+	unsigned workers;
 	uint64_t l3_region_size; /* bytes; 0 = 64 MiB */
 	/*
 	 * L3 admission: most bytes per second written to L3 (a token bucket
@@ -102,10 +112,43 @@ struct kvt_tier_stats {
 	uint64_t hits;
 };
 
+/*
+ * The worker pool's lanes (kvt_tm_event_fd): codec work and L3 reads run
+ * on any worker in parallel; L3 writes, deletes and drops one at a time.
+ */
+enum {
+	KVT_TM_LANE_CPU = 0,
+	KVT_TM_LANE_L3_WRITE = 1,
+	KVT_TM_LANES = 2
+};
+
+struct kvt_tm_lane_stats {
+	uint64_t queued;  /* jobs waiting in the lane now */
+	uint64_t busy_ns; /* worker time spent in the lane */
+	uint64_t jobs;	  /* jobs the lane finished */
+};
+
+struct kvt_tm_pool_stats {
+	uint64_t workers; /* threads (0: no pool, L1 only) */
+	uint64_t busy_ns; /* sum over workers of the time spent working */
+	uint64_t jobs;	  /* jobs finished */
+	struct kvt_tm_lane_stats lanes[KVT_TM_LANES];
+};
+
 struct kvt_tm_stats {
 	struct kvt_tier_stats l1, l2, l3;
 	uint64_t gets, puts, dels, misses;
 	uint64_t promotions, demotions, evictions;
+	/*
+	 * Blocks read from L2 or L3: admitted to L1 (the second read within
+	 * the window, or asked for by a prefetch or a pin) or served once
+	 * without entering L1 (bypassed).  promotions counts the admitted
+	 * ones that entered L1.
+	 */
+	uint64_t promotions_admitted, promotions_bypassed;
+	/* Demotions that cost nothing: the tier below had the very block. */
+	uint64_t demotions_reused;
+	struct kvt_tm_pool_stats pool;
 	uint64_t rejected_too_big; /* puts refused with KVT_ENOSPACE */
 	uint64_t demotions_dropped; /* victims dropped: too much in transit */
 	uint64_t l3_admission_rejected; /* L3 writes over the write budget */
@@ -160,6 +203,10 @@ typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
 /*
  * Looks k up and calls cb exactly once.  Returns 0 if cb already ran, 1 if
  * it will run later from kvt_tm_dispatch().  k is only read during the call.
+ * An L1 hit completes at once.  A block found in L2 or L3 is read back and
+ * enters L1 only if it was read from there recently (scan resistance,
+ * kvt_tm.c); otherwise cb gets a reference to a copy in no tier, and the
+ * block stays where it was.
  */
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg);
@@ -209,14 +256,30 @@ struct kvt_tm_ns {
 	uint64_t entries; /* blocks, each counted once (RAM first) */
 	uint64_t bytes;	  /* value bytes */
 	uint64_t hits;	  /* gets served by these blocks over their life */
+	uint64_t ram_entries; /* of the entries, those in RAM (L1 or L2) */
+	uint64_t l1_entries;  /* of those, in L1 */
 };
 
+/* What a bounded namespace report leaves out. */
+struct kvt_tm_ns_rest {
+	uint64_t namespaces; /* namespaces not listed */
+	uint64_t entries, bytes, hits; /* their totals */
+};
+
+/* How many namespaces the daemon's report lists. */
+#define KVT_TM_NS_TOP 100
+
 /*
- * Per-namespace totals, largest first, computed by looking at every block
- * (O(blocks)).  *out (n items) is freed with free().  Returns 0,
+ * Per-namespace totals: the `top` namespaces with the most bytes, largest
+ * first, and the totals of all the others in *rest (may be NULL).  Every
+ * tier keeps its totals per namespace as blocks come and go, so this costs
+ * O(namespaces), never O(blocks): the daemon calls it on its event loop.
+ * A block in two tiers is counted once (kvt_tm_report.c says how
+ * exactly).  *out (n <= top items) is freed with free().  Returns 0,
  * KVT_EINVAL, -ENOMEM.
  */
-int kvt_tm_ns_stats(struct kvt_tm *tm, struct kvt_tm_ns **out, size_t *n);
+int kvt_tm_ns_stats(struct kvt_tm *tm, size_t top, struct kvt_tm_ns **out,
+		    size_t *n, struct kvt_tm_ns_rest *rest);
 
 /* The manager's clock (seconds since the epoch unless a test fakes it). */
 uint64_t kvt_tm_now_s(struct kvt_tm *tm);
@@ -225,7 +288,9 @@ uint64_t kvt_tm_now_s(struct kvt_tm *tm);
  * Starts moving k up to L1 in the background, if it is in a lower tier and
  * not already on its way; returns at once: 1 if a promotion started, 0 if
  * there was nothing to do (in L1 already, moving, or absent), or an error.
- * The first get that then finds it in L1 counts as a prefetch hit.
+ * The first get that then finds it in L1 counts as a prefetch hit.  A
+ * prefetched block always enters L1 (the admission rule of gets does not
+ * apply), also when a get's read of it is already under way.
  */
 int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k);
 
@@ -255,19 +320,20 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);
 struct kvt_arena *kvt_tm_arena(struct kvt_tm *tm, int *err);
 
 /*
- * Work off the event loop.  With L2 or L3 enabled a worker thread
- * compresses, decompresses and does disk I/O; its results are applied on
- * the loop thread by kvt_tm_dispatch().  kvt_tm_event_fd() returns a file
- * descriptor that becomes readable (an eventfd: read 8 bytes to reset it)
- * whenever results are waiting, or -1 if every operation completes at once
- * (L1 only).  Call kvt_tm_dispatch() after it fires; it runs get callbacks.
+ * Work off the event loop.  With L2 or L3 enabled a pool of worker threads
+ * (kvt_tm_config.workers) compresses, decompresses and does disk I/O; the
+ * results are applied on the loop thread by kvt_tm_dispatch().
+ * kvt_tm_event_fd() returns a file descriptor that becomes readable (an
+ * eventfd: read 8 bytes to reset it) whenever results are waiting, or -1
+ * if every operation completes at once (L1 only).  Call kvt_tm_dispatch()
+ * after it fires; it runs get callbacks.
  */
 int kvt_tm_event_fd(struct kvt_tm *tm);
 void kvt_tm_dispatch(struct kvt_tm *tm);
 
 /*
  * Returns 1 while more than transit_max bytes are on their way down (the
- * worker is behind the writers), else 0.  The daemon then holds back
+ * workers are behind the writers), else 0.  The daemon then holds back
  * requests that add data (PUT) until it returns 0 again after a dispatch;
  * reads go on.  Victims beyond twice transit_max are dropped and counted
  * (demotions_dropped) as a last resort to bound memory.

@@ -2,16 +2,21 @@
  * kvt_tm_int.h - internals shared by the files of the tier manager.
  *
  * Not a public header: only tiers/kvt_tm*.c include it.  kvt_tm.h is the
- * manual; kvt_tm.c explains the design (tiers, threads, blocks in motion).
- * The manager is split by concern, the way L3 is (kvt_l3_int.h):
- *   kvt_tm.c         open/close, the API (put, get, del, exists, prefetch,
- *                    drop, spill, check) and pins;
+ * manual; kvt_tm.c explains the design (tiers, threads, blocks in motion,
+ * admission and no churn).  The manager is split by concern, the way L3 is
+ * (kvt_l3_int.h), each file using only those listed below it:
+ *   kvt_tm.c         open/close and the API (put, get, del, exists,
+ *                    prefetch, pin, drop, spill, check);
+ *   kvt_tm_report.c  the reports: hot blocks, per-namespace totals, stats;
  *   kvt_tm_move.c    blocks in motion on the loop thread: demotion, L3
- *                    admission, promotion, and applying the worker's
- *                    results (kvt_tm_dispatch);
- *   kvt_tm_worker.c  the worker thread and its job queues: everything slow
- *                    (codec work, L3 I/O) runs there, never on the loop;
- *   kvt_tm_report.c  the reports: hot blocks, per-namespace totals, stats.
+ *                    admission, promotion and L1 admission, and applying
+ *                    the pool's results (kvt_tm_dispatch);
+ *   kvt_tm_pin.c     the pin table (who pins which key);
+ *   kvt_tm_order.c   the loop's O(1) indexes of what is in motion: the
+ *                    transit and promos sets by key, pending L3 deletes and
+ *                    drops;
+ *   kvt_tm_pool.c    the worker pool and its lanes: everything slow (codec
+ *                    work, L3 I/O) runs there, never on the loop.
  * Functions shared between them carry the kvt_tmi_ ("internal") prefix.
  * Every kvt_tmi_ function runs on the loop thread unless it says otherwise.
  */
@@ -30,11 +35,22 @@
 #include "kvt_tier.h"
 #include "kvt_tm.h"
 
-/* Entry flag: an identical copy of this block is indexed on L3. */
+/*
+ * Entry flags (kvt_lru_meta.flags).  A block admitted to L1 from L2 keeps
+ * its frame in L2: its L1 entry has ON_L2 and the frame IN_L1, and the
+ * L1 entry leaves the L3 question to the frame (ON_L2 and ON_L3 are never
+ * both set in L1).  So each block is counted once in reports.
+ */
+/* An identical copy of this block is indexed on L3 (or on its way). */
 #define TM_F_ON_L3 0x01
-
-/* Entry flag: brought up by PREFETCH and not read since. */
+/* Brought up by PREFETCH and not read since. */
 #define TM_F_PREFETCHED 0x02
+/* L1 only: this block's compressed frame is in L2 too (inclusive). */
+#define TM_F_ON_L2 0x04
+/* L2 only: this frame's block is in L1 too (with ON_L2). */
+#define TM_F_IN_L1 0x08
+/* The flags that say where other copies are. */
+#define TM_F_COPIES (TM_F_ON_L2 | TM_F_ON_L3 | TM_F_IN_L1)
 
 enum job_kind {
 	JOB_TO_L2,	/* compress a raw L1 victim for L2 */
@@ -45,30 +61,60 @@ enum job_kind {
 	JOB_L3_DROP,	/* remove a namespace from L3 (k.ns; key empty) */
 };
 
+/*
+ * The pool's lanes (kvt_tm_pool.c).  A lane is a FIFO of jobs; a serial
+ * lane has at most one worker inside at a time, so its jobs run one run
+ * after another in submission order.  Room is left for lanes served by
+ * threads of their own (an L4 lane whose network I/O must never occupy the
+ * CPU workers): a lane names which threads serve it, not what its jobs do.
+ */
+enum tm_lane {
+	TM_LANE_CPU,	/* codec work and L3 reads: any worker, in parallel */
+	TM_LANE_L3W,	/* L3 writes, deletes, drops: serial */
+	TM_LANES
+};
+
+/*
+ * How a waiter of a promotion hears its outcome: the shape of a get's
+ * callback (kvt_tm_get_cb), spelled here so that the files below kvt_tm.c
+ * need nothing of its API.  A waiter that wants the bytes elsewhere than in
+ * a new block (client memory) would carry its own completion the same way.
+ */
+typedef void (*tm_ref_fn)(void *arg, int status, struct kvt_ref *ref);
+
 struct waiter {
 	struct waiter *next;
-	kvt_tm_get_cb cb;
+	tm_ref_fn cb;
 	void *arg;
 };
 
 struct job {
-	struct job *next;  /* todo / done queue */
-	struct job *lnext; /* transit / promos list */
-	enum job_kind kind;
-	bool stale;	/* the key was put or deleted meanwhile */
+	/* Pool-owned (under the pool's mu): queues and the done list. */
+	struct job *next;		/* done list */
+	struct job *qnext[TM_LANES];	/* each lane's queue it is on */
+	uint64_t seq;			/* submission order */
+	bool pre_stage;	/* TO_L3: its compression is still queued */
+	/* Loop-owned: the transit / promos set (kvt_tm_order.c). */
+	struct job *lprev, *lnext, *hnext;
+	uint64_t hash;	/* kvt_key_hash(&k) */
 	bool listed;	/* on transit or promos */
-	struct kvt_key k; /* points into name[] */
+	bool stale;	/* the key was put or deleted meanwhile */
+	bool force;	/* promotion: admit to L1 whatever the rule says */
+	bool untracked;	/* L3_DEL/DROP: not in the pending set (no memory) */
+	uint8_t flags;	/* TM_F_* of the block */
+	enum job_kind kind;	/* immutable */
+	struct kvt_key k;	/* points into name[]; immutable */
 	uint64_t expires;
 	uint8_t dtype;
-	uint8_t flags;	/* TM_F_* of the block */
 	uint64_t hits, ctime_s, atime_s; /* the block's history (hot) */
 	/* Input: the block, raw (src_codec RAW) or a compressed frame. */
 	struct kvt_ref *src;
 	uint8_t src_codec;
 	uint64_t raw_len;
 	uint64_t cost;	/* bytes counted in transit_bytes */
-	/* Output. */
+	/* Output (worker-owned while the job runs). */
 	int status;
+	bool compressed;	/* out holds the compressed block (TO_L3) */
 	uint8_t *out;	/* malloc'd: a frame (TO_L2) or raw bytes (FROM_*) */
 	size_t out_len;
 	uint8_t out_codec;
@@ -78,6 +124,30 @@ struct job {
 	void *count_arg;
 	uint64_t count;
 	uint8_t name[];	/* ns bytes then key bytes */
+};
+
+/*
+ * A set of jobs findable by key in O(1) and walkable in order of entry
+ * (kvt_tm_order.c): transit and promos.
+ */
+struct tm_jobset {
+	struct job *head;
+	struct job **buckets;
+	size_t nbuckets; /* power of two */
+	size_t n;
+};
+
+/*
+ * A counting set of 64-bit hashes (kvt_tm_order.c): open addressing with
+ * linear probing and backward-shift deletion, doubled at half load.  The
+ * pending L3 deletes by key hash and drops by namespace hash.  A hash
+ * collision can only make a get of a live key miss, which is allowed.
+ */
+struct tm_hcount {
+	uint64_t *keys; /* 0 = empty slot */
+	uint32_t *counts;
+	size_t mask;	/* slots - 1 */
+	size_t used;
 };
 
 /*
@@ -94,6 +164,26 @@ struct pin {
 
 #define TM_PIN_BUCKETS 1024
 
+/* One worker thread of the pool and what it owns. */
+struct tm_worker {
+	struct kvt_tm *tm;
+	pthread_t thread;
+	bool started;
+	unsigned id;
+	unsigned lanes;	/* bit l set: serves lane l (1u << TM_LANE_*) */
+	struct kvt_codec_ctx *ctx; /* its own zstd contexts */
+	struct kvt_l3_reader *reader; /* its own L3 reader (with L3) */
+};
+
+/* A lane's queue and counters (under the pool's mu). */
+struct tm_lane_q {
+	struct job *head, *tail;
+	unsigned depth;	 /* entries queued, not yet taken */
+	unsigned inside; /* workers running a run of this lane */
+	bool serial;
+	uint64_t busy_ns, jobs;
+};
+
 struct kvt_tm {
 	struct kvt_arena *arena; /* installed in kvt_mem while open */
 	int arena_err;
@@ -107,24 +197,29 @@ struct kvt_tm {
 	uint64_t transit_max;
 
 	/*
-	 * The worker and its queues.  Only kvt_tm_worker.c touches these; the
-	 * rest of the manager calls kvt_tmi_submit() and kvt_tmi_worker_done()
-	 * and reads worker_running (set while the thread runs).
+	 * The pool.  Only kvt_tm_pool.c touches these; the rest of the manager
+	 * calls kvt_tmi_submit() and kvt_tmi_pool_done() and reads
+	 * pool_running (set while the threads run).
 	 */
-	pthread_t worker;
-	bool worker_running;
+	bool pool_running;
+	unsigned nworkers;
+	struct tm_worker *workers;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool quit;
-	struct job *todo_head, *todo_tail; /* under mu */
-	struct job *done_head, *done_tail; /* under mu */
+	struct tm_lane_q lanes[TM_LANES];	/* under mu */
+	uint64_t seq;				/* under mu */
+	unsigned reads_queued;			/* FROM_L3 in the CPU lane */
+	uint64_t pool_busy_ns, pool_jobs;	/* under mu */
+	struct job *done_head, *done_tail;	/* under mu */
 	int efd;		    /* -1 when closed */
-	struct kvt_codec_ctx *wctx; /* the worker's */
 
 	/* Loop thread only. */
 	unsigned jobs_pending; /* submitted, not yet dispatched */
-	struct job *transit;
-	struct job *promos;
+	struct tm_jobset transit, promos;
+	struct tm_hcount pend_del;  /* key hashes with an L3 delete queued */
+	struct tm_hcount pend_drop; /* namespace hashes with a drop queued */
+	unsigned pend_untracked;    /* queued deletes/drops not in those */
 	uint64_t transit_bytes;
 	uint64_t l3_tokens, l3_rate, l3_tokens_at;
 
@@ -132,10 +227,20 @@ struct kvt_tm {
 	uint64_t promotions, demotions, evictions;
 	uint64_t rejected_too_big, demotions_dropped, l3_admission_rejected;
 	uint64_t prefetched, prefetch_hits;
+	uint64_t demotions_reused;
+
+	/*
+	 * L1 admission (kvt_tm_move.c): `seen` remembers keys read from a
+	 * lower tier with bypass_bytes (bytes served without entering L1 so
+	 * far) at that moment.
+	 */
+	struct kvt_ghost *seen;
+	uint64_t bypass_bytes, admit_window;
+	uint64_t promotions_admitted, promotions_bypassed;
 
 	/*
 	 * Why gets miss.  `gone` remembers keys that left the cache
-	 * altogether (L3 reclaims happen on the worker: ghost_mu); ram_ghost
+	 * altogether (L3 reclaims happen on a worker: ghost_mu); ram_ghost
 	 * remembers keys that left RAM with ram_evicted (bytes RAM had
 	 * evicted) at that moment: a RAM miss whose key left RAM less than
 	 * a RAM's worth of evictions ago would have hit a RAM twice as big.
@@ -145,7 +250,6 @@ struct kvt_tm {
 	uint64_t ram_evicted, ram_capacity, ghost_hits_2x;
 	uint64_t misses_never_seen, misses_expired, misses_evicted;
 	uint64_t misses_corrupt, misses_raced;
-	uint64_t l2_hits_transit;
 };
 
 /* 1 if a block with this expiry (0 = never) has expired by tm's clock. */
@@ -154,46 +258,116 @@ static inline bool tm_expired(const struct kvt_tm *tm, uint64_t expires)
 	return expires != 0 && tm->now_s() >= expires;
 }
 
-/* ---- the worker and its queues (kvt_tm_worker.c) ------------------------ */
+/* The hash pending drops of k's namespace are kept under. */
+static inline uint64_t tm_ns_hash(const struct kvt_key *k)
+{
+	struct kvt_key n = { k->ns, k->ns_len, NULL, 0 };
+
+	return kvt_key_hash(&n);
+}
+
+/* ---- the worker pool (kvt_tm_pool.c) ------------------------------------ */
 
 /*
- * Starts the worker thread, its codec context (zstd level) and the
- * eventfd it signals results on.  Returns 0 or an error; on error
- * kvt_tmi_worker_stop() frees what was made.
+ * Starts `workers` threads (each with a codec context at zstd level
+ * `level`) and the eventfd results are signalled on.  Returns 0 or an
+ * error; on error kvt_tmi_pool_stop() frees what was made.
  */
-int kvt_tmi_worker_start(struct kvt_tm *tm, int level);
+int kvt_tmi_pool_start(struct kvt_tm *tm, unsigned workers, int level);
 /*
- * Stops and joins the worker and frees its queues without running any
- * callback (the daemon has closed its clients), then the codec context and
- * the eventfd.  Safe when kvt_tmi_worker_start() failed or never ran.
+ * Stops and joins the workers and frees the queues without running any
+ * callback (the daemon has closed its clients), then the codec contexts
+ * and the eventfd.  Safe when kvt_tmi_pool_start() failed or never ran.
  */
-void kvt_tmi_worker_stop(struct kvt_tm *tm);
+void kvt_tmi_pool_stop(struct kvt_tm *tm);
 /* A new job of this kind for k (copied into the job), or NULL. */
 struct job *kvt_tmi_job_new(enum job_kind kind, const struct kvt_key *k);
 /* Releases the job's source block and output buffer and frees it.  NULL ok. */
 void kvt_tmi_job_free(struct job *j);
-/* Queues j for the worker (FIFO: a job runs after every job queued before). */
+/*
+ * Queues j on its lane.  Jobs of a serial lane run in submission order;
+ * a TO_L3 job of a raw block is also queued on the CPU lane for its
+ * compression, which must finish before its place in the L3 lane comes.
+ */
 void kvt_tmi_submit(struct kvt_tm *tm, struct job *j);
 /*
- * Resets the eventfd and takes every finished job, in order (a list through
- * job.next, NULL if none).  The caller applies and frees them.
+ * Resets the eventfd and takes every finished job (a list through
+ * job.next, NULL if none; a serial lane's jobs in their order).  The
+ * caller applies and frees them.
  */
-struct job *kvt_tmi_worker_done(struct kvt_tm *tm);
+struct job *kvt_tmi_pool_done(struct kvt_tm *tm);
+/* A snapshot of the pool's counters, for kvt_tm_stats(). */
+struct tm_pool_snap {
+	unsigned workers;
+	uint64_t busy_ns, jobs;
+	unsigned queued[TM_LANES];
+	uint64_t lane_busy_ns[TM_LANES], lane_jobs[TM_LANES];
+};
+void kvt_tmi_pool_snap(struct kvt_tm *tm, struct tm_pool_snap *st);
+
+/* ---- indexes of what is in motion (kvt_tm_order.c) ---------------------- */
+
+int kvt_tmi_jobset_init(struct tm_jobset *s);
+void kvt_tmi_jobset_free(struct tm_jobset *s); /* the set, not the jobs */
+/* Adds j (j->hash set) to s and marks it listed. */
+void kvt_tmi_jobset_add(struct tm_jobset *s, struct job *j);
+/* Removes j from s if it is there. */
+void kvt_tmi_jobset_remove(struct tm_jobset *s, struct job *j);
+/* The job for k in s that is not stale, or NULL. */
+struct job *kvt_tmi_jobset_find(const struct tm_jobset *s,
+				const struct kvt_key *k);
+
+int kvt_tmi_hcount_init(struct tm_hcount *h);
+void kvt_tmi_hcount_free(struct tm_hcount *h);
+/* Counts hash once more.  Returns 0 or -ENOMEM (nothing changed). */
+int kvt_tmi_hcount_add(struct tm_hcount *h, uint64_t hash);
+/* Counts hash once less (it must be there). */
+void kvt_tmi_hcount_del(struct tm_hcount *h, uint64_t hash);
+bool kvt_tmi_hcount_has(const struct tm_hcount *h, uint64_t hash);
+
+/*
+ * True if a delete of k or a drop of its namespace is queued for L3 and
+ * not yet applied: L3's copy of k, if any, is logically gone, so it must
+ * not be read nor trusted as a copy of a block in RAM.
+ */
+bool kvt_tmi_l3_pending(const struct kvt_tm *tm, const struct kvt_key *k);
+/* Records that j (an L3_DEL or L3_DROP about to be submitted) is pending. */
+void kvt_tmi_pending_add(struct kvt_tm *tm, struct job *j);
+/* And that it was applied (its result came back). */
+void kvt_tmi_pending_done(struct kvt_tm *tm, struct job *j);
+
+/* ---- pins (kvt_tm_pin.c) ------------------------------------------------ */
+
+/* The pin of k, or NULL. */
+struct pin *kvt_tmi_pin_find(struct kvt_tm *tm, const struct kvt_key *k);
+/* A first pin of k (count 1).  Returns 0 or -ENOMEM. */
+int kvt_tmi_pin_add(struct kvt_tm *tm, const struct kvt_key *k);
+/* Drops one pin of k; returns the pins left, or -1 if k was not pinned. */
+int kvt_tmi_pin_drop(struct kvt_tm *tm, const struct kvt_key *k);
+/* Frees the table (kvt_tm_close). */
+void kvt_tmi_pins_free(struct kvt_tm *tm);
+/*
+ * After k enters L1: a pinned key's new entry is pinned too, if the cap
+ * allows (a key pinned while below L1 had no size to check until now).
+ */
+void kvt_tmi_reapply_pin(struct kvt_tm *tm, const struct kvt_key *k);
 
 /* ---- blocks in motion (kvt_tm_move.c) ----------------------------------- */
 
-/* The job for k on list head (transit or promos) that is not stale, or NULL. */
-struct job *kvt_tmi_list_find(struct job *head, const struct kvt_key *k);
+/* How a block is demoted (kvt_tmi_demote). */
+#define TM_DEMOTE_FROM_L2 0x1 /* the block is an L2 frame (else from L1) */
+#define TM_DEMOTE_TO_L3 0x2   /* straight to L3, past L2 */
+#define TM_DEMOTE_FORCE 0x4   /* skip the transit cap and write budget */
+
 /*
  * Sends block v (whose reference passes to the callee) one tier down: an
- * L1 victim to L2, an L2 victim (or, with to_l3, anything) to L3.  force
- * skips the transit cap and the write budget (graceful spill).
+ * L1 victim to L2, an L2 victim (or, with TM_DEMOTE_TO_L3, anything) to
+ * L3, unless an identical copy is already there (no churn).
  */
-void kvt_tmi_demote(struct kvt_tm *tm, struct kvt_ref *v, bool to_l3,
-		    bool force);
+void kvt_tmi_demote(struct kvt_tm *tm, struct kvt_ref *v, unsigned how);
 /* L1's victim callback (kvt_lru_victim_fn; arg is tm): demotes v. */
 void kvt_tmi_l1_victim(void *arg, struct kvt_ref *v);
-/* L3's eviction callback (arg is tm; the worker thread): remembers k. */
+/* L3's eviction callback (arg is tm; a worker thread): remembers k. */
 void kvt_tmi_l3_evicted(void *arg, const struct kvt_key *k);
 /* True if k left the cache altogether recently (the `gone` ghost). */
 bool kvt_tmi_was_gone(struct kvt_tm *tm, const struct kvt_key *k);
@@ -203,32 +377,28 @@ bool kvt_tmi_was_gone(struct kvt_tm *tm, const struct kvt_key *k);
  */
 bool kvt_tmi_forget_below(struct kvt_tm *tm, const struct kvt_key *k);
 /* Adds a get waiting for promotion j.  Returns 0 or -ENOMEM. */
-int kvt_tmi_add_waiter(struct job *j, kvt_tm_get_cb cb, void *arg);
+int kvt_tmi_add_waiter(struct job *j, tm_ref_fn cb, void *arg);
 /*
- * Starts a promotion of k (put on the promos list, with cb as its first
+ * Starts a promotion of k (put on the promos set, with cb as its first
  * waiter); the caller fills in the job and submits it.  NULL: no memory.
  */
 struct job *kvt_tmi_promo_start(struct kvt_tm *tm, enum job_kind kind,
-				const struct kvt_key *k, kvt_tm_get_cb cb,
+				const struct kvt_key *k, tm_ref_fn cb,
 				void *arg);
 /*
- * Starts decompressing frame (an L2 entry, whose reference passes to the
- * job) for a get of k.  Returns kvt_tm_get()'s result.
+ * Starts decompressing frame (an L2 entry or a frame in transit, whose
+ * reference passes to the job) for a get of k; flags are the block's
+ * TM_F_* beyond the frame's own.  Returns kvt_tm_get()'s result.
  */
 int kvt_tmi_promo_frame(struct kvt_tm *tm, const struct kvt_key *k,
-			struct kvt_ref *frame, kvt_tm_get_cb cb, void *arg);
+			struct kvt_ref *frame, uint8_t flags, tm_ref_fn cb,
+			void *arg);
 /*
  * The get callback of a prefetch: nobody waits, the reference is let go.
  * A waiter with this callback is not a client's get, so not a miss.
  */
 void kvt_tmi_prefetch_done(void *arg, int status, struct kvt_ref *ref);
-
-/* ---- pins (kvt_tm.c) ---------------------------------------------------- */
-
-/*
- * After k enters L1: a pinned key's new entry is pinned too, if the cap
- * allows (a key pinned while below L1 had no size to check until now).
- */
-void kvt_tmi_reapply_pin(struct kvt_tm *tm, const struct kvt_key *k);
+/* Applies the pool's finished jobs (kvt_tm_dispatch). */
+void kvt_tmi_apply_done(struct kvt_tm *tm);
 
 #endif /* KVT_TM_INT_H */

@@ -10,6 +10,10 @@
  * second time with epoll, so that the portable path is held to the same
  * tests as io_uring.
  *
+ * $KVTIER_TEST_WORKERS (a number), when set, adds `--workers VALUE` the
+ * same way, so that the suite can be run with one tier worker and with
+ * the default pool.
+ *
  * $KVTIER_TEST_WRAPPER, if set, is a command line (words separated by
  * spaces, no quoting) put before the daemon's: `make valgrind` runs every
  * kvtierd under valgrind this way.  Under a wrapper the daemon is slow, so
@@ -136,6 +140,10 @@ static inline int integ_spawn(struct integ_daemon *d, const char *const *extra)
 	if (backend && *backend) {
 		argv[n++] = "--io-backend";
 		argv[n++] = backend;
+	}
+	if (getenv("KVTIER_TEST_WORKERS") && *getenv("KVTIER_TEST_WORKERS")) {
+		argv[n++] = "--workers";
+		argv[n++] = getenv("KVTIER_TEST_WORKERS");
 	}
 	for (int i = 0; extra && extra[i] && n < 95; i++)
 		argv[n++] = extra[i];

@@ -91,7 +91,9 @@ restore_fails() {
 }
 
 C_RESTORE="$BR restore --socket $sock --manifest $dir/m --data $dir/ctx.bin"
-PY_RESTORE="env KVTIER_LIB=$B/libkvtier.so.1 PYTHONPATH=$ROOT/client/python $PY $ROOT/tests/bench/restore py-restore --socket $sock --manifest $dir/m"
+# A sanitizer build of libkvtier needs its runtime preloaded into Python.
+SAN_BUILD=$B . "$ROOT/tests/integ/sanitizer_env.sh"
+PY_RESTORE="env $SAN_PY_ENV KVTIER_LIB=$B/libkvtier.so.1 PYTHONPATH=$ROOT/client/python $PY $ROOT/tests/bench/restore py-restore --socket $sock --manifest $dir/m"
 have_py=1
 [ -x "$PY" ] || { echo "skip: no $PY, Python restore not tested"; have_py=0; }
 

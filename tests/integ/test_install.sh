@@ -215,14 +215,8 @@ print("kvtier %s from %s, %s, put+get %d bytes" % (kvtier.version(), here,
 PY
 # A sanitizer build of the library needs its runtime preloaded into Python
 # (as in test_python.sh), leak checks off there.
-preload=""
-case $san in *address*)
-	for r in libasan.so libubsan.so; do
-		f=$(${CC:-cc} -print-file-name=$r)
-		[ -e "$f" ] && preload="$preload $f"
-	done ;;
-*thread*) preload=$(${CC:-cc} -print-file-name=libtsan.so) ;;
-esac
+SAN_BUILD=$san . "$ROOT/tests/integ/sanitizer_env.sh"
+preload=$SAN_PRELOAD
 # py [env(1) arguments] PYTHON ARGS...: runs PYTHON in $dir (not the
 # source tree), without the environment that would point it at another
 # library or stop it from writing bytecode (uninstall must remove that).

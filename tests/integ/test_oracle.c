@@ -578,17 +578,24 @@ static void test_oracle(void **state)
 	assert_int_equal(kvt_connect(&c, D.sock), 0);
 	assert_int_equal(kvt_stats_json(c, &j, NULL), 0);
 	printf("oracle: demotions %" PRIu64 ", promotions %" PRIu64
-	       ", evictions %" PRIu64 ", hits l1/l2/l3 %" PRIu64 "/%" PRIu64
+	       " (bypassed %" PRIu64 "), evictions %" PRIu64 ", hits l1/l2/l3 %" PRIu64 "/%" PRIu64
 	       "/%" PRIu64 ", l3 regions reclaimed %" PRIu64 ", l1 %" PRIu64
 	       "/%" PRIu64 " bytes\n",
 	       jnum(j, NULL, "demotions"), jnum(j, NULL, "promotions"),
+	       jnum(j, NULL, "promotions_bypassed"),
 	       jnum(j, NULL, "evictions"), jnum(j, "l1", "hits"),
 	       jnum(j, "l2", "hits"), jnum(j, "l3", "hits"),
 	       jnum(j, NULL, "l3_regions_reclaimed"), jnum(j, "l1", "bytes"),
 	       jnum(j, "l1", "capacity_bytes"));
 	if (total >= 1000) {
 		assert_true(jnum(j, NULL, "demotions") > 0);
-		assert_true(jnum(j, NULL, "promotions") > 0);
+		/*
+		 * Reads were served from below L1: since #13 a block read
+		 * once from L2 or L3 is served without entering L1
+		 * (bypassed), so promotions alone may stay 0 in a short run.
+		 */
+		assert_true(jnum(j, NULL, "promotions") +
+				    jnum(j, NULL, "promotions_bypassed") > 0);
 	}
 	assert_true(jnum(j, "l1", "bytes") <= jnum(j, "l1", "capacity_bytes"));
 	assert_true(jnum(j, "l2", "bytes") <= jnum(j, "l2", "capacity_bytes"));

@@ -22,21 +22,13 @@ if [ ! -e "$lib" ]; then
 	exit 1
 fi
 
-preload=""
+SAN_BUILD=$KVTIER_BUILD . "$ROOT/tests/integ/sanitizer_env.sh"
+preload=$SAN_PRELOAD
 case $KVTIER_BUILD in
 *asan | *asan/)
-	# Mixed ASan+UBSan builds need both runtimes (gcc links them
-	# dynamically); the daemon keeps the caller's ASAN_OPTIONS.
-	for r in libasan.so libubsan.so; do
-		f=$(gcc -print-file-name=$r)
-		[ -e "$f" ] && preload="$preload $f"
-	done
+	# The daemon keeps the caller's ASAN_OPTIONS.
 	export KVTIERD_ASAN_OPTIONS="${ASAN_OPTIONS:-}"
 	export ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0
-	;;
-*tsan | *tsan/)
-	f=$(gcc -print-file-name=libtsan.so)
-	[ -e "$f" ] && preload="$f"
 	;;
 esac
 

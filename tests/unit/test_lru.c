@@ -713,6 +713,69 @@ static uint64_t rng_next(uint64_t *s)
 	return *s * 2685821657736338717ull;
 }
 
+/* What kvt_lru_ns_foreach() reported, per model namespace. */
+struct ns_seen {
+	int calls;
+	struct kvt_lru_ns_tot tot[2]; /* "ev", "odd" */
+};
+
+static void ns_collect(void *arg, const uint8_t *ns, size_t ns_len,
+		       const struct kvt_lru_ns_tot *all,
+		       const struct kvt_lru_ns_tot *mark)
+{
+	struct ns_seen *s = arg;
+	int i = ns_len == 3 && memcmp(ns, "odd", 3) == 0 ? 1 : 0;
+
+	assert_true(ns_len == 3 || (ns_len == 2 && memcmp(ns, "ev", 2) == 0));
+	assert_true(all->entries > 0);
+	assert_int_equal(mark[0].entries, 0); /* no marks named */
+	s->calls++;
+	s->tot[i] = *all;
+}
+
+/* As ns_collect, keeping the marks too (for test_ns_totals). */
+struct ns_seen_m {
+	int calls;
+	struct kvt_lru_ns_tot tot[2], mark0[2], mark1[2];
+};
+
+static void ns_collect_marks(void *arg, const uint8_t *ns, size_t ns_len,
+			     const struct kvt_lru_ns_tot *all,
+			     const struct kvt_lru_ns_tot *mark)
+{
+	struct ns_seen_m *s = arg;
+	int i = ns_len == 3 && memcmp(ns, "odd", 3) == 0 ? 1 : 0;
+
+	s->calls++;
+	s->tot[i] = *all;
+	s->mark0[i] = mark[0];
+	s->mark1[i] = mark[1];
+}
+
+/* The per-namespace totals agree with the model after every operation. */
+static void model_check_ns(struct kvt_lru *l1, const struct model *m)
+{
+	struct ns_seen seen;
+	uint64_t entries[2] = { 0, 0 }, raw[2] = { 0, 0 };
+	int live = 0;
+
+	memset(&seen, 0, sizeof(seen));
+	for (int id = 0; id < MODEL_KEYS; id++)
+		if (m->e[id].present) {
+			entries[id % 2]++;
+			raw[id % 2] += m->e[id].len;
+		}
+	kvt_lru_ns_foreach(l1, ns_collect, &seen);
+	for (int i = 0; i < 2; i++) {
+		live += entries[i] > 0;
+		assert_int_equal(seen.tot[i].entries, entries[i]);
+		assert_int_equal(seen.tot[i].raw_bytes, raw[i]);
+	}
+	/* A namespace without entries is neither visited nor kept. */
+	assert_int_equal(seen.calls, live);
+	assert_int_equal(kvt_lru_ns_count(l1), live);
+}
+
 static void test_random_vs_model(void **state)
 {
 	static struct model m;
@@ -804,6 +867,7 @@ static void test_random_vs_model(void **state)
 		assert_int_equal(st.bytes, m.bytes);
 		assert_int_equal(st.entries, m.entries);
 		assert_int_equal(st.raw_bytes, m.raw_bytes);
+		model_check_ns(l1, &m);
 	}
 	/* Finally every key agrees with the model. */
 	for (op = 0; op < MODEL_KEYS; op++) {
@@ -815,6 +879,165 @@ static void test_random_vs_model(void **state)
 					   m.e[op].fill), m.e[op].present);
 	}
 	kvt_lru_close(l1);
+}
+
+/* Per-namespace totals: entries, bytes, hits and marked flags. */
+static void test_ns_totals(void **state)
+{
+	struct kvt_lru *l1;
+	struct ns_seen_m seen;
+	struct kvt_ref *r;
+	struct kvt_key k = mkkey("odd", "a");
+
+	(void)state;
+	assert_int_equal(kvt_lru_open(&l1, 1 << 20), 0);
+	assert_int_equal(kvt_lru_set_ns_marks(l1, 0x04, 0x01), 0);
+	assert_int_equal(put(l1, "odd", "a", 100, 1, 0, NULL, NULL), 0);
+	assert_int_equal(put(l1, "odd", "b", 50, 1, 0, NULL, NULL), 0);
+	assert_int_equal(put(l1, "ev", "a", 10, 1, 0, NULL, NULL), 0);
+	/* Marks are named only while the LRU is empty. */
+	assert_int_equal(kvt_lru_set_ns_marks(l1, 0, 0), KVT_EINVAL);
+	assert_int_equal(kvt_lru_ns_count(l1), 2);
+	assert_true(get_check(l1, "odd", "a", 0, 100, 1));
+	assert_true(get_check(l1, "odd", "a", 0, 100, 1));
+	memset(&seen, 0, sizeof(seen));
+	kvt_lru_ns_foreach(l1, ns_collect_marks, &seen);
+	assert_int_equal(seen.calls, 2);
+	assert_int_equal(seen.tot[1].entries, 2);
+	assert_int_equal(seen.tot[1].raw_bytes, 150);
+	assert_int_equal(seen.tot[1].hits, 2);
+	assert_int_equal(seen.tot[0].entries, 1);
+	/* Setting a marked flag moves the entry's share into the mark. */
+	assert_int_equal(kvt_lru_peek(l1, &k, 0, &r), 0);
+	kvt_lru_ref_set_flags(l1, r, 0x04 | 0x01, 0);
+	memset(&seen, 0, sizeof(seen));
+	kvt_lru_ns_foreach(l1, ns_collect_marks, &seen);
+	assert_int_equal(seen.mark0[1].entries, 1);
+	assert_int_equal(seen.mark0[1].raw_bytes, 100);
+	assert_int_equal(seen.mark0[1].hits, 2);
+	assert_int_equal(seen.mark1[1].entries, 1);
+	/* A hit of a marked entry counts in the mark too. */
+	assert_true(get_check(l1, "odd", "a", 0, 100, 1));
+	memset(&seen, 0, sizeof(seen));
+	kvt_lru_ns_foreach(l1, ns_collect_marks, &seen);
+	assert_int_equal(seen.mark0[1].hits, 3);
+	assert_int_equal(seen.tot[1].hits, 3);
+	kvt_lru_ref_set_flags(l1, r, 0, 0x04);
+	memset(&seen, 0, sizeof(seen));
+	kvt_lru_ns_foreach(l1, ns_collect_marks, &seen);
+	assert_int_equal(seen.mark0[1].entries, 0);
+	assert_int_equal(seen.mark1[1].entries, 1);
+	/* Unlinked, it leaves the totals; its flags no longer count. */
+	assert_int_equal(kvt_lru_del(l1, &k, 0), 0);
+	kvt_lru_ref_set_flags(l1, r, 0x04, 0);
+	kvt_ref_release(r);
+	memset(&seen, 0, sizeof(seen));
+	kvt_lru_ns_foreach(l1, ns_collect_marks, &seen);
+	assert_int_equal(seen.tot[1].entries, 1);
+	assert_int_equal(seen.tot[1].hits, 0);
+	assert_int_equal(seen.mark0[1].entries, 0);
+	assert_int_equal(seen.mark1[1].entries, 0);
+	/* A dropped namespace is gone; dropping one with nothing is free. */
+	assert_int_equal(kvt_lru_drop_ns(l1, (const uint8_t *)"odd", 3), 1);
+	assert_int_equal(kvt_lru_drop_ns(l1, (const uint8_t *)"zzz", 3), 0);
+	assert_int_equal(kvt_lru_ns_count(l1), 1);
+	/* Replacing the only entry of a namespace keeps its record. */
+	assert_int_equal(put(l1, "ev", "a", 20, 2, 0, NULL, NULL), 0);
+	memset(&seen, 0, sizeof(seen));
+	kvt_lru_ns_foreach(l1, ns_collect_marks, &seen);
+	assert_int_equal(seen.tot[0].entries, 1);
+	assert_int_equal(seen.tot[0].raw_bytes, 20);
+	kvt_lru_close(l1);
+
+	/* Evicting a namespace's last entry to make room for it. */
+	assert_int_equal(kvt_lru_open(&l1, cost_of("ev", "a", 1000)), 0);
+	assert_int_equal(put(l1, "ev", "a", 1000, 1, 0, NULL, NULL), 0);
+	assert_int_equal(put(l1, "ev", "b", 1000, 2, 0, NULL, NULL), 0);
+	assert_int_equal(put(l1, "odd", "c", 990, 3, 0, NULL, NULL), 0);
+	assert_int_equal(kvt_lru_ns_count(l1), 1);
+	/* Out of memory for a new namespace's record: nothing changes. */
+	alloc_fail_after = 1; /* the entry succeeds, the record fails */
+	assert_int_equal(put(l1, "new", "d", 10, 4, 0, NULL, NULL), -ENOMEM);
+	assert_true(get_check(l1, "odd", "c", 0, 990, 3));
+	assert_int_equal(kvt_lru_ns_count(l1), 1);
+	kvt_lru_close(l1);
+	alloc_fail_after = 2; /* the struct and buckets, not the ns table */
+	assert_int_equal(kvt_lru_open(&l1, 100), -ENOMEM);
+	assert_null(l1);
+	alloc_fail_after = -1;
+}
+
+/* kvt_lru_move: a linked entry becomes the next victim, or the newest. */
+static void test_move(void **state)
+{
+	struct kvt_lru *l1;
+	struct victims vs = { 0 };
+	struct kvt_ref *r;
+	struct kvt_key k = mkkey("n", "b");
+
+	(void)state;
+	assert_int_equal(kvt_lru_open(&l1, 3 * cost_of("n", "a", 100)), 0);
+	assert_int_equal(put(l1, "n", "a", 100, 1, 0, record_victim, &vs), 0);
+	assert_int_equal(put(l1, "n", "b", 100, 2, 0, record_victim, &vs), 0);
+	assert_int_equal(put(l1, "n", "c", 100, 3, 0, record_victim, &vs), 0);
+	assert_int_equal(kvt_lru_peek(l1, &k, 0, &r), 0);
+	kvt_lru_move(l1, r, false);
+	kvt_lru_move(NULL, r, false);
+	assert_int_equal(put(l1, "n", "d", 100, 4, 0, record_victim, &vs), 0);
+	assert_int_equal(vs.n, 1);
+	assert_string_equal(vs.names[0], "n/b");
+	/* Unlinked now: a no-op. */
+	kvt_lru_move(l1, r, true);
+	kvt_ref_release(r);
+	/* The oldest already: nothing moves; made newest, c goes first. */
+	k = mkkey("n", "a");
+	assert_int_equal(kvt_lru_peek(l1, &k, 0, &r), 0);
+	kvt_lru_move(l1, r, false);
+	kvt_lru_move(l1, r, true);
+	kvt_ref_release(r);
+	assert_int_equal(put(l1, "n", "e", 100, 5, 0, record_victim, &vs), 0);
+	assert_int_equal(vs.n, 2);
+	assert_string_equal(vs.names[1], "n/c");
+	/* No hit was counted by any of it. */
+	assert_int_equal(stats(l1).hits, 0);
+	kvt_lru_close(l1);
+}
+
+/* A reference to a value in no LRU. */
+static void test_ref_make(void **state)
+{
+	struct kvt_key k = mkkey("n", "free");
+	struct kvt_blob b = make_blob(64, 0x5a);
+	struct kvt_lru_meta m = { .raw_len = 64, .hits = 7 };
+	struct kvt_lru_meta got;
+	struct kvt_key kk;
+	struct kvt_ref *r;
+
+	(void)state;
+	assert_int_equal(kvt_lru_ref_make(&k, &b, 99, &m, &r), 0);
+	assert_null(b.mem);
+	assert_int_equal(kvt_ref_len(r), 64);
+	assert_int_equal(kvt_ref_data(r)[63], 0x5a);
+	assert_int_equal(kvt_lru_ref_expires(r), 99);
+	kvt_lru_ref_meta(r, &got);
+	assert_int_equal(got.hits, 7);
+	kvt_lru_ref_key(r, &kk);
+	assert_int_equal(kk.key_len, 4);
+	kvt_lru_ref_set_flags(NULL, r, 0x01, 0);
+	kvt_lru_ref_meta(r, &got);
+	assert_int_equal(got.flags, 0x01);
+	kvt_ref_release(kvt_lru_ref_acquire(r));
+	kvt_ref_release(r);
+	/* Failures free the memory (ASan checks). */
+	b = make_blob(8, 1);
+	alloc_fail_after = 0;
+	assert_int_equal(kvt_lru_ref_make(&k, &b, 0, NULL, &r), -ENOMEM);
+	assert_null(r);
+	assert_null(b.mem);
+	b = make_blob(8, 1);
+	assert_int_equal(kvt_lru_ref_make(&k, &b, 0, NULL, NULL), KVT_EINVAL);
+	assert_null(b.mem);
+	alloc_fail_after = -1;
 }
 
 int main(void)
@@ -832,6 +1055,9 @@ int main(void)
 		cmocka_unit_test(test_enomem_leaves_store_unchanged),
 		cmocka_unit_test(test_invalid_args),
 		cmocka_unit_test(test_random_vs_model),
+		cmocka_unit_test(test_ns_totals),
+		cmocka_unit_test(test_ref_make),
+		cmocka_unit_test(test_move),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

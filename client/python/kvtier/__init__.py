@@ -18,25 +18,34 @@ of kvtier.Error carrying the library's code and message.
 
 One Client per thread (as one kvt_client per thread in C); ctypes releases
 the GIL during every call, so threads with their own clients run in
-parallel.  Do not use a Client in a child process after fork().
+parallel.  A call on a Client that another thread is using raises
+ConcurrentUse at once (share one Client only under your own lock).  A
+Client cannot be used in a child process after fork() (multiprocessing's
+default on Linux): every call there raises ClientForked; create a new
+Client in the child.
 """
 
 import array as _array
 import ctypes as _ct
+import functools as _functools
 import json as _json
 import os as _os
+import threading as _threading
 
 from . import _lib
 
 __all__ = ["Client", "prefix_keys", "version", "Error", "DaemonUnreachable",
            "ConnectionClosed", "ProtocolError", "VersionMismatch", "TooBig",
            "NoSpace", "Denied", "Busy", "ServerError", "BufferTooSmall",
-           "InvalidArgument", "Corrupt", "DTYPES", "MATCH_KEYS_MAX"]
+           "InvalidArgument", "Corrupt", "NotFound", "ClientForked",
+           "ConcurrentUse", "DTYPES", "MATCH_KEYS_MAX"]
 
 # kvtier_errors.h
 EPROTO, ENOTFOUND, ETOOBIG, EBADREQ, EUNKNOWNOP = -1001, -1002, -1003, -1004, -1005
 ENOSPACE, EVERSION, ESERVER, EDENIED, EBUSY = -1006, -1007, -1008, -1009, -1010
 ECLOSED, EAGAIN, ERANGE, EINVAL, ECORRUPT = -1011, -1012, -1013, -1014, -1015
+EFORKED, ECONCURRENT = -1016, -1017
+ENOMEM = -12
 
 MATCH_KEYS_MAX = 4096
 DTYPES = {None: 0, "none": 0, "u8": 1, "bf16": 2, "fp16": 3, "fp32": 4}
@@ -70,6 +79,20 @@ class ConnectionClosed(Error, ConnectionError):
     the client and connect again."""
 
 
+class ClientForked(ConnectionClosed):
+    """The Client was made by another process and this one is its child
+    after fork() (KVT_EFORKED): the socket is the parent's, so nothing was
+    sent.  Create a new Client in the child (or start workers with
+    multiprocessing's "spawn" or "forkserver" method).  Closing the
+    inherited Client in the child leaves the parent's connection alone."""
+
+
+class ConcurrentUse(Error, RuntimeError):
+    """Another thread is in a call on this Client (KVT_ECONCURRENT): a
+    Client serves one thread at a time.  Nothing was sent; give each thread
+    its own Client, or share one under a lock of your own."""
+
+
 class ProtocolError(Error):
     """The daemon's answer or our request broke the protocol (KVT_EPROTO,
     KVT_EBADREQ, KVT_EUNKNOWNOP)."""
@@ -96,7 +119,9 @@ class Busy(Error):
 
 
 class ServerError(Error):
-    """The daemon failed internally; its message tells why."""
+    """The daemon failed internally; its message tells why.  Also a daemon
+    answer with an errno code (.code = -errno, e.g. -ENOSPC from a DROP
+    whose index write failed): the connection stays usable."""
 
 
 class BufferTooSmall(Error):
@@ -115,12 +140,19 @@ class Corrupt(Error):
     """The stored block failed its checksum and was dropped."""
 
 
+class NotFound(Error):
+    """The daemon does not know what the request named (KVT_ENOTFOUND) where
+    the call has no None or False to return for it."""
+
+
+# Every code of kvtier_errors.h; -errno values are placed by _error().
 _CLASSES = {
-    EPROTO: ProtocolError, EBADREQ: ProtocolError, EUNKNOWNOP: ProtocolError,
-    EVERSION: VersionMismatch, ETOOBIG: TooBig, ENOSPACE: NoSpace,
-    ESERVER: ServerError, EDENIED: Denied, EBUSY: Busy, EAGAIN: Busy,
-    ECLOSED: ConnectionClosed, ERANGE: BufferTooSmall, EINVAL: InvalidArgument,
-    ECORRUPT: Corrupt,
+    EPROTO: ProtocolError, ENOTFOUND: NotFound, ETOOBIG: TooBig,
+    EBADREQ: ProtocolError, EUNKNOWNOP: ProtocolError, ENOSPACE: NoSpace,
+    EVERSION: VersionMismatch, ESERVER: ServerError, EDENIED: Denied,
+    EBUSY: Busy, ECLOSED: ConnectionClosed, EAGAIN: Busy,
+    ERANGE: BufferTooSmall, EINVAL: InvalidArgument, ECORRUPT: Corrupt,
+    EFORKED: ClientForked, ECONCURRENT: ConcurrentUse,
 }
 
 
@@ -129,15 +161,24 @@ def _strerror(code):
     return s.decode("utf-8", "replace") if s else "error %d" % code
 
 
-def _error(code, message=None, connecting=False, **kw):
+def _error(code, message=None, connecting=False, broken=True, **kw):
+    """The exception for code.  broken: whether the call left the
+    connection unusable (kvt_client_broken()), which an errno code alone
+    does not tell: the daemon answers some requests with one (a DROP whose
+    index write failed: -ENOSPC) and the connection is fine, while a failed
+    recv() breaks it."""
     cls = _CLASSES.get(code)
     if cls is None:
         if code > -1000 and connecting:
             cls = DaemonUnreachable
-        elif code == -12:  # -ENOMEM: request error, connection usable
-            cls = Error
-        else:  # other -errno: an I/O error that broke the connection
+        elif broken:  # an I/O error (or a code of a later version) broke it
             cls = ConnectionClosed
+        elif code == ENOMEM:  # ours or the daemon's; the connection is fine
+            cls = Error
+        elif -1000 < code < 0:  # the daemon's errno answer to this request
+            cls = ServerError
+        else:  # a code of a later version: still a request error
+            cls = Error
     if cls is BufferTooSmall:
         return BufferTooSmall(code, message, kw.get("needed", 0))
     return cls(code, message)
@@ -218,12 +259,36 @@ def _opts(ttl, code):
 
 # --- The client --------------------------------------------------------------
 
+def _exclusive(method):
+    """Runs a Client method with the Client to itself.  Its lock is taken
+    without waiting: a second thread's call raises ConcurrentUse at once,
+    where it used to share the socket with the first (each reading the
+    other's replies, or blocked in recv() for ever), and the message of a
+    failure is read before another call can replace it."""
+    @_functools.wraps(method)
+    def call(self, *args, **kw):
+        lock = self._lock
+        if not lock.acquire(False):
+            raise self._refused()
+        try:
+            return method(self, *args, **kw)
+        finally:
+            lock.release()
+    return call
+
+
 class Client:
     """A connection to kvtierd.  socket: a path (str or os.PathLike), or None
-    for $KVTIER_SOCKET, else the library's default."""
+    for $KVTIER_SOCKET, else the library's default.
+
+    For one thread at a time (a call while another thread is in one raises
+    ConcurrentUse), and for the process that made it (in a child after
+    fork() every call raises ClientForked)."""
 
     def __init__(self, socket=None):
         self._c = None
+        self._lock = _threading.Lock()
+        self._pid = _os.getpid()
         self._size_hint = 64 * 1024
         path = None
         if socket is not None:
@@ -239,10 +304,25 @@ class Client:
     # Connection management.
 
     def close(self):
-        """Closes the connection (idempotent)."""
-        c, self._c = self._c, None
-        if c is not None:
+        """Closes the connection (idempotent).  In a child after fork() it
+        closes only the child's copy: the parent's connection is left
+        alone."""
+        if self._c is None:
+            return
+        if self._pid != _os.getpid():
+            # The lock is a copy of the parent's, perhaps taken by a thread
+            # that does not exist here; the library sends nothing.
+            c, self._c = self._c, None
             _lib.kvt_close(c)
+            return
+        if not self._lock.acquire(False):
+            raise self._refused()
+        try:
+            c, self._c = self._c, None
+            if c is not None:
+                _lib.kvt_close(c)
+        finally:
+            self._lock.release()
 
     def __enter__(self):
         return self
@@ -261,6 +341,7 @@ class Client:
         return self._c is None
 
     @property
+    @_exclusive
     def shared_memory(self):
         """True if large values move through the daemon's shared memory
         (same user as the daemon, or in its shm-allow-uid list) instead of
@@ -273,12 +354,37 @@ class Client:
             raise ConnectionClosed(ECLOSED, "kvtier client is closed")
         return self._c
 
+    def _refused(self):
+        """The error for a call that could not take the lock."""
+        if self._pid != _os.getpid():
+            return self._forked()
+        return ConcurrentUse(ECONCURRENT, "this kvtier.Client is in use by "
+                             "another thread: a Client serves one thread at "
+                             "a time; give each thread its own Client, or "
+                             "share one under a lock of your own")
+
+    def _forked(self):
+        return ClientForked(EFORKED, "this kvtier.Client was made by process "
+                            "%d and cannot be used in process %d, its child "
+                            "after fork(): create a new Client in the child "
+                            "(or start workers with multiprocessing's "
+                            "'spawn' or 'forkserver' method)"
+                            % (self._pid, _os.getpid()))
+
     def _fail(self, rc, **kw):
-        msg = _lib.kvt_client_errmsg(self._c) if self._c is not None else None
-        return _error(rc, msg.decode("utf-8", "replace") if msg else None, **kw)
+        """The exception for a failed call; the lock is still held, so the
+        message is this call's."""
+        if rc == EFORKED:
+            return self._forked()
+        c = self._c
+        msg = _lib.kvt_client_errmsg(c) if c is not None else None
+        broken = c is None or _lib.kvt_client_broken(c) != 0
+        return _error(rc, msg.decode("utf-8", "replace") if msg else None,
+                      broken=broken, **kw)
 
     # Single values.
 
+    @_exclusive
     def put(self, key, data, ns="", ttl=None, dtype=None):
         """Stores data (any C-contiguous buffer, sent without a copy) under
         key.  ttl: seconds to live (None = no expiry).  dtype: "bf16",
@@ -293,6 +399,7 @@ class Client:
         if rc < 0:
             raise self._fail(rc)
 
+    @_exclusive
     def get(self, key, ns=""):
         """The value of key as bytes, or None on a miss."""
         c = self._h()
@@ -310,6 +417,7 @@ class Client:
         finally:
             _lib.free(p)
 
+    @_exclusive
     def get_into(self, key, buffer, ns=""):
         """Receives the value of key straight into buffer (any writable
         C-contiguous buffer: bytearray, memoryview, numpy array...), without
@@ -329,6 +437,7 @@ class Client:
             raise self._fail(rc, needed=ln.value)
         return ln.value
 
+    @_exclusive
     def exists(self, key, ns=""):
         """True if key is cached (no transfer, no promotion)."""
         c = self._h()
@@ -338,6 +447,7 @@ class Client:
             raise self._fail(rc)
         return rc == 1
 
+    @_exclusive
     def delete(self, key, ns=""):
         """Removes key; True if it was present, False if not."""
         c = self._h()
@@ -351,6 +461,7 @@ class Client:
 
     # Batches.
 
+    @_exclusive
     def mput(self, items, ns="", ttl=None, dtype=None):
         """Stores many values in one pipelined batch.  items: a dict or an
         iterable of (key, data) pairs; each data is sent without a copy.
@@ -388,6 +499,7 @@ class Client:
             e.statuses = list(st)
             raise e
 
+    @_exclusive
     def mget_into(self, keys, buffers, ns=""):
         """One pipelined batch: the value of keys[i] straight into
         buffers[i] (writable C-contiguous buffers; an iovec per key into
@@ -436,6 +548,7 @@ class Client:
                 raise e
         return out
 
+    @_exclusive
     def mget(self, keys, ns=""):
         """The values of keys as a list of bytes (None for a miss), fetched
         in one pipelined batch (a second one for values larger than the
@@ -496,6 +609,7 @@ class Client:
 
     # Keys only.
 
+    @_exclusive
     def _keys_call(self, fn, keys, ns):
         c = self._h()
         nsb = _ns(ns)
@@ -524,6 +638,7 @@ class Client:
         """Releases this connection's pins of keys; returns how many."""
         return self._keys_call(_lib.kvt_unpin, keys, ns)
 
+    @_exclusive
     def drop(self, ns):
         """Removes every block of namespace ns; returns how many."""
         c = self._h()
@@ -535,6 +650,7 @@ class Client:
 
     # Introspection.
 
+    @_exclusive
     def stats(self):
         """The daemon's counters (kvtier stats --json) as a dict."""
         c = self._h()
@@ -549,6 +665,7 @@ class Client:
             _lib.free(p)
         return _json.loads(s.decode("utf-8"))
 
+    @_exclusive
     def hot(self, top=10):
         """The most-hit blocks: dicts with ns, key (bytes), tier, size,
         hits, age_s and idle_s (None when unknown / never read)."""

@@ -109,6 +109,7 @@ kvt_connect = _fn("kvt_connect", c_int, P_void_p, c_char_p)
 kvt_close = _fn("kvt_close", None, c_void_p)
 kvt_client_errmsg = _fn("kvt_client_errmsg", c_char_p, c_void_p)
 kvt_client_shm = _fn("kvt_client_shm", c_int, c_void_p)
+kvt_client_broken = _fn("kvt_client_broken", c_int, c_void_p)
 kvt_strerror = _fn("kvt_strerror", c_char_p, c_int)
 kvt_version = _fn("kvt_version", c_char_p)
 kvt_put = _fn("kvt_put", c_int, c_void_p, c_char_p, c_void_p, c_size_t,
