@@ -227,6 +227,9 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.errmsg_len = cfg->errmsg_len,
 			.on_evict = kvt_tmi_l3_evicted,
 			.evict_arg = tm,
+			.key_max = cfg->l3_key_max,
+			.log = cfg->log,
+			.log_arg = cfg->log_arg,
 		};
 		rc = kvt_l3_open(&tm->l3, &lc);
 		if (rc)
@@ -611,6 +614,27 @@ int kvt_tm_check(struct kvt_tm *tm, FILE *report)
 	if (!tm || !tm->l3)
 		return KVT_EINVAL;
 	return kvt_l3_check(tm->l3, report);
+}
+
+int kvt_tm_check_store(const char *data_dir, FILE *report, char *errmsg,
+		       size_t errmsg_len)
+{
+	struct kvt_l3_config lc = {
+		.dir = data_dir,
+		.read_only = 1,
+		.errmsg = errmsg,
+		.errmsg_len = errmsg_len,
+	};
+	struct kvt_l3 *l3;
+	int rc;
+
+	if (!data_dir)
+		return KVT_EINVAL;
+	if ((rc = kvt_l3_open(&l3, &lc)))
+		return rc;
+	rc = kvt_l3_check(l3, report);
+	kvt_l3_close(l3);
+	return rc;
 }
 
 /* ---- pins (the table is kvt_tm_pin.c) ------------------------------------ */

@@ -94,6 +94,14 @@ struct kvt_tm_config {
 	/* Filled with a one-line reason when kvt_tm_open() fails; may be NULL. */
 	char *errmsg;
 	size_t errmsg_len;
+	/* The longest key clients may put (sizes L3's index); 0 = 1 KiB. */
+	uint64_t l3_key_max;
+	/*
+	 * Optional: the tiers' one-line log messages (key=value fields; level
+	 * 0 error, 1 warn, 2 info), from any thread.  See kvt_l3_config.log.
+	 */
+	void (*log)(void *arg, int level, const char *line);
+	void *log_arg;
 };
 
 struct kvt_tier_stats {
@@ -146,6 +154,8 @@ struct kvt_tm_stats {
 	uint64_t l3_admission_rejected; /* L3 writes over the write budget */
 	uint64_t l3_bytes_read, l3_bytes_written, l3_reads_inflight;
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
+	/* L3's index: pages in use, the map, reclaims for want of room. */
+	uint64_t l3_index_bytes, l3_index_map_bytes, l3_index_full;
 	uint64_t transit_bytes; /* bytes on their way down right now */
 	uint64_t jobs_pending;	/* worker jobs queued or running */
 	/*
@@ -347,6 +357,19 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
  * of problems, or a negative error.
  */
 int kvt_tm_check(struct kvt_tm *tm, FILE *report);
+
+/*
+ * `kvtierd --check`: verifies the L3 store under data_dir without opening
+ * a manager and without changing anything (kvt_l3_config.read_only: the
+ * store's own geometry, LMDB read-only, nothing dropped, created or
+ * preallocated).  Writes one line per problem and a summary to report.
+ * Returns 0 if consistent, the number of problems, or a negative error if
+ * the store could not be checked (KVT_ENOTFOUND: there is none; KVT_EBUSY:
+ * a daemon has it open; -EUCLEAN: its index is damaged; with a reason in
+ * errmsg).
+ */
+int kvt_tm_check_store(const char *data_dir, FILE *report, char *errmsg,
+		       size_t errmsg_len);
 
 /* Fills *st with a consistent snapshot of the counters. */
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);
