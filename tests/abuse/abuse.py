@@ -67,8 +67,9 @@ def scaled(n, minimum=1):
 # --- Content-derived keys ----------------------------------------------------
 
 def value_for(seed, size):
-    """size deterministic bytes for seed (any hashable)."""
-    return random.Random(repr(seed)).randbytes(size)
+    """size deterministic, incompressible bytes for seed (any value with a
+    stable repr)."""
+    return hashlib.shake_256(repr(seed).encode()).digest(size)
 
 
 def key_for(value, length=32):
@@ -373,6 +374,26 @@ class Daemon:
             return r.stats(timeout)
         finally:
             r.close()
+
+    def settle(self, timeout=60.0):
+        """Waits until the worker has nothing queued or in transit (two
+        STATS in a row say so); returns the last stats, or None."""
+        end = time.monotonic() + timeout
+        quiet = 0
+        st = None
+        while time.monotonic() < end:
+            try:
+                st = self.stats(timeout=max(1.0, end - time.monotonic()))
+            except (OSError, Closed, ValueError):
+                return None
+            if not st.get("jobs_pending") and not st.get("transit_bytes"):
+                quiet += 1
+                if quiet >= 2:
+                    return st
+            else:
+                quiet = 0
+            time.sleep(0.1)
+        return st
 
     def check(self, extra=(), timeout=300.0):
         """Runs `kvtierd --check --data-dir DATA` plus extra flags (the

@@ -58,7 +58,7 @@ sweep() {
 	for p in /proc/[0-9]*; do
 		pid=${p#/proc/}
 		[ "$pid" = "$$" ] && continue
-		if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$RUN_DIR"; then
+		if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$RUN_DIR"; then
 			kill -9 "$pid" 2>/dev/null && echo "  (killed leftover pid $pid)"
 		fi
 	done
