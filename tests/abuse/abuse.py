@@ -208,6 +208,29 @@ class Raw:
     def put(self, ns, key, value, ttl=0, timeout=None):
         return self.request(PUT, put_body(ns, key, value, ttl), timeout)[0]
 
+    def put_big(self, ns, key, value, timeout=None):
+        """A PUT whose header goes first: if the daemon refuses it from
+        the header (a reply, or closing, within 0.3 s), returns that
+        status or "closed"; else sends the value and returns the reply's
+        status (or "closed")."""
+        self.rid += 1
+        body = put_body(ns, key, value)
+        head = frame(PUT, body[:8 + len(_b(ns)) + len(_b(key))], self.rid,
+                     body_len=len(body))
+        rest = body[8 + len(_b(ns)) + len(_b(key)):]
+        try:
+            self.send(head)
+            self.s.settimeout(0.3)
+            try:
+                return self.recv_frame(0.3)[3]
+            except socket.timeout:
+                pass
+            self.s.settimeout(self.timeout if timeout is None else timeout)
+            self.send(rest)
+            return self.recv_frame(timeout)[3]
+        except (OSError, Closed):
+            return "closed"
+
     def get(self, ns, key, timeout=None):
         """(status, value or None)."""
         st, body = self.request(GET, key_body(ns, key), timeout)
