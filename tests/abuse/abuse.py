@@ -287,7 +287,7 @@ class Daemon:
     preallocated region files stay small."""
 
     def __init__(self, scn, args=(), data=None, sock=None, small=True,
-                 log_level="info", env=None, name="kvtierd"):
+                 log_level="info", env=None, name="kvtierd", user=None):
         self.scn = scn
         self.dir = tempfile.mkdtemp(prefix=name + "-", dir=scn.dir)
         self.sock = sock or os.path.join(self.dir, "kvtier.sock")
@@ -299,6 +299,7 @@ class Daemon:
                 self.args
         self.log_level = log_level
         self.env = env
+        self.user = user  # run as this uid (and gid), no supplementary groups
         self.proc = None
         scn.daemons.append(self)
 
@@ -312,9 +313,12 @@ class Daemon:
         log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.update(self.env or {})
+        who = {}
+        if self.user is not None:
+            who = dict(user=self.user, group=self.user, extra_groups=[])
         self.proc = subprocess.Popen(self.argv(extra), stdout=log,
                                      stderr=log, stdin=subprocess.DEVNULL,
-                                     env=env)
+                                     env=env, **who)
         log.close()
         if not wait:
             return True
