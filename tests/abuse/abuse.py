@@ -150,6 +150,12 @@ class Raw:
         except OSError:
             pass
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def fileno(self):
         return self.s.fileno()
 
