@@ -59,6 +59,22 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+def sanitizer():
+    """"AddressSanitizer" or "ThreadSanitizer" if $KVTIERD is built with
+    one (its memory then is the sanitizer's: RSS bounds mean nothing),
+    else None."""
+    try:
+        with open(KVTIERD, "rb") as f:
+            exe = f.read()
+    except OSError:
+        return None
+    if b"__tsan_init" in exe:
+        return "ThreadSanitizer"
+    if b"__asan_init" in exe:
+        return "AddressSanitizer"
+    return None
+
+
 def scaled(n, minimum=1):
     """n times ABUSE_SCALE, as an int, at least minimum."""
     return max(minimum, int(n * SCALE))
@@ -310,8 +326,9 @@ class Daemon:
         scn.daemons.append(self)
 
     def argv(self, extra=()):
-        return [KVTIERD, "--socket", self.sock, "--data-dir", self.data,
-                "--log-level", self.log_level] + self.args + list(extra)
+        level = ["--log-level", self.log_level] if self.log_level else []
+        return [KVTIERD, "--socket", self.sock, "--data-dir", self.data] + \
+            level + self.args + list(extra)
 
     def start(self, wait=True, timeout=30.0, extra=()):
         """Starts it; with wait, returns True once it answers a PING, False

@@ -8,8 +8,10 @@ fails with ENOSPC and a restart does not help.
 
 Promise: L3 keeps accepting writes (reclaiming when the index is full as it
 does when the regions are): the blocks written last are served from L3 with
-the right bytes, also after a restart; DEL and DROP always succeed; a write
-failure or a full index is logged (warn/error) and counted.
+the right bytes, also after a restart; DEL and DROP always succeed (also
+through the Python Client, which today reports the failed DROP as
+ConnectionClosed although the connection is fine); a write failure or a
+full index is logged (warn/error) and counted.
 
 Sizes.  Scale 1 (make test, about 40 s): keys of 3670 bytes
 (--max-key-size 65535) in 255-byte namespaces, 100-byte values: each entry
@@ -129,6 +131,19 @@ def body(scn):
     scn.check(st_drop == A.OK, "DROP of a namespace succeeds",
               "status %d: %s" % (st_drop, what))
     r.close()
+    # The issue: Python reported a DROP that failed with ENOSPC as
+    # ConnectionClosed although the connection was fine.
+    import kvtier
+    c = kvtier.Client(d.sock)
+    try:
+        c.drop(NS_BASE + "011")
+        py = "ok"
+    except kvtier.Error as e:
+        py = "%s: %s" % (type(e).__name__, e)
+    alive = c.stats() is not None
+    c.close()
+    scn.check(py == "ok" and alive, "Python: drop() succeeds, and the "
+              "Client is usable after it", py)
     # Logged and counted.
     st = d.stats()
     log = d.log()

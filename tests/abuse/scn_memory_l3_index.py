@@ -49,6 +49,9 @@ def file_bound():
 
 
 def body(scn):
+    if A.sanitizer():
+        raise A.Skip("%s build: its shadow memory is in RssAnon, the bound "
+                     "cannot be judged" % A.sanitizer())
     flags = ["--l1-size", "16M", "--l2-size", "16M", "--l3-size", "2G",
              "--l3-region-size", "64M", "--max-inflight", "16M",
              "--no-spill"] + KEY_FLAGS
