@@ -13,7 +13,7 @@ through the Python Client, which today reports the failed DROP as
 ConnectionClosed although the connection is fine); a write failure or a
 full index is logged (warn/error) and counted.
 
-Sizes.  Scale 1 (make test, about 40 s): keys of 3670 bytes
+Sizes.  Scale 1 (make test, about 30 s): keys of 3670 bytes
 (--max-key-size 65535) in 255-byte namespaces, 100-byte values: each entry
 fills one 4 KiB slot of a region and costs about 4.5 KiB of index, so the
 1 GiB map fills at about 232k entries (measured: 25 s); 300k are written
