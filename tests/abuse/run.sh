@@ -71,8 +71,19 @@ cleanup() {
 	sweep
 	rm -rf "$RUN_DIR"
 }
+# A signal (tests/run.sh's timeout, ^C) goes on to the running scenario,
+# which cleans up after itself; then the sweep.
+child=""
+stop_child() {
+	if [ -n "$child" ]; then
+		kill -TERM "$child" 2>/dev/null
+		wait "$child" 2>/dev/null
+	fi
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
+trap 'stop_child; exit 130' INT TERM HUP
+# Output to a closed pipe (run.sh | head): stop, but still clean up.
+trap 'exec >/dev/null 2>&1; exit 141' PIPE
 
 if [ -z "$names" ]; then
 	for f in "$ROOT"/tests/abuse/scn_*.py; do
@@ -96,8 +107,12 @@ for n in $names; do
 		continue
 	fi
 	t0=$(date +%s)
-	timeout -k 15 "$limit" "$PY" "$f" >"$out" 2>&1
+	# In the background, so that a signal to run.sh is handled at once.
+	timeout -k 15 "$limit" "$PY" "$f" >"$out" 2>&1 &
+	child=$!
+	wait "$child"
 	rc=$?
+	child=""
 	secs=$(($(date +%s) - t0))
 	sweep >>"$out"
 	verdict=$(grep -E '^(PASS|FAIL|SKIP):' "$out" | tail -n 1)
