@@ -12,9 +12,9 @@ fires); the stalled connections are closed after the body timeout, counted
 in the stats (a counter named like *timeout*, *stall*, *body* or
 idle_closed) and logged (an event=... line named so).
 
-The timeout setting is TIMEOUT_FLAGS below: today the only candidate is
---idle-timeout; a fix that adds its own setting (e.g. --body-timeout)
-changes that one line.  About 15 s.
+The timeout setting is TIMEOUT_FLAGS below: --body-timeout, the daemon's
+limit on a frame that stops arriving (before it existed, the scenario
+used --idle-timeout, which never fired for these).  About 15 s.
 """
 import re
 import socket
@@ -24,7 +24,7 @@ import time
 import abuse as A
 
 BODY_TIMEOUT_S = 6
-TIMEOUT_FLAGS = ["--idle-timeout", str(BODY_TIMEOUT_S)]
+TIMEOUT_FLAGS = ["--body-timeout", str(BODY_TIMEOUT_S)]
 STALLED = 4
 PUT_BOUND_S = 3.0
 CLAIM = 256 * A.MiB
