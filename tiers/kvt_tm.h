@@ -156,7 +156,9 @@ struct kvt_tm_stats {
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
 	/* L3's index: pages in use, the map, reclaims for want of room. */
 	uint64_t l3_index_bytes, l3_index_map_bytes, l3_index_full;
-	uint64_t transit_bytes; /* bytes on their way down right now */
+	/* Bytes held by blocks on their way down right now: each counted as
+	 * its tier counted it (value, key, namespace, entry) plus its job. */
+	uint64_t transit_bytes;
 	uint64_t jobs_pending;	/* worker jobs queued or running */
 	/*
 	 * Misses by cause: never seen (or deleted), expired, evicted earlier
