@@ -240,8 +240,16 @@ int main(int argc, char **argv)
 	if (cfg.l3_size && !cfg.no_spill) {
 		/* A graceful restart loses nothing that fits in L3. */
 		uint64_t t0 = kvt_clock_ns();
-		int n = kvt_tm_spill(tm, cfg.spill_timeout_s * 1000u);
-		kvt_log(KVT_LOG_INFO, "event=spilled blocks=%d ms=%llu", n,
+		struct kvt_tm_spill_stats sp;
+
+		kvt_tm_spill(tm, cfg.spill_timeout_s * 1000u, &sp);
+		kvt_log(sp.lost || sp.unfinished ? KVT_LOG_WARN : KVT_LOG_INFO,
+			"event=spilled blocks=%llu queued=%llu lost=%llu "
+			"unfinished=%llu ms=%llu",
+			(unsigned long long)sp.written,
+			(unsigned long long)sp.queued,
+			(unsigned long long)sp.lost,
+			(unsigned long long)sp.unfinished,
 			(unsigned long long)((kvt_clock_ns() - t0) / 1000000));
 	}
 	kvt_tm_close(tm);

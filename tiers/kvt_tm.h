@@ -345,13 +345,24 @@ int kvt_tm_busy(struct kvt_tm *tm);
 /* Changes the L3 write budget (bytes/s, 0 = unlimited) while running. */
 void kvt_tm_set_l3_write_rate(struct kvt_tm *tm, uint64_t rate);
 
+/* What a graceful spill did (kvt_tm_spill()). */
+struct kvt_tm_spill_stats {
+	uint64_t queued;     /* blocks taken from L1 and L2 */
+	uint64_t written;    /* of which now on L3: written, or already there */
+	uint64_t lost;       /* of which L3 refused (a full or failing disk) */
+	uint64_t unfinished; /* worker jobs still running at the timeout */
+};
+
 /*
  * Graceful stop: moves everything in L1 and L2 down to L3 (blocks already
- * on L3 cost nothing), waiting at most timeout_ms for the writes.  Returns
- * the number of blocks written or already safe on L3, or KVT_EINVAL if L3
- * is disabled.  The manager stays usable.
+ * on L3 cost nothing), waiting at most timeout_ms for the writes.  Fills
+ * *st (may be NULL) and returns the number of blocks written or already
+ * safe on L3 (st->written), or KVT_EINVAL if L3 is disabled.  Blocks whose
+ * write had not finished at the timeout are in neither count but in
+ * st->unfinished.  The manager stays usable.
  */
-int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
+int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms,
+		 struct kvt_tm_spill_stats *st);
 
 /*
  * fsck of L3: verifies the index against the region files; writes one line
