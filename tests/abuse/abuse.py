@@ -147,6 +147,31 @@ class Closed(Exception):
     """The daemon closed the connection."""
 
 
+def connect_unix(path, timeout=10.0):
+    """A connected AF_UNIX stream socket with timeout set, made the way
+    libkvtier connects: when the daemon's listen backlog is full (a flood
+    of connections it has not accepted yet), wait for room until timeout
+    instead of failing.  A socket with a timeout is non-blocking inside
+    Python, and connect() on a full backlog then fails with EAGAIN at once
+    where libkvtier's blocking connect() waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() >= deadline:
+                raise socket.timeout("connect: the daemon's backlog stayed "
+                                     "full for %.0f s" % timeout)
+            time.sleep(0.002)
+        except BaseException:
+            s.close()
+            raise
+
+
 class Raw:
     """A bare connection to the daemon speaking frames (proto/PROTOCOL.md).
 
@@ -154,9 +179,7 @@ class Raw:
     the daemon does not answer in time, Closed when it closes."""
 
     def __init__(self, path, timeout=10.0):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(timeout)
-        self.s.connect(path)
+        self.s = connect_unix(path, timeout)
         self.rid = 0
         self.timeout = timeout
 

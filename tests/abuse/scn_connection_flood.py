@@ -93,16 +93,16 @@ def body(scn):
     hello = A.frame(A.HELLO, struct.pack("<II", 1, 0), 1)
     answered = failed = 0
     for i in range(CHURN):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(5)
+        s = None
         try:
-            s.connect(d.sock)
+            s = A.connect_unix(d.sock, 5)
             s.sendall(hello if i % 2 else hello[:30])
             if i % 2:
                 answered += len(s.recv(64)) > 0
         except OSError:
             failed += 1
-        s.close()
+        if s is not None:
+            s.close()
         if i % 50 == 0:
             t = time.monotonic()
             st, got = g.get("flood", k)

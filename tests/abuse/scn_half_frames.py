@@ -18,7 +18,6 @@ known: this guards it.  About 3 s.
 """
 import os
 import random
-import socket
 import struct
 import threading
 import time
@@ -59,9 +58,7 @@ def body(scn):
     st0 = d.stats()
 
     def hostile(data, linger=0.0):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(5)
-        s.connect(d.sock)
+        s = A.connect_unix(d.sock, 5)
         try:
             s.sendall(data)
             if linger:
