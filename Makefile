@@ -155,6 +155,7 @@ UNIT_LAYER_test_shm := proto
 UNIT_LAYER_test_size := common
 UNIT_LAYER_test_spin := common
 UNIT_LAYER_test_tm := tiers
+UNIT_LAYER_test_tm_seg := tiers
 unit_layer = $(or $(UNIT_LAYER_$(1)),$(error tests/unit/$(1).c: add UNIT_LAYER_$(1) to the Makefile))
 # The client layer links as the library does.
 unit_link = $(if $(filter client,$(1)),$(LIBKVTIER_A),$(call layer_a,$(LINK_$(1))))
