@@ -116,13 +116,17 @@ static const struct opt opts[] = {
 	  "largest value (default 256M, at most 4G)", 0 },
 	{ "max-inflight", OPT_SIZE, offsetof(struct kvt_config, max_inflight),
 	  "memory for request bodies being received, all\n"
-	  "clients together; past it clients wait (default 1G)", 0 },
+	  "clients together, reserved as they arrive; past it\n"
+	  "clients wait (default 1G)", 0 },
 	{ "idle-timeout", OPT_UINT0, offsetof(struct kvt_config, idle_timeout_s),
 	  "close connections idle this many seconds, 0 =\n"
 	  "never (default 0)", 0 },
 	{ "send-timeout", OPT_UINT0, offsetof(struct kvt_config, send_timeout_s),
 	  "close clients that read none of their replies for\n"
 	  "this many seconds, 0 = never (default 60)", 0 },
+	{ "body-timeout", OPT_UINT0, offsetof(struct kvt_config, body_timeout_s),
+	  "close clients that stop sending in the middle of a\n"
+	  "request for this many seconds, 0 = never (default 10)", 0 },
 	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)", 0 },
 	{ "io-backend", OPT_BACKEND, offsetof(struct kvt_config, io_backend),
 	  "auto, io_uring or epoll (default auto: io_uring,\n"
@@ -179,6 +183,18 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->max_value_size = 256ull << 20;
 	cfg->max_inflight = 1ull << 30;
 	cfg->send_timeout_s = 60;
+	/*
+	 * A body in progress holds memory (its reservation under
+	 * max-inflight, and an arena block for a PUT), and a healthy client
+	 * never pauses for long in the middle of one: between two reads of
+	 * its body there is a send() that the kernel takes at once unless
+	 * the daemon itself stopped reading, which does not count.  10 s
+	 * gives a client descheduled on an overloaded host, or paused by a
+	 * garbage collector, ample slack, and still hands a stalled client's
+	 * memory back within seconds.  Shorter than send-timeout, whose
+	 * client has its replies (bounded at 64 MiB) to lose.
+	 */
+	cfg->body_timeout_s = 10;
 	cfg->io_backend = KVT_IO_AUTO;
 	cfg->busy_poll_us = 50;
 }
@@ -252,6 +268,104 @@ void kvt_config_usage(FILE *f)
 	fprintf(f, "\nSIZE takes K, M, G or T suffixes (powers of 1024), e.g. "
 		   "512M or 4G.\nEvery option can also be set in the config "
 		   "file as `name = value`.\n");
+}
+
+size_t kvt_config_count(void)
+{
+	return NOPTS;
+}
+
+const char *kvt_config_name(size_t i)
+{
+	return i < NOPTS ? opts[i].name : NULL;
+}
+
+void kvt_config_value(const struct kvt_config *cfg, size_t i, char *buf,
+		      size_t cap)
+{
+	const struct opt *o;
+	const char *p;
+
+	if (cap == 0)
+		return;
+	buf[0] = '\0';
+	if (i >= NOPTS)
+		return;
+	o = &opts[i];
+	p = (const char *)cfg + o->offset;
+	switch (o->kind) {
+	case OPT_PATH_SOCKET:
+		snprintf(buf, cap, "%s", cfg->socket_path);
+		break;
+	case OPT_PATH_DATA:
+		snprintf(buf, cap, "%s", cfg->data_dir);
+		break;
+	case OPT_SIZE:
+		snprintf(buf, cap, "%llu",
+			 (unsigned long long)*(const uint64_t *)(const void *)p);
+		break;
+	case OPT_LEVEL:
+		snprintf(buf, cap, "%s", kvt_log_level_name(cfg->log_level));
+		break;
+	case OPT_UINT:
+	case OPT_UINT0:
+		snprintf(buf, cap, "%u", *(const unsigned *)(const void *)p);
+		break;
+	case OPT_BOOL:
+		snprintf(buf, cap, "%s",
+			 *(const int *)(const void *)p ? "yes" : "no");
+		break;
+	case OPT_MODE:
+		snprintf(buf, cap, "%04o", *(const unsigned *)(const void *)p);
+		break;
+	case OPT_STR:
+		snprintf(buf, cap, "%s", p);
+		break;
+	case OPT_BACKEND:
+		snprintf(buf, cap, "%s",
+			 kvt_io_backend_name(*(const int *)(const void *)p));
+		break;
+	}
+}
+
+void kvt_config_copy(struct kvt_config *dst, const struct kvt_config *src,
+		     size_t i)
+{
+	const struct opt *o;
+	size_t n;
+
+	if (i >= NOPTS)
+		return;
+	o = &opts[i];
+	switch (o->kind) {
+	case OPT_PATH_SOCKET:
+		memcpy(dst->socket_path, src->socket_path, sizeof(dst->socket_path));
+		return;
+	case OPT_PATH_DATA:
+		memcpy(dst->data_dir, src->data_dir, sizeof(dst->data_dir));
+		return;
+	case OPT_LEVEL:
+		dst->log_level = src->log_level;
+		return;
+	case OPT_SIZE:
+		n = sizeof(uint64_t);
+		break;
+	case OPT_UINT:
+	case OPT_UINT0:
+	case OPT_MODE:
+		n = sizeof(unsigned);
+		break;
+	case OPT_BOOL:
+	case OPT_BACKEND:
+		n = sizeof(int);
+		break;
+	case OPT_STR:
+		n = o->cap;
+		break;
+	default:
+		return;
+	}
+	memcpy((char *)dst + o->offset, (const char *)src + o->offset, n);
 }
 
 static const struct opt *find_opt(const char *name, size_t len)
@@ -426,6 +540,12 @@ static int load_file(struct kvt_config *cfg, const char *path)
 				err);
 			goto fail;
 		}
+	}
+	/* A directory opens, and then every read fails: say so. */
+	if (ferror(f)) {
+		fprintf(stderr, "kvtierd: cannot read config %s: %s\n", path,
+			strerror(errno));
+		goto fail;
 	}
 	fclose(f);
 	return 0;

@@ -160,10 +160,13 @@ int main(int argc, char **argv)
 	tc.errmsg_len = sizeof(errmsg);
 	rc = kvt_tm_open(&tm, &tc);
 	if (rc) {
-		kvt_log(KVT_LOG_ERROR, "event=start_failed what=tiers error=\"%s\" "
-			"detail=\"%s\"", kvt_strerror(rc), errmsg);
-		fprintf(stderr, "kvtierd: cannot open the cache tiers: %s%s%s\n",
-			kvt_strerror(rc), errmsg[0] ? ": " : "", errmsg);
+		/* The data directory is named: the detail may not say where. */
+		kvt_log(KVT_LOG_ERROR, "event=start_failed what=tiers "
+			"data_dir=%s error=\"%s\" detail=\"%s\"", cfg.data_dir,
+			kvt_strerror(rc), errmsg);
+		fprintf(stderr, "kvtierd: cannot open the cache tiers in %s: "
+			"%s%s%s\n", cfg.data_dir, kvt_strerror(rc),
+			errmsg[0] ? ": " : "", errmsg);
 		kvt_loop_close(loop);
 		return 1;
 	}
