@@ -179,6 +179,20 @@ static void test_xfer_doc(void **state)
 	assert_true(s.region == 1 && s.offset == 1ull << 30 &&
 		    s.length == 1 << 20);
 	assert_int_equal(kvt_xfer_req_key(&r, &pos, &key), 0);
+	/* PROTOCOL.md's reply: a 2 MiB hit in bf16. */
+	{
+		static const uint8_t rdoc[24] = {
+			1, 0, 0, 0, 0, 0, 0, 0,
+			0, 2, 0, 0, 0, 0, 0, 0,
+			0, 0, 0x20, 0, 0, 0, 0, 0,
+		};
+		struct kvt_xfer_result res = { KVT_XFER_OK, 2, 0, 2 << 20 };
+		uint8_t rb[24];
+
+		kvt_xfer_reply_head_encode(rb, 1);
+		kvt_xfer_result_encode(rb + 8, &res);
+		assert_memory_equal(rb, rdoc, sizeof(rdoc));
+	}
 	/* The same bytes are not an MPUT_FROM (its fixed part is 8). */
 	assert_int_not_equal(kvt_xfer_req_parse(b, sizeof(b), 1, &l, &r), 0);
 }
