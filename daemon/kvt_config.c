@@ -257,15 +257,16 @@ void kvt_config_usage(FILE *f)
 		   "[--data-dir DIR] [--l1-size SIZE]\n"
 		   "               [--l2-size SIZE] [--l3-size SIZE] "
 		   "[--log-level LEVEL] [OPTION...]\n"
-		   "       kvtierd --check [--data-dir DIR] [--l3-size SIZE] "
-		   "[--l3-region-size SIZE]\n\n"
+		   "       kvtierd --check [--data-dir DIR]\n\n"
 		   "kvtierd is the kvtier tiered KV-cache daemon. It runs in "
 		   "the foreground,\nlogs to stderr and serves clients on a "
 		   "Unix socket.\n\n");
 	usage_line(f, "--config FILE",
 		   "read settings from FILE first (flags override it)");
-	usage_line(f, "--check", "verify the L3 index against its region "
-		   "files, report,\nexit 0 if consistent, 1 if not");
+	usage_line(f, "--check", "verify the L3 store in the data directory "
+		   "read-only\n(its own geometry; nothing is changed or "
+		   "dropped), report,\nexit 0 if consistent, 1 if not, 2 if it "
+		   "cannot be checked");
 	for (size_t i = 0; i < NOPTS; i++) {
 		snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
 			 arg_name(opts[i].kind));

@@ -264,7 +264,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
 		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,"
 		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,"
 		 "\"pinned_bytes\":%llu,\"pinned_keys\":%llu,"
-		 "\"pins_rejected\":%llu,",
+		 "\"pins_rejected\":%llu,\"l3_index_bytes\":%llu,"
+		 "\"l3_index_map_bytes\":%llu,\"l3_index_full\":%llu,",
 	     (unsigned long long)ts.l3_bytes_read,
 	     (unsigned long long)ts.l3_bytes_written,
 	     (unsigned long long)ts.l3_reads_inflight,
@@ -279,7 +280,10 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
 	     (unsigned long long)ts.prefetch_hits,
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
-	     (unsigned long long)ts.pins_rejected);
+	     (unsigned long long)ts.pins_rejected,
+	     (unsigned long long)ts.l3_index_bytes,
+	     (unsigned long long)ts.l3_index_map_bytes,
+	     (unsigned long long)ts.l3_index_full);
 	jpool(&b, &ts.pool);
 	jnamespaces(&b, x, uid);
 	jshm(&b, x->shm);
