@@ -30,6 +30,8 @@ struct region {
 	uint64_t len;
 	unsigned refs;
 	bool broken; /* a transfer faulted on it: the client shrank its file */
+	/* Chunks whose page tables a copy filled (kvt_tm_span.warm). */
+	atomic_uchar *warm;
 	long xspan;  /* while a request is being built: its span, else -1 */
 	struct kvt_region_pool *pool;
 };
@@ -59,6 +61,7 @@ static void region_put(struct region *g)
 	munmap(g->map, g->map_len);
 	g->pool->regions--;
 	g->pool->bytes -= g->len;
+	free(g->warm);
 	free(g);
 }
 
@@ -196,7 +199,11 @@ void kvt_region_register(struct kvt_conn *c, struct kvt_reply *r,
 	}
 	g = calloc(1, sizeof(*g));
 	out = malloc(KVT_REG_REPLY_SIZE);
-	if (!g || !out) {
+	if (g)
+		g->warm = calloc((size_t)((q.length + KVT_TM_WARM_CHUNK - 1) /
+					  KVT_TM_WARM_CHUNK / 8 + 1),
+				 1);
+	if (!g || !out || !g->warm) {
 		refuse(c, r, -ENOMEM, "out of memory", "");
 		goto out;
 	}
@@ -244,6 +251,8 @@ void kvt_region_register(struct kvt_conn *c, struct kvt_reply *r,
 	g = NULL;
 	out = NULL;
 out:
+	if (g)
+		free(g->warm);
 	free(g);
 	free(out);
 	/* The mapping keeps the file: the descriptor is not needed. */
@@ -448,6 +457,7 @@ static struct xreq *build(struct kvt_conn *c, struct kvt_reply *r, bool put,
 				regs[nspans] = g;
 				spans[nspans].base = g->base;
 				spans[nspans].len = g->len;
+				spans[nspans].warm = g->warm;
 				atomic_init(&spans[nspans].faulted, false);
 				nspans++;
 			}

@@ -237,7 +237,21 @@ struct kvt_tm_span {
 	uint8_t *base;
 	uint64_t len;
 	atomic_bool faulted; /* set by a worker; the caller reads it after */
+	/*
+	 * Optional (NULL: none): one bit per KVT_TM_WARM_CHUNK bytes of the
+	 * mapping from base, zeroed when it was mapped and kept with it.  A
+	 * worker about to copy into (or out of) a chunk whose bit is clear
+	 * fills the chunk's page tables in one call (MADV_POPULATE_WRITE or
+	 * _READ) and sets the bit: a fresh mapping would otherwise take a
+	 * page fault per 4 KiB page on its first copy, which costs more than
+	 * the copy on a VM.  A populate that finds the file shrunk fails the
+	 * key with KVT_EFAULT, as a fault would.
+	 */
+	atomic_uchar *warm;
 };
+
+/* The chunk of kvt_tm_span.warm: a bit per 2 MiB of client memory. */
+#define KVT_TM_WARM_CHUNK ((uint64_t)2 << 20)
 
 /* One piece of a value: len bytes at p, inside spans[span]. */
 struct kvt_tm_seg {

@@ -33,7 +33,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "kvt_guard.h"
 #include "kvt_mem.h"
@@ -154,6 +156,51 @@ static int op_decode_in(void *arg)
 				      n, o->k->want);
 }
 
+/* Cleared when the kernel has no MADV_POPULATE_* (before Linux 5.14). */
+static atomic_bool can_populate = true;
+
+/*
+ * Fills the page tables of the chunks of span sp that [p, p + len) touches
+ * and that no copy filled before (kvt_tm_span.warm).  Returns 0, or
+ * KVT_EFAULT if the file behind the span no longer has those pages.
+ */
+static int warm(const struct kvt_tm_span *sp, const uint8_t *p, uint64_t len,
+		bool write)
+{
+	uint64_t first, last, page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+	if (!sp->warm || len == 0 ||
+	    !atomic_load_explicit(&can_populate, memory_order_relaxed))
+		return 0;
+	first = (uint64_t)(p - sp->base) / KVT_TM_WARM_CHUNK;
+	last = (uint64_t)(p - sp->base + len - 1) / KVT_TM_WARM_CHUNK;
+	for (uint64_t c = first; c <= last; c++) {
+		uint8_t bit = (uint8_t)(1u << (c % 8));
+		uint64_t a = c * KVT_TM_WARM_CHUNK, b = a + KVT_TM_WARM_CHUNK;
+		uintptr_t from, to;
+
+		if (atomic_load_explicit(&sp->warm[c / 8],
+					 memory_order_relaxed) & bit)
+			continue;
+		if (b > sp->len)
+			b = sp->len;
+		/* The mapping starts on a page at or before base. */
+		from = ((uintptr_t)sp->base + a) & ~(uintptr_t)(page - 1);
+		to = (uintptr_t)sp->base + b;
+		if (madvise((void *)from, to - from,
+			    write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)) {
+			if (errno == EFAULT)
+				return KVT_EFAULT; /* shrunk: would SIGBUS */
+			if (errno == EINVAL)
+				atomic_store(&can_populate, false);
+			return 0; /* -ENOMEM, EINTR...: faults will do */
+		}
+		atomic_fetch_or_explicit(&sp->warm[c / 8], bit,
+					 memory_order_relaxed);
+	}
+	return 0;
+}
+
 /*
  * Runs fn for job j's key under the guard of the transfer's spans.  A
  * span already marked fails the key without a touch; a fault marks the
@@ -176,6 +223,16 @@ static int guarded(struct job *j, int (*fn)(void *), struct seg_op *o)
 	o->k = k;
 	if (x->nspans == 0)
 		return fn(o); /* no client memory: nothing to guard */
+	for (uint32_t s = 0; s < k->nseg; s++) {
+		const struct kvt_tm_seg *sg = &x->segs[k->seg + s];
+
+		if (warm(&x->spans[sg->span], sg->p, sg->len,
+			 fn != op_copy_out) == KVT_EFAULT) {
+			atomic_store(&x->spans[sg->span].faulted, true);
+			k->fault = sg->span;
+			return KVT_EFAULT;
+		}
+	}
 	if (x->nspans > sizeof(r) / sizeof(r[0])) {
 		rr = malloc(x->nspans * sizeof(*rr));
 		if (!rr)

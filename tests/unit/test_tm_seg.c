@@ -388,9 +388,11 @@ static void test_fault(void **state)
 	t->x.nspans = 2;
 	t->x.spans[0].base = m;
 	t->x.spans[0].len = n * len;
+	t->x.spans[0].warm = NULL;
 	atomic_init(&t->x.spans[0].faulted, false);
 	t->x.spans[1].base = ok;
 	t->x.spans[1].len = n * len;
+	t->x.spans[1].warm = NULL;
 	atomic_init(&t->x.spans[1].faulted, false);
 	for (size_t i = 2; i < n; i++) {
 		t->segs[2 * i] = (struct kvt_tm_seg){ ok + i * len, len / 2, 1 };
@@ -419,6 +421,33 @@ static void test_fault(void **state)
 	assert_int_equal(t->keys[2].status, 0);
 	/* k2 and k3 replaced by themselves; p0 and p1 never stored. */
 	assert_int_equal(stats(tm).l1.entries, n);
+	/*
+	 * With page tables filled in advance (kvt_tm_span.warm): the populate
+	 * finds the file shrunk and fails the key without a fault; on the
+	 * other span the bits of the chunks copied are set.
+	 */
+	{
+		atomic_uchar w0[4] = { 0 }, w1[4] = { 0 };
+
+		d.calls = 0;
+		t->x.spans[0].warm = w0;
+		t->x.spans[1].warm = w1;
+		atomic_store(&t->x.spans[0].faulted, false);
+		atomic_store(&t->x.spans[1].faulted, false);
+		t->keys[0].k = mkkey("k0");
+		t->keys[1].k = mkkey("k1");
+		assert_int_equal(kvt_tm_get_to(tm, &t->x), 1);
+		wait_done(tm, &d);
+		assert_int_equal(t->keys[0].status, KVT_EFAULT);
+		assert_true(atomic_load(&t->x.spans[0].faulted));
+		for (size_t i = 2; i < n; i++) {
+			assert_int_equal(t->keys[i].status, 0);
+			check(ok, i, len, 7 + i);
+		}
+		/* Keys 2 and 3 are the second and third MiB: chunk 1. */
+		assert_int_equal(atomic_load(&w1[0]), 0x2);
+		assert_int_equal(atomic_load(&w0[0]), 0);
+	}
 	free(t->x.spans);
 	munmap(m, n * len);
 	close(fd);
