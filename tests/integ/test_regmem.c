@@ -611,6 +611,59 @@ static void test_jobs(void **state)
 	assert_int_equal(d[0].status, KVT_EBADREQ);
 	assert_int_equal(p[2].st[3], KVT_EBADREQ);
 	assert_int_equal(kvt_ping(c), 0);
+	/*
+	 * More jobs than the socket buffers hold, none collected while
+	 * submitting: the submits read replies when the socket is full (the
+	 * daemon stops reading while 32 of ours are unfinished and its replies
+	 * wait for us), and every job comes out, in order.
+	 */
+	{
+		enum { MANY = 400, MK = 64 };
+		static char names[MK][40];
+		static const void *keys[MK];
+		static size_t kl[MK], ns[MK];
+		static size_t lens[MANY][MK];
+		static int st[MANY][MK];
+		static struct kvt_seg segs[2 * MK];
+		static struct kvt_job_done dd[MANY];
+		uint64_t first = 0, id;
+
+		for (size_t i = 0; i < MK; i++) {
+			/* 32-byte keys, as prefix keys are. */
+			snprintf(names[i], sizeof(names[i]),
+				 "many-%026zu", i);
+			keys[i] = names[i];
+			kl[i] = 32;
+			ns[i] = 2;
+			segs[2 * i] = (struct kvt_seg){ reg.id, i * 64, 32 };
+			segs[2 * i + 1] = (struct kvt_seg){ reg.id, vbase + i * 64,
+							    32 };
+		}
+		/* Hits, so that the daemon's replies wait for its workers. */
+		assert_int_equal(kvt_mput_from(c, "many", keys, kl, MK, segs,
+					       ns, NULL, st[0]),
+				 0);
+		for (size_t j = 0; j < MANY; j++) {
+			assert_int_equal(kvt_submit_mget_to(c, "many", keys, kl,
+							    MK, segs, ns,
+							    lens[j], st[j],
+							    &id),
+					 0);
+			if (j == 0)
+				first = id;
+		}
+		for (got = 0; got < MANY; got += n)
+			assert_int_equal(kvt_poll(c, 5000, dd + got,
+						  MANY - got, &n),
+					 0);
+		for (size_t j = 0; j < MANY; j++) {
+			assert_int_equal(dd[j].job, first + j);
+			assert_int_equal(dd[j].status, 0);
+			assert_int_equal(st[j][MK - 1], 0);
+			assert_int_equal(lens[j][MK - 1], 64);
+		}
+		assert_false(fd_readable(pfd));
+	}
 	/* Arguments refused before anything is sent. */
 	assert_int_equal(kvt_submit_mget_to(c, "jobs", p[3].keys,
 					    p[3].key_lens, K, p[3].segs,
