@@ -136,7 +136,18 @@ int kvt_guard_run(const struct kvt_guard_range *r, size_t n,
 	g.r = r;
 	g.n = n;
 	if (sigsetjmp(g.jb, 0)) {
-		/* From the handler: fn touched range g.which and faulted. */
+		/*
+		 * From the handler: fn touched range g.which and faulted.  The
+		 * mask is left as the handler ran, which SA_NODEFER keeps
+		 * clear of SIGBUS; but a runtime that wraps handlers (TSan)
+		 * may have blocked it, and a synchronous SIGBUS while blocked
+		 * kills, so it is unblocked again (the fault path only).
+		 */
+		sigset_t s;
+
+		sigemptyset(&s);
+		sigaddset(&s, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &s, NULL);
 		if (which)
 			*which = g.which;
 		return KVT_EFAULT;
