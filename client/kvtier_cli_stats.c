@@ -179,6 +179,31 @@ static void print_shm(FILE *out, const struct doc *d)
 		"  through it", gets, b3, puts, b4);
 }
 
+/* Registered client memory, once a client has used it. */
+static void print_regions(FILE *out, const struct doc *d)
+{
+	uint64_t n, bytes, reg, ci, cib, co, cob, faults;
+	char b1[32], b2[32], b3[32];
+
+	if (!get_u64(d, "regions.mapped", &n) ||
+	    !get_u64(d, "regions.mapped_bytes", &bytes) ||
+	    !get_u64(d, "regions.registered", &reg) || reg == 0 ||
+	    !get_u64(d, "regions.copies_in", &ci) ||
+	    !get_u64(d, "regions.copied_in_bytes", &cib) ||
+	    !get_u64(d, "regions.copies_out", &co) ||
+	    !get_u64(d, "regions.copied_out_bytes", &cob) ||
+	    !get_u64(d, "regions.faults_contained", &faults))
+		return;
+	fmt_size(b1, sizeof(b1), true, bytes);
+	fmt_size(b2, sizeof(b2), true, cib);
+	fmt_size(b3, sizeof(b3), true, cob);
+	fprintf(out, "%-24s %" PRIu64 " mapped (%s), %" PRIu64
+		     " registered, %" PRIu64 " faults contained\n",
+		"registered memory", n, b1, reg, faults);
+	fprintf(out, "%-24s %" PRIu64 " values in (%s), %" PRIu64
+		     " out (%s)\n", "  copied", ci, b2, co, b3);
+}
+
 /* The tier workers: how many, how busy, what waits in each lane. */
 static const char *const pool_lanes[][2] = {
 	{ "cpu", "cpu" },
@@ -249,6 +274,7 @@ static void print_extras(FILE *out, const struct doc *d)
 			fprintf(out, "%-24s %" PRIu64 "\n", counts[i][1], v);
 	print_pool(out, d);
 	print_shm(out, d);
+	print_regions(out, d);
 }
 
 static const char *const lat_ops[] = { "get", "put", "del", "exists" };
@@ -413,6 +439,24 @@ static const struct prom_metric prom_top[] = {
 	  "GETs that asked for a lease and got the bytes over the socket." },
 	{ "shm.leases", "shm_leases", "gauge",
 	  "Leases and put slots outstanding." },
+	{ "regions.mapped", "regions_mapped", "gauge",
+	  "Regions of client memory mapped now (registered memory)." },
+	{ "regions.mapped_bytes", "regions_mapped_bytes", "gauge",
+	  "Bytes of client memory mapped now." },
+	{ "regions.registered", "regions_registered_total", "counter",
+	  "Regions of client memory registered." },
+	{ "regions.refused", "regions_refused_total", "counter",
+	  "REGISTER requests refused (limits, files not memory-backed)." },
+	{ "regions.copies_in", "regions_copies_in_total", "counter",
+	  "Values written into client memory (MGET_TO)." },
+	{ "regions.copied_in_bytes", "regions_copied_in_bytes_total",
+	  "counter", "Bytes written into client memory." },
+	{ "regions.copies_out", "regions_copies_out_total", "counter",
+	  "Values read out of client memory (MPUT_FROM)." },
+	{ "regions.copied_out_bytes", "regions_copied_out_bytes_total",
+	  "counter", "Bytes read out of client memory." },
+	{ "regions.faults_contained", "regions_faults_contained_total",
+	  "counter", "Transfers that faulted on a region a client shrank." },
 };
 
 static const struct prom_metric prom_tier[] = {

@@ -162,6 +162,8 @@ int main(int argc, char **argv)
 	tc.data_dir = cfg.data_dir;
 	tc.l2_level = (int)cfg.l2_level;
 	tc.workers = cfg.workers;
+	/* Copies into registered client memory run on workers, never here. */
+	tc.transfers = 1;
 	tc.l3_region_size = cfg.l3_region_size;
 	tc.l3_write_rate = cfg.l3_write_rate;
 	tc.pin_max = cfg.max_pinned;

@@ -58,7 +58,7 @@ for t in "$ROOT"/tests/integ/test_*.c; do
 done
 # The same suites once more on the portable path (--io-backend epoll: the
 # socket loop on epoll, L3 on pread/pwrite), as separately named entries.
-for t in test_server test_tiers test_limits test_systemd; do
+for t in test_server test_tiers test_limits test_systemd test_regmem; do
 	[ -e "$ROOT/tests/integ/$t.c" ] || continue
 	run_one "integ/$t[epoll]" env KVTIER_TEST_IO_BACKEND=epoll \
 		"$ROOT/$BUILD/tests/integ/$t"

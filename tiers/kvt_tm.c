@@ -236,7 +236,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		if (rc)
 			goto fail;
 	}
-	if (tm->l2 || tm->l3) {
+	if (tm->l2 || tm->l3 || cfg->transfers) {
 		rc = kvt_tmi_pool_start(tm, pool_size(cfg),
 					cfg->l2_level ? cfg->l2_level : 1);
 		if (rc)

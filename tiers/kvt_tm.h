@@ -20,6 +20,8 @@
 #ifndef KVT_TM_H
 #define KVT_TM_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,6 +80,13 @@ struct kvt_tm_config {
 	uint64_t shm_threshold;
 	/* Fault the whole arena in from a background thread (kvt_arena.h). */
 	int shm_prefault;
+	/*
+	 * Run the worker pool even with L1 alone (no L2, no L3), so that
+	 * transfers into and out of client memory (kvt_tm_get_to) are
+	 * copied off the calling thread.  Without a pool they are copied on
+	 * it.
+	 */
+	int transfers;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
 	/*
 	 * How L3 reads its region files: KVT_TM_L3_IO_AUTO (io_uring if the
@@ -212,6 +221,110 @@ typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
  */
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg);
+
+/* ---- transfers into and out of client memory (kvt_tm_seg.c) ---------- */
+
+/*
+ * A mapping of client memory the caller made (the daemon's registered
+ * regions): the bytes of transfers go into or come from it.  The client
+ * may truncate the file behind it at any moment, so every access to it is
+ * guarded (kvt_guard.h): a fault fails the key that touched it with
+ * KVT_EFAULT, sets `faulted`, and the span's remaining keys are failed
+ * without being touched.  The caller keeps the mapping (and this struct)
+ * until the transfer's callback.
+ */
+struct kvt_tm_span {
+	uint8_t *base;
+	uint64_t len;
+	atomic_bool faulted; /* set by a worker; the caller reads it after */
+	/*
+	 * Optional (NULL: none): one bit per KVT_TM_WARM_CHUNK bytes of the
+	 * mapping from base, zeroed when it was mapped and kept with it.  A
+	 * worker about to copy into (or out of) a chunk whose bit is clear
+	 * fills the chunk's page tables in one call (MADV_POPULATE_WRITE or
+	 * _READ) and sets the bit: a fresh mapping would otherwise take a
+	 * page fault per 4 KiB page on its first copy, which costs more than
+	 * the copy on a VM.  A populate that finds the file shrunk fails the
+	 * key with KVT_EFAULT, as a fault would.
+	 */
+	atomic_uchar *warm;
+};
+
+/* The chunk of kvt_tm_span.warm: a bit per 2 MiB of client memory. */
+#define KVT_TM_WARM_CHUNK ((uint64_t)2 << 20)
+
+/* One piece of a value: len bytes at p, inside spans[span]. */
+struct kvt_tm_seg {
+	uint8_t *p;
+	uint64_t len;
+	uint32_t span;
+};
+
+/*
+ * One key of a transfer.  Its value is the concatenation of segs[seg ..
+ * seg + nseg) of the transfer, want bytes in all.
+ */
+struct kvt_tm_xkey {
+	struct kvt_key k;
+	uint32_t seg, nseg;
+	uint64_t want;
+	/*
+	 * Out.  status: 0 (got: the value filled the segments; put: stored),
+	 * KVT_ENOTFOUND (a miss), KVT_ERANGE (got: the value is len bytes,
+	 * not want; nothing written), KVT_EFAULT (span `fault` faulted;
+	 * got: the segments may be partly written), or the error a
+	 * kvt_tm_put() would return (KVT_ENOSPACE, -ENOMEM).  len and dtype:
+	 * the value's (got: also on KVT_ERANGE; put: want and the transfer's
+	 * dtype).
+	 */
+	int status;
+	uint64_t len;
+	uint8_t dtype;
+	uint32_t fault;
+};
+
+struct kvt_tm_xfer;
+/* Completion of a transfer: every key has its result.  Loop thread. */
+typedef void (*kvt_tm_xfer_cb)(void *arg, struct kvt_tm_xfer *x);
+
+/*
+ * A batch of keys to read into (kvt_tm_get_to) or write from
+ * (kvt_tm_put_from) client memory.  The caller owns every array, the
+ * keys' bytes and the spans until cb, which runs exactly once.
+ */
+struct kvt_tm_xfer {
+	struct kvt_tm_xkey *keys;
+	size_t n;
+	const struct kvt_tm_seg *segs;
+	struct kvt_tm_span *spans;
+	size_t nspans;
+	uint8_t dtype;	/* put: every value's dtype */
+	uint32_t ttl_s; /* put: 0 = no expiry */
+	kvt_tm_xfer_cb cb;
+	void *arg;
+};
+
+/*
+ * Reads each key into its segments.  The worker pool moves the bytes,
+ * never the calling thread: an L1 block is copied; a block below L1 that
+ * is read for the first time in a while (so would not be admitted to L1,
+ * the rule of kvt_tm_get()) is decompressed straight from its L2 frame,
+ * or read from L3, verified and decompressed, into the segments; anything
+ * else goes through kvt_tm_get() (promotion, blocks in motion) and is
+ * then copied.  A key whose value is not exactly want bytes gets
+ * KVT_ERANGE with nothing written.  Returns 0 if cb already ran, 1 if it
+ * will run later from kvt_tm_dispatch(), or KVT_EINVAL (NULL arguments,
+ * cb not called).
+ */
+int kvt_tm_get_to(struct kvt_tm *tm, struct kvt_tm_xfer *x);
+
+/*
+ * Stores each key's value, copied out of its segments by a worker into
+ * block memory: once cb runs, the client's memory is free to change.
+ * Each key is then stored as by kvt_tm_put() (replacing its old value
+ * when its copy is done, not at this call).  Returns as kvt_tm_get_to().
+ */
+int kvt_tm_put_from(struct kvt_tm *tm, struct kvt_tm_xfer *x);
 
 /*
  * Completion of a drop: status 0 and the number of blocks removed from

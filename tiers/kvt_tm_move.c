@@ -593,6 +593,12 @@ void kvt_tmi_apply_done(struct kvt_tm *tm)
 			kvt_tmi_pending_done(tm, j);
 			j->count_cb(j->count_arg, j->status, j->count);
 			break;
+		case JOB_SEG_COPY:
+		case JOB_SEG_FRAME:
+		case JOB_SEG_L3:
+		case JOB_SEG_PUT:
+			kvt_tmi_seg_done(tm, j);
+			break;
 		}
 		kvt_tmi_job_free(j);
 	}

@@ -11,6 +11,8 @@
  *                              [--ns NS]
  *        bench_restore restore --socket S --manifest FILE [--batch N]
  *                              [--signal-pid PID] [--data FILE]
+ *                              [--path mget|region] [--jobs N]
+ *                              [--segments 1|2] [--no-shm] [--uid UID]
  *        bench_restore probe   --socket S [--size SIZE] [--seconds T]
  *                              [--interval-us N] [--window] [--ns NS]
  *                              [--ready-file FILE] [--stop-file FILE]
@@ -50,6 +52,18 @@
  *   was never written cannot pass.  --signal-pid sends SIGUSR1 to PID just
  *   before the timer starts and SIGUSR2 just after it stops (the probe's
  *   window).
+ *   --path region restores into registered memory instead (issue #14): the
+ *   pool is a memfd sealed against shrinking, registered with the daemon
+ *   (kvt_register), and every batch is a kvt_mget_to() whose segments are
+ *   each block's place in the pool; with --segments 2 (the default for
+ *   region) a block is two segments as an SGLang MHA page is, its first
+ *   half (K) in the first half of the pool and its second half (V) in the
+ *   second, and the check hashes the two halves in order.  --jobs N keeps
+ *   N batches in flight as jobs (kvt_submit_mget_to, kvt_poll) instead of
+ *   one synchronous call at a time.  --no-shm makes kvt_mget use the
+ *   socket even for a trusted client (KVTIER_SHM=0).  --uid UID (as root)
+ *   becomes that user after reading the manifest and before connecting, a
+ *   client of another uid (the daemon's socket must let it in).
  * probe: a second client reading one L1-resident 64 KiB key (SIZE, default
  *   64K) in a loop: it puts the key under NS (default "restore-probe"),
  *   pins it (kvt_pin) so that the restore's promotions cannot evict it from
@@ -71,6 +85,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -111,6 +126,11 @@ struct opts {
 	double seconds;
 	unsigned interval_us;
 	int window;
+	int region;	 /* --path region */
+	unsigned jobs;	 /* batches in flight (region) */
+	unsigned segments; /* segments per block (region) */
+	int no_shm;
+	long uid;	 /* -1: stay who we are */
 };
 
 /* --- small helpers ------------------------------------------------------ */
@@ -141,6 +161,9 @@ static void usage(void)
 		"[--batch N]\n"
 		"                             [--signal-pid PID] "
 		"[--data FILE]\n"
+		"                             [--path mget|region] [--jobs N] "
+		"[--segments 1|2]\n"
+		"                             [--no-shm] [--uid UID]\n"
 		"       bench_restore probe   --socket S [--size SIZE] "
 		"[--seconds T] [--interval-us N]\n"
 		"                             [--window] [--ns NS] "
@@ -552,6 +575,149 @@ static void free_manifest(struct manifest *m)
 /* At most this many bad blocks are described; all are counted. */
 #define REPORT_MAX 5
 
+/*
+ * Where block i lies in the pool: nseg pieces (one, or its K and V halves
+ * apart as in an SGLang pool).
+ */
+struct place {
+	size_t off[2], len[2];
+	unsigned nseg;
+};
+
+/* Block i's pieces: contiguous, or halves in the two halves of the pool. */
+static void layout_pool(const struct manifest *m, unsigned segments,
+			struct place *pl)
+{
+	uint64_t k = 0, v = 0, half_total = 0;
+
+	for (uint64_t i = 0; i < m->n; i++)
+		half_total += m->lens[i] / 2;
+	for (uint64_t i = 0, off = 0; i < m->n; off += m->lens[i], i++) {
+		if (segments < 2) {
+			pl[i] = (struct place){ { off, 0 }, { m->lens[i], 0 }, 1 };
+			continue;
+		}
+		pl[i].nseg = 2;
+		pl[i].off[0] = k;
+		pl[i].len[0] = m->lens[i] / 2;
+		pl[i].off[1] = half_total + v;
+		pl[i].len[1] = m->lens[i] - m->lens[i] / 2;
+		k += pl[i].len[0];
+		v += pl[i].len[1];
+	}
+}
+
+/* The pool registered memory lives in: a memfd sealed against shrinking. */
+static uint8_t *memfd_pool(size_t len, int *fd)
+{
+	void *p;
+
+	*fd = memfd_create("bench_restore", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (*fd < 0 || ftruncate(*fd, (off_t)(len ? len : 1)) ||
+	    fcntl(*fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW))
+		die("memfd of %zu bytes: %s", len, strerror(errno));
+	p = mmap(NULL, len ? len : 1, PROT_READ | PROT_WRITE, MAP_SHARED, *fd,
+		 0);
+	if (p == MAP_FAILED)
+		die("mmap of the memfd: %s", strerror(errno));
+	memset(p, 0xa5, len);
+	return p;
+}
+
+/* One batch of blocks [first, first + n) as segments of region id. */
+static void batch_segs(const struct place *pl, uint64_t first, size_t n,
+		       uint32_t id, struct kvt_seg *segs, size_t *nsegs)
+{
+	size_t s = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		const struct place *p = &pl[first + j];
+
+		nsegs[j] = p->nseg;
+		for (unsigned k = 0; k < p->nseg; k++)
+			segs[s++] = (struct kvt_seg){ id, p->off[k], p->len[k] };
+	}
+}
+
+/*
+ * The restore loop into registered memory: batches of o->batch blocks,
+ * o->jobs of them in flight (1: synchronous kvt_mget_to).  Dies on a
+ * failed call; per-block results go to st and vlens.
+ */
+static void restore_region(const struct opts *o, kvt_client *c,
+			   const struct manifest *m, const void **keyp,
+			   const struct place *pl, uint32_t id, size_t *vlens,
+			   int *st)
+{
+	uint64_t nb = (m->n + o->batch - 1) / o->batch, next = 0, done = 0;
+	size_t per = 2 * o->batch, inflight = 0;
+	unsigned jobs = o->jobs ? o->jobs : 1;
+	struct kvt_seg *segs = malloc(jobs * per * sizeof(*segs));
+	size_t *nsegs = malloc(jobs * o->batch * sizeof(*nsegs));
+	struct kvt_job_done d[64];
+
+	if (!segs || !nsegs)
+		die("out of memory");
+	while (done < nb) {
+		while (inflight < jobs && next < nb) {
+			uint64_t first = next * o->batch;
+			size_t n = m->n - first < o->batch ?
+					   (size_t)(m->n - first) : o->batch;
+			/* Each slot of jobs keeps its own segment arrays. */
+			struct kvt_seg *sg = segs + (next % jobs) * per;
+			size_t *ns = nsegs + (next % jobs) * o->batch;
+			uint64_t job;
+			int rc;
+
+			batch_segs(pl, first, n, id, sg, ns);
+			if (jobs == 1)
+				rc = kvt_mget_to(c, m->ns, keyp + first,
+						 m->key_lens + first, n, sg, ns,
+						 vlens + first, st + first);
+			else
+				rc = kvt_submit_mget_to(c, m->ns, keyp + first,
+							m->key_lens + first, n,
+							sg, ns, vlens + first,
+							st + first, &job);
+			if (rc < 0)
+				die("kvt_%smget_to of blocks %" PRIu64 "..: %s "
+				    "(%s)", jobs == 1 ? "" : "submit_", first,
+				    kvt_strerror(rc), kvt_client_errmsg(c));
+			next++;
+			if (jobs == 1)
+				done++;
+			else
+				inflight++;
+		}
+		if (jobs > 1 && inflight) {
+			size_t n = 0;
+			int rc = kvt_poll(c, -1, d, 64, &n);
+
+			if (rc < 0)
+				die("kvt_poll: %s (%s)", kvt_strerror(rc),
+				    kvt_client_errmsg(c));
+			for (size_t i = 0; i < n; i++)
+				if (d[i].status)
+					die("job %" PRIu64 " failed: %s (%s)",
+					    d[i].job, kvt_strerror(d[i].status),
+					    kvt_client_errmsg(c));
+			inflight -= n;
+			done += n;
+		}
+	}
+	free(segs);
+	free(nsegs);
+}
+
+/* Becomes uid (as root), for a client of another user. */
+static void become(long uid)
+{
+	if (uid < 0)
+		return;
+	if (setgroups(0, NULL) || setgid((gid_t)uid) || setuid((uid_t)uid))
+		die("cannot become uid %ld: %s", uid, strerror(errno));
+}
+
 static int cmd_restore(const struct opts *o)
 {
 	struct manifest m;
@@ -564,6 +730,9 @@ static int cmd_restore(const struct opts *o)
 	kvt_client *c;
 	double t0, t, v0;
 	pid_t peer = (pid_t)o->signal_pid;
+	struct kvt_region reg = { 0 };
+	struct place *pl;
+	int pool_fd = -1;
 
 	read_manifest(o->manifest, &m);
 	if (o->data)
@@ -578,16 +747,32 @@ static int cmd_restore(const struct opts *o)
 		offs[i] = off;
 		keyp[i] = m.keys[i];
 	}
-	/* The engine's host pool: allocated and faulted in beforehand. */
-	pool = warm_buffer(m.total, 0xa5);
+	pl = calloc(m.n, sizeof(*pl));
+	if (!pl)
+		die("out of memory");
+	layout_pool(&m, o->region ? o->segments : 1, pl);
+	become(o->uid);
+	if (o->no_shm)
+		setenv("KVTIER_SHM", "0", 1);
+	/*
+	 * The engine's host pool: allocated and faulted in beforehand; for
+	 * the region path a memfd the daemon maps.
+	 */
+	pool = o->region ? memfd_pool(m.total, &pool_fd)
+			 : warm_buffer(m.total, 0xa5);
 	c = connect_or_die(o->socket);
 	if (kvt_ping(c) < 0)
 		die("ping: %s", kvt_client_errmsg(c));
+	if (o->region && kvt_register(c, pool_fd, 0, 0, 0, &reg) < 0)
+		die("kvt_register: %s", kvt_client_errmsg(c));
 
 	if (peer > 0)
 		kill(peer, SIGUSR1);
 	t0 = now_s();
-	for (uint64_t first = 0; first < m.n; first += o->batch) {
+	if (o->region)
+		restore_region(o, c, &m, keyp, pl, reg.id, vlens, st);
+	for (uint64_t first = 0; !o->region && first < m.n;
+	     first += o->batch) {
 		size_t n = m.n - first < o->batch ? (size_t)(m.n - first) :
 						    o->batch;
 		struct iovec iov[MAX_BATCH];
@@ -630,7 +815,13 @@ static int cmd_restore(const struct opts *o)
 			wrong++;
 			what = "wrong length";
 		} else {
-			SHA256(pool + offs[i], m.lens[i], digest);
+			SHA256_CTX sc;
+
+			SHA256_Init(&sc);
+			for (unsigned k = 0; k < pl[i].nseg; k++)
+				SHA256_Update(&sc, pool + pl[i].off[k],
+					      pl[i].len[k]);
+			SHA256_Final(digest, &sc);
 			if (memcmp(digest, m.digests[i], sizeof(digest))) {
 				wrong++;
 				what = "wrong bytes";
@@ -647,8 +838,17 @@ static int cmd_restore(const struct opts *o)
 			size_t k = 0, l = vlens[i] < m.lens[i] ? vlens[i] :
 								m.lens[i];
 
-			while (k < l && pool[offs[i] + k] == ref[offs[i] + k])
+			/* Byte k of the block is at piece 0, then piece 1. */
+			while (k < l) {
+				size_t at = k < pl[i].len[0] ?
+						    pl[i].off[0] + k :
+						    pl[i].off[1] + k -
+							    pl[i].len[0];
+
+				if (pool[at] != ref[offs[i] + k])
+					break;
 				k++;
+			}
 			fprintf(stderr, ", first wrong byte at +%zu", k);
 		}
 		fputc('\n', stderr);
@@ -657,10 +857,15 @@ static int cmd_restore(const struct opts *o)
 	printf("{\"op\": \"restore\", \"api\": \"c\", \"ns\": \"%s\""
 	       ", \"blocks\": %" PRIu64 ", \"bytes\": %" PRIu64
 	       ", \"block_size\": %zu, \"batch\": %zu, \"shm\": %d"
+	       ", \"path\": \"%s\", \"jobs\": %u, \"segments\": %u"
+	       ", \"uid\": %ld"
 	       ", \"seconds\": %.6f, \"gbytes_per_s\": %.4f"
 	       ", \"misses\": %" PRIu64 ", \"errors\": %" PRIu64
 	       ", \"wrong\": %" PRIu64 ", \"verify_seconds\": %.3f}\n",
-	       m.ns, m.n, m.total, m.lens[0], o->batch, kvt_client_shm(c), t,
+	       m.ns, m.n, m.total, m.lens[0], o->batch, kvt_client_shm(c),
+	       o->region ? "region" : kvt_client_shm(c) ? "lease" : "socket",
+	       o->region ? (o->jobs ? o->jobs : 1) : 0,
+	       o->region ? o->segments : 1, (long)getuid(), t,
 	       (double)m.total / t / 1e9, misses, errors, wrong, v0);
 	kvt_close(c);
 	if (misses || errors || wrong)
@@ -669,8 +874,11 @@ static int cmd_restore(const struct opts *o)
 			" errors, %" PRIu64 " wrong blocks of %" PRIu64 "\n",
 			misses, errors, wrong, m.n);
 	munmap(pool, m.total ? m.total : 1);
+	if (pool_fd >= 0)
+		close(pool_fd);
 	if (ref)
 		munmap((void *)ref, m.total);
+	free(pl);
 	free(offs);
 	free(vlens);
 	free(st);
@@ -879,6 +1087,9 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		.passes = 3,
 		.seconds = 10,
 		.interval_us = 200,
+		.jobs = 1,
+		.segments = 2,
+		.uid = -1,
 	};
 	if (argc < 2)
 		usage();
@@ -891,6 +1102,10 @@ static void parse_args(struct opts *o, int argc, char **argv)
 
 		if (!strcmp(a, "--window")) {
 			o->window = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-shm")) {
+			o->no_shm = 1;
 			continue;
 		}
 		if (!v)
@@ -936,6 +1151,23 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		} else if (!strcmp(a, "--seconds")) {
 			o->seconds = strtod(v, &end);
 			if (*end || o->seconds < 0)
+				usage();
+		} else if (!strcmp(a, "--path")) {
+			if (!strcmp(v, "region"))
+				o->region = 1;
+			else if (strcmp(v, "mget"))
+				usage();
+		} else if (!strcmp(a, "--jobs")) {
+			o->jobs = (unsigned)strtoul(v, &end, 10);
+			if (*end || o->jobs == 0 || o->jobs > 64)
+				usage();
+		} else if (!strcmp(a, "--segments")) {
+			o->segments = (unsigned)strtoul(v, &end, 10);
+			if (*end || o->segments < 1 || o->segments > 2)
+				usage();
+		} else if (!strcmp(a, "--uid")) {
+			o->uid = strtol(v, &end, 10);
+			if (*end || o->uid < 0)
 				usage();
 		} else if (!strcmp(a, "--interval-us")) {
 			o->interval_us = (unsigned)strtoul(v, &end, 10);

@@ -2,7 +2,9 @@
 # Integration: the plumbing of the restore benchmark (tests/bench/restore),
 # small and fast, against a real kvtierd on a temporary socket: bench_restore
 # store writes a manifest and the same bytes every time; restore, through C
-# and through the Python path (`restore py-restore`, Debian's python3), gets
+# (kvt_mget, the socket, a registered region synchronously and with jobs,
+# as root also as uid 65534) and through the Python path (`restore
+# py-restore`, Debian's python3), gets
 # every block back and says so in its JSON; both fail (exit 1) on a missing
 # block and on a block with other bytes of the same length; probe and memcpy
 # print their JSON.  Uses $KVTIERD, $KVTIER and $KVTIER_BUILD from
@@ -29,9 +31,13 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 ok() { echo "ok: $*"; }
 
 [ -x "$BR" ] || { echo "FAIL: $BR not built"; exit 1; }
+# As root the socket is open to other users: the region restore runs as
+# uid 65534 too.
+mode=0600
+[ "$(id -u)" = 0 ] && mode=0666 && chmod 755 "$dir"
 "$KVTIERD" --socket "$sock" --data-dir "$dir/var" --log-level warn \
 	--l1-size 8M --l2-size 4M --l3-size 256M --l3-region-size 16M \
-	2>>"$dir/daemon.log" &
+	--socket-mode $mode 2>>"$dir/daemon.log" &
 pid=$!
 i=0
 while ! "$KVTIER" -s "$sock" ping >/dev/null 2>&1 && [ $i -lt 500 ]; do
@@ -101,6 +107,27 @@ have_py=1
 restore_ok "C restore" $C_RESTORE
 # shellcheck disable=SC2086
 [ $have_py = 1 ] && restore_ok "Python restore" $PY_RESTORE
+# Registered memory (issue #14): into a region, K and V halves apart,
+# synchronously and as jobs; one segment per block; the socket path.
+# shellcheck disable=SC2086
+restore_ok "C restore into a region" $C_RESTORE --path region
+# shellcheck disable=SC2086
+restore_ok "C restore into a region, 4 jobs" $C_RESTORE --path region --jobs 4
+# shellcheck disable=SC2086
+restore_ok "C restore into a region, 1 segment" $C_RESTORE --path region --segments 1
+# shellcheck disable=SC2086
+restore_ok "C restore through the socket" $C_RESTORE --no-shm
+"$BR" restore --socket "$sock" --manifest "$dir/m" --path region --jobs 4 |
+	grep -q '"path": "region", "jobs": 4, "segments": 2' &&
+	ok "region restore says so in its JSON" || fail "region restore JSON"
+if [ "$(id -u)" = 0 ]; then
+	# shellcheck disable=SC2086
+	restore_ok "C restore into a region as uid 65534" $C_RESTORE --path region --uid 65534
+	# shellcheck disable=SC2086
+	restore_ok "C restore as uid 65534 (socket)" $C_RESTORE --uid 65534
+else
+	echo "skip: not root, no restore as another uid"
+fi
 
 # A block with other bytes of the same length: wrong, and where.
 k5=$(sed -n 7p "$dir/m" | cut -d' ' -f1)
@@ -114,6 +141,11 @@ grep -q "block 5 .*wrong bytes.*first wrong byte at +777" "$dir/err" &&
 	{ fail "C restore: wrong byte not described"; cat "$dir/err"; }
 # shellcheck disable=SC2086
 [ $have_py = 1 ] && restore_fails "Python restore: a wrong byte fails" wrong $PY_RESTORE
+# shellcheck disable=SC2086
+restore_fails "region restore: a wrong byte fails" wrong $C_RESTORE --path region --jobs 4
+grep -q "block 5 .*wrong bytes.*first wrong byte at +777" "$dir/err" &&
+	ok "region restore: the wrong byte is located (across the halves)" ||
+	{ fail "region restore: wrong byte not described"; cat "$dir/err"; }
 dd if="$dir/ctx.bin" of="$dir/b5" bs=1048576 skip=5 count=1 2>/dev/null
 "$KVTIER" -s "$sock" put --ns restore/bf16 "hex:$k5" "$dir/b5" >/dev/null
 
@@ -124,6 +156,8 @@ k3=$(sed -n 5p "$dir/m" | cut -d' ' -f1)
 restore_fails "C restore: a miss fails" misses $C_RESTORE
 # shellcheck disable=SC2086
 [ $have_py = 1 ] && restore_fails "Python restore: a miss fails" misses $PY_RESTORE
+# shellcheck disable=SC2086
+restore_fails "region restore: a miss fails" misses $C_RESTORE --path region
 
 # The probe: timed, paced, pinned, checked.
 if "$BR" probe --socket "$sock" --seconds 0.3 >"$dir/out" 2>"$dir/err" &&
