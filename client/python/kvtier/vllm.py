@@ -15,8 +15,8 @@ LMCache"):
 
 "type" is the class name; every other key of the tier's dict arrives as a
 keyword argument: "socket" (kvtierd's socket; default $KVTIER_SOCKET, else
-the library default), "namespace" (replaces the namespace derived from the
-model, see below), "shm_path" (the primary tier's file, found from the
+the library default), "namespace" (the first part of the namespace,
+default "vllm"), "shm_path" (the primary tier's file, found from the
 mapping of primary_kv_view when absent), "ttl" (seconds).
 
 The primary tier's file is registered with kvtierd once; a store or load
@@ -157,7 +157,8 @@ class KvtierSecondaryTier(_Base):
                              "(blocks, row bytes), not %d-D" % view.ndim)
         self._view = view
         self._row = view.nbytes // self._nblocks if self._nblocks else 0
-        self._ns = ns or self._namespace(offloading_spec, vllm_config)
+        self._ns = self._namespace(ns or "vllm", offloading_spec,
+                                   vllm_config)
         self._file = self._primary_file(offloading_spec, view, shm_path)
         self._once = _engine.Once(log)
         self._lock = threading.Lock()
@@ -176,9 +177,10 @@ class KvtierSecondaryTier(_Base):
 
     # --- set-up -----------------------------------------------------------
 
-    def _namespace(self, spec, vllm_config):
-        """vllm/MODEL/DTYPE/tpN/ppN/bTOKENS/rROWBYTES: what changes the
-        bytes of a row of the primary tier."""
+    def _namespace(self, prefix, spec, vllm_config):
+        """PREFIX/MODEL/DTYPE/tpN/ppN/bTOKENS/rROWBYTES: what changes the
+        bytes of a row of the primary tier (PREFIX: "vllm", or the tier's
+        "namespace" setting)."""
         mc = getattr(vllm_config, "model_config", None)
         cc = getattr(vllm_config, "cache_config", None)
         pc = getattr(vllm_config, "parallel_config", None)
@@ -198,7 +200,7 @@ class KvtierSecondaryTier(_Base):
             if tokens:
                 break
         return _engine.namespace([
-            "vllm", _engine.name_part(model), dtype,
+            prefix, _engine.name_part(model), dtype,
             "tp%s" % getattr(pc, "tensor_parallel_size", 1),
             "pp%s" % getattr(pc, "pipeline_parallel_size", 1),
             "b%s" % tokens if tokens else None, "r%d" % self._row])
