@@ -302,6 +302,7 @@ class KvtierL2Client:
         p = select.poll()
         p.register(self._wake_r, select.POLLIN)
         polled = None  # (client, fd) registered with p
+        idle_wakeups = 0
         while True:
             if polled is not None and polled[0] is not self._data:
                 p.unregister(polled[1])  # closed or replaced
@@ -310,9 +311,9 @@ class KvtierL2Client:
                 polled = (self._data, self._data.fileno())
                 p.register(polled[1], select.POLLIN)
             try:
-                p.poll(1000 if self._jobs else None)
+                events = p.poll(1000 if self._jobs else None)
             except InterruptedError:
-                pass
+                events = []
             _clear(self._wake_r)
             with self._lock:
                 closing = self._closing
@@ -320,7 +321,11 @@ class KvtierL2Client:
                     self._waiting.append(self._incoming.popleft())
             if closing:
                 return
-            if self._jobs and self._data is not None:
+            # Also when no job is in flight: a readable poll fd then means
+            # the connection ended (kvtierd stopped), which poll() reports.
+            ready = polled is not None and \
+                any(fd == polled[1] for fd, _ in events)
+            if self._data is not None and (self._jobs or ready):
                 try:
                     done = self._data.poll(0)
                 except Error as e:
@@ -329,6 +334,14 @@ class KvtierL2Client:
                 for kj, results in done:
                     if kj in self._jobs:
                         self._finish_job(kj, results)
+                # A descriptor that stays readable with nothing to collect
+                # would spin this loop: drop that connection.
+                idle_wakeups = idle_wakeups + 1 if ready and not done and \
+                    not self._jobs else 0
+                if idle_wakeups > 100 and self._data is not None:
+                    self._broken(ConnectionError("poll descriptor readable "
+                                                 "with nothing to collect"))
+                    idle_wakeups = 0
             self._start_jobs()
 
     def _broken(self, e):

@@ -262,8 +262,43 @@ def child_threads(a):
     return out
 
 
+def child_outage(a):
+    """A client that lives through a daemon restart: while kvtierd is down
+    its futures fail (they still complete) and its threads stay idle (no
+    busy loop on a dead connection); once kvtierd is back on the same data
+    directory, the same client reconnects and gets what it stored before
+    (spilled to L3 on SIGTERM)."""
+    import resource
+    ad = Adapter(make_client(plugin(a["socket"])))
+    arena = Arena(8 * (CHUNK + 4096))
+    keys = [key(5, i) for i in range(2)]
+    vs = [arena.obj(CHUNK) for _ in range(2)]
+    for i, v in enumerate(vs):
+        v[:] = content(500 + i)
+    assert ad.run("submit_batch_set", keys, vs)[0]
+    print("stored", flush=True)
+    sys.stdin.readline()  # the parent stopped kvtierd
+    out = {"down_exists": ad.run("submit_batch_exists", keys)[0]}
+    back = [arena.obj(CHUNK) for _ in range(2)]
+    out["down_get"] = ad.run("submit_batch_get", keys, back)[2]
+    out["down_set"] = ad.run("submit_batch_set", keys, vs)[0]
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(1.5)
+    cpu2 = resource.getrusage(resource.RUSAGE_SELF)
+    out["idle_cpu_s"] = (cpu2.ru_utime - cpu.ru_utime +
+                         cpu2.ru_stime - cpu.ru_stime)
+    print("tried", flush=True)
+    sys.stdin.readline()  # the parent started kvtierd again
+    out["up_exists"] = ad.run("submit_batch_exists", keys)[2]
+    ok, err, per_key = ad.run("submit_batch_get", keys, back)
+    out["up_get"] = [ok, per_key]
+    out["same"] = [bytes(b) == content(500 + i) for i, b in enumerate(back)]
+    ad.close()
+    return out
+
+
 CHILDREN = {"set": child_set, "get": child_get, "eventfd": child_eventfd,
-            "threads": child_threads}
+            "threads": child_threads, "outage": child_outage}
 
 
 def child_main():
@@ -322,6 +357,38 @@ class LMCacheTest(unittest.TestCase):
         self.assertFalse(r["end"])
         self.assertEqual(r["after_close"], "RuntimeError")
         self.assertEqual(r["bad_param"], "TypeError")
+
+    def test_daemon_outage_and_restart(self):
+        p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                              "child", "outage",
+                              json.dumps({"socket": self.d.socket})],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(p.stdout.readline().strip(), "stored")
+            self.d.pause()
+            try:
+                p.stdin.write("\n")
+                p.stdin.flush()
+                self.assertEqual(p.stdout.readline().strip(), "tried")
+            finally:
+                self.d.resume()
+            p.stdin.write("\n")
+            p.stdin.flush()
+            out, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, 0, err)
+        r = json.loads(out.strip().splitlines()[-1])
+        self.assertFalse(r["down_exists"])
+        self.assertEqual(r["down_get"], [False, False])
+        self.assertFalse(r["down_set"])
+        self.assertLess(r["idle_cpu_s"], 0.5, "busy loop while kvtierd is down")
+        self.assertEqual(r["up_exists"], [True, True], err)
+        self.assertEqual(r["up_get"], [True, [True, True]])
+        self.assertEqual(r["same"], [True, True])
 
     def test_threads(self):
         r, _ = self.run_child("threads")

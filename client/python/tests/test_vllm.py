@@ -261,8 +261,43 @@ def child_errors(a):
         p.cleanup()
 
 
+def child_outage(a):
+    """A tier that lives through a daemon restart: while kvtierd is down,
+    lookups miss and jobs fail (nothing raises, nothing blocks); once it
+    is back (on the same data directory) the same tier reconnects and
+    loads what it stored before (spilled to L3 on SIGTERM)."""
+    api = Api()
+    p = Primary()
+    try:
+        tier = create_tier(p, tier_config(a["socket"]))
+        keys = [api.key(777, i) for i in range(4)]
+        for i in range(4):
+            p.fill(i, 7770 + i)
+        tier.submit_store(api.job(1, keys, [0, 1, 2, 3]))
+        assert wait_jobs(api, tier, [1])[1].success
+        print("stored", flush=True)
+        sys.stdin.readline()  # the parent stopped kvtierd
+        out = {"down_lookup": api.lookup(tier, keys[0])}
+        tier.submit_load(api.job(2, keys, [4, 5, 6, 7]))
+        out["down_load"] = wait_jobs(api, tier, [2])[2].success
+        tier.submit_store(api.job(3, keys, [0, 1, 2, 3]))
+        out["down_store"] = wait_jobs(api, tier, [3])[3].success
+        print("tried", flush=True)
+        sys.stdin.readline()  # the parent started kvtierd again
+        out["up_lookup"] = [api.lookup(tier, k) for k in keys]
+        p.rows[8:12] = 0
+        tier.submit_load(api.job(4, keys, [8, 9, 10, 11]))
+        out["up_load"] = wait_jobs(api, tier, [4])[4].success
+        out["same"] = [p.same(8 + i, 7770 + i) for i in range(4)]
+        tier.shutdown()
+        return out
+    finally:
+        p.cleanup()
+
+
 CHILDREN = {"store": child_store, "load": child_load,
-            "hashseed": child_hashseed, "errors": child_errors}
+            "hashseed": child_hashseed, "errors": child_errors,
+            "outage": child_outage}
 
 
 def child_main():
@@ -333,6 +368,38 @@ class VLLMTest(unittest.TestCase):
         self.assertEqual(err.count("PYTHONHASHSEED is not set"), 1, err)
         _, err = self.run_child("hashseed", env={"PYTHONHASHSEED": "0"})
         self.assertNotIn("PYTHONHASHSEED", err)
+
+    def test_daemon_outage_and_restart(self):
+        e = dict(os.environ, PYTHONHASHSEED="0")
+        p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                              "child", self.api, "outage",
+                              json.dumps({"socket": self.d.socket})],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=e)
+        try:
+            self.assertEqual(p.stdout.readline().strip(), "stored")
+            self.d.pause()
+            try:
+                p.stdin.write("\n")
+                p.stdin.flush()
+                self.assertEqual(p.stdout.readline().strip(), "tried")
+            finally:
+                self.d.resume()
+            p.stdin.write("\n")
+            p.stdin.flush()
+            out, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, 0, err)
+        r = json.loads(out.strip().splitlines()[-1])
+        self.assertEqual(r["down_lookup"], "miss")
+        self.assertFalse(r["down_load"])
+        self.assertFalse(r["down_store"])
+        self.assertEqual(r["up_lookup"], ["hit"] * 4, err)
+        self.assertTrue(r["up_load"])
+        self.assertEqual(r["same"], [True] * 4)
 
     def test_errors(self):
         r, _ = self.run_child("errors")
