@@ -202,6 +202,9 @@ class ClientPool:
                 if reused:
                     continue
                 raise
+            except Error as e:
+                self.put(c, broken=is_fault(e))
+                raise
             except BaseException:
                 self.put(c)
                 raise
@@ -223,4 +226,13 @@ class ClientPool:
 
 def is_connection_error(e):
     return isinstance(e, (ConnectionClosed, DaemonUnreachable))
+
+
+EFAULT = -1018  # KVT_EFAULT: a registered region failed (its file shrank)
+
+
+def is_fault(e):
+    """A registered region is broken (kvtier.RegionFault): its connection
+    must register the memory again, on a new connection here."""
+    return isinstance(e, Error) and e.code == EFAULT
 

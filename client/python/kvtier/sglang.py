@@ -323,10 +323,20 @@ class KvtierHiCacheStorage(_Base):
     def _get_pages(self, c, ks, pages):
         want = [sum(s for _, s in page) for page in pages]
         segs = self._segments(c, pages)
-        if segs is not None:
+        if segs is None:
+            return self._get_copy(c, ks, pages, want)
+        try:
             got = c.mget_to(ks, segs, ns=self._ns)
-            return [g is not None and g == w for g, w in zip(got, want)]
-        return self._get_copy(c, ks, pages, want)
+        except Error as e:
+            # A value of another length (BufferTooSmall, raised after the
+            # batch): the other keys' results stand.  A region fault, a
+            # refused request or a connection error: raised (the pool drops
+            # the connection, so the next call registers again).
+            if _engine.is_fault(e) or not hasattr(e, "lengths"):
+                raise
+            got = [g if st == 0 else None
+                   for g, st in zip(e.lengths, e.statuses)]
+        return [g is not None and g == w for g, w in zip(got, want)]
 
     def _set_pages(self, c, ks, pages):
         done = c.match(ks[:MATCH_KEYS_MAX], ns=self._ns)

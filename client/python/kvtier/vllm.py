@@ -169,6 +169,7 @@ class KvtierSecondaryTier(_Base):
         self._data = None       # async store / load connection
         self._region = None
         self._ctl = None        # lookup connection
+        self._fault = None      # a region fault seen in a job's results
         self._connect()
         log.info("kvtier.vllm: namespace %s, primary tier %s (%d blocks of "
                  "%d bytes at offset %d), lookup answers %s", self._ns,
@@ -352,6 +353,8 @@ class KvtierSecondaryTier(_Base):
         j, first, n = self._jobs.pop(kjob)
         if results is not None and not isinstance(results, BaseException):
             for i, r in enumerate(list(results)[:n]):
+                if _engine.is_fault(r):
+                    self._fault = r
                 if j.store:
                     ok = r is True or (r is not None and
                                        not isinstance(r, BaseException) and
@@ -401,6 +404,12 @@ class KvtierSecondaryTier(_Base):
         for kj, results in done:
             if kj in self._jobs:
                 self._complete(kj, results)
+        if self._fault is not None:
+            # The primary tier's file was shrunk under a transfer: the
+            # region is broken for good; register it again on a new
+            # connection.
+            fault, self._fault = self._fault, None
+            self._reset("data", fault)
 
     def get_finished_jobs(self):
         """The jobs completed since the last call (JobResult)."""
