@@ -274,6 +274,9 @@ void kvt_close(kvt_client *c)
 	 * or disturb it), as unmapping the child's copy of the arena leaves
 	 * the parent's.
 	 */
+	/* Jobs in flight are dropped: their arrays are not written any more. */
+	if (c->as_ops)
+		c->as_ops->free(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->recv_fd >= 0)

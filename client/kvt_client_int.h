@@ -19,14 +19,18 @@
  *                       in (a child after fork(), a second thread: refused;
  *                       kvt_forkid.h tells processes apart)
  *
- * Where the next pieces go: registered client memory (REGISTER passes an
- * fd, which kvt_client_io.c would send beside the one it receives; segment
- * batches read a value into, or send it from, ranges of that memory) is a
- * file of its own above kvt_client_batch.c, sharing its pipelined window
- * (run_batch, exported then); an asynchronous job API (submit now, poll
- * for completions) goes above that, on the two halves of the request path
- * that batches already use apart: kvt_ci_send_request() and
- * kvt_ci_read_reply().
+ *   kvt_client_reg.c    registered memory: register, unregister, and the
+ *                       segment batches, as jobs (submit, poll, the poll
+ *                       fd) with the synchronous calls on top; above
+ *                       kvt_client.c (it sends through kvt_client_io.c
+ *                       and takes ended leases from kvt_client_shm.c)
+ *
+ * Jobs and the rest share one reply stream, in request order: job frames
+ * are remembered in a FIFO, and every other call reads the replies of the
+ * frames before its own first (kvt_ci_read_reply() runs the job layer's
+ * drain through c->as_ops, so the files below do not depend on it), and a
+ * send that finds the socket full collects job replies meanwhile, so that
+ * neither side can block the other.
  *
  * Internal functions are kvt_ci_*; they are not exported by libkvtier.so
  * (libkvtier.map).  Like the public ones, those that can fail return 0
@@ -94,6 +98,11 @@ struct kvt_client {
 	/* Polling for replies before sleeping (KVTIER_SPIN_US). */
 	struct kvt_spin spin;
 
+	/* ---- jobs (kvt_client_reg.c), reached below through as_ops ---- */
+	struct kvt_ci_async *as;	   /* NULL until the first job */
+	const struct kvt_ci_async_ops *as_ops;
+	size_t as_frames;		   /* job frames awaiting a reply */
+
 	/* ---- shared memory (kvt_client_shm.c) ---- */
 	/*
 	 * The daemon's block arena (PROTOCOL.md), mapped at HELLO if the
@@ -110,6 +119,19 @@ struct kvt_client {
 	/* A quiet RELEASE frame: header and body, built from rel[]. */
 	uint8_t relbuf[KVT_HDR_SIZE + KVT_SHM_RELEASE_FIXED +
 		       8 * KVT_SHM_RELEASE_MAX];
+};
+
+/*
+ * What the job layer (kvt_client_reg.c) lends the files below it.  Each
+ * runs with the caller inside the guard.
+ */
+struct kvt_ci_async_ops {
+	/* Reads the reply of the oldest job frame (blocking). */
+	int (*read_one)(kvt_client *c);
+	/* Reads the replies of every job frame in flight. */
+	int (*drain)(kvt_client *c);
+	/* Frees the job state (kvt_close). */
+	void (*free)(kvt_client *c);
 };
 
 /* ---- kvt_client_io.c: the guard around every call ------------------ */
@@ -185,6 +207,15 @@ int kvt_ci_send_frame(kvt_client *c, const struct iovec *pre,
 		      const void *val, size_t val_len);
 
 /*
+ * Sends iov[0..iovcnt) whole, as kvt_ci_send_all(), with descriptor fd
+ * (unless negative) passed as SCM_RIGHTS in the sendmsg that carries the
+ * first byte.  While job frames await replies, a send that finds the
+ * socket full reads them meanwhile (c->as_ops->read_one).  Returns 0 or
+ * -errno (a connection error from reading breaks c).
+ */
+int kvt_ci_send_iov(kvt_client *c, struct iovec *iov, int iovcnt, int fd);
+
+/*
  * Reads one reply header and checks that it answers request id/op.  An
  * error reply (status != 0) is consumed whole: its body is the daemon's
  * message, which becomes c's message, and -(status) is returned.  On 0,
@@ -192,6 +223,14 @@ int kvt_ci_send_frame(kvt_client *c, const struct iovec *pre,
  */
 int kvt_ci_read_reply(kvt_client *c, uint8_t op, uint64_t id,
 		      struct kvt_frame_header *h);
+/*
+ * kvt_ci_read_reply() for the job layer: the next reply, without reading
+ * job replies first.
+ */
+int kvt_ci_read_reply_now(kvt_client *c, uint8_t op, uint64_t id,
+			  struct kvt_frame_header *h);
+/* Whether reply bytes are buffered and not yet read. */
+bool kvt_ci_buffered(const kvt_client *c);
 
 /*
  * A send of request id/op failed with rc: reads the reply the daemon may
@@ -248,6 +287,12 @@ int kvt_ci_request(kvt_client *c, uint8_t op, size_t prefix_len,
 		   struct kvt_frame_header *rh);
 
 /* ---- kvt_client_shm.c: shared memory -------------------------------- */
+
+/*
+ * The quiet RELEASE of the leases ended since the last request, to send
+ * ahead of the next one: its length in c->relbuf (0 if there is none).
+ */
+size_t kvt_ci_release_frame(kvt_client *c);
 
 /* Whether this process asked not to use shared memory (KVTIER_SHM=0). */
 bool kvt_ci_shm_wanted(void);

@@ -10,8 +10,9 @@
  * Small replies are read through a per-connection buffer so that header
  * and body usually arrive in one recv().
  *
- * Passing an fd to the daemon (SCM_RIGHTS on a send, for registered
- * memory) belongs here, beside recv_fds(), which takes the arena's.
+ * An fd passed to the daemon (SCM_RIGHTS, for registered memory) goes
+ * with the first byte of its frame (kvt_ci_send_iov), as recv_fds() takes
+ * the arena's.
  */
 #include <errno.h>
 #include <limits.h>
@@ -247,6 +248,76 @@ int kvt_ci_send_all(int fd, struct iovec *iov, int iovcnt)
 				continue;
 			return -errno;
 		}
+		while (iovcnt > 0 && (size_t)n >= iov[0].iov_len) {
+			n -= (ssize_t)iov[0].iov_len;
+			iov++;
+			iovcnt--;
+		}
+		if (iovcnt > 0) {
+			iov[0].iov_base = (uint8_t *)iov[0].iov_base + n;
+			iov[0].iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+int kvt_ci_send_iov(kvt_client *c, struct iovec *iov, int iovcnt, int fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr msg;
+	ssize_t n;
+
+	while (iovcnt > 0 && iov[0].iov_len == 0) {
+		iov++;
+		iovcnt--;
+	}
+	while (iovcnt > 0) {
+		/*
+		 * With job replies due, never block on a full socket: the
+		 * daemon may be waiting for us to read them before it reads
+		 * more (its reply queue has a high-water mark).
+		 */
+		bool jobs = c->as_frames > 0 && c->as_ops;
+
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)iovcnt;
+		if (fd >= 0) {
+			struct cmsghdr *cm;
+
+			memset(&u, 0, sizeof(u));
+			msg.msg_control = u.buf;
+			msg.msg_controllen = sizeof(u.buf);
+			cm = CMSG_FIRSTHDR(&msg);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &fd, sizeof(fd));
+		}
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | (jobs ? MSG_DONTWAIT : 0));
+		if (n < 0) {
+			struct pollfd p = { .fd = c->fd,
+					    .events = POLLOUT | POLLIN };
+			int rc;
+
+			if (errno == EINTR)
+				continue;
+			if (!jobs || (errno != EAGAIN && errno != EWOULDBLOCK))
+				return -errno;
+			if (poll(&p, 1, -1) < 0 && errno != EINTR)
+				return -errno;
+			if (p.revents & POLLIN) {
+				rc = c->as_ops->read_one(c);
+				if (rc < 0 && c->broken)
+					return rc;
+			}
+			continue;
+		}
+		/* The descriptor went with the first byte sent. */
+		fd = -1;
 		while (iovcnt > 0 && (size_t)n >= iov[0].iov_len) {
 			n -= (ssize_t)iov[0].iov_len;
 			iov++;
@@ -513,8 +584,26 @@ int kvt_ci_read_fixed_reply(kvt_client *c, const struct kvt_frame_header *rh,
 
 /* ---- Frames --------------------------------------------------------- */
 
+bool kvt_ci_buffered(const kvt_client *c)
+{
+	return c->rpos < c->rlen;
+}
+
 int kvt_ci_read_reply(kvt_client *c, uint8_t op, uint64_t id,
 		      struct kvt_frame_header *h)
+{
+	/* Replies come in order: those of the job frames sent before ours. */
+	if (c->as_frames > 0 && c->as_ops) {
+		int rc = c->as_ops->drain(c);
+
+		if (rc < 0 && c->broken)
+			return rc;
+	}
+	return kvt_ci_read_reply_now(c, op, id, h);
+}
+
+int kvt_ci_read_reply_now(kvt_client *c, uint8_t op, uint64_t id,
+			  struct kvt_frame_header *h)
 {
 	uint8_t hb[KVT_HDR_SIZE];
 	uint8_t msg[KVT_ERRMSG_MAX];
@@ -617,7 +706,7 @@ int kvt_ci_send_frame(kvt_client *c, const struct iovec *pre,
 	iov[n].iov_len = val_len;
 	if (val_len)
 		n++;
-	return kvt_ci_send_all(c->fd, iov, n);
+	return kvt_ci_send_iov(c, iov, n, -1);
 }
 
 /*

@@ -56,6 +56,11 @@ static size_t release_encode(kvt_client *c)
 	return KVT_HDR_SIZE + len;
 }
 
+size_t kvt_ci_release_frame(kvt_client *c)
+{
+	return c->nrel > 0 ? release_encode(c) : 0;
+}
+
 int kvt_ci_send_request(kvt_client *c, uint8_t op, size_t prefix_len,
 			const void *val, size_t val_len, uint64_t *id)
 {

@@ -71,6 +71,43 @@
  * while setting it up leaves the socket path; KVTIER_SHM=0 in the
  * environment turns it off; kvt_client_shm() tells which path is in use.
  *
+ * REGISTERED MEMORY AND JOBS
+ *
+ * An inference engine keeps its host-side K/V in one large pool; it can
+ * let the daemon map that pool and move values straight into and out of
+ * it, whatever the engine's uid: kvt_register() passes a descriptor of
+ * the pool's file (a memfd, a file in /dev/shm) and gets a region id, and
+ * kvt_mget_to() / kvt_mput_from() name, per key, the segments (region,
+ * offset, length) whose concatenation is its value.  Only keys and segment
+ * lists travel on the socket; the daemon's worker threads copy,
+ * decompress or read from SSD straight into the segments, and a put is
+ * copied out before its reply.  The daemon sees only the memory it was
+ * given; unlike shared memory above, no trust is needed.  For example,
+ * with an SGLang-style pool of pages whose K and V halves lie apart:
+ *
+ *	int fd = memfd_create("pool", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+ *	ftruncate(fd, pool_bytes);
+ *	fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);       // its pages cannot go
+ *	uint8_t *pool = mmap(NULL, pool_bytes, PROT_READ | PROT_WRITE,
+ *			     MAP_SHARED, fd, 0);
+ *	struct kvt_region reg;
+ *	kvt_register(c, fd, 0, 0, 0, &reg);           // 0: the whole file
+ *	struct kvt_seg segs[2] = {
+ *		{ reg.id, k_off(page), half }, { reg.id, v_off(page), half } };
+ *	size_t nseg = 2, len;
+ *	int st;
+ *	kvt_mget_to(c, "llama3-8b/tp0", &key, &key_len, 1, segs, &nseg,
+ *		    &len, &st);                        // st 0: page filled
+ *
+ * Jobs.  kvt_submit_mget_to() and kvt_submit_mput_from() send a batch and
+ * return a job id at once; many jobs may be in flight on one connection.
+ * kvt_poll() collects finished jobs (their per-key results are written
+ * into the caller's arrays), and kvt_poll_fd() is a descriptor for the
+ * caller's event loop, readable while there is something to collect.
+ * The synchronous calls stay usable while jobs are in flight: replies come
+ * in order, so a synchronous call first reads the replies of the jobs
+ * before it (they are then reported by the next kvt_poll()).
+ *
  * PREFIX KEYS
  *
  * Inference processes that want to share a prefix cache must name the same
@@ -144,7 +181,11 @@
  * kvt_connect() and the process's one mapping of the daemon's arena, which
  * its connections share under a lock.
  * A handle may be handed from one thread to another between calls.
- * Calls block until the daemon answers; there are no timeouts.
+ * Calls block until the daemon answers; there are no timeouts (but
+ * kvt_poll()'s).  Jobs follow the same rule: submits and kvt_poll() are
+ * calls on the handle like any other, so a program that submits from one
+ * thread and collects from another shares the handle under a lock of its
+ * own; kvt_poll_fd() may be waited on by any thread without the lock.
  *
  * A connection belongs to the process that made it.  In a child after
  * fork() (or any other copy of the process, such as a multiprocessing
@@ -153,6 +194,8 @@
  * would interleave and each read the other's replies.  The child connects
  * its own handles; kvt_close() of an inherited one there closes only the
  * child's descriptor and mapping, leaving the parent's connection alone.
+ * Jobs in flight and registered regions stay the parent's: the child
+ * registers its own memory on its own connection.
  * (The check is a load from a page the kernel clears in a child,
  * MADV_WIPEONFORK; before Linux 4.14 a pthread_atfork() handler instead,
  * which misses children made by _Fork() or a raw clone().)
@@ -478,6 +521,205 @@ int kvt_mput(kvt_client *c, const char *ns, const void *const *keys,
 int kvt_mget(kvt_client *c, const char *ns, const void *const *keys,
 	     const size_t *key_lens, size_t n, const struct iovec *bufs,
 	     size_t *val_lens, int *statuses);
+
+/*
+ * Registered memory: the daemon reads and writes the caller's own memory.
+ * (See REGISTERED MEMORY AND JOBS above.)
+ */
+
+/* A region of the caller's memory the daemon has mapped. */
+struct kvt_region {
+	uint32_t id;	 /* names it in struct kvt_seg; never 0 */
+	uint32_t flags;	 /* KVT_REGION_READONLY, KVT_REGION_SEALED */
+	uint64_t length; /* bytes mapped */
+};
+
+/*
+ * kvt_register - lets the daemon map length bytes at offset of the file
+ * behind fd (a memfd, or a file in /dev/shm or on hugetlbfs), so that
+ * kvt_mget_to() and kvt_mput_from() move values straight into and out of
+ * that memory: only keys and segment lists travel on the socket, and the
+ * daemon's workers do the copies.  Whatever the caller's uid.
+ *
+ * fd:      any mmap-able descriptor of a memory-backed file; the library
+ *          passes a copy (SCM_RIGHTS), the caller keeps its own.  The
+ *          daemon maps it MAP_SHARED and closes its copy: the mapping lives
+ *          until kvt_unregister() or kvt_close(), and until the transfers
+ *          using it end.
+ * offset:  where the region starts in the file (any byte).
+ * length:  its bytes; 0 = from offset to the file's end as it is now.
+ * flags:   0, or KVT_REGION_READONLY: the daemon maps it read-only (needed
+ *          for a file open read-only or sealed against writing), so it
+ *          can only be the source of kvt_mput_from().
+ * region:  receives the region (its id, flags, the length mapped);
+ *          KVT_REGION_SEALED in flags says the file is sealed against
+ *          shrinking, so no transfer into it can fail for that reason.
+ *
+ * Prefer a memfd sealed against shrinking (F_SEAL_SHRINK): then the
+ * region's pages cannot disappear.  Other files work too: if the caller
+ * shrinks one while the daemon copies into it, the daemon contains the
+ * fault, that transfer's keys fail with KVT_EFAULT, the region is broken
+ * (later transfers naming it fail with KVT_EFAULT until it is unregistered
+ * and the memory registered again) and the daemon serves on.
+ *
+ * Returns 0, or:
+ *   KVT_EINVAL    c or region is NULL, fd is negative, flags has a bit
+ *                 other than KVT_REGION_READONLY (nothing sent)
+ *   KVT_EDENIED   the file is not memory-backed (a regular file on disk, a
+ *                 pipe...), or cannot be mapped as asked (open read-only
+ *                 or sealed against writing: register it read-only)
+ *   KVT_EBADREQ   offset and length lie past the end of the file, or the
+ *                 range is empty
+ *   KVT_ETOOBIG   the connection has as many regions (kvtierd --reg-max)
+ *                 or bytes registered (--reg-max-bytes) as it may
+ *   -errno        the daemon's fstat() or mmap() failed (e.g. -ENOMEM)
+ *   KVT_ECLOSED or another connection error
+ */
+int kvt_register(kvt_client *c, int fd, uint64_t offset, uint64_t length,
+		 uint32_t flags, struct kvt_region *region);
+
+/*
+ * kvt_unregister - ends a region.  Transfers still using it finish first;
+ * its id is invalid at once.  Returns 0, KVT_ENOTFOUND (no such region on
+ * this connection), KVT_EINVAL (c NULL or id 0), or a connection error.
+ */
+int kvt_unregister(kvt_client *c, uint32_t id);
+
+/*
+ * One piece of a value: len bytes at offset in region (a kvt_region.id).
+ * A value is the concatenation of its key's segments: an SGLang MHA page
+ * is two (its K half and its V half, far apart in the pool), an MLA page
+ * one, a layer_first page 2 x layers.
+ */
+struct kvt_seg {
+	uint32_t region;
+	uint64_t offset;
+	uint64_t len;
+};
+
+/*
+ * kvt_mget_to - reads n values of ns into registered memory: key i's value
+ * fills the nsegs[i] segments that follow key i-1's in segs (segs holds
+ * nsegs[0] + ... + nsegs[n-1] entries, key by key).  Nothing is copied by
+ * the library; the daemon's workers write the bytes (an L1 block by
+ * memcpy, an L2 frame decompressed straight into the segments, an L3
+ * block read, verified and placed).
+ *
+ * statuses[i]: 0 (a hit: the value filled its segments exactly),
+ *   KVT_ENOTFOUND (a miss), KVT_ERANGE (the value is val_lens[i] bytes,
+ *   not the sum of the segments' lengths: nothing written),
+ *   KVT_EFAULT (the region failed during the copy: the client shrank its
+ *   file; the segments may be partly written), or another error of the
+ *   daemon for that key.
+ * val_lens[i]: the value's length (hit and KVT_ERANGE), else 0.  May be
+ *   NULL.
+ *
+ * Any n: the library splits a batch into requests of at most
+ * KVT_XFER_KEYS_MAX keys and KVT_XFER_SEGS_MAX segments, pipelined.
+ * Keys and segments are only read during the call.
+ *
+ * Returns 0 when the daemon answered for every key, or:
+ *   KVT_EINVAL    a NULL argument (keys, key_lens, nsegs, statuses with
+ *                 n > 0; segs with segments), a key NULL or empty, more
+ *                 than KVT_XFER_KEY_SEGS_MAX segments for a key, region
+ *                 0, ns longer than 255 bytes (nothing sent)
+ *   KVT_ETOOBIG   a key or ns over the daemon's limits (nothing sent)
+ *   KVT_EBADREQ   the daemon refused a request as a whole: a segment names
+ *                 no region of this connection, lies outside its region,
+ *                 or (kvt_mget_to) is in a read-only region
+ *   KVT_EFAULT    a segment is in a region broken by an earlier fault
+ *   KVT_EDENIED   ns is bound to another user (kvtierd --ns-owner)
+ *   KVT_ECLOSED or another connection error
+ * and then every key of the refused requests has that code as its status
+ * (keys of other requests of the batch keep their own results).
+ */
+int kvt_mget_to(kvt_client *c, const char *ns, const void *const *keys,
+		const size_t *key_lens, size_t n, const struct kvt_seg *segs,
+		const size_t *nsegs, size_t *val_lens, int *statuses);
+
+/*
+ * kvt_mput_from - stores n values of ns, key i's value being its segments
+ * of registered memory, concatenated (as kvt_mget_to()).  The daemon's
+ * workers copy each value into the daemon's memory before the reply: once
+ * this returns, the caller may change its memory.  opts (NULL = defaults)
+ * applies to every value.  statuses[i]: 0 (stored), KVT_EFAULT, or
+ * another error for that key (KVT_ENOSPACE: larger than the cache can
+ * hold).  Returns as kvt_mget_to(), plus KVT_ETOOBIG for a value (the sum
+ * of its segments) over the daemon's max_value, and KVT_EINVAL for a bad
+ * opts->dtype (nothing sent).  A region registered read-only is fine
+ * here.  A request pipelined behind it on the same connection may not see
+ * the values yet: they are stored as their copies complete, before the
+ * reply.
+ */
+int kvt_mput_from(kvt_client *c, const char *ns, const void *const *keys,
+		  const size_t *key_lens, size_t n, const struct kvt_seg *segs,
+		  const size_t *nsegs, const struct kvt_put_opts *opts,
+		  int *statuses);
+
+/*
+ * kvt_submit_mget_to, kvt_submit_mput_from - the same as a job: send the
+ * batch and return at once with its id in *job (never 0); the daemon works
+ * on it while the caller goes on, and kvt_poll() reports it done.  Any
+ * number of jobs may be in flight on one connection; they complete in the
+ * order they were submitted.  keys, key_lens, segs, nsegs and opts are
+ * only read during the call; statuses and val_lens are written when the
+ * job's reply arrives, so they must stay valid (and untouched) until
+ * kvt_poll() has reported the job, or kvt_close().  A submit returns once
+ * the batch is written to the socket: that may wait while the daemon
+ * reads it, never for the transfer itself (replies that arrive meanwhile
+ * are collected).  Errors: those detected before sending (KVT_EINVAL,
+ * KVT_ETOOBIG; nothing sent, no job), or a connection error.  The daemon's
+ * answer, refusals included, comes with the job.
+ */
+int kvt_submit_mget_to(kvt_client *c, const char *ns,
+		       const void *const *keys, const size_t *key_lens,
+		       size_t n, const struct kvt_seg *segs,
+		       const size_t *nsegs, size_t *val_lens, int *statuses,
+		       uint64_t *job);
+int kvt_submit_mput_from(kvt_client *c, const char *ns,
+			 const void *const *keys, const size_t *key_lens,
+			 size_t n, const struct kvt_seg *segs,
+			 const size_t *nsegs, const struct kvt_put_opts *opts,
+			 int *statuses, uint64_t *job);
+
+/* A job kvt_poll() reports done. */
+struct kvt_job_done {
+	uint64_t job;
+	/*
+	 * 0: every key has its result in the statuses (and val_lens) given
+	 * at submit.  Else what kvt_mget_to() would have returned (a refusal
+	 * of the daemon, a connection error), which the keys concerned carry
+	 * as their status.
+	 */
+	int status;
+};
+
+/*
+ * kvt_poll - collects finished jobs: up to cap of them into done[0..*n),
+ * oldest first.  Waits up to timeout_ms milliseconds (-1: as long as it
+ * takes, 0: not at all) for one to finish if none has; returns at once
+ * with *n = 0 if no job is in flight.  A job reported here is forgotten
+ * by the library (its arrays are the caller's again).
+ *
+ * Returns 0 (also when nothing finished in time), KVT_EINVAL (c, done or n
+ * NULL, or cap 0), KVT_ECLOSED when the connection is broken and no job is
+ * left to report (a connection error ends the jobs in flight: they are
+ * reported with it), or a misuse error.
+ */
+int kvt_poll(kvt_client *c, int timeout_ms, struct kvt_job_done *done,
+	     size_t cap, size_t *n);
+
+/*
+ * kvt_poll_fd - a descriptor for the caller's poll()/epoll/select(): it is
+ * readable exactly while kvt_poll() has something to collect or to read
+ * (a reply arriving, or a finished job already read by another call on c,
+ * such as a synchronous one that collected earlier replies first), and
+ * not readable once every finished job has been collected.  Never read it:
+ * call kvt_poll(c, 0, ...).  It belongs to c (closed by kvt_close()); the
+ * same one every time.  Returns the descriptor, or KVT_EINVAL, a misuse
+ * error, or -errno (-EMFILE...) if it cannot be made.
+ */
+int kvt_poll_fd(kvt_client *c);
 
 /*
  * kvt_hot - the most-hit blocks, as `kvtier hot` shows them.  Exact: the

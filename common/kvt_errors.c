@@ -51,6 +51,9 @@ static const char *kvt_code_message(int err)
 		       "this process";
 	case KVT_ECONCURRENT:
 		return "connection in use by another thread";
+	case KVT_EFAULT:
+		return "registered memory failed during a transfer (file "
+		       "truncated?); the region is unusable";
 	}
 	return NULL;
 }

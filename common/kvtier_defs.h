@@ -26,6 +26,28 @@
 #define KVT_PREFIX_KEY_SIZE 32
 
 /*
+ * Registered memory (kvt_register(), PROTOCOL.md "Registered memory").
+ * One MGET_TO or MPUT_FROM request carries at most KVT_XFER_KEYS_MAX keys,
+ * KVT_XFER_KEY_SEGS_MAX segments per key (an SGLang layer_first MHA page
+ * is 2 x layers segments: 512 covers 256 layers) and KVT_XFER_SEGS_MAX
+ * segments in all; the library splits larger batches into several
+ * requests.
+ */
+#define KVT_XFER_KEYS_MAX 4096
+#define KVT_XFER_KEY_SEGS_MAX 512
+#define KVT_XFER_SEGS_MAX 65536
+
+/*
+ * Region flags (struct kvt_region.flags; the REGISTER request and reply).
+ * READONLY: the daemon maps the region read-only, so it can only be the
+ * source of puts (kvt_mput_from()); asked for by the client.  SEALED: the
+ * file is sealed against shrinking (memfd F_SEAL_SHRINK), so a transfer
+ * into it cannot fault; reported by the daemon.
+ */
+#define KVT_REGION_READONLY 0x1u
+#define KVT_REGION_SEALED 0x2u
+
+/*
  * Element type of a value: a hint that lets the daemon compress it better
  * (2- and 4-byte elements are split into byte planes before zstd).  Carried
  * by PUT (kvt_put_opts.dtype, PROTOCOL.md); 0 = unknown.

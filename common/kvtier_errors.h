@@ -61,6 +61,14 @@ enum kvt_error {
 	 * the same handle (one handle serves one thread at a time).
 	 */
 	KVT_ECONCURRENT = -1017,
+	/*
+	 * Registered memory could not be read or written during a transfer:
+	 * the client shrank the file behind the region (truncated it) or its
+	 * filesystem refused a page.  The daemon contained the fault; the
+	 * region is unusable from then on (unregister it and register the
+	 * memory again).
+	 */
+	KVT_EFAULT = -1018,
 };
 
 /*

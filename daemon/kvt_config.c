@@ -106,6 +106,12 @@ static const struct opt opts[] = {
 	{ "shm-lease-max", OPT_SIZE, offsetof(struct kvt_config, shm_lease_max),
 	  "arena bytes one connection may hold in leases and\n"
 	  "\t\t\tPUT slots (default 256M)", 0 },
+	{ "reg-max", OPT_UINT, offsetof(struct kvt_config, reg_max),
+	  "regions of client memory one connection may\n"
+	  "\t\t\tregister (default 64)", 0 },
+	{ "reg-max-bytes", OPT_SIZE, offsetof(struct kvt_config, reg_max_bytes),
+	  "bytes of client memory one connection may register\n"
+	  "\t\t\t(default 1T; mapped, not allocated)", 0 },
 	STR_OPT("shm-allow-uid", shm_allow_uid,
 		"users (names or uids) trusted with shared memory\n"
 		"\t\t\tbesides the daemon's own and root (default none)"),
@@ -179,6 +185,8 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->socket_mode = 0600;
 	cfg->shm_threshold = 64ull << 10;
 	cfg->shm_lease_max = 256ull << 20;
+	cfg->reg_max = 64;
+	cfg->reg_max_bytes = 1ull << 40;
 	cfg->max_key_size = 1024;
 	cfg->max_value_size = 256ull << 20;
 	cfg->max_inflight = 1ull << 30;
@@ -249,15 +257,16 @@ void kvt_config_usage(FILE *f)
 		   "[--data-dir DIR] [--l1-size SIZE]\n"
 		   "               [--l2-size SIZE] [--l3-size SIZE] "
 		   "[--log-level LEVEL] [OPTION...]\n"
-		   "       kvtierd --check [--data-dir DIR] [--l3-size SIZE] "
-		   "[--l3-region-size SIZE]\n\n"
+		   "       kvtierd --check [--data-dir DIR]\n\n"
 		   "kvtierd is the kvtier tiered KV-cache daemon. It runs in "
 		   "the foreground,\nlogs to stderr and serves clients on a "
 		   "Unix socket.\n\n");
 	usage_line(f, "--config FILE",
 		   "read settings from FILE first (flags override it)");
-	usage_line(f, "--check", "verify the L3 index against its region "
-		   "files, report,\nexit 0 if consistent, 1 if not");
+	usage_line(f, "--check", "verify the L3 store in the data directory "
+		   "read-only\n(its own geometry; nothing is changed or "
+		   "dropped), report,\nexit 0 if consistent, 1 if not, 2 if it "
+		   "cannot be checked");
 	for (size_t i = 0; i < NOPTS; i++) {
 		snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
 			 arg_name(opts[i].kind));

@@ -48,6 +48,8 @@ struct kvt_config {
 	uint64_t shm_size;	   /* arena bytes, 0 = L1 + max(L1/4, 64M) */
 	uint64_t shm_threshold;	   /* values this big go through the arena */
 	uint64_t shm_lease_max;	   /* bytes one connection may lease */
+	unsigned reg_max;	   /* regions one connection may register */
+	uint64_t reg_max_bytes;	   /* bytes one connection may register */
 	char shm_allow_uid[512];   /* more users trusted with the arena */
 	int check;    /* --check: verify L3 and exit */
 	int io_backend; /* enum kvt_io_backend (kvt_loop.h) */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "kvt_arena.h"
 #include "kvt_clock.h"
@@ -104,6 +105,8 @@ static void conn_free_if_done(struct kvt_conn *c)
 		wake_mem_waiters(x);
 	kvt_log(KVT_LOG_DEBUG, "event=disconnect conn=%llu conns=%u",
 		(unsigned long long)c->id, x->nconns);
+	for (unsigned i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
 	kvt_block_free(c->body);
 	free(c->rbuf);
 	free(c);
@@ -170,7 +173,19 @@ static void arm_recv(struct kvt_conn *c)
 		p = c->rbuf + c->rlen;
 		room = KVT_RBUF_SIZE - c->rlen;
 	}
-	kvt_loop_recv(x->loop, c->fd, p, room, kvt_ud(c, KVT_UD_RECV));
+	/*
+	 * recvmsg, not recv: a REGISTER's descriptor (SCM_RIGHTS) arrives
+	 * with its bytes, and a plain recv would silently drop it.
+	 */
+	c->riov.iov_base = p;
+	c->riov.iov_len = room;
+	memset(&c->rmsg, 0, sizeof(c->rmsg));
+	c->rmsg.msg_iov = &c->riov;
+	c->rmsg.msg_iovlen = 1;
+	c->rmsg.msg_control = c->rcmsg.buf;
+	c->rmsg.msg_controllen = sizeof(c->rcmsg.buf);
+	kvt_loop_recvmsg(x->loop, c->fd, &c->rmsg, MSG_CMSG_CLOEXEC,
+			 kvt_ud(c, KVT_UD_RECV));
 	c->recv_armed = true;
 	c->recv_armed_ns = kvt_clock_ns();
 	c->inflight++;
@@ -652,7 +667,8 @@ static void complete_frame(struct kvt_conn *c)
 	c->body_grows = false;
 	if (wake && x->mem_waiters)
 		wake_mem_waiters(x);
-	if ((h.opcode == KVT_OP_PUT || h.opcode == KVT_OP_PUT_COMMIT) &&
+	if ((h.opcode == KVT_OP_PUT || h.opcode == KVT_OP_PUT_COMMIT ||
+	     h.opcode == KVT_OP_MPUT_FROM) &&
 	    kvt_tm_busy(x->tm)) {
 		c->parked = true;
 		c->held = h;
@@ -745,6 +761,59 @@ static void process_input(struct kvt_conn *c)
 		c->roff = c->rlen = 0;
 }
 
+/*
+ * Queues the descriptors that came with the bytes just received.  Returns
+ * false if that breaks the protocol (more than KVT_CONN_FDS_MAX waiting,
+ * or some lost to a full control buffer): every one is then closed.
+ */
+static bool take_rights(struct kvt_conn *c)
+{
+	bool ok = !(c->rmsg.msg_flags & MSG_CTRUNC);
+
+	if (c->rmsg.msg_controllen == 0)
+		return ok;
+	KVT_IO_DEFINED(c->rcmsg.buf, c->rmsg.msg_controllen);
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&c->rmsg); cm;
+	     cm = CMSG_NXTHDR(&c->rmsg, cm)) {
+		size_t n;
+
+		if (cm->cmsg_level != SOL_SOCKET ||
+		    cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int),
+			       sizeof(fd));
+			if (c->nfds < KVT_CONN_FDS_MAX)
+				c->fds[c->nfds++] = fd;
+			else {
+				close(fd);
+				ok = false;
+			}
+		}
+	}
+	if (!ok) {
+		for (unsigned i = 0; i < c->nfds; i++)
+			close(c->fds[i]);
+		c->nfds = 0;
+	}
+	return ok;
+}
+
+int kvt_conn_take_fd(struct kvt_conn *c)
+{
+	int fd;
+
+	if (c->nfds == 0)
+		return -1;
+	fd = c->fds[0];
+	memmove(c->fds, c->fds + 1, (c->nfds - 1) * sizeof(c->fds[0]));
+	c->nfds--;
+	return fd;
+}
+
 static void on_recv(struct kvt_conn *c, int res)
 {
 	bool direct = c->recv_direct;
@@ -762,6 +831,26 @@ static void on_recv(struct kvt_conn *c, int res)
 	}
 	c->ctx->st.bytes_in += (uint64_t)res;
 	c->last_active_ns = kvt_clock_ns();
+	if (!take_rights(c)) {
+		/*
+		 * Descriptors were lost or too many sent: the REGISTERs they
+		 * went with can no longer be told apart, so the stream is
+		 * done, as after a bad header.
+		 */
+		c->ctx->st.protocol_errors++;
+		kvt_log(KVT_LOG_WARN, "event=protocol_error conn=%llu "
+			"error=\"more than %d descriptors passed, or some "
+			"lost\"", (unsigned long long)c->id, KVT_CONN_FDS_MAX);
+		c->close_after = true;
+		struct kvt_reply *r = kvt_reply_reserve(c, 0, 0);
+		if (r)
+			kvt_reply_error(c, r, KVT_EPROTO, "more than %d file "
+					"descriptors passed and not used by a "
+					"REGISTER", KVT_CONN_FDS_MAX);
+		else
+			kvt_conn_close(c);
+		return;
+	}
 	if (direct) {
 		KVT_IO_DEFINED(c->body + c->body_have, (size_t)res);
 		c->body_have += (size_t)res;

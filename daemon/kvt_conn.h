@@ -18,7 +18,7 @@
  * send in flight on the loop (kvt_loop.h).
  *
  * Backpressure, three kinds, each of which stops reading from the client
- * until it clears: a PUT is held while the tiers are busy (kvt_tm_busy(),
+ * until it clears: a PUT (or an MPUT_FROM) is held while the tiers are busy (kvt_tm_busy(),
  * resumed by kvt_conn_unpark()); a large body waits for room under
  * max-inflight, counted over all connections; and a client that does not
  * read its replies (KVT_OUT_HIGH_WATER) or has KVT_PENDING_MAX unfinished
@@ -87,6 +87,14 @@
  */
 #define KVT_PENDING_MAX 32
 
+/*
+ * Descriptors a connection may have received (SCM_RIGHTS) and not yet
+ * used: a client passes one with each REGISTER, in the sendmsg() that
+ * carries the frame's first byte, so at most one or two are ever waiting.
+ * More, or a control message cut short (MSG_CTRUNC), break the protocol.
+ */
+#define KVT_CONN_FDS_MAX 4
+
 /* Latency is kept per opcode; opcodes past this share the last slot. */
 #define KVT_LAT_OPS KVT_OP_END_
 
@@ -116,6 +124,8 @@ struct kvt_reply; /* one reply slot, opaque: see kvt_reply_reserve() */
 struct kvt_pins;
 struct kvt_leases;
 struct kvt_lease_pool;
+struct kvt_regions;
+struct kvt_region_pool;
 
 /*
  * What the connection calls above itself; installed by the server in
@@ -180,6 +190,8 @@ struct kvt_conn_ctx {
 	struct kvt_access acc; /* allow-lists and namespace owners */
 	/* Shared memory (kvt_lease.h); this module never looks inside. */
 	struct kvt_lease_pool *shm;
+	/* Registered client memory (kvt_region.h); nor inside this. */
+	struct kvt_region_pool *reg;
 	const struct kvt_conn_ops *ops;
 	uint64_t start_ns; /* when the server started, for uptime */
 	bool stopping;	   /* a graceful stop: read no new requests */
@@ -218,6 +230,7 @@ struct kvt_conn {
 	bool revoked;
 	struct kvt_pins *pins;	   /* kvt_request.c's */
 	struct kvt_leases *leases; /* kvt_lease.c's */
+	struct kvt_regions *regions; /* kvt_region.c's */
 	struct kvt_conn *prev, *next; /* ctx's list of live connections */
 	bool closing;		 /* no more reading; free once drained */
 	uint64_t last_active_ns; /* last byte received or sent */
@@ -225,6 +238,15 @@ struct kvt_conn {
 	int fd;
 
 	/* Receive and decode. */
+	struct msghdr rmsg; /* of the armed recvmsg */
+	struct iovec riov;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(KVT_CONN_FDS_MAX * sizeof(int))];
+	} rcmsg;
+	/* Descriptors received, oldest first (kvt_conn_take_fd). */
+	int fds[KVT_CONN_FDS_MAX];
+	unsigned nfds;
 	unsigned inflight; /* loop operations and unfinished replies */
 	unsigned pending;  /* unfinished replies (KVT_PENDING_MAX) */
 	bool recv_armed;
@@ -361,6 +383,14 @@ void kvt_reply_error(struct kvt_conn *c, struct kvt_reply *r, int status,
  * still to send: returns false, and changes nothing, otherwise.
  */
 bool kvt_reply_pass_fd(struct kvt_conn *c, struct kvt_reply *r, int fd);
+
+/*
+ * The oldest descriptor c's peer passed (SCM_RIGHTS) and no request took
+ * yet, or -1.  The caller owns it from now on.  Descriptors are received
+ * with the bytes they travelled with, so the one a REGISTER frame carried
+ * is queued by the time the frame is handed to its handler.
+ */
+int kvt_conn_take_fd(struct kvt_conn *c);
 
 /*
  * Checks c may use namespace ns (ctx->acc); if not, answers r with

@@ -9,6 +9,7 @@
 #include "kvt_clock.h"
 #include "kvt_dstats.h"
 #include "kvt_lease.h"
+#include "kvt_region.h"
 #include "kvtier_defs.h"
 
 struct jbuf {
@@ -187,6 +188,26 @@ static void jshm(struct jbuf *b, const struct kvt_lease_pool *p)
 	     (unsigned long long)p->lease_bytes);
 }
 
+/* Registered client memory (kvt_region.h). */
+static void jregions(struct jbuf *b, const struct kvt_region_pool *p)
+{
+	jput(b, "\"regions\":{\"mapped\":%llu,\"mapped_bytes\":%llu,"
+		"\"registered\":%llu,\"refused\":%llu,\"unregistered\":%llu,"
+		"\"requests\":%llu,\"copies_in\":%llu,"
+		"\"copied_in_bytes\":%llu,\"copies_out\":%llu,"
+		"\"copied_out_bytes\":%llu,\"faults_contained\":%llu},",
+	     (unsigned long long)p->regions, (unsigned long long)p->bytes,
+	     (unsigned long long)p->st.registered,
+	     (unsigned long long)p->st.refused,
+	     (unsigned long long)p->st.unregistered,
+	     (unsigned long long)p->st.requests,
+	     (unsigned long long)p->st.copies_in,
+	     (unsigned long long)p->st.bytes_in,
+	     (unsigned long long)p->st.copies_out,
+	     (unsigned long long)p->st.bytes_out,
+	     (unsigned long long)p->st.faults_contained);
+}
+
 int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
 		    size_t *len)
 {
@@ -243,7 +264,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
 		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,"
 		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,"
 		 "\"pinned_bytes\":%llu,\"pinned_keys\":%llu,"
-		 "\"pins_rejected\":%llu,",
+		 "\"pins_rejected\":%llu,\"l3_index_bytes\":%llu,"
+		 "\"l3_index_map_bytes\":%llu,\"l3_index_full\":%llu,",
 	     (unsigned long long)ts.l3_bytes_read,
 	     (unsigned long long)ts.l3_bytes_written,
 	     (unsigned long long)ts.l3_reads_inflight,
@@ -258,10 +280,14 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
 	     (unsigned long long)ts.prefetch_hits,
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
-	     (unsigned long long)ts.pins_rejected);
+	     (unsigned long long)ts.pins_rejected,
+	     (unsigned long long)ts.l3_index_bytes,
+	     (unsigned long long)ts.l3_index_map_bytes,
+	     (unsigned long long)ts.l3_index_full);
 	jpool(&b, &ts.pool);
 	jnamespaces(&b, x, uid);
 	jshm(&b, x->shm);
+	jregions(&b, x->reg);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
 	static const uint8_t ops[] = { KVT_OP_GET, KVT_OP_PUT, KVT_OP_DEL,

@@ -19,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum op_kind { OPK_NONE, OPK_ACCEPT, OPK_RECV, OPK_READ, OPK_SEND };
+enum op_kind {
+	OPK_NONE, OPK_ACCEPT, OPK_RECV, OPK_RECVMSG, OPK_READ, OPK_SEND
+};
 
 /* An operation waiting for its descriptor to become ready (epoll). */
 struct ep_op {
@@ -520,6 +522,9 @@ static int ep_do_in(int fd, const struct ep_op *op)
 		case OPK_RECV:
 			n = recv(fd, op->buf, op->len, MSG_DONTWAIT);
 			break;
+		case OPK_RECVMSG:
+			n = recvmsg(fd, op->msg, op->flags | MSG_DONTWAIT);
+			break;
 		default:
 			n = read(fd, op->buf, op->len);
 			break;
@@ -726,6 +731,20 @@ void kvt_loop_recv(struct kvt_loop *l, int fd, void *buf, size_t len,
 	}
 	ep_submit(l, fd, &(struct ep_op){ .kind = OPK_RECV, .ud = ud,
 					  .buf = buf, .len = len }, false);
+}
+
+void kvt_loop_recvmsg(struct kvt_loop *l, int fd, struct msghdr *msg,
+		      int flags, uint64_t ud)
+{
+	if (l->backend == KVT_IO_URING) {
+		struct io_uring_sqe *sqe = get_sqe(l);
+
+		io_uring_prep_recvmsg(sqe, fd, msg, (unsigned)flags);
+		io_uring_sqe_set_data64(sqe, ud);
+		return;
+	}
+	ep_submit(l, fd, &(struct ep_op){ .kind = OPK_RECVMSG, .ud = ud,
+					  .msg = msg, .flags = flags }, false);
 }
 
 void kvt_loop_sendmsg(struct kvt_loop *l, int fd, struct msghdr *msg,

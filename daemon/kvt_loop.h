@@ -17,7 +17,7 @@
  *             readiness) and its result handed to the same handler.
  *
  * So the connection state machine exists once, and both backends keep its
- * rules: at most one read-side operation (recv, read or accept) and one
+ * rules: at most one read-side operation (recv, recvmsg, read or accept) and one
  * write-side operation (sendmsg) in flight per descriptor; no completion is
  * ever delivered from inside a submit call; a multishot accept stays armed
  * while its completions carry KVT_LOOP_MORE.
@@ -77,6 +77,15 @@ void kvt_loop_accept(struct kvt_loop *l, int fd, uint64_t ud);
 /* recv(fd, buf, len, 0); buf must stay valid until the completion. */
 void kvt_loop_recv(struct kvt_loop *l, int fd, void *buf, size_t len,
 		   uint64_t ud);
+/*
+ * recvmsg(fd, msg, flags): a recv that also takes ancillary data, such as
+ * descriptors passed with SCM_RIGHTS (MSG_CMSG_CLOEXEC in flags makes them
+ * close-on-exec).  msg (iovecs, control buffer and all) is used as given
+ * and must stay valid until the completion, which leaves msg_flags and
+ * msg_controllen set as recvmsg() would.
+ */
+void kvt_loop_recvmsg(struct kvt_loop *l, int fd, struct msghdr *msg,
+		      int flags, uint64_t ud);
 /*
  * sendmsg(fd, msg, flags).  msg (iovecs, msg_control and all) is used as
  * given and must stay valid until the completion.

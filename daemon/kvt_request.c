@@ -12,6 +12,7 @@
 #include "kvt_lease.h"
 #include "kvt_log.h"
 #include "kvt_mem.h"
+#include "kvt_region.h"
 #include "kvt_request.h"
 
 /* Context of a GET whose value may arrive after kvt_tm_get() returns. */
@@ -585,6 +586,17 @@ static void request_handle(struct kvt_conn *c,
 	case KVT_OP_PUT_COMMIT:
 		handle_put_commit(c, r, body, len);
 		break;
+	case KVT_OP_REGISTER:
+		kvt_region_register(c, r, body, len);
+		break;
+	case KVT_OP_UNREGISTER:
+		kvt_region_unregister(c, r, body, len);
+		break;
+	case KVT_OP_MGET_TO:
+	case KVT_OP_MPUT_FROM:
+		/* The body's keys are used until the transfer is done. */
+		kvt_region_xfer(c, r, h->opcode == KVT_OP_MPUT_FROM, body, len);
+		return;
 	case KVT_OP_STATS: {
 		char *json;
 		size_t n;
@@ -608,6 +620,8 @@ static int request_open(struct kvt_conn *c)
 	c->pins = calloc(1, sizeof(*c->pins));
 	if (!c->pins)
 		return -ENOMEM;
+	if (kvt_region_open(c))
+		return -ENOMEM;
 	return kvt_lease_open(c);
 }
 
@@ -617,11 +631,14 @@ static void request_close(struct kvt_conn *c)
 	pins_close(c);
 	/* So do leases and slots: their bytes may be freed or reused now. */
 	kvt_lease_close(c);
+	/* And registered regions (unmapped once no transfer uses them). */
+	kvt_region_close(c);
 }
 
+/* Pins and regions end with the connection: it is not idle. */
 static bool request_holds(const struct kvt_conn *c)
 {
-	return c->pins && c->pins->n > 0;
+	return (c->pins && c->pins->n > 0) || kvt_region_holds(c);
 }
 
 const struct kvt_conn_ops kvt_request_ops = {

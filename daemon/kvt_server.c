@@ -28,6 +28,7 @@
 #include "kvt_log.h"
 #include "kvt_loop.h"
 #include "kvt_notify.h"
+#include "kvt_region.h"
 #include "kvt_request.h"
 #include "kvt_server.h"
 
@@ -50,6 +51,7 @@ struct kvt_server {
 	/* What connections and request handlers share; ctx.loop is owned. */
 	struct kvt_conn_ctx ctx;
 	struct kvt_lease_pool shm; /* ctx.shm */
+	struct kvt_region_pool reg; /* ctx.reg */
 	/* The command line, re-read with the config file on SIGHUP. */
 	int argc;
 	char **argv;
@@ -451,8 +453,8 @@ enum {
  * restart, one line each: a setting added to kvt_config.c is covered
  * without a line here.  The rest are read where they are used, so storing
  * them is enough: the timeouts by the housekeeping timer, max-connections
- * at accept, the spill settings at exit, shm-lease-max and the limits per
- * request.
+ * at accept, the spill settings at exit, shm-lease-max, reg-max,
+ * reg-max-bytes and the limits per request.
  */
 static const struct {
 	const char *name;
@@ -471,6 +473,8 @@ static const struct {
 	{ "socket-mode", FX_SOCKET },
 	{ "shm-allow-uid", FX_SHM_ALLOW },
 	{ "shm-lease-max", 0 },
+	{ "reg-max", 0 },
+	{ "reg-max-bytes", 0 },
 	{ "max-key-size", FX_LIMITS },
 	{ "max-value-size", FX_LIMITS },
 	{ "max-inflight", FX_INFLIGHT },
@@ -775,6 +779,8 @@ int kvt_server_open(struct kvt_server **out, struct kvt_config *cfg,
 	s->ctx.cfg = cfg;
 	s->ctx.tm = tm;
 	s->ctx.shm = &s->shm;
+	kvt_region_pool_init(&s->reg);
+	s->ctx.reg = &s->reg;
 	s->ctx.ops = &kvt_request_ops;
 	s->argc = argc;
 	s->argv = argv;

@@ -81,6 +81,14 @@ const char *kvt_op_name(unsigned op)
 		return "PUT_ALLOC";
 	case KVT_OP_PUT_COMMIT:
 		return "PUT_COMMIT";
+	case KVT_OP_REGISTER:
+		return "REGISTER";
+	case KVT_OP_UNREGISTER:
+		return "UNREGISTER";
+	case KVT_OP_MGET_TO:
+		return "MGET_TO";
+	case KVT_OP_MPUT_FROM:
+		return "MPUT_FROM";
 	}
 	return "UNKNOWN";
 }

@@ -58,6 +58,11 @@ enum kvt_op {
 	KVT_OP_RELEASE = 14,
 	KVT_OP_PUT_ALLOC = 15,
 	KVT_OP_PUT_COMMIT = 16,
+	/* Registered client memory (kvt_reg.h). */
+	KVT_OP_REGISTER = 17,
+	KVT_OP_UNREGISTER = 18,
+	KVT_OP_MGET_TO = 19,
+	KVT_OP_MPUT_FROM = 20,
 	/* One past the highest opcode this build knows. */
 	KVT_OP_END_
 };

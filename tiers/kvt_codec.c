@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 /*
  * For ZSTD_c_literalCompressionMode only (see set_plane_params()); it is
@@ -63,6 +64,12 @@ struct kvt_codec_ctx {
 	/* Holds one shuffled piece on its way into zstd or out of it. */
 	uint8_t *scratch;
 	size_t scratch_cap;
+	/*
+	 * kvt_codec_decompress_v(): an unshuffled piece that straddles two
+	 * destination pieces, on its way to them (allocated on first use).
+	 */
+	uint8_t *scatter;
+	size_t scatter_cap;
 	int level;
 	enum cctx_mode mode;
 };
@@ -274,6 +281,7 @@ void kvt_codec_ctx_free(struct kvt_codec_ctx *c)
 	ZSTD_freeCCtx(c->cctx);
 	ZSTD_freeDCtx(c->dctx);
 	free(c->scratch);
+	free(c->scatter);
 	free(c);
 }
 
@@ -530,6 +538,195 @@ int kvt_codec_decompress(struct kvt_codec_ctx *c, uint8_t codec,
 		return decompress_shuffled(c,
 				codec == KVT_CODEC_ZSTD_SHUF2 ? 2 : 4,
 				src, src_len, dst, raw_len);
+	default:
+		return KVT_EINVAL;
+	}
+}
+
+/* --- decompression into pieces --------------------------------------- */
+
+/* Where the next output byte goes: piece i, offset off in it. */
+struct cursor {
+	const struct iovec *v;
+	size_t n, i, off;
+};
+
+/* Copies len bytes of src to the cursor's place and advances it. */
+static void scatter_copy(struct cursor *cu, const uint8_t *src, size_t len)
+{
+	while (len > 0) {
+		size_t room = cu->v[cu->i].iov_len - cu->off;
+		size_t take = room < len ? room : len;
+
+		memcpy((uint8_t *)cu->v[cu->i].iov_base + cu->off, src, take);
+		src += take;
+		len -= take;
+		cu->off += take;
+		if (cu->off == cu->v[cu->i].iov_len && cu->i + 1 < cu->n) {
+			cu->i++;
+			cu->off = 0;
+		}
+	}
+}
+
+/* Skips pieces the cursor has filled (and empty ones). */
+static void cursor_settle(struct cursor *cu)
+{
+	while (cu->i + 1 < cu->n && cu->off == cu->v[cu->i].iov_len) {
+		cu->i++;
+		cu->off = 0;
+	}
+}
+
+/*
+ * KVT_CODEC_ZSTD into pieces: streaming decompression, one output buffer
+ * per piece.  The context is reset first, so one abandoned midway (a
+ * guarded copy that faulted) is fit for the next call.
+ */
+static int decompress_stream(struct kvt_codec_ctx *c, const uint8_t *src,
+			     size_t src_len, const struct iovec *v, size_t n)
+{
+	ZSTD_inBuffer ib = { src, src_len, 0 };
+	size_t r = 1;
+
+	if (src_len == 0)
+		return KVT_ECORRUPT;
+	r = ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
+	if (ZSTD_isError(r))
+		return decode_failure(r);
+	r = 1;
+	for (size_t i = 0; i < n; i++) {
+		ZSTD_outBuffer ob = { v[i].iov_base, v[i].iov_len, 0 };
+
+		while (ob.pos < ob.size) {
+			size_t before = ob.pos, in_before = ib.pos;
+
+			r = ZSTD_decompressStream(c->dctx, &ob, &ib);
+			if (ZSTD_isError(r))
+				return decode_failure(r);
+			/* Input used up without filling the pieces: short. */
+			if (ob.pos == before && ib.pos == in_before)
+				return KVT_ECORRUPT;
+		}
+	}
+	/*
+	 * Every piece is full: the last frame must end here, with nothing
+	 * after it (another frame would be more bytes than raw_len).
+	 */
+	if (r != 0) {
+		uint8_t extra;
+		ZSTD_outBuffer ob = { &extra, 1, 0 };
+
+		r = ZSTD_decompressStream(c->dctx, &ob, &ib);
+		if (ZSTD_isError(r))
+			return decode_failure(r);
+		if (ob.pos || r != 0)
+			return KVT_ECORRUPT;
+	}
+	return ib.pos == ib.size ? 0 : KVT_ECORRUPT;
+}
+
+/*
+ * SHUF codecs into pieces: as decompress_shuffled(), each frame into the
+ * scratch buffer; a frame whose bytes land in one piece is unshuffled
+ * straight there, one that straddles pieces goes through c->scatter.
+ */
+static int decompress_shuffled_v(struct kvt_codec_ctx *c, unsigned es,
+				 const uint8_t *src, size_t src_len,
+				 const struct iovec *v, size_t n,
+				 size_t raw_len)
+{
+	struct cursor cu = { v, n, 0, 0 };
+	size_t in = 0, out = 0;
+
+	while (in < src_len) {
+		size_t fsize, r;
+		unsigned long long content;
+
+		fsize = ZSTD_findFrameCompressedSize(src + in, src_len - in);
+		if (ZSTD_isError(fsize))
+			return KVT_ECORRUPT;
+		content = ZSTD_getFrameContentSize(src + in, fsize);
+		if (content == ZSTD_CONTENTSIZE_UNKNOWN ||
+		    content == ZSTD_CONTENTSIZE_ERROR ||
+		    content > raw_len - out)
+			return KVT_ECORRUPT;
+		if (content > c->scratch_cap) {
+			uint8_t *bigger = malloc((size_t)content);
+
+			if (!bigger)
+				return -ENOMEM;
+			free(c->scratch);
+			c->scratch = bigger;
+			c->scratch_cap = (size_t)content;
+		}
+		r = ZSTD_decompressDCtx(c->dctx, c->scratch, (size_t)content,
+					src + in, fsize);
+		if (ZSTD_isError(r))
+			return decode_failure(r);
+		if (r != content)
+			return KVT_ECORRUPT;
+		cursor_settle(&cu);
+		if (v[cu.i].iov_len - cu.off >= r) {
+			unshuffle((uint8_t *)v[cu.i].iov_base + cu.off,
+				  c->scratch, r, es);
+			cu.off += r;
+		} else {
+			if (r > c->scatter_cap) {
+				uint8_t *p = malloc(r);
+
+				if (!p)
+					return -ENOMEM;
+				free(c->scatter);
+				c->scatter = p;
+				c->scatter_cap = r;
+			}
+			unshuffle(c->scatter, c->scratch, r, es);
+			scatter_copy(&cu, c->scatter, r);
+		}
+		in += fsize;
+		out += r;
+	}
+	return out == raw_len ? 0 : KVT_ECORRUPT;
+}
+
+int kvt_codec_decompress_v(struct kvt_codec_ctx *c, uint8_t codec,
+			   const uint8_t *src, size_t src_len,
+			   const struct iovec *dst, size_t n, size_t raw_len)
+{
+	size_t total = 0;
+
+	if (!c || (!src && src_len) || (!dst && n))
+		return KVT_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (!dst[i].iov_base && dst[i].iov_len)
+			return KVT_EINVAL;
+		total += dst[i].iov_len;
+	}
+	if (total != raw_len)
+		return KVT_EINVAL;
+	if (n <= 1)
+		return kvt_codec_decompress(c, codec, src, src_len,
+					    n ? dst[0].iov_base : NULL,
+					    raw_len);
+	switch (codec) {
+	case KVT_CODEC_RAW: {
+		struct cursor cu = { dst, n, 0, 0 };
+
+		if (src_len != raw_len)
+			return KVT_ECORRUPT;
+		scatter_copy(&cu, src, src_len);
+		return 0;
+	}
+	case KVT_CODEC_ZSTD:
+		return decompress_stream(c, src, src_len, dst, n);
+	case KVT_CODEC_ZSTD_SHUF2:
+	case KVT_CODEC_ZSTD_SHUF4:
+		if (src_len == 0)
+			return KVT_ECORRUPT;
+		return decompress_shuffled_v(c,
+				codec == KVT_CODEC_ZSTD_SHUF2 ? 2 : 4,
+				src, src_len, dst, n, raw_len);
 	default:
 		return KVT_EINVAL;
 	}

@@ -43,6 +43,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* Numbers are stored on disk by L3: never renumber, only append. */
 enum kvt_codec {
@@ -107,6 +108,22 @@ int kvt_codec_compress(struct kvt_codec_ctx *c, const uint8_t *src, size_t len,
 int kvt_codec_decompress(struct kvt_codec_ctx *c, uint8_t codec,
 			 const uint8_t *src, size_t src_len, uint8_t *dst,
 			 size_t raw_len);
+
+/*
+ * As kvt_codec_decompress(), into the concatenation of dst[0..n) (whose
+ * lengths must add up to raw_len): the pieces of client memory a value
+ * is scattered over (an SGLang page's K half and V half).  Decoded
+ * straight into the pieces; a shuffled frame that straddles two of them
+ * passes through a second scratch buffer of the context, allocated on
+ * first use.  The call may be abandoned midway by a fault in a piece
+ * (kvt_guard.h): it takes no lock, every allocation it makes is owned by
+ * the context at once, and the next call on the context starts from a
+ * reset decoder.  Errors: as kvt_codec_decompress(), and KVT_EINVAL if the
+ * lengths do not add up to raw_len.
+ */
+int kvt_codec_decompress_v(struct kvt_codec_ctx *c, uint8_t codec,
+			   const uint8_t *src, size_t src_len,
+			   const struct iovec *dst, size_t n, size_t raw_len);
 
 /*
  * Element size to compress a value of the given dtype (enum kvt_dtype in

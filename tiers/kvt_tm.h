@@ -20,6 +20,8 @@
 #ifndef KVT_TM_H
 #define KVT_TM_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,6 +80,13 @@ struct kvt_tm_config {
 	uint64_t shm_threshold;
 	/* Fault the whole arena in from a background thread (kvt_arena.h). */
 	int shm_prefault;
+	/*
+	 * Run the worker pool even with L1 alone (no L2, no L3), so that
+	 * transfers into and out of client memory (kvt_tm_get_to) are
+	 * copied off the calling thread.  Without a pool they are copied on
+	 * it.
+	 */
+	int transfers;
 	int l3_no_sync; /* tests only: skip fsync (loses crash safety) */
 	/*
 	 * How L3 reads its region files: KVT_TM_L3_IO_AUTO (io_uring if the
@@ -94,6 +103,14 @@ struct kvt_tm_config {
 	/* Filled with a one-line reason when kvt_tm_open() fails; may be NULL. */
 	char *errmsg;
 	size_t errmsg_len;
+	/* The longest key clients may put (sizes L3's index); 0 = 1 KiB. */
+	uint64_t l3_key_max;
+	/*
+	 * Optional: the tiers' one-line log messages (key=value fields; level
+	 * 0 error, 1 warn, 2 info), from any thread.  See kvt_l3_config.log.
+	 */
+	void (*log)(void *arg, int level, const char *line);
+	void *log_arg;
 };
 
 struct kvt_tier_stats {
@@ -146,7 +163,11 @@ struct kvt_tm_stats {
 	uint64_t l3_admission_rejected; /* L3 writes over the write budget */
 	uint64_t l3_bytes_read, l3_bytes_written, l3_reads_inflight;
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
-	uint64_t transit_bytes; /* bytes on their way down right now */
+	/* L3's index: pages in use, the map, reclaims for want of room. */
+	uint64_t l3_index_bytes, l3_index_map_bytes, l3_index_full;
+	/* Bytes held by blocks on their way down right now: each counted as
+	 * its tier counted it (value, key, namespace, entry) plus its job. */
+	uint64_t transit_bytes;
 	uint64_t jobs_pending;	/* worker jobs queued or running */
 	/*
 	 * Misses by cause: never seen (or deleted), expired, evicted earlier
@@ -200,6 +221,96 @@ typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
  */
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg);
+
+/* ---- transfers into and out of client memory (kvt_tm_seg.c) ---------- */
+
+/*
+ * A mapping of client memory the caller made (the daemon's registered
+ * regions): the bytes of transfers go into or come from it.  The client
+ * may truncate the file behind it at any moment, so every access to it is
+ * guarded (kvt_guard.h): a fault fails the key that touched it with
+ * KVT_EFAULT, sets `faulted`, and the span's remaining keys are failed
+ * without being touched.  The caller keeps the mapping (and this struct)
+ * until the transfer's callback.
+ */
+struct kvt_tm_span {
+	uint8_t *base;
+	uint64_t len;
+	atomic_bool faulted; /* set by a worker; the caller reads it after */
+};
+
+/* One piece of a value: len bytes at p, inside spans[span]. */
+struct kvt_tm_seg {
+	uint8_t *p;
+	uint64_t len;
+	uint32_t span;
+};
+
+/*
+ * One key of a transfer.  Its value is the concatenation of segs[seg ..
+ * seg + nseg) of the transfer, want bytes in all.
+ */
+struct kvt_tm_xkey {
+	struct kvt_key k;
+	uint32_t seg, nseg;
+	uint64_t want;
+	/*
+	 * Out.  status: 0 (got: the value filled the segments; put: stored),
+	 * KVT_ENOTFOUND (a miss), KVT_ERANGE (got: the value is len bytes,
+	 * not want; nothing written), KVT_EFAULT (span `fault` faulted;
+	 * got: the segments may be partly written), or the error a
+	 * kvt_tm_put() would return (KVT_ENOSPACE, -ENOMEM).  len and dtype:
+	 * the value's (got: also on KVT_ERANGE; put: want and the transfer's
+	 * dtype).
+	 */
+	int status;
+	uint64_t len;
+	uint8_t dtype;
+	uint32_t fault;
+};
+
+struct kvt_tm_xfer;
+/* Completion of a transfer: every key has its result.  Loop thread. */
+typedef void (*kvt_tm_xfer_cb)(void *arg, struct kvt_tm_xfer *x);
+
+/*
+ * A batch of keys to read into (kvt_tm_get_to) or write from
+ * (kvt_tm_put_from) client memory.  The caller owns every array, the
+ * keys' bytes and the spans until cb, which runs exactly once.
+ */
+struct kvt_tm_xfer {
+	struct kvt_tm_xkey *keys;
+	size_t n;
+	const struct kvt_tm_seg *segs;
+	struct kvt_tm_span *spans;
+	size_t nspans;
+	uint8_t dtype;	/* put: every value's dtype */
+	uint32_t ttl_s; /* put: 0 = no expiry */
+	kvt_tm_xfer_cb cb;
+	void *arg;
+};
+
+/*
+ * Reads each key into its segments.  The worker pool moves the bytes,
+ * never the calling thread: an L1 block is copied; a block below L1 that
+ * is read for the first time in a while (so would not be admitted to L1,
+ * the rule of kvt_tm_get()) is decompressed straight from its L2 frame,
+ * or read from L3, verified and decompressed, into the segments; anything
+ * else goes through kvt_tm_get() (promotion, blocks in motion) and is
+ * then copied.  A key whose value is not exactly want bytes gets
+ * KVT_ERANGE with nothing written.  Returns 0 if cb already ran, 1 if it
+ * will run later from kvt_tm_dispatch(), or KVT_EINVAL (NULL arguments,
+ * cb not called).
+ */
+int kvt_tm_get_to(struct kvt_tm *tm, struct kvt_tm_xfer *x);
+
+/*
+ * Stores each key's value, copied out of its segments by a worker into
+ * block memory: once cb runs, the client's memory is free to change.
+ * Each key is then stored as by kvt_tm_put() (replacing its old value
+ * when its copy is done, not at this call).  Returns as kvt_tm_get_to().
+ */
+int kvt_tm_put_from(struct kvt_tm *tm, struct kvt_tm_xfer *x);
 
 /*
  * Completion of a drop: status 0 and the number of blocks removed from
@@ -333,13 +444,24 @@ int kvt_tm_busy(struct kvt_tm *tm);
 /* Changes the L3 write budget (bytes/s, 0 = unlimited) while running. */
 void kvt_tm_set_l3_write_rate(struct kvt_tm *tm, uint64_t rate);
 
+/* What a graceful spill did (kvt_tm_spill()). */
+struct kvt_tm_spill_stats {
+	uint64_t queued;     /* blocks taken from L1 and L2 */
+	uint64_t written;    /* of which now on L3: written, or already there */
+	uint64_t lost;       /* of which L3 refused (a full or failing disk) */
+	uint64_t unfinished; /* worker jobs still running at the timeout */
+};
+
 /*
  * Graceful stop: moves everything in L1 and L2 down to L3 (blocks already
- * on L3 cost nothing), waiting at most timeout_ms for the writes.  Returns
- * the number of blocks written or already safe on L3, or KVT_EINVAL if L3
- * is disabled.  The manager stays usable.
+ * on L3 cost nothing), waiting at most timeout_ms for the writes.  Fills
+ * *st (may be NULL) and returns the number of blocks written or already
+ * safe on L3 (st->written), or KVT_EINVAL if L3 is disabled.  Blocks whose
+ * write had not finished at the timeout are in neither count but in
+ * st->unfinished.  The manager stays usable.
  */
-int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
+int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms,
+		 struct kvt_tm_spill_stats *st);
 
 /*
  * fsck of L3: verifies the index against the region files; writes one line
@@ -347,6 +469,19 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
  * of problems, or a negative error.
  */
 int kvt_tm_check(struct kvt_tm *tm, FILE *report);
+
+/*
+ * `kvtierd --check`: verifies the L3 store under data_dir without opening
+ * a manager and without changing anything (kvt_l3_config.read_only: the
+ * store's own geometry, LMDB read-only, nothing dropped, created or
+ * preallocated).  Writes one line per problem and a summary to report.
+ * Returns 0 if consistent, the number of problems, or a negative error if
+ * the store could not be checked (KVT_ENOTFOUND: there is none; KVT_EBUSY:
+ * a daemon has it open; -EUCLEAN: its index is damaged; with a reason in
+ * errmsg).
+ */
+int kvt_tm_check_store(const char *data_dir, FILE *report, char *errmsg,
+		       size_t errmsg_len);
 
 /* Fills *st with a consistent snapshot of the counters. */
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);

@@ -15,8 +15,12 @@
  *   kvt_tm_order.c   the loop's O(1) indexes of what is in motion: the
  *                    transit and promos sets by key, pending L3 deletes and
  *                    drops;
+ *   kvt_tm_seg.c     transfers into and out of client memory (get_to,
+ *                    put_from): deciding on the loop where each value is,
+ *                    and the workers' copies, guarded against faults;
  *   kvt_tm_pool.c    the worker pool and its lanes: everything slow (codec
- *                    work, L3 I/O) runs there, never on the loop.
+ *                    work, L3 I/O, copies of client memory) runs there,
+ *                    never on the loop.
  * Functions shared between them carry the kvt_tmi_ ("internal") prefix.
  * Every kvt_tmi_ function runs on the loop thread unless it says otherwise.
  */
@@ -59,7 +63,18 @@ enum job_kind {
 	JOB_FROM_L3,	/* read (and decompress) a block from L3 */
 	JOB_L3_DEL,	/* remove a key's L3 copy */
 	JOB_L3_DROP,	/* remove a namespace from L3 (k.ns; key empty) */
+	/* Transfers of client memory (kvt_tm_seg.c), all on the CPU lane: */
+	JOB_SEG_COPY,	/* a raw block (src) into a key's segments */
+	JOB_SEG_FRAME,	/* an L2 frame (src) decompressed into them */
+	JOB_SEG_L3,	/* an L3 block read, verified, placed into them */
+	JOB_SEG_PUT,	/* a key's segments copied into a new block (out) */
 };
+
+/* A job that reads from L3 (batched by the pool, counted in reads_queued). */
+static inline bool tm_job_reads_l3(enum job_kind kind)
+{
+	return kind == JOB_FROM_L3 || kind == JOB_SEG_L3;
+}
 
 /*
  * The pool's lanes (kvt_tm_pool.c).  A lane is a FIFO of jobs; a serial
@@ -123,6 +138,9 @@ struct job {
 	kvt_tm_count_cb count_cb;
 	void *count_arg;
 	uint64_t count;
+	/* JOB_SEG_*: the transfer (kvt_tm_seg.c) and the key's index in it. */
+	struct tm_xfer *xf;
+	size_t xi;
 	uint8_t name[];	/* ns bytes then key bytes */
 };
 
@@ -400,5 +418,15 @@ int kvt_tmi_promo_frame(struct kvt_tm *tm, const struct kvt_key *k,
 void kvt_tmi_prefetch_done(void *arg, int status, struct kvt_ref *ref);
 /* Applies the pool's finished jobs (kvt_tm_dispatch). */
 void kvt_tmi_apply_done(struct kvt_tm *tm);
+
+/* ---- transfers of client memory (kvt_tm_seg.c) -------------------------- */
+
+/*
+ * Does the work of a run of JOB_SEG_* jobs (one kind; several only for
+ * JOB_SEG_L3, whose reads go out together).  A worker thread.
+ */
+void kvt_tmi_seg_run(struct tm_worker *w, struct job **run, size_t n);
+/* Applies a finished JOB_SEG_* job; the caller frees it. */
+void kvt_tmi_seg_done(struct kvt_tm *tm, struct job *j);
 
 #endif /* KVT_TM_INT_H */

@@ -7,8 +7,10 @@
  * write and delete.  N worker threads (--workers) serve two lanes:
  *
  *   CPU lane      TO_L2 (compress), FROM_L2 (decompress), the compression
- *                 of a raw block bound for L3, and FROM_L3 (read, then
- *                 decompress): any worker, in parallel.  A run is
+ *                 of a raw block bound for L3, FROM_L3 (read, then
+ *                 decompress) and the copies of client memory (SEG_*,
+ *                 kvt_tm_seg.c; SEG_L3 reads batched as FROM_L3's): any
+ *                 worker, in parallel.  A run is
  *                 one job, or for L3 reads a share of the queued reads
  *                 (ceil(queued / workers), at most TM_READ_BATCH), so that
  *                 one large MGET spreads over every worker.
@@ -101,8 +103,12 @@ static enum tm_lane lane_of(enum job_kind kind)
 	switch (kind) {
 	case JOB_TO_L2:
 	case JOB_FROM_L2:
+	case JOB_SEG_COPY:
+	case JOB_SEG_FRAME:
+	case JOB_SEG_PUT:
 		return TM_LANE_CPU;
 	case JOB_FROM_L3:
+	case JOB_SEG_L3:
 		return TM_L3_PARALLEL_READS ? TM_LANE_CPU : TM_LANE_L3W;
 	case JOB_TO_L3:
 	case JOB_L3_DEL:
@@ -152,7 +158,7 @@ void kvt_tmi_submit(struct kvt_tm *tm, struct job *j)
 		q_push(tm, TM_LANE_CPU, j);
 	}
 	q_push(tm, l, j);
-	if (l == TM_LANE_CPU && j->kind == JOB_FROM_L3)
+	if (l == TM_LANE_CPU && tm_job_reads_l3(j->kind))
 		tm->reads_queued++;
 	pthread_cond_signal(&tm->cv);
 	pthread_mutex_unlock(&tm->mu);
@@ -290,6 +296,12 @@ static void run_jobs(struct tm_worker *w, enum tm_lane l, struct job **run,
 		j->count += dropped;
 		break;
 	}
+	case JOB_SEG_COPY:
+	case JOB_SEG_FRAME:
+	case JOB_SEG_L3:
+	case JOB_SEG_PUT:
+		kvt_tmi_seg_run(w, run, n);
+		break;
 	}
 }
 
@@ -307,14 +319,14 @@ static size_t take_from(struct kvt_tm *tm, enum tm_lane l, struct job **run)
 
 	if (l == TM_LANE_L3W && kind == JOB_TO_L3) {
 		max = TM_L3_BATCH;
-	} else if (kind == JOB_FROM_L3 && l == TM_LANE_CPU) {
+	} else if (tm_job_reads_l3(kind) && l == TM_LANE_CPU) {
 		/* A fair share of the queued reads, so all workers read. */
 		max = (tm->reads_queued + tm->nworkers - 1) / tm->nworkers;
 		if (max > TM_READ_BATCH)
 			max = TM_READ_BATCH;
 		if (max < 1)
 			max = 1;
-	} else if (kind == JOB_FROM_L3) {
+	} else if (tm_job_reads_l3(kind)) {
 		max = TM_READ_BATCH;
 	}
 	while (q->head && n < max && q->head->kind == kind &&
@@ -326,7 +338,7 @@ static size_t take_from(struct kvt_tm *tm, enum tm_lane l, struct job **run)
 			break;
 		run[n++] = q_pop(tm, l);
 		bytes += j->src ? kvt_ref_len(j->src) : 0;
-		if (l == TM_LANE_CPU && kind == JOB_FROM_L3)
+		if (l == TM_LANE_CPU && tm_job_reads_l3(kind))
 			tm->reads_queued--;
 		/* A compression stage is a run of its own. */
 		if (l == TM_LANE_CPU && kind == JOB_TO_L3)

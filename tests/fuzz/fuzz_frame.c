@@ -21,6 +21,7 @@
 
 #include "kvt_frame.h"
 #include "kvt_fuzz.h"
+#include "kvt_reg.h"
 
 /*
  * Largest body the harness provides storage for; a larger frame ends the
@@ -217,6 +218,77 @@ static void parse_body(struct trace *t, const struct kvt_frame_header *h,
 		}
 		KVT_FUZZ_CHECK(n == m.count);
 		break;
+	case KVT_OP_REGISTER: {
+		struct kvt_reg_req rq;
+		struct kvt_reg_reply rr;
+
+		if (reply) {
+			rc = kvt_reg_reply_parse(body, len, &rr);
+			KVT_FUZZ_CHECK(rc == 0 || rc == KVT_EPROTO);
+			KVT_FUZZ_CHECK(rc || rr.region != 0);
+		} else {
+			rc = kvt_reg_req_parse(body, len, &rq);
+			KVT_FUZZ_CHECK(rc == 0 || rc == KVT_EBADREQ);
+			KVT_FUZZ_CHECK(rc || rq.length <= UINT64_MAX - rq.offset);
+		}
+		break;
+	}
+	case KVT_OP_UNREGISTER:
+		if (!reply) {
+			rc = kvt_unreg_req_parse(body, len, &a);
+			KVT_FUZZ_CHECK(rc == 0 || rc == KVT_EBADREQ);
+		}
+		break;
+	case KVT_OP_MGET_TO:
+	case KVT_OP_MPUT_FROM: {
+		struct kvt_xfer_req xr;
+		struct kvt_xfer_key xk;
+		struct kvt_xfer_result res;
+		size_t segs = 0;
+
+		if (reply) {
+			/* As the client library reads a reply. */
+			rc = kvt_xfer_reply_head_parse(body, len, &a);
+			KVT_FUZZ_CHECK(rc == 0 || rc == KVT_EPROTO);
+			for (uint32_t i = 0; rc == 0 && i < a; i++) {
+				int r = kvt_xfer_result_parse(
+					body + KVT_XFER_REPLY_FIXED +
+						i * KVT_XFER_RESULT_SIZE,
+					&res);
+
+				KVT_FUZZ_CHECK(r == 0 || r == KVT_EPROTO);
+				mix_u64(t, (uint64_t)(int64_t)r);
+			}
+			break;
+		}
+		rc = kvt_xfer_req_parse(body, len, h->opcode == KVT_OP_MPUT_FROM,
+					lim, &xr);
+		KVT_FUZZ_CHECK(rc == 0 || rc == KVT_EBADREQ ||
+			       rc == KVT_ETOOBIG);
+		if (rc < 0)
+			break;
+		/* The daemon walks keys and segments after the parse. */
+		n = 0;
+		while (kvt_xfer_req_key(&xr, &pos, &xk)) {
+			KVT_FUZZ_CHECK(inside(body, len, xk.k.key,
+					      xk.k.key_len));
+			KVT_FUZZ_CHECK(inside(body, len, xk.segs,
+					      xk.nseg * KVT_XFER_SEG_SIZE));
+			KVT_FUZZ_CHECK(xk.nseg <= KVT_XFER_KEY_SEGS_MAX);
+			for (size_t s = 0; s < xk.nseg; s++) {
+				struct kvt_xfer_seg sg;
+
+				kvt_xfer_key_seg(&xk, s, &sg);
+				KVT_FUZZ_CHECK(sg.region != 0);
+				KVT_FUZZ_CHECK(sg.length <=
+					       UINT64_MAX - sg.offset);
+			}
+			segs += xk.nseg;
+			n++;
+		}
+		KVT_FUZZ_CHECK(n == xr.h.count && segs == xr.nsegs);
+		break;
+	}
 	default:
 		/* PING and STATS bodies are opaque; others are unknown ops. */
 		KVT_FUZZ_CHECK(kvt_op_name(h->opcode) != NULL);

@@ -22,6 +22,7 @@ VERSION = 1
 REPLY = 0x8000
 (HELLO, PING, PUT, GET, DEL, EXISTS, STATS, MATCH, DROP, HOT, PREFETCH, PIN,
  UNPIN) = range(1, 14)
+REGISTER, UNREGISTER, MGET_TO, MPUT_FROM = range(17, 21)
 
 
 def header(op, body_len, req_id, flags=0, status=0, version=VERSION,
@@ -179,6 +180,25 @@ def frame_seeds():
                                  flags=REPLY)
     s["drop_reserved"] = frame(DROP, drop_body(b"n", reserved=1), 1)
     s["hot_zero"] = frame(HOT, struct.pack("<I", 0), 1)
+    s["register"] = frame(REGISTER, reg_req(0, 1 << 20), 1)
+    s["reply_register"] = frame(REGISTER, reg_reply(), 1, flags=REPLY)
+    s["unregister"] = frame(UNREGISTER, unreg_req(1), 1)
+    s["mget_to"] = frame(MGET_TO, xfer_body(
+        b"llama3-8b/bf16/tp0", sglang_pages(4, 1 << 20, 1 << 30)), 1)
+    s["mput_from"] = frame(MPUT_FROM, xfer_body(
+        b"m", sglang_pages(2, 4096, 1 << 20), put=True, dtype=2), 1)
+    s["reply_mget_to"] = frame(MGET_TO, xfer_reply([
+        xfer_result(0, 2, 0, 2 << 20), xfer_result(1),
+        xfer_result(3, 0, 1018)]), 1, flags=REPLY)
+    s["mget_to_bad"] = frame(MGET_TO, xfer_body(b"", [(b"k", [
+        seg(0, 0, 1)])]), 1)
+    s["session_regmem"] = (frame(HELLO, hello_req(), 1) +
+                           frame(REGISTER, reg_req(), 2) +
+                           frame(MPUT_FROM, xfer_body(b"n", sglang_pages(
+                               2, 512, 4096), put=True), 3) +
+                           frame(MGET_TO, xfer_body(b"n", sglang_pages(
+                               2, 512, 4096)), 4) +
+                           frame(UNREGISTER, unreg_req(1), 5))
     s["reply_hot_short_item"] = frame(HOT, hot_reply(1, HOT_ITEMS)[:-1], 1,
                                       flags=REPLY)
     return s
@@ -239,6 +259,125 @@ def bodies_seeds():
     return s
 
 
+# --- registered memory (proto/kvt_reg.h, PROTOCOL.md "Registered memory") ---
+
+def reg_req(offset=0, length=0, flags=0, reserved=0):
+    return struct.pack("<QQII", offset, length, flags, reserved)
+
+
+def reg_reply(region=1, flags=2, length=1 << 20):
+    return struct.pack("<IIQ", region, flags, length)
+
+
+def unreg_req(region=1, reserved=0):
+    return struct.pack("<II", region, reserved)
+
+
+def seg(region, offset, length, reserved=0):
+    return struct.pack("<IIQQ", region, reserved, offset, length)
+
+
+def xfer_body(ns, keys, put=False, dtype=0, ttl=0, count=None):
+    """keys: list of (key, [segments])."""
+    n = len(keys) if count is None else count
+    if put:
+        out = struct.pack("<BBHI", len(ns), dtype, n, ttl) + ns
+    else:
+        out = struct.pack("<BBH", len(ns), dtype, n) + ns
+    for k, segs in keys:
+        out += struct.pack("<H", len(k)) + k + struct.pack("<H", len(segs))
+        out += b"".join(segs)
+    return out
+
+
+def xfer_result(status, dtype=0, code=0, length=0, reserved=0):
+    return struct.pack("<BBHIQ", status, dtype, reserved, code, length)
+
+
+def xfer_reply(results, count=None):
+    n = len(results) if count is None else count
+    return struct.pack("<II", n, 0) + b"".join(results)
+
+
+def sglang_pages(n, half, vbase, region=1):
+    """n MHA pages as SGLang lays them out: K half, then V half apart."""
+    return [(BLOCK_KEYS[i % len(BLOCK_KEYS)][:31] + bytes([i]),
+             [seg(region, i * half, half),
+              seg(region, vbase + i * half, half)]) for i in range(n)]
+
+
+def reg_seeds():
+    """Byte 0 selects the parser (fuzz_reg.c), bit 4 small limits."""
+    RREQ, RREP, UNREG, GETTO, PUTFROM, XREP = range(6)
+    SMALL = 16
+    s = {}
+    s["reg"] = bytes([RREQ]) + reg_req(4096, 1 << 20)
+    s["reg_whole_file"] = bytes([RREQ]) + reg_req()
+    s["reg_readonly"] = bytes([RREQ]) + reg_req(0, 65536, 1)
+    s["reg_bad_flag"] = bytes([RREQ]) + reg_req(0, 1, 2)
+    s["reg_reserved"] = bytes([RREQ]) + reg_req(reserved=1)
+    s["reg_wraps"] = bytes([RREQ]) + reg_req(2 ** 64 - 10, 11)
+    s["reg_short"] = bytes([RREQ]) + reg_req()[:23]
+    s["reg_reply"] = bytes([RREP]) + reg_reply()
+    s["reg_reply_longer"] = bytes([RREP]) + reg_reply(3, 1) + b"future"
+    s["reg_reply_zero"] = bytes([RREP]) + reg_reply(0)
+    s["reg_reply_flags"] = bytes([RREP]) + reg_reply(1, 4)
+    s["unreg"] = bytes([UNREG]) + unreg_req(7)
+    s["unreg_zero"] = bytes([UNREG]) + unreg_req(0)
+    s["unreg_reserved"] = bytes([UNREG]) + unreg_req(1, 1)
+    s["get_doc"] = bytes([GETTO]) + xfer_body(b"m1", [(b"p0", [
+        seg(1, 0, 1 << 20), seg(1, 1 << 30, 1 << 20)])])
+    s["get_sglang"] = bytes([GETTO]) + xfer_body(
+        b"llama3-8b/bf16/tp0", sglang_pages(8, 1 << 20, 1 << 30))
+    s["get_mla"] = bytes([GETTO]) + xfer_body(b"dsv3", [
+        (b"k%d" % i, [seg(2, i * 4096, 4096)]) for i in range(6)])
+    s["get_layer_first"] = bytes([GETTO]) + xfer_body(b"lf", [
+        (b"page", [seg(1, l * 65536, 512) for l in range(2 * 40)])])
+    s["get_empty"] = bytes([GETTO]) + xfer_body(b"", [])
+    s["get_no_segs"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [])])
+    s["get_region0"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [
+        seg(0, 0, 1)])])
+    s["get_seg_wraps"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [
+        seg(1, 2 ** 64 - 1, 2)])])
+    s["get_total_saturates"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [
+        seg(1, 0, 2 ** 63), seg(1, 0, 2 ** 63), seg(1, 0, 5)])])
+    s["get_seg_reserved"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [
+        seg(1, 0, 1, 1)])])
+    s["get_dtype"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [])], dtype=2)
+    s["get_count_big"] = bytes([GETTO]) + xfer_body(b"", [], count=4097)
+    s["get_too_many_segs"] = bytes([GETTO]) + xfer_body(b"", [
+        (b"k", [seg(1, 0, 1)] * 513)])
+    s["get_trailing"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [])]) + \
+        b"\0"
+    s["get_cut"] = bytes([GETTO]) + xfer_body(b"", [(b"k", [
+        seg(1, 0, 8)])])[:-3]
+    s["get_empty_key"] = bytes([GETTO]) + xfer_body(b"", [(b"", [])])
+    s["get_small_limits"] = bytes([GETTO | SMALL]) + xfer_body(b"ab", [
+        (b"k" * 8, [seg(1, 0, 8)]), (b"k" * 9, [])])
+    s["put_sglang"] = bytes([PUTFROM]) + xfer_body(
+        b"llama3-8b/bf16/tp0", sglang_pages(4, 1 << 20, 1 << 30), put=True,
+        dtype=2, ttl=600)
+    s["put_bad_dtype"] = bytes([PUTFROM]) + xfer_body(b"", [], put=True,
+                                                      dtype=5)
+    s["put_small_value"] = bytes([PUTFROM | SMALL]) + xfer_body(
+        b"", [(b"k", [seg(1, 0, 40), seg(1, 100, 24)])], put=True)
+    s["put_value_big"] = bytes([PUTFROM | SMALL]) + xfer_body(
+        b"", [(b"k", [seg(1, 0, 40), seg(1, 100, 25)])], put=True)
+    s["put_short"] = bytes([PUTFROM]) + xfer_body(b"", [], put=True)[:7]
+    s["reply"] = bytes([XREP]) + xfer_reply([
+        xfer_result(0, 2, 0, 2 << 20), xfer_result(1),
+        xfer_result(2, 2, 0, 77), xfer_result(3, 0, 1018)])
+    s["reply_empty"] = bytes([XREP]) + xfer_reply([])
+    s["reply_count_off"] = bytes([XREP]) + xfer_reply([xfer_result(1)], 2)
+    s["reply_bad_status"] = bytes([XREP]) + xfer_reply([xfer_result(4)])
+    s["reply_code_no_error"] = bytes([XREP]) + xfer_reply([
+        xfer_result(0, 0, 5)])
+    s["reply_error_no_code"] = bytes([XREP]) + xfer_reply([xfer_result(3)])
+    s["reply_reserved"] = bytes([XREP]) + xfer_reply([
+        xfer_result(1, reserved=1)])
+    return s
+
+
 def size_seeds():
     # Sizes as they appear in etc/kvtierd.conf and on command lines.
     values = ["0", "512", "1000", "4096", "64M", "2G", "512K", "1T", "64MiB",
@@ -256,6 +395,7 @@ def main():
         os.path.dirname(os.path.abspath(__file__)), "corpus")
     for name, seeds in (("fuzz_frame", frame_seeds()),
                         ("fuzz_bodies", bodies_seeds()),
+                        ("fuzz_reg", reg_seeds()),
                         ("fuzz_size", size_seeds())):
         d = os.path.join(root, name)
         os.makedirs(d, exist_ok=True)

@@ -14,6 +14,11 @@
  * A sampler reads /proc/<pid>/status every 50 ms; the peaks of VmRSS,
  * RssAnon, RssShmem and RssFile are printed and checked against
  * mem_bound() below, which is README's formula for these settings.
+ *
+ * A second test fills L3 with many small entries (1 KiB keys, the default
+ * limit, in 255-byte namespaces) and checks the L3 index's terms of the
+ * formula: the mirror in RssAnon, the index pages in RssFile (issue #17,
+ * break 8: they were left out, and RssFile grew past "a few MiB").
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -472,6 +477,114 @@ static void test_memory_bound(void **state)
 	assert_true(peak.rss <= shm_bound() + anon_bound() + file_bound());
 }
 
+/*
+ * README's index terms, per L3 entry E: the mirror in RssAnon, 240 bytes
+ * plus the key (measured: 207 B with 32-byte keys, 1219 B with 1 KiB keys,
+ * bench_l3 -x), and the index's pages in RssFile, up to 3.2 KiB with 1 KiB
+ * keys in a 255-byte namespace (measured: 3037 B).
+ */
+#define IDX_KEY 1024u
+#define IDX_VALUE 100u
+#define IDX_PUTS 60000u
+#define IDX_BATCH 64u
+#define MIRROR_PER_ENTRY (240u + IDX_KEY)
+#define PAGES_PER_ENTRY 3300u
+
+static void test_memory_l3_index(void **state)
+{
+	static const char *const args[] = {
+		"--l1-size", "16M", "--l2-size", "16M", "--l3-size", "1G",
+		"--l3-region-size", "64M", "--max-inflight", "16M",
+		"--max-connections", "16", "--no-spill", NULL
+	};
+	char ns[256], *keys = malloc((size_t)IDX_BATCH * IDX_KEY), *j = NULL;
+	const void *kp[IDX_BATCH], *vp[IDX_BATCH];
+	size_t kl[IDX_BATCH], vl[IDX_BATCH], jn;
+	int st[IDX_BATCH];
+	uint8_t value[IDX_VALUE];
+	uint64_t entries, index_bytes, anon, file, t = 64 * MiB;
+	kvt_client *c = NULL;
+	pthread_t ts;
+
+	(void)state;
+	assert_non_null(keys);
+	memset(ns, 'n', 255);
+	ns[255] = '\0';
+	memset(value, 'v', sizeof(value));
+	assert_int_equal(integ_start(&D, args), 0);
+	assert_int_equal(kvt_connect(&c, D.sock), 0);
+	memset(&peak, 0, sizeof(peak));
+	samples = 0;
+	atomic_store(&sampling, true);
+	assert_int_equal(pthread_create(&ts, NULL, sampler, NULL), 0);
+	for (unsigned i = 0; i < IDX_PUTS; i += IDX_BATCH) {
+		for (unsigned b = 0; b < IDX_BATCH; b++) {
+			char *k = keys + (size_t)b * IDX_KEY;
+
+			memset(k, 'k', IDX_KEY);
+			snprintf(k, 16, "%012u", i + b);
+			kp[b] = k;
+			kl[b] = IDX_KEY;
+			vp[b] = value;
+			vl[b] = IDX_VALUE;
+		}
+		ns[252] = (char)('a' + i % 7); /* a few long namespaces */
+		assert_int_equal(kvt_mput(c, ns, kp, kl, vp, vl, IDX_BATCH,
+					  NULL, st), 0);
+		for (unsigned b = 0; b < IDX_BATCH; b++)
+			assert_int_equal(st[b], 0);
+	}
+	for (int i = 0; i < 2000; i++) { /* until nothing is on its way */
+		uint64_t pending = 0;
+
+		free(j);
+		assert_int_equal(kvt_stats_json(c, &j, &jn), 0);
+		assert_int_equal(integ_json_u64(j, NULL, "jobs_pending",
+						&pending), 0);
+		if (!pending)
+			break;
+		integ_sleep_ms(10);
+	}
+	integ_sleep_ms(300);
+	atomic_store(&sampling, false);
+	pthread_join(ts, NULL);
+	assert_int_equal(integ_json_u64(j, "l3", "entries", &entries), 0);
+	assert_int_equal(integ_json_u64(j, NULL, "l3_index_bytes",
+					&index_bytes), 0);
+	free(j);
+	kvt_close(c);
+	free(keys);
+	/* README: L1 + L2 + 2T + max(I, V) + R + 64 V + 128 MiB + E x mirror */
+	anon = 16 * MiB + 16 * MiB + 2 * t + 16 * MiB + IDX_BATCH * IDX_VALUE +
+	       64 * IDX_VALUE + 128 * MiB + entries * MIRROR_PER_ENTRY;
+	/* README: program and libraries + E x index pages */
+	file = 64 * MiB + entries * PAGES_PER_ENTRY;
+	printf("memory: %llu L3 entries (%u-byte keys, 255-byte namespaces), "
+	       "index %llu MiB; peak RssAnon %llu MiB (bound %llu), RssFile "
+	       "%llu MiB (bound %llu, %llu without the index's term)\n",
+	       (unsigned long long)entries, IDX_KEY,
+	       (unsigned long long)(index_bytes / MiB),
+	       (unsigned long long)(peak.anon / MiB),
+	       (unsigned long long)(anon / MiB),
+	       (unsigned long long)(peak.file / MiB),
+	       (unsigned long long)(file / MiB), 64ull);
+	fflush(stdout);
+	/* Enough entries that the index terms matter. */
+	assert_true(entries > IDX_PUTS / 2);
+	assert_true(index_bytes > 64 * MiB);
+	assert_true(index_bytes <= entries * PAGES_PER_ENTRY);
+#ifdef __SANITIZE_THREAD__
+	printf("memory: RSS bound not checked under ThreadSanitizer\n");
+	return;
+#endif
+#ifdef __SANITIZE_ADDRESS__
+	printf("memory: RSS bound not checked under AddressSanitizer\n");
+	return;
+#endif
+	assert_true(peak.anon <= anon);
+	assert_true(peak.file <= file);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -483,6 +596,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_memory_bound, teardown),
+		cmocka_unit_test_teardown(test_memory_l3_index, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

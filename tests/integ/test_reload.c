@@ -201,6 +201,8 @@ static const struct {
 	{ "shm-threshold", "64K", "128K", 0 },
 	{ "shm-lease-max", "256M", "128M", 1 },
 	{ "shm-allow-uid", "", "65534", 1 },
+	{ "reg-max", "64", "8", 1 },
+	{ "reg-max-bytes", "1T", "1G", 1 },
 	{ "max-key-size", "1K", "512", 1 },
 	{ "max-value-size", "256M", "64M", 1 },
 	{ "max-inflight", "1G", "512M", 1 },

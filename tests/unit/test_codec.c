@@ -246,6 +246,116 @@ static void test_roundtrip(void **state)
 	kvt_codec_ctx_free(c);
 }
 
+/*
+ * kvt_codec_decompress_v() writes the value of pieces cut at boundaries
+ * given here (each piece its own allocation of exactly its length, so that
+ * AddressSanitizer catches a write past one) and returns what
+ * kvt_codec_decompress() would.
+ */
+static int unpack_v(struct kvt_codec_ctx *c, const struct packed *p,
+		    size_t raw_len, const size_t *cuts, size_t ncuts,
+		    const uint8_t *expect)
+{
+	struct iovec v[16];
+	size_t at = 0, n = 0;
+	int err;
+
+	assert_true(ncuts < 16);
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t end = i < ncuts ? cuts[i] : raw_len;
+
+		assert_true(end >= at && end <= raw_len);
+		v[n].iov_len = end - at;
+		v[n].iov_base = malloc(end - at ? end - at : 1);
+		assert_non_null(v[n].iov_base);
+		memset(v[n].iov_base, 0xee, v[n].iov_len);
+		at = end;
+		n++;
+	}
+	err = kvt_codec_decompress_v(c, p->codec, p->mem, p->len, v, n,
+				     raw_len);
+	at = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (err == 0 && expect)
+			assert_memory_equal(v[i].iov_base, expect + at,
+					    v[i].iov_len);
+		at += v[i].iov_len;
+		free(v[i].iov_base);
+	}
+	return err;
+}
+
+/*
+ * Decoding into pieces: K and V halves, cuts inside an element, on and
+ * beside a 128 Ki-element frame boundary, empty pieces, many pieces; for
+ * every codec; lengths that do not add up are KVT_EINVAL, damage is
+ * KVT_ECORRUPT as for one buffer, and the context keeps working.
+ */
+static void test_decompress_pieces(void **state)
+{
+	struct kvt_codec_ctx *c = ctx(1);
+	const size_t len = 2 * MIB + 3;
+	static const enum fill kinds[] = { FILL_BF16, FILL_FP32, FILL_TEXT,
+					   FILL_RANDOM, FILL_ZERO };
+	static const unsigned elem_sizes[] = { 2, 4, 1, 2, 2 };
+	const size_t half = len / 2;
+	const size_t cutsets[][8] = {
+		{ half },
+		{ 1 },
+		{ len - 1 },
+		{ 262144 - 1, 262144, 262144 + 1 },
+		{ 0, 0, 5, 5, 524288 },
+		{ 3, 100001, 300000, 300001, 1000000, 1500000, 2000000 },
+	};
+	const size_t ncuts[] = { 1, 1, 1, 3, 5, 7 };
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		uint8_t *src = make(kinds[k], len, 40 + k);
+		struct packed p = pack(c, src, len, elem_sizes[k]);
+
+		for (size_t s = 0; s < sizeof(ncuts) / sizeof(ncuts[0]); s++)
+			assert_int_equal(unpack_v(c, &p, len, cutsets[s],
+						  ncuts[s], src),
+					 0);
+		/* One piece is the plain decoder. */
+		assert_int_equal(unpack_v(c, &p, len, NULL, 0, src), 0);
+		/* Pieces that do not add up to the value. */
+		{
+			struct iovec v[2] = { { src, 10 }, { src + 10, 10 } };
+
+			assert_int_equal(kvt_codec_decompress_v(c, p.codec,
+						p.mem, p.len, v, 2, len),
+					 KVT_EINVAL);
+		}
+		/* A damaged frame is reported, not returned. */
+		if (p.codec != KVT_CODEC_RAW) {
+			uint8_t *keep = malloc(p.len);
+
+			memcpy(keep, p.mem, p.len);
+			p.mem[p.len / 2] ^= 0x40;
+			assert_int_equal(unpack_v(c, &p, len, cutsets[0], 1,
+						  NULL),
+					 KVT_ECORRUPT);
+			p.mem[p.len / 2] ^= 0x40;
+			/* A stream cut short. */
+			p.len -= 7;
+			assert_int_equal(unpack_v(c, &p, len, cutsets[5], 7,
+						  NULL),
+					 KVT_ECORRUPT);
+			p.len += 7;
+			memcpy(p.mem, keep, p.len);
+			free(keep);
+			assert_int_equal(unpack_v(c, &p, len, cutsets[3], 3,
+						  src),
+					 0);
+		}
+		free(p.mem);
+		free(src);
+	}
+	kvt_codec_ctx_free(c);
+}
+
 /* Other levels: negative, zstd's default, and the optimal parser. */
 static void test_roundtrip_levels(void **state)
 {
@@ -681,6 +791,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_roundtrip_levels),
+		cmocka_unit_test(test_decompress_pieces),
 		cmocka_unit_test(test_random_is_raw),
 		cmocka_unit_test(test_shuffle_beats_plain),
 		cmocka_unit_test(test_zeros_compress_well),

@@ -5,7 +5,8 @@
  * a ring, skipped otherwise; epoll always) and checks that they deliver the
  * same completions: results in bytes or -errno, multishot accept with
  * KVT_LOOP_MORE, timeouts, cancellation, sendmsg with ancillary data
- * (SCM_RIGHTS) passed through untouched, and a descriptor number reused
+ * (SCM_RIGHTS) passed through untouched, recvmsg taking descriptors
+ * (and reporting a truncated control buffer), and a descriptor number reused
  * after kvt_loop_close_fd() starting clean.
  */
 #include <stdarg.h>
@@ -164,6 +165,90 @@ static void test_sendmsg_rights(void **state)
 	kvt_loop_close(l);
 }
 
+/*
+ * recvmsg takes descriptors (SCM_RIGHTS) with the bytes, close-on-exec,
+ * and reports MSG_CTRUNC when they do not fit its control buffer (the
+ * kernel closes those that did not fit); it waits for data like recv.
+ */
+static void test_recvmsg_rights(void **state)
+{
+	struct kvt_loop *l = open_loop(state);
+	struct rec r = { .n = 0 };
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} cb = { { 0 } }, rb = { { 0 } };
+	int sv[2], passed[2], got[2] = { -1, -1 };
+	char data[8] = { 0 };
+	char xyz[] = "xyz";
+	struct iovec siov = { xyz, 3 }, riov = { data, sizeof(data) };
+	struct msghdr msg = { .msg_iov = &siov, .msg_iovlen = 1,
+			      .msg_control = cb.buf,
+			      .msg_controllen = CMSG_SPACE(2 * sizeof(int)) };
+	struct msghdr rmsg = { .msg_iov = &riov, .msg_iovlen = 1,
+			       .msg_control = rb.buf,
+			       .msg_controllen = sizeof(rb.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	struct stat a, b;
+
+	passed[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	passed[1] = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	assert_true(passed[0] >= 0 && passed[1] >= 0);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+	memcpy(CMSG_DATA(cm), passed, sizeof(passed));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				    sv), 0);
+	kvt_loop_recvmsg(l, sv[0], &rmsg, MSG_CMSG_CLOEXEC, 11);
+	assert_int_equal(kvt_loop_run_once(l, 20, on_done, &r), 0);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(sendmsg(sv[1], &msg, MSG_NOSIGNAL), 3);
+	run_until(l, &r, 1);
+	assert_int_equal(r.d[0].ud, 11);
+	assert_int_equal(r.d[0].res, 3);
+	assert_memory_equal(data, "xyz", 3);
+	assert_int_equal(rmsg.msg_flags & MSG_CTRUNC, 0);
+	cm = CMSG_FIRSTHDR(&rmsg);
+	assert_non_null(cm);
+	assert_int_equal(cm->cmsg_type, SCM_RIGHTS);
+	assert_int_equal(cm->cmsg_len, CMSG_LEN(2 * sizeof(int)));
+	memcpy(got, CMSG_DATA(cm), sizeof(got));
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(fstat(got[i], &a), 0);
+		assert_int_equal(fstat(passed[i], &b), 0);
+		assert_int_equal(a.st_rdev, b.st_rdev);
+		assert_true(fcntl(got[i], F_GETFD) & FD_CLOEXEC);
+		close(got[i]);
+	}
+	/* Room for one descriptor only: truncated, and said so. */
+	memset(&rb, 0, sizeof(rb));
+	rmsg.msg_controllen = CMSG_LEN(sizeof(int));
+	rmsg.msg_flags = 0;
+	kvt_loop_recvmsg(l, sv[0], &rmsg, MSG_CMSG_CLOEXEC, 12);
+	assert_int_equal(sendmsg(sv[1], &msg, MSG_NOSIGNAL), 3);
+	run_until(l, &r, 2);
+	assert_int_equal(r.d[1].res, 3);
+	assert_true(rmsg.msg_flags & MSG_CTRUNC);
+	cm = CMSG_FIRSTHDR(&rmsg);
+	if (cm && cm->cmsg_type == SCM_RIGHTS) {
+		size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int),
+			       sizeof(fd));
+			close(fd);
+		}
+	}
+	close(passed[0]);
+	close(passed[1]);
+	close(sv[1]);
+	kvt_loop_close_fd(l, sv[0]);
+	kvt_loop_close(l);
+}
+
 static int listen_here(char *path, size_t cap)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -289,6 +374,7 @@ int main(void)
 		cmocka_unit_test(test_names),
 		BOTH(test_recv_and_eof),
 		BOTH(test_sendmsg_rights),
+		BOTH(test_recvmsg_rights),
 		BOTH(test_accept_cancel),
 		BOTH(test_timeout),
 		BOTH(test_fd_reuse),

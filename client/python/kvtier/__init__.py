@@ -16,6 +16,21 @@ sent from, and received into, the object's own memory without a copy.
 A miss is None (or False), never an exception; failures raise subclasses
 of kvtier.Error carrying the library's code and message.
 
+Registered memory: an engine's own pool, a kvtier.SharedMemory (a memfd
+with the buffer protocol) or any memory-backed file with fileno(), is
+registered once (Client.register) and values then move straight into and
+out of it, the daemon's workers doing the copies and only keys and segment
+lists going over the socket, whatever the client's uid:
+
+    pool = kvtier.SharedMemory(64 << 20)
+    region = c.register(pool)
+    # key i's value: its K half and its V half, apart in the pool
+    lens = c.mget_to(keys, [[(region, k_off(i), half), (region, v_off(i), half)]
+                            for i in range(len(keys))], ns="llama3-8b/bf16")
+    job = c.submit_mget_to(...)           # the same, returning at once
+    for job_id, results in c.poll(timeout=1.0): ...
+    # c.fileno(): readable while poll() has something for you
+
 One Client per thread (as one kvt_client per thread in C); ctypes releases
 the GIL during every call, so threads with their own clients run in
 parallel.  A call on a Client that another thread is using raises
@@ -27,27 +42,35 @@ Client in the child.
 
 import array as _array
 import ctypes as _ct
+import fcntl as _fcntl
 import functools as _functools
 import json as _json
+import mmap as _mmap
 import os as _os
 import threading as _threading
 
 from . import _lib
 
-__all__ = ["Client", "prefix_keys", "version", "Error", "DaemonUnreachable",
-           "ConnectionClosed", "ProtocolError", "VersionMismatch", "TooBig",
-           "NoSpace", "Denied", "Busy", "ServerError", "BufferTooSmall",
-           "InvalidArgument", "Corrupt", "NotFound", "ClientForked",
-           "ConcurrentUse", "DTYPES", "MATCH_KEYS_MAX"]
+__all__ = ["Client", "SharedMemory", "prefix_keys", "version", "Error",
+           "DaemonUnreachable", "ConnectionClosed", "ProtocolError",
+           "VersionMismatch", "TooBig", "NoSpace", "Denied", "Busy",
+           "ServerError", "BufferTooSmall", "InvalidArgument", "Corrupt",
+           "NotFound", "ClientForked", "ConcurrentUse", "RegionFault",
+           "DTYPES", "MATCH_KEYS_MAX", "XFER_KEYS_MAX", "XFER_KEY_SEGS_MAX",
+           "REGION_READONLY", "REGION_SEALED"]
 
 # kvtier_errors.h
 EPROTO, ENOTFOUND, ETOOBIG, EBADREQ, EUNKNOWNOP = -1001, -1002, -1003, -1004, -1005
 ENOSPACE, EVERSION, ESERVER, EDENIED, EBUSY = -1006, -1007, -1008, -1009, -1010
 ECLOSED, EAGAIN, ERANGE, EINVAL, ECORRUPT = -1011, -1012, -1013, -1014, -1015
-EFORKED, ECONCURRENT = -1016, -1017
+EFORKED, ECONCURRENT, EFAULT = -1016, -1017, -1018
 ENOMEM = -12
 
 MATCH_KEYS_MAX = 4096
+# kvtier_defs.h: registered memory.
+XFER_KEYS_MAX = 4096          # keys per request (the library splits more)
+XFER_KEY_SEGS_MAX = 512       # segments per key
+REGION_READONLY, REGION_SEALED = 0x1, 0x2
 DTYPES = {None: 0, "none": 0, "u8": 1, "bf16": 2, "fp16": 3, "fp32": 4}
 
 
@@ -140,6 +163,12 @@ class Corrupt(Error):
     """The stored block failed its checksum and was dropped."""
 
 
+class RegionFault(Error):
+    """Registered memory failed during a transfer (KVT_EFAULT): the file
+    behind the region was shrunk while the daemon copied.  The region is
+    unusable from then on: unregister it and register the memory again."""
+
+
 class NotFound(Error):
     """The daemon does not know what the request named (KVT_ENOTFOUND) where
     the call has no None or False to return for it."""
@@ -152,7 +181,7 @@ _CLASSES = {
     EVERSION: VersionMismatch, ESERVER: ServerError, EDENIED: Denied,
     EBUSY: Busy, ECLOSED: ConnectionClosed, EAGAIN: Busy,
     ERANGE: BufferTooSmall, EINVAL: InvalidArgument, ECORRUPT: Corrupt,
-    EFORKED: ClientForked, ECONCURRENT: ConcurrentUse,
+    EFORKED: ClientForked, ECONCURRENT: ConcurrentUse, EFAULT: RegionFault,
 }
 
 
@@ -257,6 +286,115 @@ def _opts(ttl, code):
     return _ct.byref(o)
 
 
+# --- Registered memory -------------------------------------------------------
+
+class SharedMemory(_mmap.mmap):
+    """size bytes of memory the daemon can be given (Client.register): a
+    memfd, sealed against shrinking and growing (so that no transfer into
+    it can fault), mapped shared.  An mmap.mmap, so it has the buffer
+    protocol: numpy.frombuffer(shm, dtype), memoryview(shm), slicing.
+    .fileno() is the memfd, .size its length; .close() unmaps it and closes
+    the memfd (BufferError while views of it exist).  Usable as a context
+    manager.  The daemon's mapping of a registered SharedMemory outlives
+    close() until the region is unregistered."""
+
+    def __new__(cls, size):
+        size = int(size)
+        if size <= 0:
+            raise InvalidArgument(EINVAL, "SharedMemory size must be > 0")
+        fd = _os.memfd_create("kvtier-shm",
+                              _os.MFD_CLOEXEC | _os.MFD_ALLOW_SEALING)
+        try:
+            _os.ftruncate(fd, size)
+            _fcntl.fcntl(fd, _fcntl.F_ADD_SEALS,
+                         _fcntl.F_SEAL_SHRINK | _fcntl.F_SEAL_GROW)
+            self = _mmap.mmap.__new__(cls, fd, size)
+        except BaseException:
+            _os.close(fd)
+            raise
+        self._fd = fd
+        self._size = size
+        return self
+
+    def __init__(self, size):
+        pass  # all done in __new__ (mmap takes no __init__ arguments)
+
+    def fileno(self):
+        """The memfd (owned by this object: closed by close())."""
+        if self._fd is None:
+            raise ValueError("SharedMemory is closed")
+        return self._fd
+
+    @property
+    def size(self):
+        """Its length in bytes."""
+        return self._size
+
+    def close(self):
+        """Unmaps the memory and closes the memfd (idempotent).  Raises
+        BufferError, changing nothing, while views of it exist."""
+        _mmap.mmap.close(self)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _os.close(fd)
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            self._fd = None
+            try:
+                _os.close(fd)
+            except OSError:
+                pass
+
+
+def _segments(keys, segments, what):
+    """The C arrays of a segment batch: (n, keys, key_lens, segs, nsegs,
+    the keys' list)."""
+    n, karr, klens, ks = _keys(keys)
+    segments = list(segments)
+    if len(segments) != n:
+        raise InvalidArgument(EINVAL, "%s: %d keys but %d segment lists"
+                              % (what, n, len(segments)))
+    total = 0
+    lists = []
+    for sl in segments:
+        sl = list(sl)
+        lists.append(sl)
+        total += len(sl)
+    segs = (_lib.Seg * (total or 1))()
+    nsegs = (_lib.c_size_t * (n or 1))()
+    j = 0
+    for i, sl in enumerate(lists):
+        nsegs[i] = len(sl)
+        for seg in sl:
+            try:
+                region, offset, length = seg
+                segs[j].region = int(region)
+                segs[j].offset = int(offset)
+                segs[j].len = int(length)
+            except (TypeError, ValueError, OverflowError):
+                raise InvalidArgument(EINVAL, "%s: a segment is "
+                                      "(region, offset, length) of "
+                                      "non-negative ints: %r"
+                                      % (what, seg))
+            j += 1
+    return n, karr, klens, segs, nsegs, ks
+
+
+def _put_dtype(dtype):
+    if dtype is None:
+        return 0
+    code = dtype if isinstance(dtype, int) else DTYPES.get(str(dtype).lower())
+    if code is None or not 0 <= code <= 4:
+        raise InvalidArgument(EINVAL, "dtype must be one of bf16, fp16, "
+                              "fp32, u8, none: %r" % (dtype,))
+    return code
+
+
 # --- The client --------------------------------------------------------------
 
 def _exclusive(method):
@@ -289,6 +427,7 @@ class Client:
         self._c = None
         self._lock = _threading.Lock()
         self._pid = _os.getpid()
+        self._jobs = {}  # job id -> (put, n, lens, statuses) until polled
         self._size_hint = 64 * 1024
         path = None
         if socket is not None:
@@ -606,6 +745,196 @@ class Client:
         if todo:
             raise BufferTooSmall(ERANGE, "values kept growing during mget")
         return result
+
+    # Registered memory and jobs.
+
+    @_exclusive
+    def register(self, obj_or_fd, size=None, offset=0):
+        """Lets the daemon map memory of this process: obj_or_fd is a
+        SharedMemory, anything with fileno() (a file in /dev/shm, an
+        engine's memfd-backed pool), or a descriptor; the daemon maps size
+        bytes (None: to the end of the file) at offset of its file and
+        copies values straight into and out of them (mget_to, mput_from).
+        A descriptor open read-only is registered read-only (a source of
+        mput_from only).  Returns the region id (an int).  Raises Denied
+        for a file that is not memory-backed, TooBig past the daemon's
+        reg-max / reg-max-bytes."""
+        c = self._h()
+        fd = obj_or_fd if isinstance(obj_or_fd, int) else obj_or_fd.fileno()
+        offset = int(offset)
+        length = 0 if size is None else int(size)
+        if offset < 0 or length < 0 or (size is not None and length == 0):
+            raise InvalidArgument(EINVAL, "offset and size must be >= 0, "
+                                  "size > 0")
+        flags = 0
+        try:
+            if _fcntl.fcntl(fd, _fcntl.F_GETFL) & _os.O_ACCMODE == \
+                    _os.O_RDONLY:
+                flags = REGION_READONLY
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(EINVAL, "not an open descriptor: %s" % e)
+        reg = _lib.Region()
+        rc = _lib.kvt_register(c, fd, offset, length, flags, _ct.byref(reg))
+        if rc < 0:
+            raise self._fail(rc)
+        return reg.id
+
+    @_exclusive
+    def unregister(self, region):
+        """Ends a region (transfers still using it finish first).  Raises
+        NotFound if this connection has no such region."""
+        c = self._h()
+        rc = _lib.kvt_unregister(c, int(region))
+        if rc < 0:
+            raise self._fail(rc)
+
+    def _xfer_get_results(self, n, lens, st, raise_first):
+        """mget_to's list: the value's length, None for a miss; an error
+        (mismatch: BufferTooSmall with .needed, a fault: RegionFault) is
+        raised after the batch (raise_first) or put in its place."""
+        out = []
+        first = None
+        for i in range(n):
+            s = st[i]
+            if s == 0:
+                out.append(lens[i])
+            elif s == ENOTFOUND:
+                out.append(None)
+            else:
+                e = _error(s, None, broken=False, needed=lens[i])
+                first = first or e
+                out.append(e)
+        if raise_first and first is not None:
+            first.statuses = list(st)[:n]
+            first.lengths = list(lens)[:n]
+            raise first
+        return out
+
+    @_exclusive
+    def mget_to(self, keys, segments, ns=""):
+        """Reads each key's value into registered memory: segments[i] is a
+        list of (region, offset, length) whose concatenation is key i's
+        value (an SGLang MHA page: its K half and its V half).  Returns a
+        list: the value's length, or None for a miss.  A value whose length
+        is not the sum of its segments writes nothing and raises
+        BufferTooSmall (.needed, .statuses, .lengths) after the batch; a
+        region whose file was shrunk raises RegionFault the same way."""
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, segs, nsegs, ks = _segments(keys, segments,
+                                                    "mget_to")
+        lens = (_ct.c_size_t * (n or 1))()
+        st = (_ct.c_int * (n or 1))()
+        rc = _lib.kvt_mget_to(c, nsb, karr, klens, n, segs, nsegs, lens, st)
+        if rc < 0:
+            e = self._fail(rc)
+            e.statuses = list(st)[:n]
+            raise e
+        return self._xfer_get_results(n, lens, st, True)
+
+    @_exclusive
+    def mput_from(self, keys, segments, ns="", ttl=None, dtype=None):
+        """Stores each key's value from registered memory (segments as for
+        mget_to); the daemon copies every value out before this returns,
+        so the memory may change at once.  Returns a list of bools: stored
+        or not (a value larger than the cache, a region whose file was
+        shrunk...).  ttl: seconds (None: no expiry); dtype: "bf16", "fp16",
+        "fp32", "u8" or None."""
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, segs, nsegs, ks = _segments(keys, segments,
+                                                    "mput_from")
+        st = (_ct.c_int * (n or 1))()
+        rc = _lib.kvt_mput_from(c, nsb, karr, klens, n, segs, nsegs,
+                                _opts(ttl, _put_dtype(dtype)), st)
+        if rc < 0:
+            e = self._fail(rc)
+            e.statuses = list(st)[:n]
+            raise e
+        return [st[i] == 0 for i in range(n)]
+
+    @_exclusive
+    def submit_mget_to(self, keys, segments, ns=""):
+        """mget_to as a job: returns its id (an int) at once; poll()
+        reports it with its results."""
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, segs, nsegs, ks = _segments(keys, segments,
+                                                    "submit_mget_to")
+        lens = (_ct.c_size_t * (n or 1))()
+        st = (_ct.c_int * (n or 1))()
+        job = _ct.c_uint64()
+        rc = _lib.kvt_submit_mget_to(c, nsb, karr, klens, n, segs, nsegs,
+                                     lens, st, _ct.byref(job))
+        if rc < 0:
+            raise self._fail(rc)
+        # The library writes into lens and st until the job is reported.
+        self._jobs[job.value] = (False, n, lens, st)
+        return job.value
+
+    @_exclusive
+    def submit_mput_from(self, keys, segments, ns="", ttl=None, dtype=None):
+        """mput_from as a job: returns its id at once; poll() reports it."""
+        c = self._h()
+        nsb = _ns(ns)
+        n, karr, klens, segs, nsegs, ks = _segments(keys, segments,
+                                                    "submit_mput_from")
+        st = (_ct.c_int * (n or 1))()
+        job = _ct.c_uint64()
+        rc = _lib.kvt_submit_mput_from(c, nsb, karr, klens, n, segs, nsegs,
+                                       _opts(ttl, _put_dtype(dtype)), st,
+                                       _ct.byref(job))
+        if rc < 0:
+            raise self._fail(rc)
+        self._jobs[job.value] = (True, n, None, st)
+        return job.value
+
+    @_exclusive
+    def fileno(self):
+        """A descriptor to wait on (select, poll, selectors, asyncio's
+        add_reader): readable exactly while poll() has something to return
+        (or a reply to read), not readable once everything is collected.
+        Never read it: call poll(0).  Owned by the Client."""
+        c = self._h()
+        rc = _lib.kvt_poll_fd(c)
+        if rc < 0:
+            raise self._fail(rc)
+        return rc
+
+    @_exclusive
+    def poll(self, timeout=None):
+        """Finished jobs, oldest first, as a list of (job id, results):
+        waits up to timeout seconds (None: until one finishes; 0: not at
+        all) if none has; [] at once when no job is in flight.  results is
+        what the synchronous call would return, an exception in place of
+        a key that failed: for submit_mget_to the value's length, None for
+        a miss, or an Error (BufferTooSmall for a length mismatch,
+        RegionFault...; every key of a job the daemon refused carries its
+        refusal); for submit_mput_from True or False (stored or not)."""
+        c = self._h()
+        if timeout is None:
+            ms = -1
+        else:
+            ms = max(0, int(float(timeout) * 1000 + 0.999))
+        cap = max(1, min(len(self._jobs), 1024))
+        done = (_lib.JobDone * cap)()
+        got = _ct.c_size_t()
+        out = []
+        while True:
+            rc = _lib.kvt_poll(c, ms, done, cap, _ct.byref(got))
+            if rc < 0:
+                raise self._fail(rc)
+            for i in range(got.value):
+                jid = done[i].job
+                put, n, lens, st = self._jobs.pop(jid)
+                if put:
+                    out.append((jid, [st[k] == 0 for k in range(n)]))
+                else:
+                    out.append((jid, self._xfer_get_results(n, lens, st,
+                                                            False)))
+            if got.value < cap:
+                return out
+            ms = 0  # a full batch: take what else has finished
 
     # Keys only.
 

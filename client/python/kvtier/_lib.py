@@ -87,6 +87,20 @@ class IOVec(ctypes.Structure):
     _fields_ = [("iov_base", c_void_p), ("iov_len", c_size_t)]
 
 
+class Region(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("length", ctypes.c_uint64)]
+
+
+class Seg(ctypes.Structure):
+    _fields_ = [("region", ctypes.c_uint32), ("offset", ctypes.c_uint64),
+                ("len", ctypes.c_uint64)]
+
+
+class JobDone(ctypes.Structure):
+    _fields_ = [("job", ctypes.c_uint64), ("status", c_int)]
+
+
 class HotEntry(ctypes.Structure):
     _fields_ = [("ns", c_char_p),
                 ("key", ctypes.POINTER(ctypes.c_uint8)),
@@ -138,6 +152,24 @@ kvt_hot = _fn("kvt_hot", c_int, c_void_p, ctypes.c_uint,
 kvt_hot_free = _fn("kvt_hot_free", None, ctypes.POINTER(HotEntry))
 kvt_stats_json = _fn("kvt_stats_json", c_int, c_void_p,
                      ctypes.POINTER(c_void_p), P_size_t)
+kvt_register = _fn("kvt_register", c_int, c_void_p, c_int, ctypes.c_uint64,
+                   ctypes.c_uint64, ctypes.c_uint32, ctypes.POINTER(Region))
+kvt_unregister = _fn("kvt_unregister", c_int, c_void_p, ctypes.c_uint32)
+_xfer = (c_void_p, c_char_p, P_char_p, P_size_t, c_size_t,
+         ctypes.POINTER(Seg), P_size_t)
+kvt_mget_to = _fn("kvt_mget_to", c_int, *_xfer, P_size_t,
+                  ctypes.POINTER(c_int))
+kvt_mput_from = _fn("kvt_mput_from", c_int, *_xfer, ctypes.POINTER(PutOpts),
+                    ctypes.POINTER(c_int))
+kvt_submit_mget_to = _fn("kvt_submit_mget_to", c_int, *_xfer, P_size_t,
+                         ctypes.POINTER(c_int),
+                         ctypes.POINTER(ctypes.c_uint64))
+kvt_submit_mput_from = _fn("kvt_submit_mput_from", c_int, *_xfer,
+                           ctypes.POINTER(PutOpts), ctypes.POINTER(c_int),
+                           ctypes.POINTER(ctypes.c_uint64))
+kvt_poll = _fn("kvt_poll", c_int, c_void_p, c_int, ctypes.POINTER(JobDone),
+               c_size_t, P_size_t)
+kvt_poll_fd = _fn("kvt_poll_fd", c_int, c_void_p)
 kvt_prefix_keys = _fn("kvt_prefix_keys", c_int, c_char_p, c_size_t, c_void_p,
                       c_size_t, ctypes.c_uint, c_void_p, c_size_t, P_size_t)
 
