@@ -326,7 +326,18 @@ class LMCacheTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 
+    def traffic(self):
+        import kvtier
+        with kvtier.Client(self.d.socket) as c:
+            s = c.stats()
+        return (s["regions"]["copied_in_bytes"] +
+                s["regions"]["copied_out_bytes"],
+                s["bytes_in"] + s["bytes_out"])
+
     def test_set_then_another_server_gets(self):
+        """Chunks move through the adapter's registered staging memory, not
+        the socket."""
+        copied0, sock0 = self.traffic()
         s, _ = self.run_child("set", n=6, seed=10)
         self.assertEqual(s["a"], [True, "", [True] * 3])
         self.assertEqual(s["b"], [True, "", [True] * 3])
@@ -345,6 +356,9 @@ class LMCacheTest(unittest.TestCase):
         self.assertEqual(g["delete"], [True, "", [True, False]])
         self.assertEqual(g["exists_after"], [False, True])
         self.assertEqual((g["unknown"], g["empty_wakeups"]), ([], 0))
+        copied, sock = self.traffic()
+        self.assertGreaterEqual(copied - copied0, 2 * 6 * CHUNK)
+        self.assertLess(sock - sock0, CHUNK, "chunks crossed the socket")
 
     def test_event_fd(self):
         r, _ = self.run_child("eventfd")

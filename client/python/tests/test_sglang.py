@@ -449,9 +449,22 @@ class SGLangTest(unittest.TestCase):
     def run_child(self, name, **args):
         return result(child(name, socket=self.d.socket, **args), self)
 
+    def traffic(self):
+        """(bytes the daemon copied into or out of registered memory, bytes
+        that crossed its sockets) so far."""
+        s = self.c.stats()
+        return (s["regions"]["copied_in_bytes"] +
+                s["regions"]["copied_out_bytes"],
+                s["bytes_in"] + s["bytes_out"])
+
     def test_mha_two_tp_ranks_store_another_instance_loads(self):
         """Two TP ranks of one instance store at the same time; a third
-        process (another instance, both ranks) loads identical bytes."""
+        process (another instance, both ranks) loads identical bytes.  The
+        pages move through the registered pools: the daemon copies them
+        into and out of the memfds, the sockets carry keys and segment
+        lists only."""
+        page = 2 * 4 * 16 * 2 * 64 * 2  # K and V: layers, tokens, heads, dim, bf16
+        copied0, sock0 = self.traffic()
         tok = tokens(1, 20)
         slots = [7, 3, 11, 0, 19, 5, 14, 1, 9, 2, 17, 4, 13, 6, 18, 8, 12,
                  10, 16, 15]
@@ -473,6 +486,10 @@ class SGLangTest(unittest.TestCase):
             self.assertEqual(got[r]["got"], [True] * 20)
             self.assertEqual(got[r]["same"], [True] * 20, "rank " + r)
             self.assertEqual(got[r]["ns"], stores[int(r)]["ns"])
+        copied, sock = self.traffic()
+        moved = 2 * 2 * 20 * page  # two ranks, stored and loaded
+        self.assertGreaterEqual(copied - copied0, moved)
+        self.assertLess(sock - sock0, moved // 20, "pages crossed the socket")
 
     def test_layouts(self):
         """page_first_direct and layer_first (MHA), page_first and
@@ -546,11 +563,13 @@ class SGLangTest(unittest.TestCase):
         """A pool from the default allocator (no fd) is copied, with a
         warning, and reads back identical in a memfd pool elsewhere."""
         tok = tokens(40, 4)
+        copied0, _ = self.traffic()
         s, err = self.run_child("store", mla=False, layout="page_first",
                                 pages=6, rank=0, tp=1, tokens=tok,
                                 slots=[0, 1, 2, 3], seed=6000, shm=False)
         self.assertEqual(s["after"], 4)
         self.assertEqual(err.count("not in a memfd"), 1, err)
+        self.assertEqual(self.traffic()[0], copied0)  # no region used
         g, _ = self.run_child("load", mla=False, layout="page_first",
                               pages=6, ranks=[0], tp=1, tokens=tok,
                               slots=[3, 2, 1, 0], seeds={"0": 6000})

@@ -334,8 +334,19 @@ class VLLMTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 
+    def traffic(self):
+        import kvtier
+        with kvtier.Client(self.d.socket) as c:
+            s = c.stats()
+        return (s["regions"]["copied_in_bytes"] +
+                s["regions"]["copied_out_bytes"],
+                s["bytes_in"] + s["bytes_out"])
+
     def test_store_then_another_instance_loads(self):
+        """Rows move between the primary tier's file and the daemon as
+        registered memory; the sockets carry keys and segments only."""
         seed = 100 + len(self.api)
+        copied0, sock0 = self.traffic()
         s, _ = self.run_child("store", n=12, seed=seed)
         self.assertEqual(s["before"], ["miss"] * 12)
         self.assertEqual(s["during"], "retry")
@@ -356,6 +367,9 @@ class VLLMTest(unittest.TestCase):
         self.assertEqual(g["after"], "hit")
         self.assertTrue(g["two_rows"])
         self.assertTrue(g["two_rows_back"])
+        copied, sock = self.traffic()
+        self.assertGreaterEqual(copied - copied0, 2 * 12 * ROW)
+        self.assertLess(sock - sock0, 12 * ROW // 4, "rows crossed the socket")
         self.assertFalse(g["miss_success"])
         if self.api == "vllm_c":
             self.assertEqual(g["miss_good"], [True])
