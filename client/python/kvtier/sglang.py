@@ -44,6 +44,7 @@ kind.
 
 import logging
 import os
+import threading
 import weakref
 
 import kvtier
@@ -136,6 +137,7 @@ class KvtierHiCacheStorage(_Base):
         # client -> its region id per range (registrations belong to a
         # connection)
         self._regions = weakref.WeakKeyDictionary()
+        self._regions_lock = threading.Lock()
         self._once = _engine.Once(log)
         self._clients = _engine.ClientPool(self._socket, self._on_connect)
         # Fail at start-up, where SGLang reports it, if kvtierd is not there.
@@ -208,8 +210,10 @@ class KvtierHiCacheStorage(_Base):
 
     def _on_connect(self, c):
         if self._ranges:
-            self._regions[c] = [c.register(r.fd, size=r.size, offset=0)
-                                for r in self._ranges]
+            regions = [c.register(r.fd, size=r.size, offset=0)
+                       for r in self._ranges]
+            with self._regions_lock:
+                self._regions[c] = regions
 
     # --- the v1 (zero-copy) interface -------------------------------------
 
@@ -247,7 +251,8 @@ class KvtierHiCacheStorage(_Base):
     def _segments(self, c, pages):
         """Per page its (region, offset, length) list in c's regions, or
         None if a pointer lies outside the pool's memfds."""
-        regions = self._regions.get(c)
+        with self._regions_lock:
+            regions = self._regions.get(c)
         if not regions:
             return None
         out = []
@@ -497,7 +502,8 @@ class KvtierHiCacheStorage(_Base):
     def close(self):
         """Closes the connections (SGLang calls it on detach)."""
         self._clients.close()
-        self._regions.clear()
+        with self._regions_lock:
+            self._regions.clear()
 
     @property
     def namespace(self):
