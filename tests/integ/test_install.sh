@@ -4,8 +4,9 @@
 # exported symbols, the pkg-config file (by building a C client with it that
 # talks to the installed kvtierd), the Python package (Debian's python3 with
 # the installed package directory on its path, and `pip install
-# --no-build-isolation` into a fresh venv, each doing a put and a get
-# against the installed kvtierd through the installed library), the
+# --no-build-isolation` into a fresh venv, each importing the engine
+# adapters kvtier.sglang, kvtier.vllm and kvtier.lmcache and doing a put
+# and a get against the installed kvtierd through the installed library), the
 # installed example config, the man pages (groff warnings) and the systemd
 # units (systemd-analyze verify, if installed).  Installs what $KVTIER_BUILD
 # holds, as tests/run.sh built it: `make -o all` never rebuilds it with
@@ -191,18 +192,28 @@ fi
 	ok "static client put+get" || fail "static client put+get"; }
 
 # --- the Python package, installed and pip-installed ------------------------
-# check.py SOCKET PREFIX PACKAGE_DIR: imports kvtier, checks that the module
-# comes from PACKAGE_DIR and that every libkvtier mapped comes from PREFIX,
-# and does a put and a get of 100 KiB.
+# check.py SOCKET PREFIX PACKAGE_DIR: imports kvtier and its engine
+# adapters (kvtier.sglang, kvtier.vllm, kvtier.lmcache: no engine is
+# installed here, so each must import without its engine), checks that the
+# modules come from PACKAGE_DIR and that every libkvtier mapped comes from
+# PREFIX, and does a put and a get of 100 KiB.
 cat >"$dir/check.py" <<'PY'
 import os
 import sys
 
 import kvtier
+import kvtier.lmcache
+import kvtier.sglang
+import kvtier.vllm
 
 sock, prefix, pkgdir = sys.argv[1:4]
 here = os.path.dirname(os.path.realpath(kvtier.__file__))
 assert here == os.path.realpath(os.path.join(pkgdir, "kvtier")), here
+for mod, cls in ((kvtier.sglang, "KvtierHiCacheStorage"),
+                 (kvtier.vllm, "KvtierSecondaryTier"),
+                 (kvtier.lmcache, "KvtierL2Client")):
+    assert os.path.dirname(os.path.realpath(mod.__file__)) == here, mod
+    assert isinstance(getattr(mod, cls), type), (mod, cls)
 libs = sorted({line.split()[-1] for line in open("/proc/self/maps")
                if "libkvtier" in line})
 assert libs and all(lib.startswith(prefix + "/") for lib in libs), libs
@@ -210,8 +221,8 @@ val = bytes(range(256)) * 400
 with kvtier.Client(sock) as c:
     c.put(b"python-install-test", val, ns="ns")
     assert c.get(b"python-install-test", ns="ns") == val
-print("kvtier %s from %s, %s, put+get %d bytes" % (kvtier.version(), here,
-                                                   libs[0], len(val)))
+print("kvtier %s from %s (with kvtier.sglang, kvtier.vllm, kvtier.lmcache), "
+      "%s, put+get %d bytes" % (kvtier.version(), here, libs[0], len(val)))
 PY
 # A sanitizer build of the library needs its runtime preloaded into Python
 # (as in test_python.sh), leak checks off there.

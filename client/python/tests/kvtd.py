@@ -15,9 +15,12 @@ class Daemon:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="kvtier-py-")
         self.socket = os.path.join(self.dir, "kvtier.sock")
+        self._start()
+
+    def _start(self):
         binary = os.environ.get("KVTIERD") or os.path.join(ROOT, "build",
                                                             "kvtierd")
-        self.log = open(os.path.join(self.dir, "kvtierd.log"), "wb")
+        self.log = open(os.path.join(self.dir, "kvtierd.log"), "ab")
         env = dict(os.environ)
         # The daemon is not a Python process: no sanitizer preload for it
         # unless it was built with one (then it links the runtime itself).
@@ -54,7 +57,26 @@ class Daemon:
         except OSError:
             return ""
 
-    def stop(self):
+    def pause(self):
+        """Stops kvtierd with SIGTERM (which spills L1 and L2 to L3),
+        keeping its data directory for resume()."""
+        rc = self._terminate()
+        self.log.close()
+        if rc != 0:
+            raise RuntimeError("kvtierd exited %s on SIGTERM: %s"
+                               % (rc, self.logtext()))
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+
+    def resume(self):
+        """Starts a new kvtierd on the same socket and data directory."""
+        self._start()
+
+    def restart(self):
+        self.pause()
+        self.resume()
+
+    def _terminate(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -62,5 +84,10 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        return self.proc.returncode
+
+    def stop(self):
+        self._terminate()
+        if not self.log.closed:
+            self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
