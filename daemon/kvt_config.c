@@ -33,6 +33,8 @@ enum opt_kind {
 	OPT_STR,  /* text into a char array of struct kvt_config */
 	OPT_UINT0, /* like OPT_UINT, 0 allowed */
 	OPT_BACKEND, /* auto, io_uring or epoll (kvt_loop.h) */
+	OPT_SECONDS, /* 0 to 2^32 - 1 */
+	OPT_L4_WRITE, /* evict or put */
 };
 
 struct opt {
@@ -46,6 +48,16 @@ struct opt {
 #define STR_OPT(name, field, help)                                           \
 	{ name, OPT_STR, offsetof(struct kvt_config, field), help,           \
 	  sizeof(((struct kvt_config *)0)->field) }
+
+/* The value's name in --help where the kind's would mislead. */
+static const char *const arg_names[][2] = {
+	{ "l4", " URL" },
+	{ "l4-password", " PASSWORD" },
+	{ "l4-password-file", " FILE" },
+	{ "l4-write", " evict|put" },
+	{ "l4-timeout", " MS" },
+	{ "l4-connect-timeout", " MS" },
+};
 
 static const struct opt opts[] = {
 	{ "socket", OPT_PATH_SOCKET, 0,
@@ -136,6 +148,33 @@ static const struct opt opts[] = {
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
 	  "most client connections at once (default 4096)", 0 },
+	STR_OPT("l4", l4_url,
+		    "L4: a Redis Cluster shared by every host,\n"
+		    "\t\t\tredis-cluster://HOST:PORT[,HOST:PORT...] (any\n"
+		    "\t\t\tnodes; the rest are found); default none"),
+	STR_OPT("l4-password", l4_password,
+		    "AUTH password of the cluster's nodes (visible in\n"
+		    "\t\t\tps: prefer l4-password-file)"),
+	STR_OPT("l4-password-file", l4_password_file,
+		    "file whose first line is that password"),
+	{ "l4-write", OPT_L4_WRITE, offsetof(struct kvt_config, l4_write),
+	  "what L4 is given: evict (blocks leaving this host:\n"
+	  "\t\t\tL3's victims, or L2's without L3; default) or put\n"
+	  "\t\t\t(every put, so peers see it at once)", 0 },
+	{ "l4-ttl", OPT_SECONDS, offsetof(struct kvt_config, l4_ttl_s),
+	  "expiry of blocks in L4 in seconds, 0 = none (default\n"
+	  "\t\t\t0; a block's own TTL applies if shorter)", 0 },
+	{ "l4-threads", OPT_UINT, offsetof(struct kvt_config, l4_threads),
+	  "threads doing L4's network I/O, 1 to 16 (default 4)", 0 },
+	{ "l4-timeout", OPT_UINT0, offsetof(struct kvt_config, l4_timeout_ms),
+	  "ms a cluster node may make no progress before its\n"
+	  "\t\t\tcommands fail (default 0: 1000)", 0 },
+	{ "l4-connect-timeout", OPT_UINT0,
+	  offsetof(struct kvt_config, l4_connect_timeout_ms),
+	  "ms to connect to a node (default 0: 500)", 0 },
+	{ "l4-queue-size", OPT_SIZE, offsetof(struct kvt_config, l4_queue_size),
+	  "blocks waiting to be written to L4 at most; more are\n"
+	  "\t\t\tnot written, and counted (default 256M)", 0 },
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -181,11 +220,17 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->send_timeout_s = 60;
 	cfg->io_backend = KVT_IO_AUTO;
 	cfg->busy_poll_us = 50;
+	cfg->l4_write = KVT_TM_L4_EVICT;
+	cfg->l4_threads = 4;
+	cfg->l4_queue_size = 256ull << 20;
 }
 
-static const char *arg_name(enum opt_kind k)
+static const char *arg_name(const struct opt *o)
 {
-	switch (k) {
+	for (size_t i = 0; i < sizeof(arg_names) / sizeof(arg_names[0]); i++)
+		if (!strcmp(arg_names[i][0], o->name))
+			return arg_names[i][1];
+	switch (o->kind) {
 	case OPT_SIZE:
 		return " SIZE";
 	case OPT_LEVEL:
@@ -203,6 +248,10 @@ static const char *arg_name(enum opt_kind k)
 		return " LIST";
 	case OPT_BACKEND:
 		return " BACKEND";
+	case OPT_SECONDS:
+		return " SECONDS";
+	case OPT_L4_WRITE:
+		return " POLICY";
 	case OPT_BOOL:
 		break;
 	}
@@ -244,7 +293,7 @@ void kvt_config_usage(FILE *f)
 		   "files, report,\nexit 0 if consistent, 1 if not");
 	for (size_t i = 0; i < NOPTS; i++) {
 		snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
-			 arg_name(opts[i].kind));
+			 arg_name(&opts[i]));
 		usage_line(f, flag, opts[i].help);
 	}
 	usage_line(f, "-h, --help", "show this help");
@@ -326,6 +375,31 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 		}
 		*(int *)((char *)cfg + o->offset) = rc;
 		return 0;
+	case OPT_L4_WRITE:
+		if (!strcmp(val, "evict"))
+			rc = KVT_TM_L4_EVICT;
+		else if (!strcmp(val, "put"))
+			rc = KVT_TM_L4_PUT;
+		else {
+			snprintf(err, errcap, "bad L4 write policy '%s' (evict "
+				 "or put)", val);
+			return -1;
+		}
+		*(int *)((char *)cfg + o->offset) = rc;
+		return 0;
+	case OPT_SECONDS: {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(val, &end, 10);
+		if (errno || end == val || *end || val[0] == '-' ||
+		    v > 0xffffffffull) {
+			snprintf(err, errcap, "bad number of seconds '%s' for "
+				 "%s (0 to 4294967295)", val, o->name);
+			return -1;
+		}
+		*(unsigned *)((char *)cfg + o->offset) = (unsigned)v;
+		return 0;
+	}
 	case OPT_STR:
 		if (strlen(val) >= o->cap) {
 			snprintf(err, errcap, "value for %s is longer than %zu "
@@ -546,5 +620,55 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 		fprintf(stderr, "kvtierd: --max-inflight must be at least 1M\n");
 		return -1;
 	}
+	if (cfg->l4_threads > KVT_TM_L4_THREADS_MAX) {
+		fprintf(stderr, "kvtierd: --l4-threads must be 1 to %d\n",
+			KVT_TM_L4_THREADS_MAX);
+		return -1;
+	}
+	if (cfg->l4_password[0] && cfg->l4_password_file[0]) {
+		fprintf(stderr, "kvtierd: give --l4-password or "
+				"--l4-password-file, not both\n");
+		return -1;
+	}
+	if (!cfg->l4_url[0] && (cfg->l4_password[0] ||
+				cfg->l4_password_file[0])) {
+		fprintf(stderr, "kvtierd: an L4 password without --l4\n");
+		return -1;
+	}
 	return 0;
+}
+
+void kvt_config_l4_changed(const struct kvt_config *a,
+			   const struct kvt_config *b, char *buf, size_t cap)
+{
+	const struct {
+		const char *name;
+		int differs;
+	} f[] = {
+		{ "l4", strcmp(a->l4_url, b->l4_url) != 0 },
+		{ "l4-password", strcmp(a->l4_password, b->l4_password) != 0 },
+		{ "l4-password-file",
+		  strcmp(a->l4_password_file, b->l4_password_file) != 0 },
+		{ "l4-write", a->l4_write != b->l4_write },
+		{ "l4-ttl", a->l4_ttl_s != b->l4_ttl_s },
+		{ "l4-threads", a->l4_threads != b->l4_threads },
+		{ "l4-timeout", a->l4_timeout_ms != b->l4_timeout_ms },
+		{ "l4-connect-timeout",
+		  a->l4_connect_timeout_ms != b->l4_connect_timeout_ms },
+		{ "l4-queue-size", a->l4_queue_size != b->l4_queue_size },
+	};
+	size_t len = 0;
+
+	if (cap)
+		buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		int n;
+
+		if (!f[i].differs || len >= cap)
+			continue;
+		n = snprintf(buf + len, cap - len, "%s%s", len ? "," : "",
+			     f[i].name);
+		if (n > 0)
+			len += (size_t)n;
+	}
 }

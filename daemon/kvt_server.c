@@ -452,6 +452,11 @@ static void reload(struct kvt_server *s)
 			"hint=\"socket, data-dir, tier sizes, l2-level, "
 			"l3-region-size and io-backend change only on "
 			"restart\"");
+	char l4[192];
+	kvt_config_l4_changed(o, &n, l4, sizeof(l4));
+	if (l4[0])
+		kvt_log(KVT_LOG_WARN, "event=reload_needs_restart settings=%s "
+			"hint=\"L4 settings change only on restart\"", l4);
 	kvt_log(KVT_LOG_INFO, "event=reloaded changed=%d", changed);
 	kvt_notify("READY=1");
 }

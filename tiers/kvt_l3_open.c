@@ -359,6 +359,8 @@ int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg)
 	l3->faults = cfg->faults;
 	l3->on_evict = cfg->on_evict;
 	l3->evict_arg = cfg->evict_arg;
+	l3->on_reclaim = cfg->on_reclaim;
+	l3->reclaim_arg = cfg->reclaim_arg;
 	l3->direct = !cfg->no_direct;
 	l3->io_backend = cfg->no_uring ? KVT_L3_IO_PREAD : cfg->io_backend;
 	pthread_mutex_init(&l3->mu, NULL);

@@ -218,6 +218,72 @@ static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 }
 
 /*
+ * Offers the live blocks of region r, about to be reclaimed, to the
+ * caller's on_reclaim (kvt_l3.h), each read back whole and verified like
+ * kvt_l3_check() does, so that what is offered is exactly what was
+ * stored.  The writer holds wmu: nobody else changes r's entry list.
+ */
+static void reclaim_offer(struct kvt_l3 *l3, struct l3_region *r)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+
+	for (struct l3_ent *e = r->ents; e; e = e->rnext) {
+		struct kvt_l3_reclaimed b;
+		size_t len = (size_t)e->loc.length, done = 0;
+		int doomed;
+
+		lock(l3);
+		doomed = e->list == L3_LIST_DOOMED;
+		unlock(l3);
+		if (doomed || kvt_l3i_expired(l3, e->loc.expiry))
+			continue;
+		if (len > cap) {
+			void *p;
+
+			if (posix_memalign(&p, KVT_L3_ALIGN, len))
+				break;
+			free(buf);
+			buf = p;
+			cap = len;
+		}
+		while (done < len) {
+			/* Aligned throughout (entries are): O_DIRECT if any. */
+			int fd = r->dfd >= 0 ? r->dfd : r->fd;
+			ssize_t n = pread(fd, buf + done, len - done,
+					  (off_t)(e->loc.offset + done));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EINVAL && fd == r->dfd)
+				n = pread(r->fd, buf + done, len - done,
+					  (off_t)(e->loc.offset + done));
+			if (n <= 0)
+				break;
+			done += (size_t)n;
+		}
+		kvt_l3i_ent_key(e, &b.k.ns, &b.k.ns_len, &b.k.key,
+				&b.k.key_len);
+		if (done < len ||
+		    kvt_l3i_entry_verify(buf, &e->loc, b.k.ns, b.k.ns_len,
+					 b.k.key, b.k.key_len))
+			continue;
+		lock(l3);
+		l3->bytes_read += len;
+		unlock(l3);
+		b.codec = e->loc.codec;
+		b.dtype = e->loc.dtype;
+		b.raw_len = e->loc.raw_len;
+		b.expiry = e->loc.expiry;
+		b.data = buf;
+		b.len = (size_t)e->loc.data_len;
+		if (l3->on_reclaim(l3->reclaim_arg, &b))
+			break;
+	}
+	free(buf);
+}
+
+/*
  * Makes a new region the head: the next free one, else the oldest (FIFO),
  * whose index entries are removed and generation bumped in one transaction
  * before any byte of it is overwritten.  Then its entries leave the mirror,
@@ -259,6 +325,8 @@ static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 		return rc;
 	else if (!r->touched && (rc = stage_flush(l3, b)))
 		return rc;
+	if (l3->on_reclaim && r->seq)
+		reclaim_offer(l3, r);
 
 	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn)))
 		return kvt_l3i_mdb_err(rc);
