@@ -168,11 +168,13 @@ $(BUILD)/tests/unit/$(1): tests/unit/$(1).c $(call unit_link,$(call unit_layer,$
 endef
 $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t))))
 
-# Integration test programs use only the public client library.
-$(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h $(LIBKVTIER_A)
+# Integration test programs use only the public client library (and the
+# test cluster of tests/unit/l4cluster.h, for L4).
+$(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h \
+		tests/unit/l4cluster.h $(LIBKVTIER_A)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST-CC $<")
-	$(Q)$(CC) $(CFLAGS) $(INC_client) $(call pkgcflags,cmocka) -o $@ $< \
+	$(Q)$(CC) $(CFLAGS) $(INC_client) -Itests/unit $(call pkgcflags,cmocka) -o $@ $< \
 		$(LIBKVTIER_A) $(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
 # tests/integ/noring runs a command where io_uring is refused (seccomp), for

@@ -242,9 +242,10 @@ static void print_l4(FILE *out, const struct doc *d)
 		     " nodes, %" PRIu64 " slots mapped\n", "L4 (cluster)",
 		policy, l4_u64(d, "threads"), l4_u64(d, "nodes"),
 		l4_u64(d, "slots_mapped"));
-	fprintf(out, "%-24s %" PRIu64 " gets, %" PRIu64 " hits, %" PRIu64
-		     " misses (%" PRIu64 " stale, %" PRIu64 " corrupt, %"
-		     PRIu64 " too big)\n", "  reads", l4_u64(d, "gets"),
+	fprintf(out, "%-24s %" PRIu64 " gets in %" PRIu64 " calls, %" PRIu64
+		     " hits, %" PRIu64 " misses (%" PRIu64 " stale, %" PRIu64
+		     " corrupt, %" PRIu64 " too big)\n", "  reads",
+		l4_u64(d, "gets"), l4_u64(d, "get_calls"),
 		l4_u64(d, "hits"), l4_u64(d, "misses"),
 		l4_u64(d, "misses_stale"), l4_u64(d, "misses_corrupt"),
 		l4_u64(d, "too_big"));

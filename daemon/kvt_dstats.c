@@ -133,7 +133,8 @@ static void jl4(struct jbuf *b, const struct kvt_tm_l4_stats *l)
 	if (!l->enabled)
 		return;
 	jput(b, "\"l4\":{\"enabled\":true,\"write\":\"%s\","
-		"\"threads\":%llu,\"gets\":%llu,\"hits\":%llu,"
+		"\"threads\":%llu,\"gets\":%llu,\"get_calls\":%llu,"
+		"\"hits\":%llu,"
 		"\"misses\":%llu,\"misses_stale\":%llu,"
 		"\"misses_corrupt\":%llu,\"too_big\":%llu,"
 		"\"probes\":%llu,\"probes_found\":%llu,"
@@ -146,6 +147,7 @@ static void jl4(struct jbuf *b, const struct kvt_tm_l4_stats *l)
 		"\"slots_mapped\":%llu,",
 	     l->write_put ? "put" : "evict",
 	     (unsigned long long)l->threads, (unsigned long long)l->gets,
+	     (unsigned long long)l->get_calls,
 	     (unsigned long long)l->hits, (unsigned long long)l->misses,
 	     (unsigned long long)l->misses_stale,
 	     (unsigned long long)l->misses_corrupt,

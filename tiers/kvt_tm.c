@@ -589,6 +589,24 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k)
 	return l3_state(tm, k) == 1;
 }
 
+/* Counts the L2 frames of one namespace whose block is in L1 too. */
+struct ns_in_l1 {
+	const uint8_t *ns;
+	size_t ns_len;
+	uint64_t n;
+};
+
+static void count_in_l1(void *arg, const uint8_t *ns, size_t ns_len,
+			const struct kvt_lru_ns_tot *all,
+			const struct kvt_lru_ns_tot *mark)
+{
+	struct ns_in_l1 *a = arg;
+
+	(void)all;
+	if (ns_len == a->ns_len && (!ns_len || memcmp(ns, a->ns, ns_len) == 0))
+		a->n = mark[0].entries; /* L2's mark 0 is TM_F_IN_L1 */
+}
+
 static bool job_in_ns(const struct job *j, const uint8_t *ns, size_t ns_len)
 {
 	return j->k.ns_len == ns_len &&
@@ -617,8 +635,13 @@ int kvt_tmi_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 	if (to_l4)
 		kvt_tmi_l4_drop(tm, ns, ns_len);
 	n = kvt_lru_drop_ns(tm->l1, ns, ns_len);
-	if (tm->l2)
-		n += kvt_lru_drop_ns(tm->l2, ns, ns_len);
+	if (tm->l2) {
+		/* A frame whose block is in L1 too is not another block. */
+		struct ns_in_l1 dup = { ns, ns_len, 0 };
+
+		kvt_lru_ns_foreach(tm->l2, count_in_l1, &dup);
+		n += kvt_lru_drop_ns(tm->l2, ns, ns_len) - dup.n;
+	}
 	/* Blocks of ns on their way anywhere must not land. */
 	for (j = tm->transit.head; j; j = j->lnext)
 		if (!j->stale && job_in_ns(j, ns, ns_len)) {

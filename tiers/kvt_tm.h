@@ -185,6 +185,7 @@ struct kvt_tm_l4_stats {
 	 * (corrupt), over value_max (too_big), or an error (errors below).
 	 */
 	uint64_t gets, hits, misses, misses_stale, misses_corrupt, too_big;
+	uint64_t get_calls; /* batch calls that fetched them */
 	uint64_t probes, probes_found; /* MATCH: keys probed, found */
 	uint64_t bytes_in, bytes_out;	/* the cluster's sockets */
 	uint64_t errors;   /* keys or namespaces whose call failed */

@@ -480,6 +480,7 @@ struct tm_l4 {
 	bool cv_made;
 	/* Under the pool's mu. */
 	unsigned gets_queued; /* JOB_L4_GET in the read lane */
+	unsigned gets_share;  /* how many of them a run takes */
 	uint64_t poll_at_ns;  /* the next generation poll is due */
 	bool polling;
 	/* Any thread. */

@@ -759,6 +759,7 @@ void kvt_tmi_l4_stats(struct kvt_tm *tm, struct kvt_tm_l4_stats *st)
 	st->write_put = x->write == KVT_TM_L4_PUT;
 	st->threads = x->nthreads;
 	st->gets = x->gets;
+	st->get_calls = ls.op[KVT_L4_OP_GET].calls;
 	/* L4 counts a block over the value limit as a hit; we do not. */
 	st->hits = ls.hits > too_big ? ls.hits - too_big : 0;
 	st->misses = ls.misses + too_big;

@@ -197,8 +197,17 @@ static void queue_job(struct kvt_tm *tm, struct job *j)
 		tm->reads_queued++;
 	if ((1u << l) & TM_L4_LANES)
 		tm->l4->jobs++; /* loop-owned: only the loop queues jobs */
-	if (j->kind == JOB_L4_GET)
+	if (j->kind == JOB_L4_GET) {
+		/*
+		 * The share of a run: the queued gets split evenly over the
+		 * L4 threads, as they stand when the last one came (a
+		 * dispatch's gets come together: one call per thread).
+		 */
+		unsigned nt = tm->l4->nthreads;
+
 		tm->l4->gets_queued++;
+		tm->l4->gets_share = (tm->l4->gets_queued + nt - 1) / nt;
+	}
 	wake_lane(tm, l);
 }
 
@@ -403,9 +412,7 @@ static size_t take_from(struct kvt_tm *tm, enum tm_lane l, struct job **run)
 		max = TM_L4_BATCH;
 	} else if (l == TM_LANE_L4R && kind == JOB_L4_GET) {
 		/* A fair share of the queued gets, so all L4 threads fetch. */
-		unsigned nt = tm->l4->nthreads;
-
-		max = (tm->l4->gets_queued + nt - 1) / nt;
+		max = tm->l4->gets_share;
 		if (max > TM_L4_BATCH)
 			max = TM_L4_BATCH;
 		if (max < 1)
