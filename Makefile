@@ -69,6 +69,7 @@ CLIENT_LIB_SRC := $(filter-out client/kvtier_cli%.c,$(wildcard client/*.c))
 CLI_SRC := $(wildcard client/kvtier_cli*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_C_SRC := $(wildcard tests/integ/test_*.c)
+ABUSE_C_SRC := $(wildcard tests/abuse/abuse_*.c)
 BENCH_SRC := $(wildcard tests/bench/*.c)
 
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
@@ -85,6 +86,7 @@ TOOL_OBJS := $(CLI_OBJ) $(LIB_OBJS)
 
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BIN := $(patsubst tests/integ/%.c,$(BUILD)/tests/integ/%,$(INTEG_C_SRC))
+ABUSE_BIN := $(patsubst tests/abuse/%.c,$(BUILD)/tests/abuse/%,$(ABUSE_C_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/tests/bench/%,$(BENCH_SRC))
 
 TIER_LIBS = $(call pkglibs,$(PKGS)) -lpthread
@@ -177,6 +179,14 @@ $(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h \
 	$(Q)$(CC) $(CFLAGS) $(INC_client) -Itests/unit $(call pkgcflags,cmocka) -o $@ $< \
 		$(LIBKVTIER_A) $(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
+# Helpers of the abuse scenarios (tests/abuse/run.sh): public client
+# library only, like the integration tests.
+$(BUILD)/tests/abuse/%: tests/abuse/%.c $(LIBKVTIER_A)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST-CC $<")
+	$(Q)$(CC) $(CFLAGS) $(INC_client) -o $@ $< $(LIBKVTIER_A) $(LDFLAGS) \
+		-lcrypto -lpthread
+
 # tests/integ/noring runs a command where io_uring is refused (seccomp), for
 # the fallback test; a plain program, no client library.
 NORING_BIN := $(BUILD)/tests/integ/noring
@@ -231,7 +241,7 @@ check-symbols: $(LIB_OBJS) $(DAEMON_OBJS) $(TOOL_OBJS)
 	$(Q)sh scripts/check_symbols.sh library $(LIB_OBJS) -- \
 		daemon $(DAEMON_OBJS) -- tool $(TOOL_OBJS)
 
-tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(NORING_BIN) $(BENCH_BIN)
+tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(ABUSE_BIN) $(NORING_BIN) $(BENCH_BIN)
 
 deps:
 	$(Q)sh scripts/deps.sh

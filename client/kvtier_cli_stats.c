@@ -301,12 +301,15 @@ static void print_extras(FILE *out, const struct doc *d)
 	static const char *const io[][2] = {
 		{ "l3_bytes_read", "L3 read" },
 		{ "l3_bytes_written", "L3 written" },
+		{ "l3_index_bytes", "L3 index" },
+		{ "l3_index_map_bytes", "L3 index map" },
 	};
 	static const char *const counts[][2] = {
 		{ "l3_reads_inflight", "L3 reads in flight" },
 		{ "l3_checksum_failures", "L3 checksum failures" },
 		{ "l3_regions_reclaimed", "L3 regions reclaimed" },
 		{ "l3_write_errors", "L3 write errors" },
+		{ "l3_index_full", "L3 index full" },
 		{ "l3_admission_rejected", "L3 admission rejected" },
 		{ "demotions_dropped", "demotions dropped" },
 		{ "demotions_reused", "demotions reused" },
@@ -457,6 +460,12 @@ static const struct prom_metric prom_top[] = {
 	  "L3 regions reclaimed because L3 was full." },
 	{ "l3_write_errors", "l3_write_errors_total", "counter",
 	  "L3 write batches that failed (disk full, EIO, fsync)." },
+	{ "l3_index_bytes", "l3_index_bytes", "gauge",
+	  "Bytes of the L3 index file (LMDB pages in use)." },
+	{ "l3_index_map_bytes", "l3_index_map_bytes", "gauge",
+	  "Size of the L3 index's map (virtual; grows when needed)." },
+	{ "l3_index_full", "l3_index_full_total", "counter",
+	  "Times a full L3 index made L3 reclaim its oldest regions." },
 	{ "l3_admission_rejected", "l3_admission_rejected_total", "counter",
 	  "Blocks not written to L3 because of the write budget." },
 	{ "demotions_dropped", "demotions_dropped_total", "counter",

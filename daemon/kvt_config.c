@@ -7,7 +7,10 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
+
+#include <openssl/sha.h>
 
 #include "kvt_frame.h"
 #include "kvt_log.h"
@@ -35,6 +38,7 @@ enum opt_kind {
 	OPT_BACKEND, /* auto, io_uring or epoll (kvt_loop.h) */
 	OPT_SECONDS, /* 0 to 2^32 - 1 */
 	OPT_L4_WRITE, /* evict or put */
+	OPT_SECRET, /* like OPT_STR, never shown (kvt_config_value) */
 };
 
 struct opt {
@@ -128,13 +132,17 @@ static const struct opt opts[] = {
 	  "largest value (default 256M, at most 4G)", 0 },
 	{ "max-inflight", OPT_SIZE, offsetof(struct kvt_config, max_inflight),
 	  "memory for request bodies being received, all\n"
-	  "clients together; past it clients wait (default 1G)", 0 },
+	  "clients together, reserved as they arrive; past it\n"
+	  "clients wait (default 1G)", 0 },
 	{ "idle-timeout", OPT_UINT0, offsetof(struct kvt_config, idle_timeout_s),
 	  "close connections idle this many seconds, 0 =\n"
 	  "never (default 0)", 0 },
 	{ "send-timeout", OPT_UINT0, offsetof(struct kvt_config, send_timeout_s),
 	  "close clients that read none of their replies for\n"
 	  "this many seconds, 0 = never (default 60)", 0 },
+	{ "body-timeout", OPT_UINT0, offsetof(struct kvt_config, body_timeout_s),
+	  "close clients that stop sending in the middle of a\n"
+	  "request for this many seconds, 0 = never (default 10)", 0 },
 	{ "log-level", OPT_LEVEL, 0, "error, warn, info or debug (default info)", 0 },
 	{ "io-backend", OPT_BACKEND, offsetof(struct kvt_config, io_backend),
 	  "auto, io_uring or epoll (default auto: io_uring,\n"
@@ -149,14 +157,15 @@ static const struct opt opts[] = {
 	  offsetof(struct kvt_config, max_connections),
 	  "most client connections at once (default 4096)", 0 },
 	STR_OPT("l4", l4_url,
-		    "L4: a Redis Cluster shared by every host,\n"
-		    "\t\t\tredis-cluster://HOST:PORT[,HOST:PORT...] (any\n"
-		    "\t\t\tnodes; the rest are found); default none"),
-	STR_OPT("l4-password", l4_password,
-		    "AUTH password of the cluster's nodes (visible in\n"
-		    "\t\t\tps: prefer l4-password-file)"),
+		"L4: a Redis Cluster shared by every host,\n"
+		"\t\t\tredis-cluster://HOST:PORT[,HOST:PORT...] (any\n"
+		"\t\t\tnodes; the rest are found); default none"),
+	{ "l4-password", OPT_SECRET, offsetof(struct kvt_config, l4_password),
+	  "AUTH password of the cluster's nodes (visible in\n"
+	  "\t\t\tps: prefer l4-password-file)",
+	  sizeof(((struct kvt_config *)0)->l4_password) },
 	STR_OPT("l4-password-file", l4_password_file,
-		    "file whose first line is that password"),
+		"file whose first line is that password"),
 	{ "l4-write", OPT_L4_WRITE, offsetof(struct kvt_config, l4_write),
 	  "what L4 is given: evict (blocks leaving this host:\n"
 	  "\t\t\tL3's victims, or L2's without L3; default) or put\n"
@@ -218,6 +227,18 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->max_value_size = 256ull << 20;
 	cfg->max_inflight = 1ull << 30;
 	cfg->send_timeout_s = 60;
+	/*
+	 * A body in progress holds memory (its reservation under
+	 * max-inflight, and an arena block for a PUT), and a healthy client
+	 * never pauses for long in the middle of one: between two reads of
+	 * its body there is a send() that the kernel takes at once unless
+	 * the daemon itself stopped reading, which does not count.  10 s
+	 * gives a client descheduled on an overloaded host, or paused by a
+	 * garbage collector, ample slack, and still hands a stalled client's
+	 * memory back within seconds.  Shorter than send-timeout, whose
+	 * client has its replies (bounded at 64 MiB) to lose.
+	 */
+	cfg->body_timeout_s = 10;
 	cfg->io_backend = KVT_IO_AUTO;
 	cfg->busy_poll_us = 50;
 	cfg->l4_write = KVT_TM_L4_EVICT;
@@ -252,10 +273,46 @@ static const char *arg_name(const struct opt *o)
 		return " SECONDS";
 	case OPT_L4_WRITE:
 		return " POLICY";
+	case OPT_SECRET:
+		return " SECRET";
 	case OPT_BOOL:
 		break;
 	}
 	return "";
+}
+
+/*
+ * A secret's text for kvt_config_value(): "" when unset, else a
+ * fingerprint, the first 8 bytes of SHA-256 of a key drawn at random once
+ * per process and the secret.  Two configs compare as they should (a
+ * reload sees the password change), and a log line shows nothing an
+ * offline guess could be checked against.
+ */
+static void secret_text(const char *v, char *buf, size_t cap)
+{
+	static uint8_t key[16];
+	static int have_key;
+	uint8_t in[16 + 512], d[SHA256_DIGEST_LENGTH];
+	size_t n = strlen(v);
+
+	if (!*v) {
+		buf[0] = '\0';
+		return;
+	}
+	if (!have_key) {
+		if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key))
+			for (size_t i = 0; i < sizeof(key); i++)
+				key[i] = (uint8_t)(rand() ^ (getpid() >> i));
+		have_key = 1;
+	}
+	if (n > sizeof(in) - sizeof(key))
+		n = sizeof(in) - sizeof(key);
+	memcpy(in, key, sizeof(key));
+	memcpy(in + sizeof(key), v, n);
+	SHA256(in, sizeof(key) + n, d);
+	memset(in, 0, sizeof(in));
+	snprintf(buf, cap, "hidden:%02x%02x%02x%02x%02x%02x%02x%02x", d[0],
+		 d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
 }
 
 /* Prints "  --flag ARG" padded to a column, then help lines aligned. */
@@ -282,15 +339,16 @@ void kvt_config_usage(FILE *f)
 		   "[--data-dir DIR] [--l1-size SIZE]\n"
 		   "               [--l2-size SIZE] [--l3-size SIZE] "
 		   "[--log-level LEVEL] [OPTION...]\n"
-		   "       kvtierd --check [--data-dir DIR] [--l3-size SIZE] "
-		   "[--l3-region-size SIZE]\n\n"
+		   "       kvtierd --check [--data-dir DIR]\n\n"
 		   "kvtierd is the kvtier tiered KV-cache daemon. It runs in "
 		   "the foreground,\nlogs to stderr and serves clients on a "
 		   "Unix socket.\n\n");
 	usage_line(f, "--config FILE",
 		   "read settings from FILE first (flags override it)");
-	usage_line(f, "--check", "verify the L3 index against its region "
-		   "files, report,\nexit 0 if consistent, 1 if not");
+	usage_line(f, "--check", "verify the L3 store in the data directory "
+		   "read-only\n(its own geometry; nothing is changed or "
+		   "dropped), report,\nexit 0 if consistent, 1 if not, 2 if it "
+		   "cannot be checked");
 	for (size_t i = 0; i < NOPTS; i++) {
 		snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
 			 arg_name(&opts[i]));
@@ -301,6 +359,118 @@ void kvt_config_usage(FILE *f)
 	fprintf(f, "\nSIZE takes K, M, G or T suffixes (powers of 1024), e.g. "
 		   "512M or 4G.\nEvery option can also be set in the config "
 		   "file as `name = value`.\n");
+}
+
+size_t kvt_config_count(void)
+{
+	return NOPTS;
+}
+
+const char *kvt_config_name(size_t i)
+{
+	return i < NOPTS ? opts[i].name : NULL;
+}
+
+void kvt_config_value(const struct kvt_config *cfg, size_t i, char *buf,
+		      size_t cap)
+{
+	const struct opt *o;
+	const char *p;
+
+	if (cap == 0)
+		return;
+	buf[0] = '\0';
+	if (i >= NOPTS)
+		return;
+	o = &opts[i];
+	p = (const char *)cfg + o->offset;
+	switch (o->kind) {
+	case OPT_PATH_SOCKET:
+		snprintf(buf, cap, "%s", cfg->socket_path);
+		break;
+	case OPT_PATH_DATA:
+		snprintf(buf, cap, "%s", cfg->data_dir);
+		break;
+	case OPT_SIZE:
+		snprintf(buf, cap, "%llu",
+			 (unsigned long long)*(const uint64_t *)(const void *)p);
+		break;
+	case OPT_LEVEL:
+		snprintf(buf, cap, "%s", kvt_log_level_name(cfg->log_level));
+		break;
+	case OPT_UINT:
+	case OPT_UINT0:
+		snprintf(buf, cap, "%u", *(const unsigned *)(const void *)p);
+		break;
+	case OPT_BOOL:
+		snprintf(buf, cap, "%s",
+			 *(const int *)(const void *)p ? "yes" : "no");
+		break;
+	case OPT_MODE:
+		snprintf(buf, cap, "%04o", *(const unsigned *)(const void *)p);
+		break;
+	case OPT_STR:
+		snprintf(buf, cap, "%s", p);
+		break;
+	case OPT_BACKEND:
+		snprintf(buf, cap, "%s",
+			 kvt_io_backend_name(*(const int *)(const void *)p));
+		break;
+	case OPT_SECONDS:
+		snprintf(buf, cap, "%u", *(const unsigned *)(const void *)p);
+		break;
+	case OPT_L4_WRITE:
+		snprintf(buf, cap, "%s",
+			 *(const int *)(const void *)p == KVT_TM_L4_PUT ? "put"
+									: "evict");
+		break;
+	case OPT_SECRET:
+		secret_text(p, buf, cap);
+		break;
+	}
+}
+
+void kvt_config_copy(struct kvt_config *dst, const struct kvt_config *src,
+		     size_t i)
+{
+	const struct opt *o;
+	size_t n;
+
+	if (i >= NOPTS)
+		return;
+	o = &opts[i];
+	switch (o->kind) {
+	case OPT_PATH_SOCKET:
+		memcpy(dst->socket_path, src->socket_path, sizeof(dst->socket_path));
+		return;
+	case OPT_PATH_DATA:
+		memcpy(dst->data_dir, src->data_dir, sizeof(dst->data_dir));
+		return;
+	case OPT_LEVEL:
+		dst->log_level = src->log_level;
+		return;
+	case OPT_SIZE:
+		n = sizeof(uint64_t);
+		break;
+	case OPT_UINT:
+	case OPT_UINT0:
+	case OPT_MODE:
+	case OPT_SECONDS:
+		n = sizeof(unsigned);
+		break;
+	case OPT_BOOL:
+	case OPT_BACKEND:
+	case OPT_L4_WRITE:
+		n = sizeof(int);
+		break;
+	case OPT_STR:
+	case OPT_SECRET:
+		n = o->cap;
+		break;
+	default:
+		return;
+	}
+	memcpy((char *)dst + o->offset, (const char *)src + o->offset, n);
 }
 
 static const struct opt *find_opt(const char *name, size_t len)
@@ -401,6 +571,7 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 		return 0;
 	}
 	case OPT_STR:
+	case OPT_SECRET:
 		if (strlen(val) >= o->cap) {
 			snprintf(err, errcap, "value for %s is longer than %zu "
 				 "bytes", o->name, o->cap - 1);
@@ -500,6 +671,12 @@ static int load_file(struct kvt_config *cfg, const char *path)
 				err);
 			goto fail;
 		}
+	}
+	/* A directory opens, and then every read fails: say so. */
+	if (ferror(f)) {
+		fprintf(stderr, "kvtierd: cannot read config %s: %s\n", path,
+			strerror(errno));
+		goto fail;
 	}
 	fclose(f);
 	return 0;
@@ -636,39 +813,4 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 		return -1;
 	}
 	return 0;
-}
-
-void kvt_config_l4_changed(const struct kvt_config *a,
-			   const struct kvt_config *b, char *buf, size_t cap)
-{
-	const struct {
-		const char *name;
-		int differs;
-	} f[] = {
-		{ "l4", strcmp(a->l4_url, b->l4_url) != 0 },
-		{ "l4-password", strcmp(a->l4_password, b->l4_password) != 0 },
-		{ "l4-password-file",
-		  strcmp(a->l4_password_file, b->l4_password_file) != 0 },
-		{ "l4-write", a->l4_write != b->l4_write },
-		{ "l4-ttl", a->l4_ttl_s != b->l4_ttl_s },
-		{ "l4-threads", a->l4_threads != b->l4_threads },
-		{ "l4-timeout", a->l4_timeout_ms != b->l4_timeout_ms },
-		{ "l4-connect-timeout",
-		  a->l4_connect_timeout_ms != b->l4_connect_timeout_ms },
-		{ "l4-queue-size", a->l4_queue_size != b->l4_queue_size },
-	};
-	size_t len = 0;
-
-	if (cap)
-		buf[0] = '\0';
-	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-		int n;
-
-		if (!f[i].differs || len >= cap)
-			continue;
-		n = snprintf(buf + len, cap - len, "%s%s", len ? "," : "",
-			     f[i].name);
-		if (n > 0)
-			len += (size_t)n;
-	}
 }

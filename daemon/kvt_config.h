@@ -31,6 +31,7 @@ struct kvt_config {
 	uint64_t max_inflight;	 /* bytes of request bodies held at once */
 	unsigned idle_timeout_s; /* close connections idle this long; 0 never */
 	unsigned send_timeout_s; /* close clients not reading replies */
+	unsigned body_timeout_s; /* close clients that stop mid-frame; 0 never */
 	unsigned l2_level;	/* zstd level */
 	unsigned workers;	/* tier worker threads, 0 = one per CPU */
 	int log_level;
@@ -77,11 +78,22 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv);
 void kvt_config_usage(FILE *f);
 
 /*
- * The names of the L4 settings that differ between a and b, comma
- * separated, into buf (cap bytes; "" if none): they apply only on a
- * restart.  Never the password itself.
+ * The settings, for code that must treat every one of them (a reload
+ * compares each old and new value, so that a setting added to the table
+ * can never be missed): there are kvt_config_count() of them; the i-th is
+ * named kvt_config_name(i) (its flag without the dashes, NULL past the
+ * end), and kvt_config_value() writes its value in cfg as text into buf
+ * (cap bytes, truncated, always NUL-terminated): sizes in bytes, numbers
+ * in decimal, modes in octal, switches as yes or no, lists and paths as
+ * given.  Two configs hold the same value of a setting exactly when the
+ * texts are equal (lists compare as written).
  */
-void kvt_config_l4_changed(const struct kvt_config *a,
-			   const struct kvt_config *b, char *buf, size_t cap);
+size_t kvt_config_count(void);
+const char *kvt_config_name(size_t i);
+void kvt_config_value(const struct kvt_config *cfg, size_t i, char *buf,
+		      size_t cap);
+/* Copies the value of the i-th setting from src into dst. */
+void kvt_config_copy(struct kvt_config *dst, const struct kvt_config *src,
+		     size_t i);
 
 #endif /* KVT_CONFIG_H */

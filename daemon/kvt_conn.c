@@ -7,6 +7,7 @@
  * replies (a GET waiting for an L3 read holds its reply slot), so a reply
  * finished after the client left never touches freed memory.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "kvt_arena.h"
 #include "kvt_clock.h"
 #include "kvt_conn.h"
 #include "kvt_log.h"
@@ -48,6 +50,7 @@ static void reply_free(struct kvt_reply *r)
 
 static void wake_mem_waiters(struct kvt_conn_ctx *x);
 static void process_input(struct kvt_conn *c);
+static bool body_release(struct kvt_conn *c);
 
 static void conn_free_if_done(struct kvt_conn *c)
 {
@@ -57,15 +60,21 @@ static void conn_free_if_done(struct kvt_conn *c)
 		return;
 	/* What the handlers keep for c (pins, leases) goes with it. */
 	x->ops->close(c);
-	size_t freed = c->body_reserved;
-	x->inflight_bytes -= freed;
-	c->body_reserved = 0;
-	if (c->mem_wait)
-		for (struct kvt_conn **p = &x->mem_waiters; *p; p = &(*p)->mem_next)
-			if (*p == c) {
-				*p = c->mem_next;
+	bool wake = body_release(c);
+	if (c->mem_wait) {
+		struct kvt_conn *prev = NULL;
+
+		for (struct kvt_conn *w = x->mem_waiters; w; prev = w, w = w->mem_next)
+			if (w == c) {
+				if (prev)
+					prev->mem_next = c->mem_next;
+				else
+					x->mem_waiters = c->mem_next;
+				if (x->mem_waiters_tail == c)
+					x->mem_waiters_tail = prev;
 				break;
 			}
+	}
 	if (c->parked) {
 		for (struct kvt_conn **p = &x->parked; *p; p = &(*p)->park_next)
 			if (*p == c) {
@@ -87,8 +96,11 @@ static void conn_free_if_done(struct kvt_conn *c)
 		c->next->prev = c->prev;
 	kvt_loop_close_fd(x->loop, c->fd);
 	x->nconns--;
-	/* A client that died mid-body leaves its memory to the waiters. */
-	if (freed && x->mem_waiters)
+	/*
+	 * A client that died mid-body leaves its memory to the waiters (and,
+	 * if its body was the oldest, the right to grow to the next one).
+	 */
+	if (wake && x->mem_waiters)
 		wake_mem_waiters(x);
 	kvt_log(KVT_LOG_DEBUG, "event=disconnect conn=%llu conns=%u",
 		(unsigned long long)c->id, x->nconns);
@@ -108,6 +120,13 @@ void kvt_conn_close(struct kvt_conn *c)
 		shutdown(c->fd, SHUT_RDWR);
 	}
 	conn_free_if_done(c);
+}
+
+void kvt_conn_end(struct kvt_conn *c)
+{
+	c->close_after = true;
+	if (!c->out_head)
+		kvt_conn_close(c);
 }
 
 void kvt_conn_stop(struct kvt_conn *c)
@@ -132,8 +151,13 @@ static void arm_recv(struct kvt_conn *c)
 		return; /* resumed by on_send once the client reads */
 	c->recv_direct = c->body && c->roff == c->rlen;
 	if (c->recv_direct) {
-		/* Large values go straight from the socket into the body. */
-		p = kvt_decoder_body_tail(&c->dec, &room);
+		/*
+		 * Large values go straight from the socket into the body, as
+		 * far as it is reserved (body_room() made room before this).
+		 */
+		assert(c->body_have < c->body_cap);
+		p = c->body + c->body_have;
+		room = c->body_cap - c->body_have;
 		c->roff = c->rlen = 0;
 	} else {
 		if (c->roff == c->rlen) {
@@ -148,6 +172,7 @@ static void arm_recv(struct kvt_conn *c)
 	}
 	kvt_loop_recv(x->loop, c->fd, p, room, kvt_ud(c, KVT_UD_RECV));
 	c->recv_armed = true;
+	c->recv_armed_ns = kvt_clock_ns();
 	c->inflight++;
 }
 
@@ -373,7 +398,7 @@ static void protocol_error(struct kvt_conn *c, int err)
 	if (err == KVT_ETOOBIG)
 		kvt_reply_error(c, r, err, "frame body of %u bytes exceeds the "
 			"limit of %llu bytes", h->body_len,
-			(unsigned long long)c->ctx->lim.max_body);
+			(unsigned long long)c->dec.lim.max_body);
 	else if (err == KVT_EVERSION)
 		kvt_reply_error(c, r, err, "protocol version %u not supported "
 			"(daemon speaks %u)", h->version, KVT_PROTO_VERSION);
@@ -382,68 +407,229 @@ static void protocol_error(struct kvt_conn *c, int err)
 				kvt_strerror(err));
 }
 
+/* ---- bodies: reserved and allocated as they arrive -------------------- */
+
 /*
- * Room for the body of the frame c's decoder just announced, under
- * max_inflight (a body bigger than the whole budget is let through alone
- * rather than never).  Bodies up to KVT_RBUF_SIZE (requests other than
- * values: HELLO, GET, MATCH...) are not held back, so that control
- * traffic, stats included, goes on while values wait.  Returns false if
- * c must wait.
+ * Takes c's body out of ctx's accounting (not its memory).  Returns true
+ * if that may let a waiting body go on: it gave back a reservation, or
+ * the oldest body, which may always grow, is another one now.
  */
-static bool alloc_body(struct kvt_conn *c)
+static bool body_release(struct kvt_conn *c)
 {
 	struct kvt_conn_ctx *x = c->ctx;
-	size_t len = kvt_decoder_header(&c->dec)->body_len;
+	bool wake = c->body_reserved > 0;
 
-	if (len > KVT_RBUF_SIZE && x->inflight_bytes &&
-	    x->inflight_bytes + len > x->cfg->max_inflight) {
-		if (!c->mem_wait) {
-			c->mem_wait = true;
-			c->mem_next = x->mem_waiters;
-			x->mem_waiters = c;
-		}
-		if (!c->mem_counted) {
-			c->mem_counted = true;
-			x->st.mem_waits++;
-		}
-		return false;
+	x->inflight_bytes -= c->body_reserved;
+	c->body_reserved = 0;
+	if (c->body_arena) {
+		x->body_arena_bytes -= c->body_len;
+		c->body_arena = false;
 	}
-	c->mem_counted = false;
-	/*
-	 * A PUT body becomes the stored block (kvt_request.c), so it comes
-	 * from block memory: in the shared arena, a client can later be
-	 * leased it without a copy.
-	 */
-	c->body = kvt_decoder_header(&c->dec)->opcode == KVT_OP_PUT ?
-			  kvt_block_alloc(len) : malloc(len);
-	if (!c->body) {
-		kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu bytes=%zu",
-			(unsigned long long)c->id, len);
-		return false;
+	if (c->body_counted) {
+		if (c->body_prev)
+			c->body_prev->body_next = c->body_next;
+		else
+			x->bodies = c->body_next;
+		if (c->body_next)
+			c->body_next->body_prev = c->body_prev;
+		else
+			x->bodies_tail = c->body_prev;
+		c->body_prev = c->body_next = NULL;
+		c->body_counted = false;
+		wake = true;
 	}
-	c->body_reserved = len;
-	x->inflight_bytes += len;
-	kvt_decoder_set_body(&c->dec, c->body, len);
-	return true;
+	return wake;
 }
 
-/* Memory was freed: let waiting connections try again. */
+static void mem_wait_on(struct kvt_conn *c)
+{
+	struct kvt_conn_ctx *x = c->ctx;
+
+	if (!c->mem_wait) {
+		c->mem_wait = true;
+		c->mem_next = NULL;
+		if (x->mem_waiters_tail)
+			x->mem_waiters_tail->mem_next = c;
+		else
+			x->mem_waiters = c;
+		x->mem_waiters_tail = c;
+	}
+	if (!c->mem_counted) {
+		c->mem_counted = true;
+		x->st.mem_waits++;
+	}
+}
+
+/*
+ * First memory for c's counted body, want (> 0) bytes of it reserved.  A
+ * PUT body becomes the stored block (kvt_request.c), so it comes from
+ * block memory: in the shared arena, a client can later be leased it
+ * without a copy.  An arena block is the whole body at once, so bodies in
+ * progress may hold at most a quarter of the arena; past that, where the
+ * arena has no room, and for other requests, the body is malloc memory:
+ * the whole body if want is all of it, else want bytes grown with the
+ * reservation (kvt_block_free() takes malloc memory too).
+ */
+static int body_first_alloc(struct kvt_conn *c, size_t want)
+{
+	struct kvt_conn_ctx *x = c->ctx;
+	struct kvt_arena *a = kvt_mem_arena();
+	size_t len = c->body_len;
+	bool put = kvt_decoder_header(&c->dec)->opcode == KVT_OP_PUT;
+	uint8_t *p = NULL;
+
+	if (put && a && x->body_arena_bytes + len <= kvt_arena_size(a) / 4) {
+		p = kvt_block_alloc(len);
+		if (p && kvt_block_shared(p)) {
+			c->body_arena = true;
+			x->body_arena_bytes += len;
+		} else if (want < len) {
+			kvt_block_free(p);
+			p = NULL;
+		}
+	}
+	if (!p)
+		p = malloc(want);
+	if (!p)
+		return -ENOMEM;
+	c->body = p;
+	c->body_grows = !c->body_arena && want < len;
+	return 0;
+}
+
+/*
+ * Makes room for more of c's body, which holds body_cap bytes and is full
+ * (or has no memory yet): reserves up to twice as much, at least
+ * KVT_BODY_STEP more, at most the body, under max_inflight; the oldest
+ * body in progress may always grow.  Returns 1 when there is room, 0 when
+ * c waits for memory (queued in mem_waiters), or -ENOMEM.
+ */
+static int body_room(struct kvt_conn *c)
+{
+	struct kvt_conn_ctx *x = c->ctx;
+	size_t len = c->body_len;
+	size_t step = c->body_cap > KVT_BODY_STEP ? c->body_cap : KVT_BODY_STEP;
+	size_t want = len - c->body_cap > step ? c->body_cap + step : len;
+	size_t more = want - c->body_reserved;
+
+	assert(c->body_counted && c->body_have == c->body_cap && want > c->body_cap);
+	if (x->inflight_bytes + more > x->cfg->max_inflight && x->bodies != c) {
+		mem_wait_on(c);
+		return 0;
+	}
+	if (!c->body) {
+		if (body_first_alloc(c, want))
+			return -ENOMEM;
+	} else if (c->body_grows) {
+		uint8_t *p = realloc(c->body, want);
+
+		if (!p)
+			return -ENOMEM;
+		c->body = p;
+	}
+	c->body_reserved += more;
+	x->inflight_bytes += more;
+	c->body_cap = want;
+	return 1;
+}
+
+/*
+ * The decoder just announced a frame with a body: sets up receiving it.
+ * Bodies up to KVT_RBUF_SIZE (requests other than values: HELLO, GET,
+ * MATCH...) are allocated whole and never held back, so that control
+ * traffic, stats included, goes on while values wait; larger ones are
+ * reserved as they arrive (kvt_conn.h).  Returns as body_room().
+ */
+static int body_begin(struct kvt_conn *c)
+{
+	struct kvt_conn_ctx *x = c->ctx;
+	const struct kvt_frame_header *h = kvt_decoder_header(&c->dec);
+	size_t len = h->body_len;
+
+	c->body_len = len;
+	c->body_have = c->body_cap = 0;
+	c->mem_counted = false;
+	if (len <= KVT_RBUF_SIZE) {
+		c->body = h->opcode == KVT_OP_PUT ? kvt_block_alloc(len)
+						  : malloc(len);
+		if (!c->body)
+			return -ENOMEM;
+		c->body_cap = len;
+		return 1;
+	}
+	c->body_counted = true;
+	c->body_prev = x->bodies_tail;
+	if (x->bodies_tail)
+		x->bodies_tail->body_next = c;
+	else
+		x->bodies = c;
+	x->bodies_tail = c;
+	return body_room(c);
+}
+
+static void complete_frame(struct kvt_conn *c);
+
+/*
+ * Body bytes arrived: hands a whole body on with its frame, or makes room
+ * for more once the reserved part is full (which may make c wait).
+ */
+static void body_progress(struct kvt_conn *c)
+{
+	int rc;
+
+	if (c->body_have == c->body_len) {
+		/* The decoder has waited since KVT_DEC_HEADER: give it all. */
+		int ev = kvt_decoder_set_body(&c->dec, c->body, c->body_len);
+
+		if (ev == 0)
+			ev = kvt_decoder_body_advance(&c->dec, c->body_len);
+		assert(ev == KVT_DEC_FRAME);
+		(void)ev;
+		complete_frame(c);
+		return;
+	}
+	if (c->body_have < c->body_cap)
+		return;
+	rc = body_room(c);
+	if (rc < 0) {
+		kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu bytes=%zu",
+			(unsigned long long)c->id, c->body_len);
+		protocol_error(c, -ENOMEM);
+	}
+}
+
+/*
+ * Memory was freed: each connection waiting now tries again once, in the
+ * order they began to wait; one that must wait again goes to the back.
+ * They are taken off the shared list one at a time, so a connection that
+ * goes away meanwhile (its reply finished from another's processing) is
+ * simply no longer there, and a nested call (a waiter's frame completing
+ * frees memory too) only serves some of them earlier.
+ */
 static void wake_mem_waiters(struct kvt_conn_ctx *x)
 {
-	struct kvt_conn *c = x->mem_waiters;
+	size_t n = 0;
 
-	x->mem_waiters = NULL;
-	while (c) {
-		struct kvt_conn *next = c->mem_next;
+	for (struct kvt_conn *c = x->mem_waiters; c; c = c->mem_next)
+		n++;
+	while (n-- > 0 && x->mem_waiters) {
+		struct kvt_conn *c = x->mem_waiters;
+		int rc;
 
+		x->mem_waiters = c->mem_next;
+		if (!x->mem_waiters)
+			x->mem_waiters_tail = NULL;
 		c->mem_wait = false;
 		c->mem_next = NULL;
-		if (!c->closing && alloc_body(c)) {
+		if (c->closing)
+			continue;
+		rc = body_room(c);
+		if (rc < 0)
+			protocol_error(c, -ENOMEM);
+		if (rc > 0)
 			process_input(c);
-			if (!c->closing)
-				arm_recv(c);
-		}
-		c = next;
+		if (!c->closing)
+			arm_recv(c);
 	}
 }
 
@@ -459,12 +645,12 @@ static void complete_frame(struct kvt_conn *c)
 	uint8_t *body = c->body;
 	struct kvt_conn_ctx *x = c->ctx;
 
-	c->body = NULL;
 	/* The body is whole: it no longer counts as being received. */
-	size_t freed = c->body_reserved;
-	x->inflight_bytes -= freed;
-	c->body_reserved = 0;
-	if (freed && x->mem_waiters)
+	bool wake = body_release(c);
+	c->body = NULL;
+	c->body_len = c->body_have = c->body_cap = 0;
+	c->body_grows = false;
+	if (wake && x->mem_waiters)
 		wake_mem_waiters(x);
 	if ((h.opcode == KVT_OP_PUT || h.opcode == KVT_OP_PUT_COMMIT) &&
 	    kvt_tm_busy(x->tm)) {
@@ -478,6 +664,12 @@ static void complete_frame(struct kvt_conn *c)
 	}
 	x->st.requests++;
 	x->ops->request(c, &h, body);
+}
+
+void kvt_conn_mem_changed(struct kvt_conn_ctx *x)
+{
+	if (x->mem_waiters)
+		wake_mem_waiters(x);
 }
 
 void kvt_conn_unpark(struct kvt_conn_ctx *x)
@@ -508,20 +700,43 @@ static void process_input(struct kvt_conn *c)
 	       c->roff < c->rlen && c->out_bytes <= KVT_OUT_HIGH_WATER &&
 	       c->pending < KVT_PENDING_MAX) {
 		size_t used = 0;
-		int ev = kvt_decoder_feed(&c->dec, c->rbuf + c->roff,
-					  c->rlen - c->roff, &used);
+		int ev;
+
+		if (c->body) {
+			/* Body bytes that came with the header, or after it. */
+			size_t take = c->body_cap - c->body_have;
+
+			if (take > c->rlen - c->roff)
+				take = c->rlen - c->roff;
+			memcpy(c->body + c->body_have, c->rbuf + c->roff, take);
+			c->body_have += take;
+			c->roff += take;
+			body_progress(c);
+			continue;
+		}
+		ev = kvt_decoder_feed(&c->dec, c->rbuf + c->roff,
+				      c->rlen - c->roff, &used);
 		c->roff += used;
 		if (ev < 0) {
 			protocol_error(c, ev);
 			return;
 		}
+		if (ev == KVT_DEC_MORE) {
+			c->hdr_have += used; /* a header cut short, so far */
+			continue;
+		}
+		c->hdr_have = 0;
 		if (ev == KVT_DEC_HEADER) {
-			if (!alloc_body(c)) {
-				if (c->mem_wait)
-					return; /* resumed by wake_mem_waiters */
+			int rc = body_begin(c);
+
+			if (rc < 0) {
+				kvt_log(KVT_LOG_ERROR, "event=oom conn=%llu "
+					"bytes=%zu", (unsigned long long)c->id,
+					c->body_len);
 				protocol_error(c, -ENOMEM);
 				return;
 			}
+			/* rc 0: c waits, resumed by wake_mem_waiters */
 		} else if (ev == KVT_DEC_FRAME) {
 			complete_frame(c);
 		}
@@ -548,13 +763,9 @@ static void on_recv(struct kvt_conn *c, int res)
 	c->ctx->st.bytes_in += (uint64_t)res;
 	c->last_active_ns = kvt_clock_ns();
 	if (direct) {
-		size_t room;
-
-		KVT_IO_DEFINED(kvt_decoder_body_tail(&c->dec, &room),
-			       (size_t)res);
-		if (kvt_decoder_body_advance(&c->dec, (size_t)res) ==
-		    KVT_DEC_FRAME)
-			complete_frame(c);
+		KVT_IO_DEFINED(c->body + c->body_have, (size_t)res);
+		c->body_have += (size_t)res;
+		body_progress(c);
 	} else {
 		KVT_IO_DEFINED(c->rbuf + c->rlen, (size_t)res);
 		c->rlen += (size_t)res;
@@ -625,6 +836,17 @@ bool kvt_conn_idle(const struct kvt_conn *c)
 {
 	return !c->closing && !c->out_head && !c->body && !c->parked &&
 	       !c->mem_wait && !c->ctx->ops->holds(c) && c->inflight <= 1;
+}
+
+uint64_t kvt_conn_rx_stall_ns(const struct kvt_conn *c, uint64_t now,
+			      bool *header, size_t *have, size_t *want)
+{
+	*header = c->body_len == 0;
+	*have = c->body_len ? c->body_have : c->hdr_have;
+	*want = c->body_len ? c->body_len : KVT_HDR_SIZE;
+	if (c->closing || !c->recv_armed || (!c->body_len && !c->hdr_have))
+		return 0;
+	return now > c->recv_armed_ns ? now - c->recv_armed_ns : 0;
 }
 
 uint64_t kvt_conn_send_stall_ns(struct kvt_conn *c, uint64_t now)

@@ -24,6 +24,22 @@
  * read its replies (KVT_OUT_HIGH_WATER) or has KVT_PENDING_MAX unfinished
  * ones is not read from until it catches up.
  *
+ * Bodies and max-inflight.  A body larger than KVT_RBUF_SIZE is reserved
+ * under max-inflight as it arrives, not when its header announces it: the
+ * first KVT_BODY_STEP bytes (or the whole body, if smaller) before its
+ * first byte is read, then twice what it holds each time it fills up.  So
+ * a client that announces a 256 MiB body and sends nothing holds 4 MiB of
+ * the budget, not 256 MiB, and a few stalled clients cannot starve the
+ * others (issue #17).  The memory follows the reservation: a body is read
+ * into malloc memory grown with it (realloc), except that a PUT body goes
+ * straight into the shared arena when that has room, taking at most a
+ * quarter of the arena for bodies in progress, so that stalled bodies
+ * cannot crowd the arena either.  The oldest body in progress may always
+ * grow, even past max-inflight: every body completes, and reservations
+ * never deadlock; so bodies hold at most max-inflight plus one body.  A
+ * body that stops arriving is the server's to end (body-timeout,
+ * kvt_conn_rx_stall_ns()).
+ *
  * Single-threaded: everything here runs on the event loop's thread.
  */
 #ifndef KVT_CONN_H
@@ -47,6 +63,14 @@
 #define KVT_SEND_IOV 64
 /* Read buffer per connection; bodies larger than this are read in place. */
 #define KVT_RBUF_SIZE (64 * 1024)
+/*
+ * A large body's first reservation under max-inflight, and the least it
+ * grows by (see "Bodies and max-inflight" above).  4 MiB covers the
+ * common K/V block sizes (2 MiB for a 16-token Llama-3-8B block) in one
+ * step, so those are read with one allocation and no copy, while a
+ * stalled client holds no more than this.
+ */
+#define KVT_BODY_STEP (4u << 20)
 /*
  * Stop reading requests from a client while this many reply bytes wait for
  * it to read them: a client that pipelines GETs but never reads cannot make
@@ -138,6 +162,8 @@ struct kvt_conn_stats {
 	uint64_t slow_closed;	     /* did not read replies for send_timeout */
 	uint64_t idle_evicted;	     /* closed to admit a new client */
 	uint64_t mem_waits;	     /* bodies that waited for max_inflight */
+	uint64_t body_timeouts;	     /* a frame stopped arriving part-way */
+	uint64_t connections_revoked; /* peer lost access on a reload */
 };
 
 /*
@@ -165,45 +191,69 @@ struct kvt_conn_ctx {
 	unsigned nconns;
 	uint64_t next_conn_id;
 	struct kvt_conn *parked;      /* waiting for kvt_tm_busy() to clear */
-	struct kvt_conn *mem_waiters; /* waiting for room under max_inflight */
-	uint64_t inflight_bytes;      /* request bodies being received */
+	/* Waiting for room under max_inflight, in the order they began. */
+	struct kvt_conn *mem_waiters, *mem_waiters_tail;
+	uint64_t inflight_bytes;      /* reserved for bodies being received */
+	/* Bodies over KVT_RBUF_SIZE being received, oldest first. */
+	struct kvt_conn *bodies, *bodies_tail;
+	uint64_t body_arena_bytes; /* arena memory those bodies hold */
 };
 
 /*
  * One connection.  Others only read the fields down to out_bytes: handlers
- * use ctx, id, uid and gid and keep their own state behind their pointer
- * (pins, leases); the server walks the list (next) and reads closing,
- * last_active_ns and out_bytes for its timer.  The rest is kvt_conn.c's.
+ * use ctx, id, uid, gid and revoked and keep their own state behind their
+ * pointer (pins, leases); the server walks the list (next), reads closing,
+ * last_active_ns and out_bytes for its timer, uses fd to read the peer's
+ * groups and sets revoked on a reload.  The rest is kvt_conn.c's.
  */
 struct kvt_conn {
 	struct kvt_conn_ctx *ctx;
 	uint64_t id;
 	uid_t uid; /* the peer's credentials, from SO_PEERCRED */
 	gid_t gid;
+	/*
+	 * The peer is no longer in the allow-lists (changed by a reload):
+	 * its next request is refused and the connection ended.
+	 */
+	bool revoked;
 	struct kvt_pins *pins;	   /* kvt_request.c's */
 	struct kvt_leases *leases; /* kvt_lease.c's */
 	struct kvt_conn *prev, *next; /* ctx's list of live connections */
 	bool closing;		 /* no more reading; free once drained */
 	uint64_t last_active_ns; /* last byte received or sent */
 	size_t out_bytes;	 /* bytes queued in replies not yet sent */
+	int fd;
 
 	/* Receive and decode. */
-	int fd;
 	unsigned inflight; /* loop operations and unfinished replies */
 	unsigned pending;  /* unfinished replies (KVT_PENDING_MAX) */
 	bool recv_armed;
 	bool recv_direct; /* the armed recv writes into body, not rbuf */
 	bool close_after; /* close once the reply queue is sent */
+	uint64_t recv_armed_ns; /* when the armed recv was started */
 	struct kvt_decoder dec;
 	uint8_t *rbuf;
 	size_t rlen, roff;
-	uint8_t *body; /* body of the frame being received */
+	size_t hdr_have; /* bytes of a frame header received, while partial */
+	/*
+	 * The body of the frame being received (body_len > 0 from its header
+	 * until it is whole).  This module fills it and hands it to the
+	 * decoder only when whole, so that it can grow as it arrives.
+	 */
+	uint8_t *body;	  /* NULL until its first reservation */
+	size_t body_len;  /* from the header */
+	size_t body_have; /* bytes received */
+	size_t body_cap;  /* bytes it may hold now (reserved, allocated) */
+	bool body_grows;  /* malloc'd at body_cap bytes, realloc'd to grow */
+	bool body_arena;  /* in the arena, counted in body_arena_bytes */
+	bool body_counted; /* over KVT_RBUF_SIZE: reserved, in ctx->bodies */
+	size_t body_reserved; /* bytes of body counted in inflight_bytes */
+	struct kvt_conn *body_prev, *body_next; /* ctx->bodies */
 
 	/* Backpressure. */
 	bool parked;	  /* holding a PUT until the tiers catch up */
 	bool mem_wait;	  /* waiting for room under max_inflight */
 	bool mem_counted; /* this body's wait is counted in mem_waits */
-	size_t body_reserved; /* bytes of body counted in inflight_bytes */
 	struct kvt_conn *mem_next;
 	struct kvt_frame_header held; /* the held PUT */
 	uint8_t *held_body;
@@ -250,6 +300,9 @@ void kvt_conn_complete(struct kvt_conn *c, unsigned kind, int res);
 /* Resumes held PUTs while the tiers are not busy (after kvt_tm_dispatch). */
 void kvt_conn_unpark(struct kvt_conn_ctx *ctx);
 
+/* ctx->cfg->max_inflight changed: bodies waiting for memory try again. */
+void kvt_conn_mem_changed(struct kvt_conn_ctx *ctx);
+
 /*
  * Idle: not closing, nothing being received, queued, held or waited for,
  * no operation in flight but its recv, and nothing kept by the handlers
@@ -265,6 +318,25 @@ bool kvt_conn_idle(const struct kvt_conn *c);
  * pace (the server's timer).
  */
 uint64_t kvt_conn_send_stall_ns(struct kvt_conn *c, uint64_t now);
+
+/*
+ * How long c has waited, as seen at now, for the rest of a frame it began
+ * to send: the time since its last bytes arrived, or since it was read
+ * from again after the daemon held it back (backpressure, max-inflight),
+ * which does not count.  0 while c is between frames or not being read.
+ * *have and *want get the bytes received and expected of the part being
+ * received, the header (*header true, KVT_HDR_SIZE bytes) or, once that
+ * is whole, the body.  The server closes c when this passes body-timeout.
+ */
+uint64_t kvt_conn_rx_stall_ns(const struct kvt_conn *c, uint64_t now,
+			      bool *header, size_t *have, size_t *want);
+
+/*
+ * Ends c after the replies queued so far: reads no more requests (those
+ * already read but not yet decoded are dropped) and closes once they are
+ * sent.  For a handler that refuses a client for good.
+ */
+void kvt_conn_end(struct kvt_conn *c);
 
 /* ---- the reply API, for request handlers ------------------------------ */
 

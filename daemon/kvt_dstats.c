@@ -67,19 +67,32 @@ static void jstr(struct jbuf *b, const uint8_t *p, size_t n)
 
 /*
  * The namespaces with the most bytes (KVT_TM_NS_TOP of them, largest
- * first), then how many there are in all and the totals of the rest: a
- * bounded document, and O(namespaces) work, whatever any client created.
+ * first) that uid may see, then how many there are in all and the totals
+ * of the rest: a bounded document, and O(namespaces) work, whatever any
+ * client created.  Namespaces bound to another user (ns-owner) are left
+ * out by name, as HOT leaves out their blocks, and counted in the rest.
  */
-static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x)
+static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x,
+			uid_t uid)
 {
 	struct kvt_tm_ns_rest rest = { 0 };
 	struct kvt_tm_ns *v = NULL;
-	size_t n = 0;
+	size_t n = 0, shown = 0;
+	uint64_t total = 0;
 
 	jput(b, "\"namespaces\":{");
 	if (kvt_tm_ns_stats(x->tm, KVT_TM_NS_TOP, &v, &n, &rest) == 0) {
+		total = n + rest.namespaces;
 		for (size_t i = 0; i < n; i++) {
-			if (i)
+			if (!kvt_access_ns_ok(&x->acc, uid, v[i].ns,
+					      v[i].ns_len)) {
+				rest.namespaces++;
+				rest.entries += v[i].entries;
+				rest.bytes += v[i].bytes;
+				rest.hits += v[i].hits;
+				continue;
+			}
+			if (shown++)
 				jput(b, ",");
 			jstr(b, v[i].ns, v[i].ns_len);
 			jput(b, ":{\"entries\":%llu,\"bytes\":%llu,"
@@ -95,8 +108,7 @@ static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x)
 	jput(b, "},\"namespaces_total\":%llu,\"namespaces_rest\":{"
 		"\"namespaces\":%llu,\"entries\":%llu,\"bytes\":%llu,"
 		"\"hits\":%llu},",
-	     (unsigned long long)(n + rest.namespaces),
-	     (unsigned long long)rest.namespaces,
+	     (unsigned long long)total, (unsigned long long)rest.namespaces,
 	     (unsigned long long)rest.entries, (unsigned long long)rest.bytes,
 	     (unsigned long long)rest.hits);
 	free(v);
@@ -229,7 +241,8 @@ static void jshm(struct jbuf *b, const struct kvt_lease_pool *p)
 	     (unsigned long long)p->lease_bytes);
 }
 
-int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
+int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
+		    size_t *len)
 {
 	struct kvt_tm_stats ts;
 	struct jbuf b = { .cap = 1024 };
@@ -284,7 +297,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 		 "\"transit_bytes\":%llu,\"jobs_pending\":%llu,"
 		 "\"prefetched\":%llu,\"prefetch_hits\":%llu,"
 		 "\"pinned_bytes\":%llu,\"pinned_keys\":%llu,"
-		 "\"pins_rejected\":%llu,",
+		 "\"pins_rejected\":%llu,\"l3_index_bytes\":%llu,"
+		 "\"l3_index_map_bytes\":%llu,\"l3_index_full\":%llu,",
 	     (unsigned long long)ts.l3_bytes_read,
 	     (unsigned long long)ts.l3_bytes_written,
 	     (unsigned long long)ts.l3_reads_inflight,
@@ -299,10 +313,13 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	     (unsigned long long)ts.prefetch_hits,
 	     (unsigned long long)ts.pinned_bytes,
 	     (unsigned long long)ts.pinned_keys,
-	     (unsigned long long)ts.pins_rejected);
+	     (unsigned long long)ts.pins_rejected,
+	     (unsigned long long)ts.l3_index_bytes,
+	     (unsigned long long)ts.l3_index_map_bytes,
+	     (unsigned long long)ts.l3_index_full);
 	jpool(&b, &ts.pool);
 	jl4(&b, &ts.l4);
-	jnamespaces(&b, x);
+	jnamespaces(&b, x, uid);
 	jshm(&b, x->shm);
 	/* Service time per operation, decode to reply (kvt_hist.h). */
 	jput(&b, "\"latency_us\":{");
@@ -329,7 +346,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 		 "\"connections_refused\":%llu,\"protocol_errors\":%llu,"
 		 "\"idle_closed\":%llu,\"slow_closed\":%llu,"
 		 "\"idle_evicted\":%llu,\"mem_waits\":%llu,"
-		 "\"inflight_bytes\":%llu,"
+		 "\"inflight_bytes\":%llu,\"body_timeouts\":%llu,"
+		 "\"connections_revoked\":%llu,"
 		 "\"connections_denied\":%llu,\"requests_denied\":%llu,"
 		 "\"requests\":%llu,\"puts_held\":%llu,\"bytes_in\":%llu,"
 		 "\"bytes_out\":%llu}",
@@ -341,6 +359,8 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len)
 	     (unsigned long long)x->st.idle_evicted,
 	     (unsigned long long)x->st.mem_waits,
 	     (unsigned long long)x->inflight_bytes,
+	     (unsigned long long)x->st.body_timeouts,
+	     (unsigned long long)x->st.connections_revoked,
 	     (unsigned long long)x->st.connections_denied,
 	     (unsigned long long)x->st.requests_denied,
 	     (unsigned long long)x->st.requests,

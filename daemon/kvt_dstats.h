@@ -11,14 +11,18 @@
 #define KVT_DSTATS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "kvt_conn.h"
 
 /*
- * Builds the document for the server whose connections share x.  Returns
- * 0 with *out a malloc'd NUL-terminated string of *len bytes (the caller
- * frees it), or -ENOMEM.
+ * Builds the document for the server whose connections share x, as shown
+ * to a client with uid: namespaces bound to other users (ns-owner) are
+ * left out of the per-namespace report, as HOT leaves out their blocks.
+ * Returns 0 with *out a malloc'd NUL-terminated string of *len bytes (the
+ * caller frees it), or -ENOMEM.
  */
-int kvt_dstats_json(const struct kvt_conn_ctx *x, char **out, size_t *len);
+int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
+		    size_t *len);
 
 #endif /* KVT_DSTATS_H */

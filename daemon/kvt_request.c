@@ -154,8 +154,18 @@ static void handle_put_commit(struct kvt_conn *c, struct kvt_reply *r,
 				"%llu", (unsigned long long)id);
 		return;
 	}
-	/* Cannot fail: PUT_ALLOC validated this prefix. */
-	kvt_put_req_parse(prefix, prefix_len, &c->ctx->lim, &pr);
+	/*
+	 * PUT_ALLOC validated this prefix, but under the limits of then: a
+	 * reload since may have lowered them.
+	 */
+	rc = kvt_put_req_parse(prefix, prefix_len, &c->ctx->lim, &pr);
+	if (rc) {
+		kvt_block_free(mem);
+		free(prefix);
+		kvt_reply_error(c, r, rc, "bad PUT_COMMIT: %s (the limits "
+				"changed since PUT_ALLOC)", kvt_strerror(rc));
+		return;
+	}
 	pr.value = mem;
 	pr.value_len = value_len;
 	put_parsed(c, r, &pr, mem, value_len);
@@ -546,6 +556,25 @@ static void request_handle(struct kvt_conn *c,
 		kvt_block_free(body);
 		return;
 	}
+	if (c->revoked) {
+		/*
+		 * A reload took this peer off the allow-lists: it is refused
+		 * now as it would be at connect, and the connection ends
+		 * (its pins and leases with it) once this reply is sent.
+		 */
+		c->ctx->st.requests_denied++;
+		kvt_log(KVT_LOG_WARN, "event=request_denied conn=%llu uid=%u "
+			"op=%s reason=access_revoked",
+			(unsigned long long)c->id, (unsigned)c->uid,
+			kvt_op_name(h->opcode));
+		kvt_reply_error(c, r, KVT_EDENIED, "uid %u is no longer "
+				"allowed to use this kvtierd (allow-uid/"
+				"allow-gid changed on reload)",
+				(unsigned)c->uid);
+		kvt_block_free(body);
+		kvt_conn_end(c);
+		return;
+	}
 	switch (h->opcode) {
 	case KVT_OP_HELLO:
 		handle_hello(c, r, body, len);
@@ -589,7 +618,7 @@ static void request_handle(struct kvt_conn *c,
 		char *json;
 		size_t n;
 
-		if (kvt_dstats_json(c->ctx, &json, &n))
+		if (kvt_dstats_json(c->ctx, c->uid, &json, &n))
 			kvt_reply_error(c, r, -ENOMEM, "out of memory");
 		else
 			kvt_reply_finish(c, r, 0, 0, (uint8_t *)json, n, NULL);

@@ -164,15 +164,30 @@ static int listen_unix(const char *path, int backlog, unsigned mode,
 	old = umask(0177);
 	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
-	/* Group first, then mode: never a moment with the wrong group. */
-	if (!rc && acc->has_group && chown(path, (uid_t)-1, acc->socket_gid))
-		rc = -1;
-	if (!rc && chmod(path, mode))
-		rc = -1;
-	if (rc || listen(fd, backlog)) {
+	if (rc) {
+		/* Most often the folder: missing, or not ours to write. */
 		int err = errno;
-		kvt_log(KVT_LOG_ERROR, "event=listen_failed socket=%s error=\"%s\"",
-			path, strerror(err));
+		const char *slash = strrchr(path, '/');
+		int dlen = slash ? (slash == path ? 1 : (int)(slash - path)) : 1;
+
+		kvt_log(KVT_LOG_ERROR, "event=listen_failed socket=%s "
+			"dir=%.*s error=\"cannot create the socket file: %s\"",
+			path, dlen, slash ? path : ".", strerror(err));
+		close(fd);
+		return -err;
+	}
+	/* Group first, then mode: never a moment with the wrong group. */
+	const char *step = NULL;
+	if (acc->has_group && chown(path, (uid_t)-1, acc->socket_gid))
+		step = "cannot set its group (socket-group)";
+	else if (chmod(path, mode))
+		step = "cannot set its mode (socket-mode)";
+	else if (listen(fd, backlog))
+		step = "cannot listen";
+	if (step) {
+		int err = errno;
+		kvt_log(KVT_LOG_ERROR, "event=listen_failed socket=%s "
+			"error=\"%s: %s\"", path, step, strerror(err));
 		close(fd);
 		unlink(path);
 		return -err;
@@ -205,12 +220,28 @@ static void refuse(int fd, int status, const char *msg)
 	close(fd);
 }
 
+/*
+ * May the peer on fd, with uid and gid, use the daemon under the
+ * allow-lists acc?  Its supplementary groups count too: membership is what
+ * admins grant.
+ */
+static bool peer_ok(const struct kvt_access *acc, int fd, uid_t uid, gid_t gid)
+{
+	gid_t groups[256];
+	socklen_t glen = sizeof(groups);
+	size_t ng = 0;
+
+	if (!kvt_access_has_peer_lists(acc))
+		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
+		ng = glen / sizeof(gid_t);
+	return kvt_access_peer_ok(acc, uid, gid, groups, ng);
+}
+
 /* Checks the peer's credentials against the allow-lists. */
 static bool peer_allowed(struct kvt_server *s, int fd, struct ucred *cr)
 {
-	gid_t groups[256];
-	socklen_t len = sizeof(*cr), glen = sizeof(groups);
-	size_t ng = 0;
+	socklen_t len = sizeof(*cr);
 	char msg[160];
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &len)) {
@@ -220,12 +251,7 @@ static bool peer_allowed(struct kvt_server *s, int fd, struct ucred *cr)
 		s->ctx.st.connections_denied++;
 		return false;
 	}
-	if (!kvt_access_has_peer_lists(&s->ctx.acc))
-		return true;
-	/* Supplementary groups too: membership is what admins grant. */
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
-		ng = glen / sizeof(gid_t);
-	if (kvt_access_peer_ok(&s->ctx.acc, cr->uid, cr->gid, groups, ng))
+	if (peer_ok(&s->ctx.acc, fd, cr->uid, cr->gid))
 		return true;
 	snprintf(msg, sizeof(msg), "uid %u (gid %u) is not allowed to use "
 		 "this kvtierd (see allow-uid/allow-gid)", (unsigned)cr->uid,
@@ -269,21 +295,39 @@ static bool evict_idle(struct kvt_server *s)
 }
 
 /*
- * Once a second: close connections idle past idle_timeout, and clients
- * that have left replies unread past send_timeout (a stuck reader must
- * not pin reply memory forever).
+ * Once a second: close connections idle past idle_timeout, clients that
+ * stopped sending in the middle of a request for body_timeout (a body in
+ * progress holds memory others wait for), and clients that have left
+ * replies unread past send_timeout (a stuck reader must not pin reply
+ * memory forever).  The settings are read here each time, so a reload
+ * changes them at once.
  */
 static void housekeeping(struct kvt_server *s)
 {
 	uint64_t now = kvt_clock_ns();
 	uint64_t idle = (uint64_t)s->ctx.cfg->idle_timeout_s * 1000000000ull;
 	uint64_t slow = (uint64_t)s->ctx.cfg->send_timeout_s * 1000000000ull;
+	uint64_t body = (uint64_t)s->ctx.cfg->body_timeout_s * 1000000000ull;
 	uint64_t stall;
+	size_t have, want;
+	bool header;
 
 	for (struct kvt_conn *c = s->ctx.conns, *next; c; c = next) {
 		next = c->next;
 		if (c->closing)
 			continue;
+		stall = kvt_conn_rx_stall_ns(c, now, &header, &have, &want);
+		if (body && stall > body) {
+			s->ctx.st.body_timeouts++;
+			kvt_log(KVT_LOG_WARN, "event=body_timeout conn=%llu "
+				"uid=%u part=%s received=%zu expected=%zu "
+				"waited_s=%llu", (unsigned long long)c->id,
+				(unsigned)c->uid, header ? "header" : "body",
+				have, want,
+				(unsigned long long)(stall / 1000000000ull));
+			kvt_conn_close(c);
+			continue;
+		}
 		if (idle && kvt_conn_idle(c) && now - c->last_active_ns > idle) {
 			s->ctx.st.idle_closed++;
 			kvt_log(KVT_LOG_INFO, "event=idle_closed conn=%llu",
@@ -387,16 +431,138 @@ static void begin_stop(struct kvt_server *s, const char *why)
 	}
 }
 
+/* ---- reload -------------------------------------------------------- */
+
+/* What applying a setting live takes besides storing its new value. */
+enum {
+	FX_LOG = 1u << 0,	 /* the logger's level */
+	FX_L3_RATE = 1u << 1,	 /* the tier manager's L3 write budget */
+	FX_BUSY_POLL = 1u << 2,	 /* the loop's polling */
+	FX_ACCESS = 1u << 3,	 /* allow-lists and namespace owners */
+	FX_SOCKET = 1u << 4,	 /* the socket file's mode and group */
+	FX_SHM_ALLOW = 1u << 5,	 /* who is given the arena at HELLO */
+	FX_LIMITS = 1u << 6,	 /* key and value limits */
+	FX_INFLIGHT = 1u << 7,	 /* bodies waiting for memory */
+};
+
+/*
+ * The settings a reload applies while running.  Every other setting (the
+ * config table's, kvt_config_name()) that changed is logged as needing a
+ * restart, one line each: a setting added to kvt_config.c is covered
+ * without a line here.  The rest are read where they are used, so storing
+ * them is enough: the timeouts by the housekeeping timer, max-connections
+ * at accept, the spill settings at exit, shm-lease-max and the limits per
+ * request.
+ */
+static const struct {
+	const char *name;
+	unsigned fx;
+} live_settings[] = {
+	{ "log-level", FX_LOG },
+	{ "max-connections", 0 },
+	{ "l3-write-rate", FX_L3_RATE },
+	{ "spill-timeout", 0 },
+	{ "no-spill", 0 },
+	{ "busy-poll", FX_BUSY_POLL },
+	{ "allow-uid", FX_ACCESS },
+	{ "allow-gid", FX_ACCESS },
+	{ "ns-owner", FX_ACCESS },
+	{ "socket-group", FX_ACCESS | FX_SOCKET },
+	{ "socket-mode", FX_SOCKET },
+	{ "shm-allow-uid", FX_SHM_ALLOW },
+	{ "shm-lease-max", 0 },
+	{ "max-key-size", FX_LIMITS },
+	{ "max-value-size", FX_LIMITS },
+	{ "max-inflight", FX_INFLIGHT },
+	{ "idle-timeout", 0 },
+	{ "send-timeout", 0 },
+	{ "body-timeout", 0 },
+};
+
+/* The effects of a live setting, or -1 if it needs a restart. */
+static int live_fx(const char *name)
+{
+	for (size_t i = 0; i < sizeof(live_settings) / sizeof(live_settings[0]);
+	     i++)
+		if (!strcmp(live_settings[i].name, name))
+			return (int)live_settings[i].fx;
+	return -1;
+}
+
+/* A setting's value for the log: quoted unless a plain word or number. */
+static const char *log_value(const char *v, char *buf, size_t cap)
+{
+	bool plain = *v != '\0';
+
+	for (const char *p = v; *p && plain; p++)
+		plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			(*p >= '0' && *p <= '9') || strchr("_.:/-", *p);
+	if (plain)
+		return v;
+	snprintf(buf, cap, "\"%s\"", v);
+	return buf;
+}
+
+/*
+ * The socket file takes the new mode and group.  Its permissions are never
+ * wider than the old or the new setting allows, in between too: first the
+ * bits both modes grant, then the group, then the new mode.
+ */
+static void reload_socket_file(struct kvt_server *s, unsigned old_mode)
+{
+	const char *path = s->ctx.cfg->socket_path;
+	unsigned mode = s->ctx.cfg->socket_mode;
+	gid_t gid = s->ctx.acc.has_group ? s->ctx.acc.socket_gid : getegid();
+
+	if (chmod(path, old_mode & mode) || chown(path, (uid_t)-1, gid) ||
+	    chmod(path, mode))
+		kvt_log(KVT_LOG_ERROR, "event=reload_socket_failed socket=%s "
+			"error=\"%s\"", path, strerror(errno));
+}
+
+/*
+ * The allow-lists changed: a connection whose peer they no longer admit
+ * is refused its next request (kvt_request.c) and ended, as a new one
+ * would be refused at accept.  A peer admitted again before its next
+ * request carries on.
+ */
+static void reload_revoke(struct kvt_server *s)
+{
+	for (struct kvt_conn *c = s->ctx.conns; c; c = c->next) {
+		bool ok;
+
+		if (c->closing)
+			continue;
+		ok = peer_ok(&s->ctx.acc, c->fd, c->uid, c->gid);
+		if (!ok && !c->revoked) {
+			s->ctx.st.connections_revoked++;
+			kvt_log(KVT_LOG_WARN, "event=access_revoked conn=%llu "
+				"uid=%u gid=%u hint=\"its next request is "
+				"refused and the connection closed\"",
+				(unsigned long long)c->id, (unsigned)c->uid,
+				(unsigned)c->gid);
+		}
+		c->revoked = !ok;
+	}
+}
+
 /*
  * SIGHUP: re-reads the config file and the command line (flags still
- * override the file) and applies what can change while running; settings
- * that need a restart are reported, not applied.
+ * override the file), applies every setting that can change while running
+ * and logs each change (event=reload setting=...), and names each changed
+ * setting that needs a restart (event=reload_needs_restart setting=...).
+ * A config with errors, unknown users or groups included, changes nothing.
  */
 static void reload(struct kvt_server *s)
 {
 	struct kvt_config n;
 	struct kvt_config *o = s->ctx.cfg;
-	int changed = 0;
+	struct kvt_access acc, shm_allow;
+	/* Room for the longest value (data-dir), and its quotes. */
+	char err[256], ov[PATH_MAX + 8], nv[PATH_MAX + 8], oq[PATH_MAX + 8],
+		nq[PATH_MAX + 8];
+	unsigned fx = 0, old_mode = o->socket_mode;
+	int changed = 0, restart = 0;
 
 	kvt_notify("RELOADING=1");
 	kvt_config_defaults(&n);
@@ -407,57 +573,81 @@ static void reload(struct kvt_server *s)
 		kvt_notify("READY=1");
 		return;
 	}
-	if (n.log_level != o->log_level) {
-		kvt_log(KVT_LOG_WARN, "event=reload setting=log-level old=%s "
-			"new=%s", kvt_log_level_name(o->log_level),
-			kvt_log_level_name(n.log_level));
-		o->log_level = kvt_log_level = n.log_level;
+	/* Lists first, so that a bad name refuses the reload as a whole. */
+	if (kvt_access_parse(&acc, n.allow_uid, n.allow_gid, n.ns_owner,
+			     n.socket_group, err, sizeof(err)) ||
+	    kvt_access_parse(&shm_allow, n.shm_allow_uid, NULL, NULL, NULL, err,
+			     sizeof(err))) {
+		kvt_log(KVT_LOG_ERROR, "event=reload_failed config=%s "
+			"error=\"%s\" hint=\"keeping the current settings\"",
+			o->config_path[0] ? o->config_path : "-", err);
+		kvt_notify("READY=1");
+		return;
+	}
+	for (size_t i = 0; i < kvt_config_count(); i++) {
+		const char *name = kvt_config_name(i);
+		int f = live_fx(name);
+
+		kvt_config_value(o, i, ov, sizeof(ov));
+		kvt_config_value(&n, i, nv, sizeof(nv));
+		if (!strcmp(ov, nv))
+			continue;
+		if (f < 0) {
+			kvt_log(KVT_LOG_WARN, "event=reload_needs_restart "
+				"setting=%s old=%s new=%s", name,
+				log_value(ov, oq, sizeof(oq)),
+				log_value(nv, nq, sizeof(nq)));
+			restart++;
+			continue;
+		}
+		kvt_config_copy(o, &n, i);
+		if ((f & FX_SOCKET) && s->activated) {
+			/* Stored, but the file is systemd's, as at start. */
+			kvt_log(KVT_LOG_WARN, "event=reload_ignored setting=%s "
+				"old=%s new=%s hint=\"the socket came from "
+				"systemd: set SocketMode= and SocketGroup= in "
+				"its unit\"", name,
+				log_value(ov, oq, sizeof(oq)),
+				log_value(nv, nq, sizeof(nq)));
+			f &= ~FX_SOCKET;
+			fx |= (unsigned)f;
+			continue;
+		}
+		kvt_log(KVT_LOG_WARN, "event=reload setting=%s old=%s new=%s",
+			name, log_value(ov, oq, sizeof(oq)),
+			log_value(nv, nq, sizeof(nq)));
+		fx |= (unsigned)f;
 		changed++;
 	}
-	if (n.max_connections != o->max_connections) {
-		kvt_log(KVT_LOG_WARN, "event=reload setting=max-connections "
-			"old=%u new=%u", o->max_connections, n.max_connections);
-		o->max_connections = n.max_connections;
-		changed++;
-	}
-	if (n.l3_write_rate != o->l3_write_rate) {
-		kvt_log(KVT_LOG_WARN, "event=reload setting=l3-write-rate "
-			"old=%llu new=%llu", (unsigned long long)o->l3_write_rate,
-			(unsigned long long)n.l3_write_rate);
-		o->l3_write_rate = n.l3_write_rate;
-		kvt_tm_set_l3_write_rate(s->ctx.tm, n.l3_write_rate);
-		changed++;
-	}
-	if (n.spill_timeout_s != o->spill_timeout_s || n.no_spill != o->no_spill) {
-		o->spill_timeout_s = n.spill_timeout_s;
-		o->no_spill = n.no_spill;
-		kvt_log(KVT_LOG_WARN, "event=reload setting=spill "
-			"spill_timeout=%u no_spill=%d", o->spill_timeout_s,
-			o->no_spill);
-		changed++;
-	}
-	if (n.busy_poll_us != o->busy_poll_us) {
-		kvt_log(KVT_LOG_WARN, "event=reload setting=busy-poll "
-			"old=%u new=%u", o->busy_poll_us, n.busy_poll_us);
-		o->busy_poll_us = n.busy_poll_us;
+	if (fx & FX_LOG)
+		kvt_log_level = o->log_level;
+	if (fx & FX_L3_RATE)
+		kvt_tm_set_l3_write_rate(s->ctx.tm, o->l3_write_rate);
+	if (fx & FX_BUSY_POLL)
 		kvt_loop_set_busy_poll(s->ctx.loop, o->busy_poll_us);
-		changed++;
+	if (fx & FX_SHM_ALLOW)
+		s->shm.allow = shm_allow; /* for HELLOs from now on */
+	if (fx & FX_LIMITS) {
+		/*
+		 * New connections are told the new limits in HELLO; requests
+		 * on older ones are checked against them (KVT_ETOOBIG), while
+		 * their frame limit stays the one their HELLO gave, so a
+		 * client is refused a value, never cut off for it.
+		 */
+		s->ctx.lim.max_key = (uint32_t)o->max_key_size;
+		s->ctx.lim.max_value = o->max_value_size;
+		s->ctx.lim.max_body = kvt_limits_put_body_max(&s->ctx.lim);
 	}
-	if (strcmp(n.socket_path, o->socket_path) ||
-	    strcmp(n.data_dir, o->data_dir) || n.l1_size != o->l1_size ||
-	    n.l2_size != o->l2_size || n.l3_size != o->l3_size ||
-	    n.l2_level != o->l2_level || n.l3_region_size != o->l3_region_size ||
-	    n.io_backend != o->io_backend)
-		kvt_log(KVT_LOG_WARN, "event=reload_needs_restart "
-			"hint=\"socket, data-dir, tier sizes, l2-level, "
-			"l3-region-size and io-backend change only on "
-			"restart\"");
-	char l4[192];
-	kvt_config_l4_changed(o, &n, l4, sizeof(l4));
-	if (l4[0])
-		kvt_log(KVT_LOG_WARN, "event=reload_needs_restart settings=%s "
-			"hint=\"L4 settings change only on restart\"", l4);
-	kvt_log(KVT_LOG_INFO, "event=reloaded changed=%d", changed);
+	if (fx & FX_ACCESS) {
+		s->ctx.acc = acc;
+		reload_revoke(s);
+	}
+	if (fx & FX_SOCKET)
+		reload_socket_file(s, old_mode);
+	if (fx & FX_INFLIGHT)
+		kvt_conn_mem_changed(&s->ctx);
+	kvt_log(KVT_LOG_INFO, "event=reloaded changed=%d needs_restart=%d",
+		changed, restart);
 	kvt_notify("READY=1");
 }
 

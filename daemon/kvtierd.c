@@ -76,6 +76,31 @@ static void tune_malloc(void)
 	mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+/* The tiers' log lines (kvt_tm_config.log) go to the daemon's logger. */
+static void tiers_log(void *arg, int level, const char *line)
+{
+	(void)arg;
+	kvt_log(level, "%s", line);
+}
+
+/*
+ * `kvtierd --check`: read-only, on the store as it is (its own geometry),
+ * before anything else: it creates nothing, not even the data directory.
+ */
+static int run_check(const struct kvt_config *cfg)
+{
+	char errmsg[512] = "";
+	int rc = kvt_tm_check_store(cfg->data_dir, stdout, errmsg,
+				    sizeof(errmsg));
+
+	if (rc < 0) {
+		fprintf(stderr, "kvtierd: --check: %s%s%s\n", kvt_strerror(rc),
+			errmsg[0] ? ": " : "", errmsg);
+		return 2;
+	}
+	return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct kvt_config cfg;
@@ -93,6 +118,8 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		return 2;
 	kvt_log_level = cfg.log_level;
+	if (cfg.check)
+		return run_check(&cfg);
 	tune_malloc();
 	raise_fd_limit(cfg.max_connections);
 
@@ -108,30 +135,26 @@ int main(int argc, char **argv)
 	/*
 	 * The event loop first: whether io_uring is usable decides the L3
 	 * backend too, so a refused io_uring is found (and, with auto,
-	 * reported) once.  --check serves nothing and needs no loop.
+	 * reported) once.
 	 */
-	if (!cfg.check) {
-		rc = kvt_server_loop_open(&loop, cfg.io_backend);
-		if (rc) {
-			fprintf(stderr, "kvtierd: cannot start: %s%s\n",
-				cfg.io_backend == KVT_IO_URING ?
-				"io_uring is unavailable: " :
-				"cannot create the event loop: ",
-				strerror(-rc));
-			if (cfg.io_backend == KVT_IO_URING)
-				fprintf(stderr, "kvtierd: --io-backend io_uring "
-					"was given; use --io-backend auto (or "
-					"epoll) to run on the portable "
-					"epoll/pread path\n");
-			return 1;
-		}
-		tc.l3_io_backend = kvt_loop_backend(loop) == KVT_IO_EPOLL ?
-				   KVT_TM_L3_IO_PREAD :
-				   cfg.io_backend == KVT_IO_URING ?
-				   KVT_TM_L3_IO_URING : KVT_TM_L3_IO_AUTO;
-	} else if (cfg.io_backend == KVT_IO_EPOLL) {
-		tc.l3_io_backend = KVT_TM_L3_IO_PREAD;
+	rc = kvt_server_loop_open(&loop, cfg.io_backend);
+	if (rc) {
+		fprintf(stderr, "kvtierd: cannot start: %s%s\n",
+			cfg.io_backend == KVT_IO_URING ?
+			"io_uring is unavailable: " :
+			"cannot create the event loop: ",
+			strerror(-rc));
+		if (cfg.io_backend == KVT_IO_URING)
+			fprintf(stderr, "kvtierd: --io-backend io_uring "
+				"was given; use --io-backend auto (or "
+				"epoll) to run on the portable "
+				"epoll/pread path\n");
+		return 1;
 	}
+	tc.l3_io_backend = kvt_loop_backend(loop) == KVT_IO_EPOLL ?
+			   KVT_TM_L3_IO_PREAD :
+			   cfg.io_backend == KVT_IO_URING ?
+			   KVT_TM_L3_IO_URING : KVT_TM_L3_IO_AUTO;
 
 	tc.l1_capacity = cfg.l1_size;
 	tc.l2_capacity = cfg.l2_size;
@@ -142,7 +165,9 @@ int main(int argc, char **argv)
 	tc.l3_region_size = cfg.l3_region_size;
 	tc.l3_write_rate = cfg.l3_write_rate;
 	tc.pin_max = cfg.max_pinned;
-	if (!cfg.no_shm && !cfg.check) {
+	tc.l3_key_max = cfg.max_key_size;
+	tc.log = tiers_log;
+	if (!cfg.no_shm) {
 		/*
 		 * Room for all of L1 plus blocks that leases keep after their
 		 * eviction, PUT slots and promotions in flight.  Pages cost
@@ -174,24 +199,15 @@ int main(int argc, char **argv)
 	tc.errmsg_len = sizeof(errmsg);
 	rc = kvt_tm_open(&tm, &tc);
 	if (rc) {
-		kvt_log(KVT_LOG_ERROR, "event=start_failed what=tiers error=\"%s\" "
-			"detail=\"%s\"", kvt_strerror(rc), errmsg);
-		fprintf(stderr, "kvtierd: cannot open the cache tiers: %s%s%s\n",
-			kvt_strerror(rc), errmsg[0] ? ": " : "", errmsg);
+		/* The data directory is named: the detail may not say where. */
+		kvt_log(KVT_LOG_ERROR, "event=start_failed what=tiers "
+			"data_dir=%s error=\"%s\" detail=\"%s\"", cfg.data_dir,
+			kvt_strerror(rc), errmsg);
+		fprintf(stderr, "kvtierd: cannot open the cache tiers in %s: "
+			"%s%s%s\n", cfg.data_dir, kvt_strerror(rc),
+			errmsg[0] ? ": " : "", errmsg);
 		kvt_loop_close(loop);
 		return 1;
-	}
-	if (cfg.check) {
-		/* fsck mode: verify L3 and report, without serving. */
-		rc = kvt_tm_check(tm, stdout);
-		kvt_tm_close(tm);
-		if (rc < 0) {
-			fprintf(stderr, "kvtierd: --check: %s\n",
-				rc == KVT_EINVAL ? "L3 is disabled (--l3-size 0)"
-						 : kvt_strerror(rc));
-			return 2;
-		}
-		return rc ? 1 : 0;
 	}
 	struct kvt_tm_stats ts;
 	kvt_tm_stats(tm, &ts);
@@ -265,8 +281,16 @@ int main(int argc, char **argv)
 	if (cfg.l3_size && !cfg.no_spill) {
 		/* A graceful restart loses nothing that fits in L3. */
 		uint64_t t0 = kvt_clock_ns();
-		int n = kvt_tm_spill(tm, cfg.spill_timeout_s * 1000u);
-		kvt_log(KVT_LOG_INFO, "event=spilled blocks=%d ms=%llu", n,
+		struct kvt_tm_spill_stats sp;
+
+		kvt_tm_spill(tm, cfg.spill_timeout_s * 1000u, &sp);
+		kvt_log(sp.lost || sp.unfinished ? KVT_LOG_WARN : KVT_LOG_INFO,
+			"event=spilled blocks=%llu queued=%llu lost=%llu "
+			"unfinished=%llu ms=%llu",
+			(unsigned long long)sp.written,
+			(unsigned long long)sp.queued,
+			(unsigned long long)sp.lost,
+			(unsigned long long)sp.unfinished,
 			(unsigned long long)((kvt_clock_ns() - t0) / 1000000));
 	}
 	kvt_tm_close(tm);

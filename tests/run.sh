@@ -4,8 +4,9 @@
 # BUILD names the build folder (build, build/asan, ...).
 # TEST_WRAPPER (words, no quoting) is put before every test program (not
 # before the shell scripts' sh), TEST_KVTIERD_SH replaces $KVTIERD for the
-# shell scripts, and TEST_SKIP lists tests not to run ("integ/test_crash
-# ..."): `make valgrind` uses them (tests/valgrind.sh).
+# shell scripts and abuse scenarios, and TEST_SKIP lists tests not to run
+# (names, or prefixes ending in *: "integ/test_crash abuse/*"): `make valgrind`
+# uses them (tests/valgrind.sh).
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,12 +23,19 @@ run_one() {
 	name=$1
 	shift
 	echo "=== $name"
-	case " ${TEST_SKIP:-} " in
-	*" $name "*)
+	# Each word is a name, taken literally ("integ/test_server[epoll]"),
+	# or, if it ends in *, a prefix ("abuse/*").
+	set -f
+	for pat in ${TEST_SKIP:-}; do
+		case "$pat" in
+		*\*) [ "${name#"${pat%\*}"}" != "$name" ] || continue ;;
+		*) [ "$name" = "$pat" ] || continue ;;
+		esac
+		set +f
 		echo "--- SKIP: $name"
 		return
-		;;
-	esac
+	done
+	set +f
 	if timeout "${TEST_TIMEOUT:-300}" "$@"; then
 		pass=$((pass + 1))
 	else
@@ -66,6 +74,15 @@ for t in "$ROOT"/tests/integ/test_*.sh; do
 	[ -e "$t" ] || continue
 	run_one "integ/$(basename "$t")" \
 		env KVTIERD="${TEST_KVTIERD_SH:-$KVTIERD}" sh "$t"
+done
+# Abuse scenarios (tests/abuse/README.md): one entry per scenario, at the
+# size make test runs (tests/abuse/run.sh --long for the full sizes).
+for t in "$ROOT"/tests/abuse/scn_*.py; do
+	[ -e "$t" ] || continue
+	n=$(basename "$t" .py)
+	n=${n#scn_}
+	run_one "abuse/$n" env KVTIERD="${TEST_KVTIERD_SH:-$KVTIERD}" \
+		sh "$ROOT/tests/abuse/run.sh" "$n"
 done
 # Fuzz corpus replays: each harness over its stored inputs, no libFuzzer.
 for t in "$ROOT"/tests/fuzz/fuzz_*.c; do

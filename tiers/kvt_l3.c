@@ -35,8 +35,11 @@
 #include "kvt_l3_int.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
@@ -168,6 +171,81 @@ size_t kvt_l3i_ent_ikey(const struct l3_ent *e, uint8_t *buf)
 	memcpy(buf + 2, e->ns->name, e->ns->len);
 	memcpy(buf + 2 + e->ns->len, e->bytes, n);
 	return 2 + e->ns->len + n;
+}
+
+int kvt_l3i_rec_judge(const struct kvt_l3 *l3, const MDB_val *k,
+		      const MDB_val *v, uint64_t now, struct l3_loc *loc)
+{
+	const uint8_t *kp = k->mv_data;
+	size_t xlen = v->mv_size >= L3_REC ? v->mv_size - L3_REC : 0;
+	const struct l3_region *r;
+	size_t key_len;
+
+	/* [flag][ns_len][ns][key or XXH3-128], full key after a hashed one */
+	if (k->mv_size < 2 || k->mv_size >= L3_IKEY_MAX ||
+	    v->mv_size < L3_REC || kp[0] > 1 ||
+	    (size_t)kp[1] + 2 > k->mv_size ||
+	    (kp[0] == 1 ? k->mv_size != (size_t)kp[1] + 18 : xlen != 0))
+		return L3_REC_MALFORMED;
+	key_len = kp[0] ? xlen : k->mv_size - 2 - kp[1];
+	kvt_l3i_rec_decode(v->mv_data, loc);
+	if (loc->region >= l3->nregions)
+		return L3_REC_REGION;
+	r = &l3->regions[loc->region];
+	if (!r->seq || loc->generation != r->generation)
+		return L3_REC_STALE;
+	/* Where it is, and lengths that agree with its key's. */
+	if (loc->offset % KVT_L3_ALIGN || loc->data_len > loc->length ||
+	    loc->length != entry_size(kp[1], key_len, loc->data_len) ||
+	    loc->offset + loc->length > r->fill)
+		return L3_REC_PLACE;
+	if (loc->expiry && loc->expiry <= now)
+		return L3_REC_EXPIRED;
+	return L3_REC_OK;
+}
+
+const char *kvt_l3i_rec_why(int verdict)
+{
+	switch (verdict) {
+	case L3_REC_OK: return "sound";
+	case L3_REC_EXPIRED: return "expired";
+	case L3_REC_MALFORMED: return "malformed record";
+	case L3_REC_REGION: return "in a region the store does not have";
+	case L3_REC_STALE: return "in a region reclaimed since (or free)";
+	default: return "misplaced (alignment, lengths or past the region's "
+			"fill)";
+	}
+}
+
+void kvt_l3i_rec_key(const MDB_val *k, const MDB_val *v, const uint8_t **ns,
+		     size_t *ns_len, const uint8_t **key, size_t *key_len)
+{
+	const uint8_t *kp = k->mv_data;
+
+	*ns_len = kp[1];
+	*ns = kp + 2;
+	if (kp[0] == 0) {
+		*key = kp + 2 + kp[1];
+		*key_len = k->mv_size - 2 - kp[1];
+	} else {
+		*key = (const uint8_t *)v->mv_data + L3_REC;
+		*key_len = v->mv_size - L3_REC;
+	}
+}
+
+/* ---- the log ------------------------------------------------------------ */
+
+void kvt_l3i_log(struct kvt_l3 *l3, int level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (!l3->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	l3->log(l3->log_arg, level, line);
 }
 
 /* ---- entry headers and checksums --------------------------------------- */
@@ -661,14 +739,35 @@ int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k)
 	return found;
 }
 
+static int del_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	return kvt_l3i_rec_del(l3, txn, arg);
+}
+
+/*
+ * Runs a transaction that deletes (DEL, DROP): with a map that is full and
+ * cannot grow, reclaims a region (which frees index pages) and tries
+ * again, so that deleting never fails for want of index room.
+ */
+static int del_run(struct kvt_l3 *l3,
+		   int (*fn)(struct kvt_l3 *l3, MDB_txn *txn, void *arg),
+		   void *arg)
+{
+	int rc;
+
+	while ((rc = kvt_l3i_txn_run(l3, fn, arg)) == MDB_MAP_FULL &&
+	       kvt_l3i_index_full_reclaim(l3) == 0)
+		;
+	return rc;
+}
+
 int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k)
 {
 	struct l3_kenc ke;
 	struct l3_ent *e;
-	MDB_txn *txn;
 	int rc;
 
-	if (!l3)
+	if (!l3 || l3->read_only)
 		return KVT_EINVAL;
 	if ((rc = kvt_l3i_key_encode(l3, k, &ke)))
 		return rc == KVT_ETOOBIG ? KVT_ENOTFOUND : rc;
@@ -679,17 +778,11 @@ int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k)
 		rc = KVT_ENOTFOUND;
 		goto out;
 	}
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
+	if ((rc = del_run(l3, del_body, e))) {
 		rc = kvt_l3i_mdb_err(rc);
-		goto out;
-	}
-	if ((rc = kvt_l3i_rec_del(l3, txn, e))) {
-		mdb_txn_abort(txn);
-		rc = kvt_l3i_mdb_err(rc);
-		goto out;
-	}
-	if ((rc = mdb_txn_commit(txn))) {
-		rc = kvt_l3i_mdb_err(rc);
+		l3->wfail_op = "commit";
+		l3->wfail_region = -1;
+		kvt_l3i_log_failure(l3, "del", rc, 1);
 		goto out;
 	}
 	lock(l3);
@@ -703,56 +796,78 @@ out:
 	return rc;
 }
 
+struct drop_arg {
+	struct l3_ns *ns;
+	size_t max; /* entries per transaction; SIZE_MAX: all */
+};
+
+static int drop_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	struct drop_arg *a = arg;
+	size_t i = 0;
+	int rc = 0;
+
+	/* Only the writer changes the namespace's list: no lock to walk it. */
+	for (struct l3_ent *e = a->ns->ents; e && !rc && i < a->max;
+	     e = e->nnext, i++)
+		rc = kvt_l3i_rec_del(l3, txn, e);
+	return rc;
+}
+
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped)
 {
-	struct l3_ns *nsp;
-	MDB_txn *txn;
+	struct drop_arg a = { NULL, SIZE_MAX };
 	uint64_t n;
 	int rc = 0;
 
-	if (!l3 || (ns_len && !ns) || ns_len > KVT_L3_NS_MAX)
+	if (!l3 || (ns_len && !ns) || ns_len > KVT_L3_NS_MAX || l3->read_only)
 		return KVT_EINVAL;
 	if (dropped)
 		*dropped = 0;
 	pthread_mutex_lock(&l3->wmu);
 	kvt_l3i_purge_doomed(l3);
 	lock(l3);
-	nsp = kvt_l3i_ns_find(l3, ns, ns_len);
-	n = nsp ? nsp->entries : 0;
-	if (nsp)
-		nsp->refs++; /* kept while its entries go */
+	a.ns = kvt_l3i_ns_find(l3, ns, ns_len);
+	n = a.ns ? a.ns->entries : 0;
+	if (a.ns)
+		a.ns->refs++; /* kept while its entries go */
 	unlock(l3);
 	if (n == 0)
 		goto out;
 	/*
-	 * One transaction for the whole namespace: all of it goes, or none.
-	 * Only the writer changes the namespace's list: no lock to walk it.
+	 * One transaction for the whole namespace, so that all of it goes or
+	 * none -- unless the index map is too full for a transaction that
+	 * large: then in parts, each freeing room for the next, since a DROP
+	 * must succeed.
 	 */
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
-		rc = kvt_l3i_mdb_err(rc);
-		goto out;
+	rc = kvt_l3i_txn_run(l3, drop_body, &a);
+	if (rc == MDB_MAP_FULL) {
+		a.max = 256;
+		while (a.ns->ents && !(rc = del_run(l3, drop_body, &a))) {
+			lock(l3);
+			for (size_t i = 0; i < a.max && a.ns->ents; i++)
+				kvt_l3i_map_remove(l3, a.ns->ents);
+			unlock(l3);
+		}
 	}
-	for (struct l3_ent *e = nsp->ents; e && !rc; e = e->nnext)
-		rc = kvt_l3i_rec_del(l3, txn, e);
-	if (rc)
-		mdb_txn_abort(txn);
-	else
-		rc = mdb_txn_commit(txn);
 	if (rc) {
 		rc = kvt_l3i_mdb_err(rc);
+		l3->wfail_op = "commit";
+		l3->wfail_region = -1;
+		kvt_l3i_log_failure(l3, "drop", rc, (size_t)n);
 		goto out;
 	}
 	lock(l3);
-	while (nsp->ents)
-		kvt_l3i_map_remove(l3, nsp->ents);
+	while (a.ns->ents)
+		kvt_l3i_map_remove(l3, a.ns->ents);
 	unlock(l3);
 	if (dropped)
 		*dropped = n;
 out:
-	if (nsp) {
+	if (a.ns) {
 		lock(l3);
-		ns_unref(l3, nsp);
+		ns_unref(l3, a.ns);
 		unlock(l3);
 	}
 	pthread_mutex_unlock(&l3->wmu);
@@ -802,6 +917,10 @@ void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st)
 	st->write_errors = l3->write_errors;
 	st->dead_bytes = l3->total_fill - l3->bytes;
 	st->regions = l3->nregions;
+	st->index_bytes = l3->index_used;
+	st->index_map_bytes = l3->map_size;
+	st->index_full = l3->index_full;
+	st->index_grown = l3->index_grown;
 	st->namespaces = l3->nns_live;
 	st->region_size = l3->region_size;
 	st->direct_io = l3->direct;

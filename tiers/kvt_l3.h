@@ -126,8 +126,8 @@
 #define KVT_L3_REGION_DEFAULT ((uint64_t)64 << 20)
 /* Default read queue depth (kvt_l3_config.queue_depth == 0). */
 #define KVT_L3_QD_DEFAULT 64
-/* Default LMDB map size (kvt_l3_config.map_size == 0); the file is sparse. */
-#define KVT_L3_MAP_DEFAULT ((uint64_t)1 << 30)
+/* Default key limit the index is sized for (kvt_l3_config.key_max == 0). */
+#define KVT_L3_KEY_DEFAULT 1024
 /* Longest namespace L3 accepts (the protocol's KVT_NS_MAX). */
 #define KVT_L3_NS_MAX 255
 /* Longest key L3 accepts. */
@@ -226,8 +226,29 @@ struct kvt_l3_config {
 	uint64_t region_size;
 	/* Read queue depth (I/Os in flight); 0 = KVT_L3_QD_DEFAULT. */
 	unsigned queue_depth;
-	/* LMDB map size in bytes; 0 = KVT_L3_MAP_DEFAULT (1 GiB). */
+	/*
+	 * The longest key clients may store (the daemon's --max-key-size); it
+	 * sizes the index.  0 = KVT_L3_KEY_DEFAULT.
+	 */
+	uint64_t key_max;
+	/*
+	 * LMDB map size in bytes; 0 = sized so that the store's capacity
+	 * filled with entries of the costliest key up to key_max in the
+	 * longest namespace fits (kvt_l3_index_size()).  The map grows when
+	 * it fills anyway, up to map_max (0 = 4 x map_size); past that, a
+	 * full index reclaims regions as full regions do.
+	 */
 	uint64_t map_size;
+	uint64_t map_max;
+	/*
+	 * Open for checking only (kvt_l3_check()): the store's geometry is
+	 * read from the store (capacity and region_size are ignored), nothing
+	 * is created, written, dropped or preallocated, LMDB is opened
+	 * read-only, records kvt_l3_open() would drop are kept for the check
+	 * to report, and the store must exist.  Put, delete and drop fail with
+	 * KVT_EINVAL; reads are not available.
+	 */
+	int read_only;
 	/*
 	 * Tests only: skip fdatasync() of region files and LMDB commits.
 	 * Crash safety is lost; correctness within a process is not.
@@ -269,23 +290,52 @@ struct kvt_l3_config {
 	void *reclaim_arg;
 	/*
 	 * Optional buffer that kvt_l3_open() fills with a one-line reason when
-	 * it fails (the daemon logs it).  errmsg_len includes the NUL.
+	 * it fails (the daemon logs it): it names the file or folder and,
+	 * where there is one, what to do.  errmsg_len includes the NUL.
 	 */
 	char *errmsg;
 	size_t errmsg_len;
+	/*
+	 * Optional logger: called with one line of key=value fields (no
+	 * newline) for what an operator must hear about: failed writes (rate
+	 * limited: at most one line a second, with the count of lines left
+	 * out), entries dropped at open, the index growing or full.  level is
+	 * KVT_L3_LOG_ERROR, _WARN or _INFO.  May be called from any thread
+	 * that calls into L3, without L3's locks held.
+	 */
+	void (*log)(void *arg, int level, const char *line);
+	void *log_arg;
 };
+
+/* Levels of kvt_l3_config.log (the same numbers as the daemon's). */
+enum { KVT_L3_LOG_ERROR = 0, KVT_L3_LOG_WARN = 1, KVT_L3_LOG_INFO = 2 };
+
+/*
+ * The index map kvt_l3_open() sizes for a store of capacity bytes whose
+ * keys are at most key_max bytes (0: KVT_L3_KEY_DEFAULT): room for the
+ * store filled with the entries of the key length (and the namespace
+ * length) that costs the most index per byte of region, at half-full
+ * B-tree pages, plus a quarter.  Virtual memory and a sparse file: only
+ * pages in use cost memory and disk.
+ */
+uint64_t kvt_l3_index_size(uint64_t capacity, uint64_t key_max);
 
 /*
  * Opens (creating if needed) the store under cfg->dir/l3 and rebuilds the
  * in-memory index from the committed LMDB state.  Index entries that point
  * at a reclaimed generation, at a region beyond the configured count, past
- * their region's committed fill, or that have expired are dropped.
- * On success *out is a new handle; on failure *out is NULL.
- * Returns 0, KVT_EINVAL (bad config, or region size differs from the one the
- * store was created with), KVT_EVERSION (unknown on-disk format), KVT_EBUSY
- * (another process has the store open), KVT_ESERVER (LMDB failure), -ENOSPC
- * (region files cannot be preallocated), -ENOMEM, or another -errno (with
- * io_backend KVT_L3_IO_URING: the errno io_uring_setup failed with).
+ * their region's committed fill, or that have expired are dropped (and
+ * logged, with their number).  Before LMDB maps the index, its file is
+ * checked page by page (truncated or damaged files are refused, never
+ * crash the process).  A failed open removes the files it created.
+ * On success *out is a new handle; on failure *out is NULL and errmsg says
+ * why, naming the file.  Returns 0, KVT_EINVAL (bad config, or region size
+ * differs from the one the store was created with), KVT_EVERSION (another
+ * on-disk format), KVT_EBUSY (another process has the store open),
+ * -EUCLEAN (the index file is damaged), KVT_ENOTFOUND (read_only: no
+ * store), KVT_ESERVER (LMDB failure), -ENOSPC or -EFBIG (region files
+ * cannot be preallocated), -ENOMEM, or another -errno (with io_backend
+ * KVT_L3_IO_URING: the errno io_uring_setup failed with).
  */
 int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg);
 
@@ -339,8 +389,10 @@ struct kvt_l3_item {
  * Returns 0 or: KVT_EINVAL (NULL arguments), KVT_ETOOBIG (namespace over
  * KVT_L3_NS_MAX or key over KVT_L3_KEY_MAX bytes), KVT_ENOSPACE (an entry is
  * larger than a region), -ENOSPC / -EIO / other -errno (writing or syncing a
- * region failed; counted in write_errors), KVT_ESERVER (the LMDB commit
- * failed), -ENOMEM.  After any error the store is consistent and later calls
+ * region failed; counted in write_errors and logged), KVT_ESERVER (the LMDB
+ * commit failed), -ENOMEM, KVT_EINVAL on a read-only handle.  A full index
+ * is not an error: the map grows, or the oldest regions are reclaimed
+ * (index_full).  After any error the store is consistent and later calls
  * may succeed.
  */
 int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
@@ -418,17 +470,21 @@ int kvt_l3_state(struct kvt_l3 *l3, const struct kvt_key *k);
 int kvt_l3_contains(struct kvt_l3 *l3, const struct kvt_key *k);
 
 /*
- * Removes k from the index (its bytes become dead space).
- * Returns 0, KVT_ENOTFOUND, KVT_EINVAL, KVT_ESERVER (commit failed; k is
- * still stored).
+ * Removes k from the index (its bytes become dead space).  A full index
+ * does not make it fail (room is kept for deletes, and a region is
+ * reclaimed if need be).  Returns 0, KVT_ENOTFOUND, KVT_EINVAL (also on a
+ * read-only handle), KVT_ESERVER or -errno (the commit failed, e.g. the
+ * disk: k is still stored).
  */
 int kvt_l3_del(struct kvt_l3 *l3, const struct kvt_key *k);
 
 /*
  * Removes every entry of namespace ns (exactly that namespace) in one
- * transaction; *dropped (may be NULL) gets how many.  Takes time in the
- * namespace's entries, not the store's.  Returns 0, KVT_EINVAL,
- * KVT_ESERVER (commit failed: nothing removed), -ENOMEM.
+ * transaction -- or, when the index map is too full for one that large, in
+ * several, each freeing room for the next; *dropped (may be NULL) gets how
+ * many.  Takes time in the namespace's entries, not the store's.  Returns
+ * 0, KVT_EINVAL (also on a read-only handle), KVT_ESERVER or -errno (a
+ * commit failed: what was committed before it stays removed), -ENOMEM.
  */
 int kvt_l3_drop_ns(struct kvt_l3 *l3, const uint8_t *ns, size_t ns_len,
 		   uint64_t *dropped);
@@ -489,6 +545,10 @@ struct kvt_l3_stats {
 	uint64_t dead_bytes;        /* written bytes of replaced/deleted entries */
 	uint64_t regions;           /* number of region files */
 	uint64_t namespaces;        /* namespaces with entries */
+	uint64_t index_bytes;       /* LMDB pages in use (data.mdb) */
+	uint64_t index_map_bytes;   /* the LMDB map now (grows when full) */
+	uint64_t index_full;        /* regions reclaimed for the index's room */
+	uint64_t index_grown;       /* times the map grew since open */
 	uint64_t region_size;       /* bytes per region */
 	int direct_io;              /* 1 if region I/O uses O_DIRECT */
 	int uring;                  /* 1 if reads go through io_uring */
@@ -498,13 +558,18 @@ struct kvt_l3_stats {
 void kvt_l3_stats(struct kvt_l3 *l3, struct kvt_l3_stats *st);
 
 /*
- * fsck: compares the LMDB index with the in-memory mirror, re-reads and
- * verifies every indexed entry (header and checksum), checks that entries do
- * not overlap or extend past their region's fill, and that the counters
- * match a recount.  Changes nothing.  Writes one line per problem (and a
- * summary) to report when it is not NULL.  Returns 0 if consistent, the
- * number of problems found, or a negative error if the check itself could not
- * run (-ENOMEM, KVT_ESERVER).
+ * fsck: judges every LMDB index record as kvt_l3_open() would (on a handle
+ * opened read_only, what an open would drop is reported instead: a problem,
+ * except expired entries, which are counted), compares the index with the
+ * in-memory mirror, re-reads and verifies every indexed entry (header,
+ * namespace, key and checksum), checks that entries do not overlap or
+ * extend past their region's fill, that region files are there and whole,
+ * and that the counters and per-namespace totals match a recount.  Changes
+ * nothing.  Writes a line with the store's geometry, one line per problem
+ * and a summary ("N entries (X expired, not dropped), P problem(s)") to
+ * report when it is not NULL.  Returns 0 if consistent, the number of
+ * problems found, or a negative error if the check itself could not run
+ * (-ENOMEM, KVT_ESERVER).
  */
 int kvt_l3_check(struct kvt_l3 *l3, FILE *report);
 

@@ -193,6 +193,8 @@ struct kvt_l3_reader {
 
 struct kvt_l3 {
 	char *root;
+	char *dir; /* the data directory (for messages) */
+	int read_only; /* opened for kvt_l3_check(): nothing is written */
 	uint64_t region_size;
 	uint32_t nregions;
 	unsigned qd;
@@ -210,6 +212,17 @@ struct kvt_l3 {
 	MDB_env *env;
 	MDB_dbi db_index, db_regions, db_meta;
 	size_t maxkey;
+	uint64_t map_size, map_max; /* the index map now, and its ceiling */
+	int mdb_fd;                 /* data.mdb (LMDB's), for its reserve */
+
+	/* The daemon's logger (kvt_l3_config.log) and its rate limit. */
+	void (*log)(void *arg, int level, const char *line);
+	void *log_arg;
+	uint64_t log_next_ns; /* no write-failure line before this time */
+	uint64_t log_dropped; /* write-failure lines not printed since */
+	/* What the last failed write was (kvt_l3_write.c logs it). */
+	const char *wfail_op;
+	int64_t wfail_region; /* -1: the index */
 
 	int direct;
 
@@ -246,6 +259,8 @@ struct kvt_l3 {
 	uint64_t bytes, raw_bytes, total_fill;
 	uint64_t hits, bytes_read, bytes_written, inflight;
 	uint64_t csum_fail, reclaimed, write_errors;
+	uint64_t index_full, index_grown; /* reclaims for the index; growths */
+	uint64_t index_used; /* bytes of index pages, as last measured */
 };
 
 /* An entry and a copy of its hit count, taken under mu by the writer. */
@@ -305,6 +320,72 @@ static inline int loc_equal(const struct l3_loc *a, const struct l3_loc *b)
 
 
 /* ---- shared functions --------------------------------------------------- */
+
+/* Levels of kvt_l3_config.log (the daemon's KVT_LOG_* values). */
+enum { L3_LOG_ERROR = 0, L3_LOG_WARN = 1, L3_LOG_INFO = 2 };
+/* One line to the daemon's log, if it gave a logger. */
+void kvt_l3i_log(struct kvt_l3 *l3, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/*
+ * Logs a failed write of n blocks (what: "put", "del", "drop"), naming the
+ * file and operation recorded in wfail_op/wfail_region; at most one line a
+ * second.  The writer only.
+ */
+void kvt_l3i_log_failure(struct kvt_l3 *l3, const char *what, int rc,
+			 size_t n);
+/* Path of region id's file into buf; 0 or -ENAMETOOLONG. */
+int kvt_l3i_region_path(const struct kvt_l3 *l3, uint32_t id, char *buf,
+			size_t cap);
+
+/*
+ * Checks the LMDB file at path before LMDB maps it (kvt_l3_mdb.c).  Returns
+ * 0 (sound, or absent), KVT_ECORRUPT with the reason in why, or -errno if
+ * it cannot be read.
+ */
+int kvt_l3i_mdb_validate(const char *path, char *why, size_t why_len);
+
+/*
+ * An index record as found in LMDB, judged: L3_REC_OK, or why it cannot be
+ * used (load_state drops those, kvt_l3_check reports them).  *loc is filled
+ * in for every verdict past L3_REC_MALFORMED.
+ */
+enum {
+	L3_REC_OK = 0,
+	L3_REC_EXPIRED,   /* well formed, expired (dropped, not a problem) */
+	L3_REC_MALFORMED, /* key or record of the wrong shape */
+	L3_REC_REGION,    /* names a region the store does not have */
+	L3_REC_STALE,     /* the region was reclaimed since (or is free) */
+	L3_REC_PLACE,     /* misaligned, past the region's fill, or lengths
+			     that disagree with its key */
+};
+int kvt_l3i_rec_judge(const struct kvt_l3 *l3, const MDB_val *k,
+		      const MDB_val *v, uint64_t now, struct l3_loc *loc);
+const char *kvt_l3i_rec_why(int verdict);
+/* The namespace and key of a record that judged past L3_REC_MALFORMED. */
+void kvt_l3i_rec_key(const MDB_val *k, const MDB_val *v, const uint8_t **ns,
+		     size_t *ns_len, const uint8_t **key, size_t *key_len);
+
+/*
+ * Runs fn in a write transaction and commits it; when the index map is
+ * full, grows it (up to map_max) and runs fn again.  fn must only make
+ * LMDB calls (it may run twice).  Returns an LMDB code (MDB_MAP_FULL once
+ * the map cannot grow).  The writer only.
+ */
+int kvt_l3i_txn_run(struct kvt_l3 *l3,
+		    int (*fn)(struct kvt_l3 *l3, MDB_txn *txn, void *arg),
+		    void *arg);
+/*
+ * The index map is full and cannot grow: reclaims the oldest region that
+ * is neither the head nor written by a batch in progress (counted and
+ * logged).  0, or -ENOSPC when there is none.  The writer only.
+ */
+int kvt_l3i_index_full_reclaim(struct kvt_l3 *l3);
+/* Grows the index map; 0, or MDB_MAP_FULL at map_max.  The writer only. */
+int kvt_l3i_map_grow(struct kvt_l3 *l3, uint64_t at_least);
+/* Bytes of index pages in use, or 0 if unknown.  The writer only. */
+uint64_t kvt_l3i_index_used(struct kvt_l3 *l3);
+/* Keeps free disk blocks after the end of data.mdb (kvt_l3_open.c). */
+void kvt_l3i_index_reserve(struct kvt_l3 *l3);
 
 /* 1 if an entry with this expiry has expired by l3's clock. */
 int kvt_l3i_expired(const struct kvt_l3 *l3, uint64_t expiry);

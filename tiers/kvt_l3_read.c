@@ -391,7 +391,7 @@ int kvt_l3_reader_open(struct kvt_l3 *l3, struct kvt_l3_reader **out)
 	if (!out)
 		return KVT_EINVAL;
 	*out = NULL;
-	if (!l3)
+	if (!l3 || l3->read_only)
 		return KVT_EINVAL;
 	return kvt_l3i_reader_new(l3, out);
 }
@@ -664,6 +664,8 @@ int kvt_l3_read_batch(struct kvt_l3 *l3, struct kvt_l3_reader *r,
 		return 0;
 	if (r)
 		return read_batch(l3, r, reads, n);
+	if (!l3->rd0)
+		return KVT_EINVAL; /* read-only: no reads */
 	pthread_mutex_lock(&l3->rd0_mu);
 	rc = read_batch(l3, l3->rd0, reads, n);
 	pthread_mutex_unlock(&l3->rd0_mu);

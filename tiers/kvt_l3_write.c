@@ -10,11 +10,13 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
-
-#include <xxhash.h>
 
 #include "kvt_valgrind.h"
 #include "kvtier_errors.h"
@@ -88,10 +90,11 @@ static int region_write(struct kvt_l3 *l3, struct l3_region *r,
 			w = hook_pwrite(l3, r->fd, buf + done, len - done,
 					off + done);
 		}
-		if (w < 0)
-			return -errno;
-		if (w == 0)
-			return -EIO;
+		if (w <= 0) {
+			l3->wfail_op = "write";
+			l3->wfail_region = r - l3->regions;
+			return w < 0 ? -errno : -EIO;
+		}
 		done += (size_t)w;
 	}
 	lock(l3);
@@ -149,6 +152,35 @@ static int stage_flush(struct kvt_l3 *l3, struct l3_batch *b)
 	return rc;
 }
 
+struct commit_arg {
+	struct l3_batch *b;
+	size_t upto;
+	long nsnap;
+};
+
+/* The transaction of batch_commit: hit counts, items, regions' fill. */
+static int commit_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	struct commit_arg *a = arg;
+	int rc = 0;
+
+	for (long i = 0; i < a->nsnap && !rc; i++)
+		rc = kvt_l3i_rec_put_hits(l3, txn, l3->snap[i].e,
+					  l3->snap[i].hits);
+	for (size_t i = a->b->first; i < a->upto && !rc; i++)
+		rc = kvt_l3i_rec_put(l3, txn, a->b->pend[i].ent);
+	for (uint32_t i = 0; i < l3->ntouched && !rc; i++) {
+		struct l3_region *r = &l3->regions[l3->touched[i]];
+
+		rc = kvt_l3i_region_rec_put(l3, txn, l3->touched[i],
+					    r->generation, r->seq,
+					    r->pend_fill);
+	}
+	return rc;
+}
+
+static int index_room(struct kvt_l3 *l3);
+
 /*
  * Syncs every region the batch wrote and commits the placed, uncommitted
  * items (plus pending hit counts and the regions' new fill) in one
@@ -156,44 +188,46 @@ static int stage_flush(struct kvt_l3 *l3, struct l3_batch *b)
  */
 static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 {
-	MDB_txn *txn;
+	struct commit_arg a;
 	long nsnap;
 	int rc;
 
 	if ((rc = stage_flush(l3, b)))
 		return rc;
 	for (uint32_t i = 0; i < l3->ntouched; i++)
-		if ((rc = hook_sync(l3, l3->regions[l3->touched[i]].fd)))
+		if ((rc = hook_sync(l3, l3->regions[l3->touched[i]].fd))) {
+			l3->wfail_op = "sync";
+			l3->wfail_region = l3->touched[i];
 			return rc;
+		}
 	if (l3->faults && l3->faults->skip_commit) {
 		l3->faults->skip_commit = 0;
+		l3->wfail_op = "commit";
+		l3->wfail_region = -1;
 		return -EIO;
 	}
-	if ((nsnap = kvt_l3i_snap_dirty(l3)) < 0)
-		nsnap = 0; /* no memory for hit counts: they wait */
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn))) {
+	if ((rc = index_room(l3)))
+		return rc;
+	for (;;) {
+		if ((nsnap = kvt_l3i_snap_dirty(l3)) < 0)
+			nsnap = 0; /* no memory for hit counts: they wait */
+		a = (struct commit_arg){ b, upto, nsnap };
+		if (!(rc = kvt_l3i_txn_run(l3, commit_body, &a)))
+			break;
 		kvt_l3i_snap_undo(l3, (size_t)nsnap);
-		return kvt_l3i_mdb_err(rc);
+		/*
+		 * A full map that cannot grow (map_max): the index is full.
+		 * Make room the way full regions do, by reclaiming the
+		 * oldest (which may free entries of the snapshot: taken
+		 * again), then try again.
+		 */
+		if (rc != MDB_MAP_FULL || kvt_l3i_index_full_reclaim(l3)) {
+			l3->wfail_op = "commit";
+			l3->wfail_region = -1;
+			return kvt_l3i_mdb_err(rc);
+		}
 	}
-	for (long i = 0; i < nsnap && !rc; i++)
-		rc = kvt_l3i_rec_put_hits(l3, txn, l3->snap[i].e,
-					  l3->snap[i].hits);
-	for (size_t i = b->first; i < upto && !rc; i++)
-		rc = kvt_l3i_rec_put(l3, txn, b->pend[i].ent);
-	for (uint32_t i = 0; i < l3->ntouched && !rc; i++) {
-		struct l3_region *r = &l3->regions[l3->touched[i]];
-
-		rc = kvt_l3i_region_rec_put(l3, txn, l3->touched[i], r->generation,
-				    r->seq, r->pend_fill);
-	}
-	if (rc)
-		mdb_txn_abort(txn);
-	else
-		rc = mdb_txn_commit(txn);
-	if (rc) {
-		kvt_l3i_snap_undo(l3, (size_t)nsnap);
-		return kvt_l3i_mdb_err(rc);
-	}
+	kvt_l3i_index_reserve(l3);
 
 	lock(l3);
 	for (size_t i = b->first; i < upto; i++) {
@@ -214,6 +248,73 @@ static int batch_commit(struct kvt_l3 *l3, struct l3_batch *b, size_t upto)
 	unlock(l3);
 	untouch_all(l3);
 	b->first = upto;
+	return 0;
+}
+
+struct reclaim_arg {
+	uint32_t id;
+	uint64_t seq; /* the region's sequence afterwards: 0 = free */
+};
+
+static int reclaim_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	struct reclaim_arg *a = arg;
+	struct l3_region *r = &l3->regions[a->id];
+	int rc = 0;
+
+	for (struct l3_ent *e = r->ents; e && !rc; e = e->rnext)
+		rc = kvt_l3i_rec_del(l3, txn, e);
+	if (!rc)
+		rc = kvt_l3i_region_rec_put(l3, txn, a->id, r->generation + 1,
+					    a->seq, 0);
+	return rc;
+}
+
+/* Entries a reclaim deletes per transaction when the map is full. */
+#define L3_RECLAIM_CHUNK 32
+
+static int chunk_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	struct l3_region *r = arg;
+	int rc = 0, i = 0;
+
+	for (struct l3_ent *e = r->ents; e && !rc && i < L3_RECLAIM_CHUNK;
+	     e = e->rnext, i++)
+		rc = kvt_l3i_rec_del(l3, txn, e);
+	return rc;
+}
+
+/* Tells the caller's on_evict that e is gone. */
+static void evicted(struct kvt_l3 *l3, const struct l3_ent *e)
+{
+	struct kvt_key k;
+
+	kvt_l3i_ent_key(e, &k.ns, &k.ns_len, &k.key, &k.key_len);
+	l3->on_evict(l3->evict_arg, &k);
+}
+
+/*
+ * A region's entries deleted a chunk at a time, each chunk its own
+ * transaction (and then out of the mirror): a delete needs fresh pages
+ * for every leaf it touches, which a full map may not have for a whole
+ * region, but has for a chunk.  A crash in between leaves the rest of the
+ * region as it was, still valid.
+ */
+static int reclaim_chunks(struct kvt_l3 *l3, struct l3_region *r)
+{
+	int rc;
+
+	while (r->ents) {
+		if ((rc = kvt_l3i_txn_run(l3, chunk_body, r)))
+			return rc;
+		for (int i = 0; i < L3_RECLAIM_CHUNK && r->ents; i++) {
+			if (l3->on_evict)
+				evicted(l3, r->ents);
+			lock(l3);
+			kvt_l3i_map_remove(l3, r->ents);
+			unlock(l3);
+		}
+	}
 	return 0;
 }
 
@@ -284,17 +385,63 @@ static void reclaim_offer(struct kvt_l3 *l3, struct l3_region *r)
 }
 
 /*
+ * Reclaims region id: its index entries are removed and its generation
+ * bumped in one transaction, before any byte of it is overwritten; it
+ * becomes the head (seq: the next sequence) or free (seq 0).  Then its
+ * entries leave the mirror, so no new read can start in it, and the writer
+ * waits for the reads of it still in flight: only then may the caller
+ * write into it.  Returns 0 or an LMDB code.
+ */
+static int region_reclaim(struct kvt_l3 *l3, uint32_t id, int as_head)
+{
+	struct l3_region *r = &l3->regions[id];
+	struct reclaim_arg a = { id, as_head ? l3->max_seq + 1 : 0 };
+	uint64_t old_fill = r->seq ? r->fill : 0;
+	int rc;
+
+	/* Before anything of it goes: the caller may keep its blocks. */
+	if (l3->on_reclaim && r->seq)
+		reclaim_offer(l3, r);
+	rc = kvt_l3i_txn_run(l3, reclaim_body, &a);
+
+	/* Too large for what is left of a full map: in chunks, then. */
+	if (rc == MDB_MAP_FULL && !(rc = reclaim_chunks(l3, r)))
+		rc = kvt_l3i_txn_run(l3, reclaim_body, &a);
+	if (rc)
+		return rc;
+	/* Only the writer changes the map: the entries are still there. */
+	if (l3->on_evict)
+		for (struct l3_ent *e = r->ents; e; e = e->rnext)
+			evicted(l3, e);
+	lock(l3);
+	if (r->seq)
+		l3->reclaimed++;
+	while (r->ents)
+		kvt_l3i_map_remove(l3, r->ents);
+	l3->total_fill -= old_fill;
+	r->generation++;
+	r->seq = as_head ? ++l3->max_seq : 0;
+	r->fill = 0;
+	if (as_head)
+		l3->head = id;
+	/* Reads that looked up an entry here before it left the mirror. */
+	while (r->readers) {
+		r->reclaim_waits = 1;
+		pthread_cond_wait(&l3->rcond, &l3->mu);
+	}
+	r->reclaim_waits = 0;
+	unlock(l3);
+	return 0;
+}
+
+/*
  * Makes a new region the head: the next free one, else the oldest (FIFO),
- * whose index entries are removed and generation bumped in one transaction
- * before any byte of it is overwritten.  Then its entries leave the mirror,
- * so no new read can start in it, and the writer waits for the reads of it
- * still in flight: only then may the caller write into it.
+ * reclaimed (region_reclaim()).
  */
 static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 {
 	struct l3_region *r;
 	uint32_t victim = UINT32_MAX;
-	MDB_txn *txn;
 	int rc;
 
 	for (uint32_t i = 1; i <= l3->nregions; i++) {
@@ -325,53 +472,173 @@ static int advance_head(struct kvt_l3 *l3, struct l3_batch *b, size_t cur)
 		return rc;
 	else if (!r->touched && (rc = stage_flush(l3, b)))
 		return rc;
-	if (l3->on_reclaim && r->seq)
-		reclaim_offer(l3, r);
-
-	if ((rc = mdb_txn_begin(l3->env, NULL, 0, &txn)))
-		return kvt_l3i_mdb_err(rc);
-	for (struct l3_ent *e = r->ents; e && !rc; e = e->rnext)
-		rc = kvt_l3i_rec_del(l3, txn, e);
-	if (!rc)
-		rc = kvt_l3i_region_rec_put(l3, txn, victim, r->generation + 1,
-				    l3->max_seq + 1, 0);
-	if (rc) {
-		mdb_txn_abort(txn);
+	if ((rc = region_reclaim(l3, victim, 1))) {
+		l3->wfail_op = "reclaim";
+		l3->wfail_region = -1;
 		return kvt_l3i_mdb_err(rc);
 	}
-	if ((rc = mdb_txn_commit(txn)))
-		return kvt_l3i_mdb_err(rc);
-
-	/* Only the writer changes the map: the entries are still there. */
-	if (l3->on_evict)
-		for (struct l3_ent *e = r->ents; e; e = e->rnext) {
-			struct kvt_key k;
-
-			kvt_l3i_ent_key(e, &k.ns, &k.ns_len, &k.key,
-					&k.key_len);
-			l3->on_evict(l3->evict_arg, &k);
-		}
-	lock(l3);
-	if (r->seq)
-		l3->reclaimed++;
-	while (r->ents)
-		kvt_l3i_map_remove(l3, r->ents);
-	l3->total_fill -= r->seq ? r->fill : 0;
-	r->generation++;
-	r->seq = ++l3->max_seq;
-	r->fill = 0;
-	l3->head = victim;
-	/* Reads that looked up an entry here before it left the mirror. */
-	while (r->readers) {
-		r->reclaim_waits = 1;
-		pthread_cond_wait(&l3->rcond, &l3->mu);
-	}
-	r->reclaim_waits = 0;
-	unlock(l3);
 	if (r->touched) /* committed above; start afresh from 0 */
 		r->pend_fill = 0;
 	b->run_off = 0;
 	return 0;
+}
+
+/* ---- the index's room ------------------------------------------------------ */
+
+/* A transaction that changes nothing but commits (kvt_l3i_index_full_reclaim). */
+static int nudge_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	uint8_t buf[4];
+	MDB_val k = { 7, (void *)"regions" }, v = { sizeof(buf), buf };
+
+	(void)arg;
+	put_u32(buf, l3->nregions);
+	return mdb_put(txn, l3->db_meta, &k, &v, 0);
+}
+
+/*
+ * Reclaims the oldest region that is neither the head nor written by the
+ * batch in progress, because the index map is full and cannot grow: the
+ * index counts against L3's capacity as the regions do.  Counted
+ * (index_full) and logged.  Returns 0, or -ENOSPC when nothing is left to
+ * reclaim.
+ */
+int kvt_l3i_index_full_reclaim(struct kvt_l3 *l3)
+{
+	uint32_t victim = UINT32_MAX;
+	uint64_t best = UINT64_MAX, used;
+	int rc;
+
+	for (uint32_t id = 0; id < l3->nregions; id++) {
+		const struct l3_region *r = &l3->regions[id];
+
+		if (r->seq && r->seq < best && id != l3->head && !r->touched) {
+			best = r->seq;
+			victim = id;
+		}
+	}
+	if (victim == UINT32_MAX)
+		return -ENOSPC;
+	if ((rc = region_reclaim(l3, victim, 0)))
+		return kvt_l3i_mdb_err(rc);
+	/*
+	 * LMDB reuses the pages a transaction freed only once a later one
+	 * has committed (with no reader, two commits on): one small commit
+	 * now, so that the next one finds the room just made.
+	 */
+	(void)kvt_l3i_txn_run(l3, nudge_body, NULL);
+	lock(l3);
+	l3->index_full++;
+	unlock(l3);
+	used = kvt_l3i_index_used(l3);
+	kvt_l3i_log(l3, L3_LOG_WARN, "event=l3_index_full dir=%s map=%" PRIu64
+		    " map_max=%" PRIu64 " used=%" PRIu64 " action=reclaim "
+		    "region=%" PRIu32 " hint=\"the index of L3 is full: "
+		    "regions are reclaimed early; a larger --max-key-size "
+		    "estimate or fewer, larger entries help\"", l3->root,
+		    l3->map_size, l3->map_max, used, victim);
+	return 0;
+}
+
+/*
+ * Before a put commits: an eighth of the map is kept free for what must
+ * never fail (DEL, DROP, reclaims: deletes need pages too).  Past that,
+ * the map grows; at map_max, regions are reclaimed until a quarter is free.
+ */
+static int index_room(struct kvt_l3 *l3)
+{
+	uint64_t used = kvt_l3i_index_used(l3), hwm;
+	MDB_envinfo info;
+	MDB_stat st;
+
+	/*
+	 * The file's high-water mark is what LMDB extends when its reusable
+	 * free pages run out (freed pages wait two commits): it decides.
+	 */
+	if (mdb_env_info(l3->env, &info) || mdb_env_stat(l3->env, &st))
+		return 0;
+	hwm = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	if (hwm <= l3->map_size / 8 * 7)
+		return 0;
+	if (kvt_l3i_map_grow(l3, hwm + hwm / 2) == 0)
+		return 0;
+	while (used > l3->map_size / 4 * 3 &&
+	       kvt_l3i_index_full_reclaim(l3) == 0)
+		used = kvt_l3i_index_used(l3);
+	return 0;
+}
+
+uint64_t kvt_l3i_index_used(struct kvt_l3 *l3)
+{
+	MDB_dbi dbis[] = { 0, 1, l3->db_index, l3->db_regions, l3->db_meta };
+	uint64_t pages = 2; /* the meta pages */
+	MDB_txn *txn;
+	MDB_stat st;
+
+	if (mdb_txn_begin(l3->env, NULL, MDB_RDONLY, &txn))
+		return 0;
+	/* 0 and 1 are LMDB's free list and main tree. */
+	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
+		if (mdb_stat(txn, dbis[i], &st)) {
+			mdb_txn_abort(txn);
+			return 0;
+		}
+		pages += st.ms_branch_pages + st.ms_leaf_pages +
+			 st.ms_overflow_pages;
+	}
+	mdb_txn_abort(txn);
+	lock(l3);
+	l3->index_used = pages * st.ms_psize; /* for kvt_l3_stats() */
+	unlock(l3);
+	return pages * st.ms_psize;
+}
+
+int kvt_l3i_map_grow(struct kvt_l3 *l3, uint64_t at_least)
+{
+	uint64_t old = l3->map_size, want = old + old / 2;
+	MDB_envinfo info;
+
+	if (want < at_least)
+		want = at_least;
+	want = round_up(want, (uint64_t)1 << 20);
+	if (want > l3->map_max)
+		want = l3->map_max;
+	if (want <= old)
+		return MDB_MAP_FULL;
+	/* Allowed: no transaction is open in this process (the writer). */
+	if (mdb_env_set_mapsize(l3->env, (size_t)want))
+		return MDB_MAP_FULL;
+	if (!mdb_env_info(l3->env, &info))
+		want = info.me_mapsize;
+	lock(l3);
+	l3->map_size = want;
+	l3->index_grown++;
+	unlock(l3);
+	kvt_l3i_index_reserve(l3);
+	kvt_l3i_log(l3, L3_LOG_INFO, "event=l3_index_grown dir=%s map=%" PRIu64
+		    "->%" PRIu64 " map_max=%" PRIu64, l3->root, old, want,
+		    l3->map_max);
+	return 0;
+}
+
+int kvt_l3i_txn_run(struct kvt_l3 *l3,
+		    int (*fn)(struct kvt_l3 *l3, MDB_txn *txn, void *arg),
+		    void *arg)
+{
+	for (;;) {
+		MDB_txn *txn;
+		int rc = mdb_txn_begin(l3->env, NULL, 0, &txn);
+
+		if (rc == 0) {
+			rc = fn(l3, txn, arg);
+			if (rc)
+				mdb_txn_abort(txn);
+			else
+				rc = mdb_txn_commit(txn); /* frees txn */
+		}
+		if (rc != MDB_MAP_FULL || kvt_l3i_map_grow(l3, 0))
+			return rc;
+	}
 }
 
 static int stage_reserve(struct kvt_l3 *l3, size_t need)
@@ -481,7 +748,7 @@ int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 {
 	int rc;
 
-	if (!l3 || (n && !items))
+	if (!l3 || (n && !items) || l3->read_only)
 		return KVT_EINVAL;
 	if (!n)
 		return 0;
@@ -491,6 +758,35 @@ int kvt_l3_put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 	return rc;
 }
 
+void kvt_l3i_log_failure(struct kvt_l3 *l3, const char *what, int rc,
+			 size_t n)
+{
+	struct timespec ts;
+	uint64_t now;
+	char path[PATH_MAX];
+
+	if (!l3->log)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	/* One line a second at most: a dead disk fails every batch. */
+	if (now < l3->log_next_ns) {
+		l3->log_dropped++;
+		return;
+	}
+	if (l3->wfail_region < 0 ||
+	    kvt_l3i_region_path(l3, (uint32_t)l3->wfail_region, path,
+				sizeof(path)))
+		snprintf(path, sizeof(path), "%s/index/data.mdb", l3->root);
+	kvt_l3i_log(l3, L3_LOG_ERROR, "event=l3_write_failed what=%s op=%s "
+		    "file=%s error=\"%s\" errno=%d blocks=%zu "
+		    "lines_left_out=%" PRIu64, what,
+		    l3->wfail_op ? l3->wfail_op : "?", path, kvt_strerror(rc),
+		    rc < 0 && rc > -4096 ? -rc : 0, n, l3->log_dropped);
+	l3->log_dropped = 0;
+	l3->log_next_ns = now + 1000000000u;
+}
+
 /* kvt_l3_put_batch() with wmu held. */
 static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 		     size_t n)
@@ -498,6 +794,8 @@ static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 	struct l3_batch b = { 0 };
 	int rc = 0;
 
+	l3->wfail_op = NULL;
+	l3->wfail_region = -1;
 	kvt_l3i_purge_doomed(l3);
 	/* Validate everything first, so that a bad item costs no I/O. */
 	for (size_t i = 0; i < n; i++) {
@@ -535,6 +833,7 @@ static int put_batch(struct kvt_l3 *l3, const struct kvt_l3_item *items,
 		lock(l3);
 		l3->write_errors++;
 		unlock(l3);
+		kvt_l3i_log_failure(l3, "put", rc, n);
 	}
 	untouch_all(l3);
 	for (size_t i = 0; i < n; i++)
@@ -594,34 +893,38 @@ void kvt_l3i_snap_undo(struct kvt_l3 *l3, size_t n)
 	unlock(l3);
 }
 
+struct snap_arg {
+	size_t n;
+	int del; /* delete the records (purge) instead of putting hits */
+};
+
+static int snap_body(struct kvt_l3 *l3, MDB_txn *txn, void *arg)
+{
+	struct snap_arg *a = arg;
+	int rc = 0;
+
+	for (size_t i = 0; i < a->n && !rc; i++)
+		rc = a->del ? kvt_l3i_rec_del(l3, txn, l3->snap[i].e) :
+			      kvt_l3i_rec_put_hits(l3, txn, l3->snap[i].e,
+						   l3->snap[i].hits);
+	return rc;
+}
+
 void kvt_l3i_flush_hits(struct kvt_l3 *l3)
 {
 	long n = kvt_l3i_snap_dirty(l3);
-	MDB_txn *txn;
-	int rc = 0;
+	struct snap_arg a = { (size_t)n, 0 };
 
 	if (n <= 0)
 		return;
-	if (mdb_txn_begin(l3->env, NULL, 0, &txn)) {
-		kvt_l3i_snap_undo(l3, (size_t)n);
-		return;
-	}
-	for (long i = 0; i < n && !rc; i++)
-		rc = kvt_l3i_rec_put_hits(l3, txn, l3->snap[i].e,
-					  l3->snap[i].hits);
-	if (rc)
-		mdb_txn_abort(txn);
-	else
-		rc = mdb_txn_commit(txn);
-	if (rc) /* advisory counts: keep them for the next try */
+	/* Advisory counts: on failure they are kept for the next try. */
+	if (kvt_l3i_txn_run(l3, snap_body, &a))
 		kvt_l3i_snap_undo(l3, (size_t)n);
 }
 
 void kvt_l3i_purge_doomed(struct kvt_l3 *l3)
 {
-	size_t n = 0;
-	MDB_txn *txn;
-	int rc = 0;
+	struct snap_arg a = { 0, 1 };
 
 	lock(l3);
 	if (!l3->ndoomed || snap_reserve(l3, l3->ndoomed)) {
@@ -629,24 +932,17 @@ void kvt_l3i_purge_doomed(struct kvt_l3 *l3)
 		return;
 	}
 	for (struct l3_ent *e = l3->doomed; e; e = e->dnext)
-		l3->snap[n++].e = e;
+		l3->snap[a.n++].e = e;
 	unlock(l3);
 	/*
 	 * Readers only add to the doomed list; the entries copied stay
-	 * mirrored (and doomed) until this writer removes them.
+	 * mirrored (and doomed) until this writer removes them.  On failure
+	 * they stay doomed, hidden: the next writer call tries again.
 	 */
-	if (mdb_txn_begin(l3->env, NULL, 0, &txn))
+	if (kvt_l3i_txn_run(l3, snap_body, &a))
 		return;
-	for (size_t i = 0; i < n && !rc; i++)
-		rc = kvt_l3i_rec_del(l3, txn, l3->snap[i].e);
-	if (rc)
-		mdb_txn_abort(txn);
-	else
-		rc = mdb_txn_commit(txn);
-	if (rc)
-		return; /* still doomed, still hidden: the next call retries */
 	lock(l3);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < a.n; i++)
 		kvt_l3i_map_remove(l3, l3->snap[i].e);
 	unlock(l3);
 }

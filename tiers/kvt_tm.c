@@ -83,6 +83,7 @@
  * bounded queue and its failures are misses.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -245,6 +246,9 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.on_reclaim = tm->l4 && cfg->l4_write == KVT_TM_L4_EVICT
 					      ? kvt_tmi_l4_reclaimed : NULL,
 			.reclaim_arg = tm,
+			.key_max = cfg->l3_key_max,
+			.log = cfg->log,
+			.log_arg = cfg->log_arg,
 		};
 		rc = kvt_l3_open(&tm->l3, &lc);
 		if (rc)
@@ -687,25 +691,36 @@ void kvt_tm_set_l3_write_rate(struct kvt_tm *tm, uint64_t rate)
 	tm->l3_tokens_at = tm->now_s();
 }
 
-int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms)
+int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms,
+		 struct kvt_tm_spill_stats *st)
 {
+	struct kvt_tm_spill_stats s = { 0 };
 	struct timespec t0, t;
 	struct kvt_ref *v;
-	int n = 0;
+	uint64_t dem0, ev0;
 
+	if (st)
+		memset(st, 0, sizeof(*st));
 	if (!tm || !tm->l3)
 		return KVT_EINVAL;
+	/*
+	 * Every block goes straight to L3 (forced past the budgets), so a
+	 * demotion counted meanwhile is a block now on L3 and an eviction
+	 * one that L3 refused.
+	 */
+	dem0 = tm->demotions;
+	ev0 = tm->evictions;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		while (kvt_lru_evict_one(tm->l1, &v) == 0) {
 			kvt_tmi_demote(tm, v, TM_DEMOTE_TO_L3 |
 					      TM_DEMOTE_FORCE);
-			n++;
+			s.queued++;
 		}
 		while (tm->l2 && kvt_lru_evict_one(tm->l2, &v) == 0) {
 			kvt_tmi_demote(tm, v, TM_DEMOTE_FROM_L2 |
 					      TM_DEMOTE_FORCE);
-			n++;
+			s.queued++;
 		}
 		/* L4's writes are not what a restart needs: not waited for. */
 		if (tm->jobs_pending == kvt_tmi_l4_jobs(tm))
@@ -719,7 +734,12 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms)
 		nanosleep(&nap, NULL);
 		kvt_tm_dispatch(tm);
 	}
-	return n;
+	s.written = tm->demotions - dem0;
+	s.lost = tm->evictions - ev0;
+	s.unfinished = tm->jobs_pending;
+	if (st)
+		*st = s;
+	return s.written > INT_MAX ? INT_MAX : (int)s.written;
 }
 
 int kvt_tm_check(struct kvt_tm *tm, FILE *report)
@@ -727,6 +747,27 @@ int kvt_tm_check(struct kvt_tm *tm, FILE *report)
 	if (!tm || !tm->l3)
 		return KVT_EINVAL;
 	return kvt_l3_check(tm->l3, report);
+}
+
+int kvt_tm_check_store(const char *data_dir, FILE *report, char *errmsg,
+		       size_t errmsg_len)
+{
+	struct kvt_l3_config lc = {
+		.dir = data_dir,
+		.read_only = 1,
+		.errmsg = errmsg,
+		.errmsg_len = errmsg_len,
+	};
+	struct kvt_l3 *l3;
+	int rc;
+
+	if (!data_dir)
+		return KVT_EINVAL;
+	if ((rc = kvt_l3_open(&l3, &lc)))
+		return rc;
+	rc = kvt_l3_check(l3, report);
+	kvt_l3_close(l3);
+	return rc;
 }
 
 /* ---- pins (the table is kvt_tm_pin.c) ------------------------------------ */

@@ -131,6 +131,14 @@ struct kvt_tm_config {
 	/* Filled with a one-line reason when kvt_tm_open() fails; may be NULL. */
 	char *errmsg;
 	size_t errmsg_len;
+	/* The longest key clients may put (sizes L3's index); 0 = 1 KiB. */
+	uint64_t l3_key_max;
+	/*
+	 * Optional: the tiers' one-line log messages (key=value fields; level
+	 * 0 error, 1 warn, 2 info), from any thread.  See kvt_l3_config.log.
+	 */
+	void (*log)(void *arg, int level, const char *line);
+	void *log_arg;
 };
 
 struct kvt_tier_stats {
@@ -226,7 +234,11 @@ struct kvt_tm_stats {
 	uint64_t l3_admission_rejected; /* L3 writes over the write budget */
 	uint64_t l3_bytes_read, l3_bytes_written, l3_reads_inflight;
 	uint64_t l3_checksum_failures, l3_regions_reclaimed, l3_write_errors;
-	uint64_t transit_bytes; /* bytes on their way down right now */
+	/* L3's index: pages in use, the map, reclaims for want of room. */
+	uint64_t l3_index_bytes, l3_index_map_bytes, l3_index_full;
+	/* Bytes held by blocks on their way down right now: each counted as
+	 * its tier counted it (value, key, namespace, entry) plus its job. */
+	uint64_t transit_bytes;
 	uint64_t jobs_pending;	/* worker jobs queued or running */
 	/*
 	 * Misses by cause: never seen (or deleted), expired, evicted earlier
@@ -446,13 +458,24 @@ int kvt_tm_busy(struct kvt_tm *tm);
 /* Changes the L3 write budget (bytes/s, 0 = unlimited) while running. */
 void kvt_tm_set_l3_write_rate(struct kvt_tm *tm, uint64_t rate);
 
+/* What a graceful spill did (kvt_tm_spill()). */
+struct kvt_tm_spill_stats {
+	uint64_t queued;     /* blocks taken from L1 and L2 */
+	uint64_t written;    /* of which now on L3: written, or already there */
+	uint64_t lost;       /* of which L3 refused (a full or failing disk) */
+	uint64_t unfinished; /* worker jobs still running at the timeout */
+};
+
 /*
  * Graceful stop: moves everything in L1 and L2 down to L3 (blocks already
- * on L3 cost nothing), waiting at most timeout_ms for the writes.  Returns
- * the number of blocks written or already safe on L3, or KVT_EINVAL if L3
- * is disabled.  The manager stays usable.
+ * on L3 cost nothing), waiting at most timeout_ms for the writes.  Fills
+ * *st (may be NULL) and returns the number of blocks written or already
+ * safe on L3 (st->written), or KVT_EINVAL if L3 is disabled.  Blocks whose
+ * write had not finished at the timeout are in neither count but in
+ * st->unfinished.  The manager stays usable.
  */
-int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
+int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms,
+		 struct kvt_tm_spill_stats *st);
 
 /*
  * fsck of L3: verifies the index against the region files; writes one line
@@ -460,6 +483,19 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms);
  * of problems, or a negative error.
  */
 int kvt_tm_check(struct kvt_tm *tm, FILE *report);
+
+/*
+ * `kvtierd --check`: verifies the L3 store under data_dir without opening
+ * a manager and without changing anything (kvt_l3_config.read_only: the
+ * store's own geometry, LMDB read-only, nothing dropped, created or
+ * preallocated).  Writes one line per problem and a summary to report.
+ * Returns 0 if consistent, the number of problems, or a negative error if
+ * the store could not be checked (KVT_ENOTFOUND: there is none; KVT_EBUSY:
+ * a daemon has it open; -EUCLEAN: its index is damaged; with a reason in
+ * errmsg).
+ */
+int kvt_tm_check_store(const char *data_dir, FILE *report, char *errmsg,
+		       size_t errmsg_len);
 
 /* Fills *st with a consistent snapshot of the counters. */
 void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st);

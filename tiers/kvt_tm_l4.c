@@ -24,11 +24,12 @@
  * (or a drop for its namespace), L4's copy may be older than the truth,
  * so gets and MATCH do not read it (`pend`, `pend_drop`: O(1) counting
  * sets, as for L3).  An L3 victim comes back to the loop before it is
- * queued: it is written only if the key is cached nowhere here and no
- * delete or drop of it is queued for L3 or L4 -- the loop sees such a
- * victim before the results of any delete, drop or put submitted after
- * the reclaim (one done list, in order), so a victim that a later change
- * made stale is always recognised.
+ * queued: it is written only if RAM does not hold the key (the block there
+ * is the same or newer, and goes down again in its time) and no delete or
+ * drop of it is queued for L3 or L4 -- the loop sees such a victim before
+ * the results of any delete, drop or put submitted after the reclaim (one
+ * done list, in order), so a victim that a later change made stale is
+ * always recognised.
  *
  * Drops between hosts.  A DROP increments the namespace's generation in
  * the cluster (kvt_l4_drop_batch): every block of it is stale for every
@@ -407,15 +408,23 @@ bool kvt_tmi_l4_evicted(struct kvt_tm *tm, struct kvt_ref *v)
 			 kvt_lru_ref_expires(v));
 }
 
-/* True if k is cached here at all (RAM, or on its way anywhere). */
+/*
+ * True if RAM holds k (or k is on its way to L2), so that an L3 victim of
+ * k need not go to L4 now: the block here is the same or newer, and is
+ * offered again when it leaves.  A write of k to L3 still in transit does
+ * not count: with no L3 delete of k pending it is the very block being
+ * reclaimed (a batch larger than L3 wraps onto what it wrote).
+ */
 static bool cached_here(struct kvt_tm *tm, const struct kvt_key *k)
 {
 	uint64_t now = tm->now_s();
+	struct job *t;
 
-	return kvt_lru_exists(tm->l1, k, now) ||
-	       (tm->l2 && kvt_lru_exists(tm->l2, k, now)) ||
-	       kvt_tmi_jobset_find(&tm->transit, k) ||
-	       kvt_tmi_jobset_find(&tm->promos, k);
+	if (kvt_lru_exists(tm->l1, k, now) ||
+	    (tm->l2 && kvt_lru_exists(tm->l2, k, now)))
+		return true;
+	t = kvt_tmi_jobset_find(&tm->transit, k);
+	return t && t->kind != JOB_TO_L3;
 }
 
 /*

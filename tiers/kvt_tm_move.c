@@ -213,7 +213,17 @@ void kvt_tmi_demote(struct kvt_tm *tm, struct kvt_ref *v, unsigned how)
 		lose(tm, v, shadow);
 		return;
 	}
-	if (!force && tm->transit_bytes + cost > 2 * tm->transit_max) {
+	/*
+	 * What the move holds while it lasts: the block as its tier counted
+	 * it (value, key, namespace, entry) and the job with its own copy of
+	 * the key.  Not just the value: with small values and long keys
+	 * (100-byte values under 3.6 KiB keys) the keys are most of it, and a
+	 * bound in value bytes let the transit set hold forty times its
+	 * bound.
+	 */
+	uint64_t held = kvt_lru_ref_cost(v) + sizeof(*j) + k.ns_len + k.key_len;
+
+	if (!force && tm->transit_bytes + held > 2 * tm->transit_max) {
 		tm->demotions_dropped++;
 		lose(tm, v, shadow);
 		return;
@@ -233,9 +243,9 @@ void kvt_tmi_demote(struct kvt_tm *tm, struct kvt_ref *v, unsigned how)
 	j->hits = m.hits;
 	j->ctime_s = m.ctime_s;
 	j->atime_s = m.atime_s;
-	j->cost = cost;
+	j->cost = held;
 	kvt_tmi_jobset_add(&tm->transit, j);
-	tm->transit_bytes += cost;
+	tm->transit_bytes += held;
 	kvt_tmi_submit(tm, j);
 	if (shadow) {
 		/* The write on its way is now L1's copy below. */

@@ -465,6 +465,9 @@ void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 		st->l3_checksum_failures = l3.checksum_failures;
 		st->l3_regions_reclaimed = l3.regions_reclaimed;
 		st->l3_write_errors = l3.write_errors;
+		st->l3_index_bytes = l3.index_bytes;
+		st->l3_index_map_bytes = l3.index_map_bytes;
+		st->l3_index_full = l3.index_full;
 	}
 	st->gets = tm->gets;
 	st->puts = tm->puts;

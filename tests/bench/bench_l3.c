@@ -16,6 +16,14 @@
  *            letting L3 allocate a fresh buffer per read
  *   -k       keep the store (default: removed)
  * Prints one JSON object on stdout.
+ *
+ * usage: bench_l3 -x KEY_BYTES [-d DIR] [-n ENTRIES] [-s NS_BYTES]
+ *   The index's cost instead of throughput: puts ENTRIES (default 200000)
+ *   entries of 100 bytes with random KEY_BYTES-byte keys in one namespace
+ *   of NS_BYTES (default 255) bytes, then prints the LMDB pages in use and
+ *   data.mdb's size per entry, and the growth of the process's RssAnon
+ *   (the in-memory mirror) and RssFile (index pages mapped) per entry.
+ *   For README "Memory"; figures, not a test.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,6 +79,107 @@ static void drop_cache(const char *dir, uint64_t nregions)
 	}
 }
 
+/* A field of /proc/self/status in bytes (0 if absent). */
+static uint64_t status_bytes(const char *field)
+{
+	char line[256];
+	uint64_t v = 0;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n) && line[n] == ':')
+			v = strtoull(line + n + 1, NULL, 10) * 1024;
+	fclose(f);
+	return v;
+}
+
+static void die(const char *what, int rc);
+
+static int rm_tree(const char *dir)
+{
+	return nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* bench_l3 -x: what an index entry costs (see the usage above). */
+static int index_cost(const char *dir, size_t key_len, size_t ns_len,
+		      size_t n)
+{
+	enum { BATCH = 64, VALUE = 100 };
+	struct kvt_l3_config cfg;
+	struct kvt_l3 *l3;
+	struct kvt_l3_stats st;
+	struct kvt_l3_item items[BATCH];
+	uint8_t ns[255], value[VALUE], *keys;
+	uint64_t anon0, file0, x = 88172645463325252ull;
+	char path[4096], errbuf[512] = "";
+	struct stat sb;
+	int rc;
+
+	memset(ns, 'n', sizeof(ns));
+	memset(value, 'v', sizeof(value));
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.dir = dir;
+	cfg.capacity = (uint64_t)(n + n / 8) * 4096 + 4 * KVT_L3_REGION_DEFAULT;
+	cfg.key_max = key_len;
+	cfg.no_sync = 1;
+	cfg.errmsg = errbuf;
+	cfg.errmsg_len = sizeof(errbuf);
+	keys = malloc(BATCH * key_len);
+	if (!keys)
+		die("alloc", -ENOMEM);
+	anon0 = status_bytes("RssAnon");
+	file0 = status_bytes("RssFile");
+	if ((rc = kvt_l3_open(&l3, &cfg))) {
+		fprintf(stderr, "bench_l3: %s\n", errbuf);
+		die("open", rc);
+	}
+	for (size_t i = 0; i < n; i += BATCH) {
+		size_t m = n - i < BATCH ? n - i : BATCH;
+
+		for (size_t j = 0; j < m; j++) {
+			/* Random keys, as content hashes are. */
+			for (size_t b = 0; b < key_len; b++) {
+				x ^= x << 13;
+				x ^= x >> 7;
+				x ^= x << 17;
+				keys[j * key_len + b] = (uint8_t)x;
+			}
+			items[j] = (struct kvt_l3_item){
+				{ ns, ns_len, keys + j * key_len, key_len },
+				value, VALUE, 0, 0, VALUE, 0 };
+		}
+		if ((rc = kvt_l3_put_batch(l3, items, m)))
+			die("put", rc);
+	}
+	/* One more put: the index's pages are measured before each commit. */
+	if ((rc = kvt_l3_put_batch(l3, items, 1)))
+		die("put", rc);
+	kvt_l3_stats(l3, &st);
+	if (snprintf(path, sizeof(path), "%s/l3/index/data.mdb", dir) >=
+	    (int)sizeof(path) || stat(path, &sb))
+		die("stat data.mdb", -errno);
+	printf("{\"entries\": %llu, \"key_bytes\": %zu, \"ns_bytes\": %zu, "
+	       "\"index_bytes_per_entry\": %.0f, "
+	       "\"data_mdb_bytes_per_entry\": %.0f, "
+	       "\"rss_anon_per_entry\": %.0f, \"rss_file_per_entry\": %.0f, "
+	       "\"index_map_bytes\": %llu, \"index_map_per_entry\": %.0f}\n",
+	       (unsigned long long)st.entries, key_len, ns_len,
+	       (double)st.index_bytes / (double)st.entries,
+	       (double)sb.st_size / (double)st.entries,
+	       ((double)status_bytes("RssAnon") - (double)anon0) /
+	       (double)st.entries,
+	       ((double)status_bytes("RssFile") - (double)file0) /
+	       (double)st.entries,
+	       (unsigned long long)st.index_map_bytes,
+	       (double)st.index_map_bytes * 4096 / (double)cfg.capacity);
+	kvt_l3_close(l3);
+	free(keys);
+	return 0;
+}
+
 static void die(const char *what, int rc)
 {
 	fprintf(stderr, "bench_l3: %s: %s\n", what, kvt_strerror(rc));
@@ -97,8 +206,13 @@ int main(int argc, char **argv)
 	double t0, wsec, best = 0;
 	char errbuf[512] = "";
 
-	while ((opt = getopt(argc, argv, "d:t:b:q:B:r:Pk")) != -1) {
+	size_t key_len = 0, ns_len = 255, nent = 200000;
+
+	while ((opt = getopt(argc, argv, "d:t:b:q:B:r:Pkx:n:s:")) != -1) {
 		switch (opt) {
+		case 'x': key_len = strtoul(optarg, NULL, 0); break;
+		case 'n': nent = strtoul(optarg, NULL, 0); break;
+		case 's': ns_len = strtoul(optarg, NULL, 0); break;
 		case 'd': dir = optarg; break;
 		case 't': total_mib = strtoull(optarg, NULL, 0); break;
 		case 'b': block = strtoull(optarg, NULL, 0) * 1024; break;
@@ -110,10 +224,14 @@ int main(int argc, char **argv)
 		default:
 			fprintf(stderr, "usage: %s [-d DIR] [-t TOTAL_MIB] "
 				"[-b BLOCK_KIB] [-q QD] [-B BATCH] [-r REPEAT] "
-				"[-P] [-k]\n", argv[0]);
+				"[-P] [-k]\n       %s -x KEY_BYTES [-d DIR] "
+				"[-n ENTRIES] [-s NS_BYTES]\n", argv[0],
+				argv[0]);
 			return 2;
 		}
 	}
+	if (ns_len > 255 || key_len > KVT_L3_KEY_MAX)
+		return 2;
 	if (!dir) {
 		const char *t = getenv("TMPDIR");
 
@@ -124,6 +242,12 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		dir = tmpl;
+	}
+	if (key_len) {
+		rc = index_cost(dir, key_len, ns_len, nent);
+		if (!keep && dir == tmpl)
+			rm_tree(dir);
+		return rc;
 	}
 	n = (size_t)(total_mib * 1024 * 1024 / block);
 	if (!n || !qd || !repeat)

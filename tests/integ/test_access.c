@@ -27,7 +27,7 @@ static int teardown(void **state)
  * Runs op as uid in a child; returns its result code (an int that fits an
  * exit status: 0 ok, 1 denied, 2 other error, 3 connect denied).
  */
-enum { AS_PING, AS_PUT_NS, AS_DROP_NS, AS_SHM };
+enum { AS_PING, AS_PUT_NS, AS_DROP_NS, AS_SHM, AS_STATS };
 static int as_uid(uid_t uid, int op, const char *ns)
 {
 	pid_t pid = fork();
@@ -66,6 +66,19 @@ static int as_uid(uid_t uid, int op, const char *ns)
 				rc = 10 + kvt_client_shm(c);
 			kvt_close(c);
 			_exit(rc >= 10 ? rc : 2);
+		}
+		else if (op == AS_STATS) {
+			/* 10 + whether the stats name ns at all. */
+			char *j = NULL;
+			size_t n;
+
+			rc = kvt_stats_json(c, &j, &n);
+			kvt_close(c);
+			if (rc)
+				_exit(2);
+			rc = 10 + (strstr(j, ns) != NULL);
+			free(j);
+			_exit(rc);
 		}
 		else
 			rc = kvt_drop(c, ns, NULL);
@@ -169,6 +182,39 @@ static void test_ns_owner(void **state)
 }
 
 /*
+ * Issue #17: STATS's per-namespace report leaves out, for everyone but
+ * their owner (and root), namespaces bound to another user, names and
+ * sizes, as HOT leaves out their blocks.  Before, any user saw them.
+ */
+static void test_stats_hides_owned_namespaces(void **state)
+{
+	static const char *const args[] = { "--l3-size", "0", "--ns-owner",
+					    "secret/=65533", "--socket-mode",
+					    "0666", NULL };
+	kvt_client *c = NULL;
+	char *j;
+
+	(void)state;
+	assert_int_equal(integ_start(&D, args), 0);
+	assert_int_equal(kvt_connect(&c, D.sock), 0);
+	assert_int_equal(kvt_put(c, "secret/tenant-a", "k", 1, "v", 1, NULL), 0);
+	assert_int_equal(kvt_put(c, "public-ns", "k", 1, "v", 1, NULL), 0);
+	kvt_close(c);
+	j = stats(); /* root sees every namespace */
+	assert_non_null(strstr(j, "\"secret/tenant-a\":{\"entries\":1,"));
+	assert_non_null(strstr(j, "\"namespaces_total\":2"));
+	free(j);
+	if (geteuid() != 0) {
+		printf("skip: not root, so no other uid can be played\n");
+		return;
+	}
+	assert_int_equal(chmod(D.dir, 0755), 0);
+	assert_int_equal(as_uid(65534, AS_STATS, "secret/"), 10);  /* hidden */
+	assert_int_equal(as_uid(65534, AS_STATS, "public-ns"), 11); /* shown */
+	assert_int_equal(as_uid(65533, AS_STATS, "secret/"), 11);   /* owner */
+}
+
+/*
  * Shared memory only for trusted peers: our uid, root, shm-allow-uid.
  * Others get the socket path, with the same bytes.
  */
@@ -245,6 +291,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_allow_list_refuses, teardown),
 		cmocka_unit_test_teardown(test_allow_list_admits, teardown),
 		cmocka_unit_test_teardown(test_ns_owner, teardown),
+		cmocka_unit_test_teardown(test_stats_hides_owned_namespaces,
+					  teardown),
 		cmocka_unit_test_teardown(test_shm_trust, teardown),
 		cmocka_unit_test_teardown(test_socket_group, teardown),
 		cmocka_unit_test(test_bad_settings),

@@ -7,9 +7,18 @@
  * memory, two with KVTIER_SHM=0) putting 2 MiB and 256 KiB values, ten times
  * L1 + L2 in all, with a get after every other put, plus a raw-socket client
  * that pipelines a burst of GETs and does not read its replies for a while.
+ * Four more clients announce 256 MiB values (the default max-value-size)
+ * and send them a byte every 500 ms for the whole run (issue #17: a body
+ * is reserved as it arrives, so they hold 4 MiB each, and the writers are
+ * never starved by them).
  * A sampler reads /proc/<pid>/status every 50 ms; the peaks of VmRSS,
  * RssAnon, RssShmem and RssFile are printed and checked against
  * mem_bound() below, which is README's formula for these settings.
+ *
+ * A second test fills L3 with many small entries (1 KiB keys, the default
+ * limit, in 255-byte namespaces) and checks the L3 index's terms of the
+ * formula: the mirror in RssAnon, the index pages in RssFile (issue #17,
+ * break 8: they were left out, and RssFile grew past "a few MiB").
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,6 +46,10 @@
 /* Ten times L1 + L2, split over the writers. */
 #define WRITE_TOTAL (10 * (L1_SIZE + L2_SIZE))
 #define BURST 1000 /* GETs the pipelining client sends without reading */
+#define TRICKLERS 4 /* clients sending 256 MiB values a byte at a time */
+#define TRICKLE_VALUE (256u << 20)
+/* How long the writers may take (they take 10-30 s here). */
+#define WRITERS_DEADLINE_S 120
 
 static struct integ_daemon D;
 
@@ -44,13 +57,15 @@ static struct integ_daemon D;
  * README's bound ("Memory") for this test's settings, in bytes:
  *
  *   RssShmem <= A                        the arena, --shm-size
- *   RssAnon  <= L1 + L2 + 2T + max(I, V) + replies + 64 V + 128 MiB
+ *   RssAnon  <= L1 + L2 + 2T + I + V + replies + 64 V + 128 MiB
  *   RssFile  <= 64 MiB                   program, libraries, LMDB index
  *
  * with T = max(L1/4, 64 MiB) (blocks on their way down), I = --max-inflight,
- * V = the largest value, and replies = 64 MiB + 34 V for each client that
- * does not read its replies (the pipeliner) and V per request in flight for
- * the others (the writers have one each, a put or a get: 2 V).
+ * V = the largest value put (the tricklers' values never arrive whole: they
+ * hold what they reserved, which is in I), and replies = 64 MiB + 34 V for
+ * each client that does not read its replies (the pipeliner) and V per
+ * request in flight for the others (the writers have one each, a put or a
+ * get: 2 V).
  */
 #define VALUE_MAX ((uint64_t)BIG)
 #define NONREADERS 1
@@ -70,9 +85,8 @@ static uint64_t anon_bound(void)
 	uint64_t replies = NONREADERS * (64 * MiB + 34 * VALUE_MAX) +
 			   WRITERS * 2 * VALUE_MAX;
 
-	return L1_SIZE + L2_SIZE + 2 * transit_max() +
-	       (INFLIGHT > VALUE_MAX ? INFLIGHT : VALUE_MAX) + replies +
-	       64 * VALUE_MAX + 128 * MiB;
+	return L1_SIZE + L2_SIZE + 2 * transit_max() + INFLIGHT + VALUE_MAX +
+	       replies + 64 * VALUE_MAX + 128 * MiB;
 }
 
 static uint64_t file_bound(void)
@@ -127,6 +141,7 @@ struct writer {
 	unsigned id;
 	unsigned puts, gets, hits;
 	int err;
+	atomic_bool done;
 };
 
 static void key_of(char *k, size_t cap, unsigned w, unsigned i)
@@ -204,6 +219,59 @@ static void *writer_main(void *arg)
 out:
 	free(val);
 	free(got);
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+static int raw_connect(void);
+
+/*
+ * The tricklers: TRICKLERS connections, each announcing a PUT of a
+ * TRICKLE_VALUE-byte value, then sending a byte of it every 500 ms (well
+ * within --body-timeout) until sampling stops.  Stores the number of
+ * bytes each sent before the daemon closed it, if it did.
+ */
+static void *trickler_main(void *arg)
+{
+	unsigned *closed = arg;
+	int fd[TRICKLERS];
+
+	*closed = 0;
+	for (unsigned i = 0; i < TRICKLERS; i++) {
+		char key[16];
+		struct kvt_put_req pr = { .value_len = TRICKLE_VALUE };
+		struct kvt_frame_header h = { .version = KVT_PROTO_VERSION,
+					      .opcode = KVT_OP_PUT,
+					      .request_id = 1 };
+		uint8_t buf[KVT_HDR_SIZE + 64];
+		size_t w;
+
+		snprintf(key, sizeof(key), "trickle-%u", i);
+		pr.k.key = (const uint8_t *)key;
+		pr.k.key_len = strlen(key);
+		fd[i] = raw_connect();
+		if (fd[i] < 0 ||
+		    kvt_put_req_encode_prefix(buf + KVT_HDR_SIZE, 64, &pr, &w))
+			continue;
+		h.body_len = (uint32_t)(w + TRICKLE_VALUE);
+		kvt_frame_header_encode(buf, &h);
+		if (write(fd[i], buf, KVT_HDR_SIZE + w) < 0) {
+			close(fd[i]);
+			fd[i] = -1;
+		}
+	}
+	while (atomic_load(&sampling)) {
+		for (unsigned i = 0; i < TRICKLERS; i++)
+			if (fd[i] >= 0 && send(fd[i], "t", 1, MSG_NOSIGNAL) != 1) {
+				close(fd[i]);
+				fd[i] = -1;
+				(*closed)++;
+			}
+		integ_sleep_ms(500);
+	}
+	for (unsigned i = 0; i < TRICKLERS; i++)
+		if (fd[i] >= 0)
+			close(fd[i]);
 	return NULL;
 }
 
@@ -315,10 +383,11 @@ static void test_memory_bound(void **state)
 		"--l3-region-size", "16M", "--max-inflight", "64M",
 		"--max-connections", "16", NULL
 	};
-	struct writer w[WRITERS];
-	pthread_t tw[WRITERS], ts, tp;
-	unsigned replies = 0, puts = 0, gets = 0, hits = 0;
+	static struct writer w[WRITERS];
+	pthread_t tw[WRITERS], ts, tp, tt;
+	unsigned replies = 0, puts = 0, gets = 0, hits = 0, tclosed = 0;
 	struct timespec t0, t1;
+	bool all_done = false;
 
 	(void)state;
 	assert_int_equal(integ_start(&D, args), 0);
@@ -328,17 +397,39 @@ static void test_memory_bound(void **state)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	atomic_store(&sampling, true);
 	assert_int_equal(pthread_create(&ts, NULL, sampler, NULL), 0);
+	assert_int_equal(pthread_create(&tt, NULL, trickler_main, &tclosed), 0);
+	integ_sleep_ms(200); /* the tricklers' bodies are first */
 	for (unsigned i = 0; i < WRITERS; i++)
 		assert_int_equal(pthread_create(&tw[i], NULL, writer_main,
 						&w[i]), 0);
 	assert_int_equal(pthread_create(&tp, NULL, pipeliner_main, &replies),
 			 0);
+	/*
+	 * Bounded: writers starved by the tricklers (as before issue #17's
+	 * fix) are a failure, not a hang.  The teardown's kill ends them.
+	 */
+	for (int t = 0; t < WRITERS_DEADLINE_S * 10 && !all_done; t++) {
+		all_done = true;
+		for (unsigned i = 0; i < WRITERS; i++)
+			all_done = all_done && atomic_load(&w[i].done);
+		if (!all_done)
+			integ_sleep_ms(100);
+	}
+	if (!all_done) {
+		atomic_store(&sampling, false);
+		printf("memory: the writers did not finish in %d s beside %d "
+		       "clients trickling 256 MiB values\n",
+		       WRITERS_DEADLINE_S, TRICKLERS);
+		fflush(stdout);
+		fail();
+	}
 	for (unsigned i = 0; i < WRITERS; i++)
 		pthread_join(tw[i], NULL);
 	pthread_join(tp, NULL);
 	integ_sleep_ms(200);
 	atomic_store(&sampling, false);
 	pthread_join(ts, NULL);
+	pthread_join(tt, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 
 	for (unsigned i = 0; i < WRITERS; i++) {
@@ -368,6 +459,7 @@ static void test_memory_bound(void **state)
 	       (unsigned long long)(file_bound() / MiB));
 	fflush(stdout);
 	assert_int_equal(replies, BURST);
+	assert_int_equal(tclosed, 0); /* a trickle is progress */
 	assert_true(samples > 20);
 #ifdef __SANITIZE_THREAD__
 	/*
@@ -385,6 +477,114 @@ static void test_memory_bound(void **state)
 	assert_true(peak.rss <= shm_bound() + anon_bound() + file_bound());
 }
 
+/*
+ * README's index terms, per L3 entry E: the mirror in RssAnon, 240 bytes
+ * plus the key (measured: 207 B with 32-byte keys, 1219 B with 1 KiB keys,
+ * bench_l3 -x), and the index's pages in RssFile, up to 3.2 KiB with 1 KiB
+ * keys in a 255-byte namespace (measured: 3037 B).
+ */
+#define IDX_KEY 1024u
+#define IDX_VALUE 100u
+#define IDX_PUTS 60000u
+#define IDX_BATCH 64u
+#define MIRROR_PER_ENTRY (240u + IDX_KEY)
+#define PAGES_PER_ENTRY 3300u
+
+static void test_memory_l3_index(void **state)
+{
+	static const char *const args[] = {
+		"--l1-size", "16M", "--l2-size", "16M", "--l3-size", "1G",
+		"--l3-region-size", "64M", "--max-inflight", "16M",
+		"--max-connections", "16", "--no-spill", NULL
+	};
+	char ns[256], *keys = malloc((size_t)IDX_BATCH * IDX_KEY), *j = NULL;
+	const void *kp[IDX_BATCH], *vp[IDX_BATCH];
+	size_t kl[IDX_BATCH], vl[IDX_BATCH], jn;
+	int st[IDX_BATCH];
+	uint8_t value[IDX_VALUE];
+	uint64_t entries, index_bytes, anon, file, t = 64 * MiB;
+	kvt_client *c = NULL;
+	pthread_t ts;
+
+	(void)state;
+	assert_non_null(keys);
+	memset(ns, 'n', 255);
+	ns[255] = '\0';
+	memset(value, 'v', sizeof(value));
+	assert_int_equal(integ_start(&D, args), 0);
+	assert_int_equal(kvt_connect(&c, D.sock), 0);
+	memset(&peak, 0, sizeof(peak));
+	samples = 0;
+	atomic_store(&sampling, true);
+	assert_int_equal(pthread_create(&ts, NULL, sampler, NULL), 0);
+	for (unsigned i = 0; i < IDX_PUTS; i += IDX_BATCH) {
+		for (unsigned b = 0; b < IDX_BATCH; b++) {
+			char *k = keys + (size_t)b * IDX_KEY;
+
+			memset(k, 'k', IDX_KEY);
+			snprintf(k, 16, "%012u", i + b);
+			kp[b] = k;
+			kl[b] = IDX_KEY;
+			vp[b] = value;
+			vl[b] = IDX_VALUE;
+		}
+		ns[252] = (char)('a' + i % 7); /* a few long namespaces */
+		assert_int_equal(kvt_mput(c, ns, kp, kl, vp, vl, IDX_BATCH,
+					  NULL, st), 0);
+		for (unsigned b = 0; b < IDX_BATCH; b++)
+			assert_int_equal(st[b], 0);
+	}
+	for (int i = 0; i < 2000; i++) { /* until nothing is on its way */
+		uint64_t pending = 0;
+
+		free(j);
+		assert_int_equal(kvt_stats_json(c, &j, &jn), 0);
+		assert_int_equal(integ_json_u64(j, NULL, "jobs_pending",
+						&pending), 0);
+		if (!pending)
+			break;
+		integ_sleep_ms(10);
+	}
+	integ_sleep_ms(300);
+	atomic_store(&sampling, false);
+	pthread_join(ts, NULL);
+	assert_int_equal(integ_json_u64(j, "l3", "entries", &entries), 0);
+	assert_int_equal(integ_json_u64(j, NULL, "l3_index_bytes",
+					&index_bytes), 0);
+	free(j);
+	kvt_close(c);
+	free(keys);
+	/* README: L1 + L2 + 2T + max(I, V) + R + 64 V + 128 MiB + E x mirror */
+	anon = 16 * MiB + 16 * MiB + 2 * t + 16 * MiB + IDX_BATCH * IDX_VALUE +
+	       64 * IDX_VALUE + 128 * MiB + entries * MIRROR_PER_ENTRY;
+	/* README: program and libraries + E x index pages */
+	file = 64 * MiB + entries * PAGES_PER_ENTRY;
+	printf("memory: %llu L3 entries (%u-byte keys, 255-byte namespaces), "
+	       "index %llu MiB; peak RssAnon %llu MiB (bound %llu), RssFile "
+	       "%llu MiB (bound %llu, %llu without the index's term)\n",
+	       (unsigned long long)entries, IDX_KEY,
+	       (unsigned long long)(index_bytes / MiB),
+	       (unsigned long long)(peak.anon / MiB),
+	       (unsigned long long)(anon / MiB),
+	       (unsigned long long)(peak.file / MiB),
+	       (unsigned long long)(file / MiB), 64ull);
+	fflush(stdout);
+	/* Enough entries that the index terms matter. */
+	assert_true(entries > IDX_PUTS / 2);
+	assert_true(index_bytes > 64 * MiB);
+	assert_true(index_bytes <= entries * PAGES_PER_ENTRY);
+#ifdef __SANITIZE_THREAD__
+	printf("memory: RSS bound not checked under ThreadSanitizer\n");
+	return;
+#endif
+#ifdef __SANITIZE_ADDRESS__
+	printf("memory: RSS bound not checked under AddressSanitizer\n");
+	return;
+#endif
+	assert_true(peak.anon <= anon);
+	assert_true(peak.file <= file);
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -396,6 +596,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_memory_bound, teardown),
+		cmocka_unit_test_teardown(test_memory_l3_index, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1829,6 +1830,672 @@ static void test_old_format_refused(void **state)
 	fx_free(f);
 }
 
+
+/* ---- a damaged index ---------------------------------------------------- */
+
+/* Copies file src to dst (whole); 0 or -1. */
+static int copy_file(const char *src, const char *dst)
+{
+	char buf[65536];
+	ssize_t n;
+	int in = open(src, O_RDONLY), out, rc = 0;
+
+	if (in < 0)
+		return -1;
+	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (out < 0) {
+		close(in);
+		return -1;
+	}
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			rc = -1;
+	close(in);
+	close(out);
+	return n < 0 ? -1 : rc;
+}
+
+/* Key i of the damage tests: lengths from 20 to 3000 (some hashed). */
+static struct kvt_key dkey(unsigned i, char *buf)
+{
+	size_t len = 20 + (i * 131) % (i % 9 == 0 ? 3000 : 200);
+	struct kvt_key k = { (const uint8_t *)(i % 3 ? "dmg" : "other"),
+			     i % 3 ? 3 : 5, (const uint8_t *)buf, len };
+
+	memset(buf, 'a' + (int)(i % 26), len);
+	snprintf(buf, 12, "%010u", i);
+	buf[10] = '-';
+	buf[len] = '\0'; /* mkdata() reads it as a string */
+	return k;
+}
+
+enum { DMG_KEYS = 1200 };
+
+/*
+ * What a process does with a damaged store (in a child: a signal is a
+ * failure the parent sees): a read-only open and check must end with a
+ * status, never a signal; a normal open either refuses with a message
+ * naming data.mdb and what to do, or serves: every read the right bytes or
+ * a miss, and puts, a delete, a drop and the close (which writes hit
+ * counts) go through.  Exits 0 if all promises hold, else with the number
+ * of the broken one.
+ */
+static int damaged_child(const char *dir)
+{
+	struct kvt_l3_config cfg = {
+		.dir = dir, .capacity = 2 * MIB, .region_size = 512 * KIB,
+		.no_sync = 1, .key_max = 4096,
+	};
+	char err[512] = "", kb[3001];
+	struct kvt_l3 *l3;
+	FILE *devnull = fopen("/dev/null", "w");
+	int rc;
+
+	cfg.errmsg = err;
+	cfg.errmsg_len = sizeof(err);
+	cfg.read_only = 1;
+	rc = kvt_l3_open(&l3, &cfg);
+	if (rc == 0) {
+		/* Problems or an error are fine; a signal is not. */
+		kvt_l3_check(l3, devnull);
+		kvt_l3_close(l3);
+	} else if (rc == -EUCLEAN &&
+		   (!strstr(err, "data.mdb") || !strstr(err, "aside"))) {
+		return 11;
+	}
+	cfg.read_only = 0;
+	err[0] = '\0';
+	rc = kvt_l3_open(&l3, &cfg);
+	if (rc) {
+		/* Refused: it must say which file and what to do. */
+		if (!strstr(err, "data.mdb") && !strstr(err, "index"))
+			return 12;
+		if (rc == -EUCLEAN && (!strstr(err, "--check") ||
+				       !strstr(err, "aside")))
+			return 13;
+		return 0;
+	}
+	for (unsigned i = 0; i < DMG_KEYS; i++) {
+		struct kvt_l3_read rd = { .k = dkey(i, kb) };
+		uint8_t *want;
+
+		if (kvt_l3_read_batch(l3, NULL, &rd, 1))
+			return 14;
+		if (rd.status == 0) {
+			want = mkdata(kb, 300 + i % 700);
+			if (rd.len != 300 + i % 700 ||
+			    memcmp(rd.data, want, rd.len))
+				return 15; /* a wrong byte */
+			free(want);
+		} else if (rd.status != KVT_ENOTFOUND &&
+			   rd.status != KVT_ECORRUPT) {
+			return 16;
+		}
+		free(rd.mem);
+	}
+	/* Writes go through the damaged pages, or fail cleanly. */
+	for (unsigned i = DMG_KEYS; i < DMG_KEYS + 200; i++) {
+		struct kvt_key k = dkey(i, kb);
+		uint8_t *d = mkdata(kb, 300);
+		struct kvt_l3_item it = { k, d, 300, 7, 3, 600, 0 };
+
+		kvt_l3_put_batch(l3, &it, 1);
+		free(d);
+	}
+	{
+		struct kvt_key k = dkey(5, kb);
+		uint64_t dropped;
+
+		kvt_l3_del(l3, &k);
+		kvt_l3_drop_ns(l3, (const uint8_t *)"other", 5, &dropped);
+	}
+	kvt_l3_check(l3, devnull);
+	kvt_l3_close(l3);
+	fclose(devnull);
+	return 0;
+}
+
+/* Runs damaged_child on dir in a child; returns its wait status. */
+static int damaged_trial(const char *dir)
+{
+	pid_t pid = fork();
+	int st = 0;
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(damaged_child(dir));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+/*
+ * A truncated or bit-flipped index never kills a process with a signal
+ * (SIGBUS past the end of a short data.mdb, SIGSEGV or worse on flipped
+ * page numbers, offsets and sizes): it is refused with a message naming
+ * data.mdb and what to do, or served correctly.  Every truncation length
+ * that matters, and seeded random flips of 1 to 16 bits (three in four
+ * anywhere, one in four in the meta pages).
+ */
+static void test_damaged_index(void **state)
+{
+	struct fx *f;
+	char kb[3001], pristine[256], mdb[320], work[200], cmd[1024];
+	struct stat sb;
+	uint64_t size;
+	unsigned x = 17, refused = 0, served = 0;
+	int trials = 160;
+
+	(void)state;
+	if (g_backend == KVT_L3_IO_PREAD)
+		return; /* about the index: once is enough */
+	f = fx_new(2 * MIB, 512 * KIB, MODE_BUFFERED);
+	kvt_l3_close(f->l3);
+	f->cfg.key_max = 4096;
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	for (unsigned i = 0; i < DMG_KEYS; i += 16) {
+		struct kvt_l3_item it[16];
+		uint8_t *d[16];
+		char keys[16][3001];
+
+		for (unsigned j = 0; j < 16; j++) {
+			struct kvt_key k = dkey(i + j, keys[j]);
+
+			d[j] = mkdata(keys[j], 300 + (i + j) % 700);
+			it[j] = (struct kvt_l3_item){ k, d[j],
+				300 + (i + j) % 700, 7, 3, 0, 0 };
+		}
+		assert_int_equal(kvt_l3_put_batch(f->l3, it, 16), 0);
+		for (unsigned j = 0; j < 16; j++)
+			free(d[j]);
+	}
+	/* Deletes leave free pages: the free list has records. */
+	for (unsigned i = 0; i < DMG_KEYS; i += 7) {
+		struct kvt_key k = dkey(i, kb);
+
+		kvt_l3_del(f->l3, &k);
+	}
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	snprintf(mdb, sizeof(mdb), "%s/l3/index/data.mdb", f->dir);
+	snprintf(pristine, sizeof(pristine), "%s/pristine.mdb", f->dir);
+	snprintf(work, sizeof(work), "%s/work", f->dir);
+	assert_int_equal(copy_file(mdb, pristine), 0);
+	assert_int_equal(stat(mdb, &sb), 0);
+	size = (uint64_t)sb.st_size;
+	assert_true(size > 16 * 4096);
+	/* The store in work/ is refreshed from the pristine one per trial. */
+	snprintf(cmd, sizeof(cmd), "cp -a %s/l3 %s/", f->dir, work);
+	assert_int_equal(mkdir(work, 0755), 0);
+	assert_int_equal(system(cmd), 0);
+	snprintf(mdb, sizeof(mdb), "%s/l3/index/data.mdb", work);
+	for (int t = -9; t < trials; t++) {
+		char what[160];
+		int st, fd;
+
+		assert_int_equal(copy_file(pristine, mdb), 0);
+		fd = open(mdb, O_RDWR);
+		assert_true(fd >= 0);
+		if (t < 0) {
+			static const uint64_t cut[] = { 0, 1, 4095, 4096, 8192 };
+			uint64_t n = t + 9 < 5 ? cut[t + 9] :
+				     t + 9 == 5 ? size / 2 :
+				     t + 9 == 6 ? size - 4096 :
+				     t + 9 == 7 ? size - 1 : size - 8192;
+
+			snprintf(what, sizeof(what), "truncated to %llu",
+				 (unsigned long long)n);
+			assert_int_equal(ftruncate(fd, (off_t)n), 0);
+		} else {
+			int nflips;
+			size_t len;
+
+			x = x * 1103515245u + 12345u;
+			nflips = 1 + (int)((x >> 16) % 16);
+			len = (size_t)snprintf(what, sizeof(what),
+					       "trial %d flips", t);
+			for (int i = 0; i < nflips; i++) {
+				uint64_t where, off;
+				uint8_t c;
+				unsigned bit;
+
+				x = x * 1103515245u + 12345u;
+				where = (x >> 16) % 4 ? size : 8192;
+				x = x * 1103515245u + 12345u;
+				off = ((uint64_t)x << 16 ^ x >> 8) % where;
+				x = x * 1103515245u + 12345u;
+				bit = (x >> 16) % 8;
+				assert_int_equal(pread(fd, &c, 1, (off_t)off), 1);
+				c ^= (uint8_t)(1u << bit);
+				assert_int_equal(pwrite(fd, &c, 1, (off_t)off), 1);
+				if (len < sizeof(what) - 24)
+					len += (size_t)snprintf(what + len,
+						sizeof(what) - len, " %llu.%u",
+						(unsigned long long)off, bit);
+			}
+		}
+		close(fd);
+		st = damaged_trial(work);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			fail_msg("%s: %s %d", what,
+				 WIFSIGNALED(st) ? "killed by signal" :
+				 "broken promise", WIFSIGNALED(st) ?
+				 WTERMSIG(st) : WEXITSTATUS(st));
+		/* Did the trial leave a store the next one can overwrite? */
+		{
+			struct kvt_l3 *l3;
+			struct kvt_l3_config cfg = f->cfg;
+			int rc;
+
+			cfg.dir = work;
+			cfg.read_only = 1;
+			rc = kvt_l3_open(&l3, &cfg);
+			if (rc == 0) {
+				served++;
+				kvt_l3_close(l3);
+			} else {
+				refused++;
+			}
+		}
+		/* Region files as they were: the next trial starts clean. */
+		snprintf(cmd, sizeof(cmd), "rm -rf %s/l3 && cp -a %s/l3 %s/",
+			 work, f->dir, work);
+		assert_int_equal(system(cmd), 0);
+	}
+	/* Both outcomes happen (the trials exercise something). */
+	assert_true(refused > 0);
+	assert_true(served > 0);
+	fx_free(f);
+}
+
+
+/* ---- the index's size; logging ------------------------------------------ */
+
+/* The lines L3 logged (kvt_l3_config.log), for the tests to search. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[65536];
+static size_t log_len;
+
+static void log_line(void *arg, int level, const char *line)
+{
+	(void)arg;
+	pthread_mutex_lock(&log_mu);
+	log_len += (size_t)snprintf(log_text + log_len,
+				    sizeof(log_text) - log_len, "%d %s\n",
+				    level, line);
+	if (log_len >= sizeof(log_text))
+		log_len = sizeof(log_text) - 1;
+	pthread_mutex_unlock(&log_mu);
+}
+
+static void log_clear(void)
+{
+	pthread_mutex_lock(&log_mu);
+	log_len = 0;
+	log_text[0] = '\0';
+	pthread_mutex_unlock(&log_mu);
+}
+
+/* How many logged lines contain s. */
+static int log_count(const char *s)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&log_mu);
+	for (const char *p = log_text; (p = strstr(p, s)); p += strlen(s))
+		n++;
+	pthread_mutex_unlock(&log_mu);
+	return n;
+}
+
+/* Entry i of the index tests: a 1000-byte key (hashed: a 1 KiB record). */
+static struct kvt_key ikey(unsigned i, char *buf, unsigned ns)
+{
+	struct kvt_key k = { (const uint8_t *)(ns ? "ix1" : "ix0"), 3,
+			     (const uint8_t *)buf, 1000 };
+
+	memset(buf, 'k', 1000);
+	snprintf(buf, 12, "%010u", i);
+	buf[10] = '-';
+	buf[1000] = '\0';
+	return k;
+}
+
+static int put_ikey(struct fx *f, unsigned i)
+{
+	char kb[1001];
+	struct kvt_key k = ikey(i, kb, i % 2);
+	uint8_t *d = mkdata(kb, 200);
+	struct kvt_l3_item it = { k, d, 200, 7, 3, 400, 0 };
+	int rc = kvt_l3_put_batch(f->l3, &it, 1);
+
+	free(d);
+	return rc;
+}
+
+static int read_ikey(struct fx *f, unsigned i)
+{
+	char kb[1001];
+	struct kvt_l3_read rd = { .k = ikey(i, kb, i % 2) };
+	uint8_t *d;
+	int rc;
+
+	assert_int_equal(kvt_l3_read_batch(f->l3, NULL, &rd, 1), 0);
+	if ((rc = rd.status))
+		return rc;
+	d = mkdata(kb, 200);
+	assert_int_equal(rd.len, 200);
+	assert_memory_equal(rd.data, d, 200);
+	free(d);
+	free(rd.mem);
+	return 0;
+}
+
+/*
+ * The map is sized from the capacity and the key limit so that the index
+ * of a full store fits: at least the cost measured for the costliest keys
+ * (a 1 KiB key in a 255-byte namespace: 3028 bytes of index per entry,
+ * bench_l3 -x 1024; an entry takes 4 KiB of region), with room to spare.
+ */
+static void test_index_size(void **state)
+{
+	uint64_t cap = (uint64_t)4 << 30;
+
+	(void)state;
+	assert_true(kvt_l3_index_size(cap, 1024) >= cap / 4096 * 3028 / 10 * 12);
+	assert_true(kvt_l3_index_size(cap, 32) >= cap / 4096 * 665 / 10 * 12);
+	assert_int_equal(kvt_l3_index_size(cap, 0),
+			 kvt_l3_index_size(cap, KVT_L3_KEY_DEFAULT));
+	/* More key room, more index; and never absurd. */
+	assert_true(kvt_l3_index_size(cap, 65535) >
+		    kvt_l3_index_size(cap, 1024));
+	/*
+	 * With 64 KiB keys an entry of 4 KiB in a region (a 4 KiB key) can
+	 * take two overflow pages of index: the map may exceed the data.
+	 */
+	assert_true(kvt_l3_index_size(cap, 65535) < 3 * cap);
+	assert_true(kvt_l3_index_size(cap, 32) < cap / 3);
+}
+
+/* A map too small for what is written grows, says so, and loses nothing. */
+static void test_index_grows(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 256 * KIB, MODE_BUFFERED);
+	struct kvt_l3_stats st;
+
+	(void)state;
+	kvt_l3_close(f->l3);
+	f->cfg.map_size = 256 * KIB;
+	f->cfg.map_max = 64 * MIB;
+	f->cfg.log = log_line;
+	log_clear();
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	for (unsigned i = 0; i < 600; i++)
+		assert_int_equal(put_ikey(f, i), 0);
+	st = stats(f);
+	assert_true(st.index_grown > 0);
+	assert_int_equal(st.index_full, 0);
+	assert_int_equal(st.write_errors, 0);
+	assert_true(st.index_map_bytes > 256 * KIB);
+	assert_true(st.index_bytes > 256 * KIB);
+	assert_true(log_count("event=l3_index_grown") > 0);
+	/* 600 entries of 4 KiB fit in the 1024 slots of the regions. */
+	assert_int_equal(st.entries, 600);
+	for (unsigned i = 0; i < 600; i += 7)
+		assert_int_equal(read_ikey(f, i), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_reopen(f);
+	assert_int_equal(stats(f).entries, 600);
+	assert_int_equal(put_ikey(f, 600), 0);
+	assert_int_equal(read_ikey(f, 3), 0);
+	fx_free(f);
+}
+
+/*
+ * A full index that cannot grow is treated as full regions are: puts go
+ * on (the oldest regions are reclaimed, counted as index_full and
+ * logged), the newest entries read back, DEL and DROP succeed, and a
+ * restart does not get stuck.  (The issue: every batch failed at commit
+ * for good, nothing was logged, DROP failed with ENOSPC.)
+ */
+static void test_index_full(void **state)
+{
+	/* 64 regions of 256 KiB: 4096 slots; the index holds ~2000 entries. */
+	struct fx *f = fx_new(16 * MIB, 256 * KIB, MODE_BUFFERED);
+	struct kvt_l3_stats st;
+	uint64_t dropped;
+	char kb[1001];
+	struct kvt_key k;
+	unsigned n = 3000;
+
+	(void)state;
+	kvt_l3_close(f->l3);
+	f->cfg.map_size = f->cfg.map_max = 4 * MIB;
+	f->cfg.log = log_line;
+	log_clear();
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(put_ikey(f, i), 0);
+	st = stats(f);
+	assert_int_equal(st.write_errors, 0);
+	assert_true(st.index_full > 0);
+	assert_true(st.regions_reclaimed >= st.index_full);
+	assert_true(st.entries > 10 && st.entries < n);
+	assert_true(st.index_bytes <= st.index_map_bytes);
+	assert_int_equal(st.index_map_bytes, 4 * MIB);
+	assert_true(log_count("event=l3_index_full") > 0);
+	/* The newest are there. */
+	for (unsigned i = n - 8; i < n; i++)
+		assert_int_equal(read_ikey(f, i), 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* DEL and DROP succeed on the full index. */
+	k = ikey(n - 1, kb, (n - 1) % 2);
+	assert_int_equal(kvt_l3_del(f->l3, &k), 0);
+	assert_int_equal(read_ikey(f, n - 1), KVT_ENOTFOUND);
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"ix0", 3,
+					&dropped), 0);
+	assert_true(dropped > 0);
+	assert_int_equal(read_ikey(f, n - 2), KVT_ENOTFOUND);
+	assert_int_equal(read_ikey(f, n - 3), 0);
+	/* Refill to full, then DROP the rest: still fine. */
+	for (unsigned i = n; i < 2 * n; i++)
+		assert_int_equal(put_ikey(f, i), 0);
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"ix1", 3,
+					&dropped), 0);
+	assert_int_equal(kvt_l3_drop_ns(f->l3, (const uint8_t *)"ix0", 3,
+					&dropped), 0);
+	assert_int_equal(stats(f).entries, 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	/* A restart with the same small map keeps taking writes. */
+	for (unsigned i = 2 * n; i < 3 * n; i += 4)
+		assert_int_equal(put_ikey(f, i), 0);
+	fx_reopen(f);
+	for (unsigned i = 3 * n; i < 3 * n + 100; i++)
+		assert_int_equal(put_ikey(f, i), 0);
+	assert_int_equal(read_ikey(f, 3 * n + 99), 0);
+	assert_int_equal(stats(f).write_errors, 0);
+	assert_int_equal(kvt_l3_check(f->l3, NULL), 0);
+	fx_free(f);
+}
+
+/*
+ * A failed write is logged, with the file, the operation and the errno,
+ * at most once a second (the next line says how many were left out).
+ */
+static void test_write_failure_logged(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct timespec pause = { 1, 100 * 1000 * 1000 };
+	char want[256];
+
+	(void)state;
+	kvt_l3_close(f->l3);
+	f->cfg.log = log_line;
+	log_clear();
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	f->faults.write_fail_at = 1;
+	f->faults.write_errno = EIO;
+	assert_int_equal(put_one(f, "a", 5000, 0), -EIO);
+	snprintf(want, sizeof(want), "file=%s/l3/region-00000.dat", f->dir);
+	assert_int_equal(log_count("event=l3_write_failed"), 1);
+	assert_int_equal(log_count(want), 1);
+	assert_int_equal(log_count("op=write"), 1);
+	assert_int_equal(log_count("errno=5"), 1);
+	assert_int_equal(log_count("0 event=l3_write_failed"), 1); /* error */
+	f->faults.sync_errno = ENOSPC;
+	assert_int_equal(put_one(f, "b", 5000, 0), -ENOSPC);
+	assert_int_equal(log_count("event=l3_write_failed"), 1); /* limited */
+	nanosleep(&pause, NULL);
+	f->faults.write_fail_at = 1;
+	f->faults.write_errno = EIO;
+	assert_int_equal(put_one(f, "c", 5000, 0), -EIO);
+	assert_int_equal(log_count("event=l3_write_failed"), 2);
+	assert_int_equal(log_count("lines_left_out=1"), 1);
+	assert_int_equal(stats(f).write_errors, 3);
+	fx_free(f);
+}
+
+/* A smaller capacity drops the regions past it, and says how much. */
+static void test_shrink_logged(void **state)
+{
+	struct fx *f = fx_new(4 * MIB, 1 * MIB, MODE_BUFFERED);
+	char name[64];
+	uint64_t before, kept;
+
+	(void)state;
+	for (int i = 0; i < 60; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		assert_int_equal(put_one(f, name, 60000, 0), 0);
+	}
+	before = stats(f).entries;
+	kvt_l3_close(f->l3);
+	f->cfg.capacity = 2 * MIB;
+	f->cfg.log = log_line;
+	log_clear();
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	kept = stats(f).entries;
+	assert_true(kept < before);
+	snprintf(name, sizeof(name), "entries_dropped=%llu",
+		 (unsigned long long)(before - kept));
+	assert_int_equal(log_count("1 event=l3_shrunk"), 1); /* a warning */
+	assert_int_equal(log_count("regions=4->2"), 1);
+	assert_int_equal(log_count(name), 1);
+	/* Same size again: nothing to say. */
+	fx_reopen(f);
+	assert_int_equal(log_count("event=l3_shrunk"), 1);
+	fx_free(f);
+}
+
+/* Runs kvt_l3_open on cfg in a child with files capped at fsize bytes. */
+static int open_capped(const struct kvt_l3_config *cfg, rlim_t fsize,
+		       char *err, size_t err_len)
+{
+	int pfd[2], st;
+	pid_t pid;
+	ssize_t n;
+
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = { fsize, fsize };
+		struct kvt_l3_config c = *cfg;
+		struct kvt_l3 *l3;
+		char msg[512] = "";
+		int rc;
+
+		signal(SIGXFSZ, SIG_IGN); /* EFBIG, not a signal */
+		setrlimit(RLIMIT_FSIZE, &rl);
+		c.errmsg = msg;
+		c.errmsg_len = sizeof(msg);
+		rc = kvt_l3_open(&l3, &c);
+		if (write(pfd[1], msg, strlen(msg) + 1) < 0)
+			_exit(3);
+		if (rc == 0)
+			kvt_l3_close(l3);
+		_exit(rc ? 1 : 0);
+	}
+	close(pfd[1]);
+	n = read(pfd[0], err, err_len - 1);
+	err[n > 0 ? n : 0] = '\0';
+	close(pfd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/*
+ * A start that cannot preallocate its region files fails with a message
+ * naming the file and the reason, and leaves none of the files it made
+ * (they would fill the disk).  A store that existed keeps its files.
+ */
+static void test_failed_open_cleans_up(void **state)
+{
+	struct fx *f = fx_new(2 * MIB, 1 * MIB, MODE_BUFFERED);
+	struct kvt_l3_config cfg = f->cfg;
+	char err[512], path[256], fresh[200];
+	struct stat sb;
+
+	(void)state;
+	assert_int_equal(put_one(f, "keep", 5000, 0), 0);
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	/* The existing store grows to 4 regions: 2 new files, too big. */
+	cfg.capacity = 4 * MIB;
+	assert_int_equal(open_capped(&cfg, 1 * MIB + 4096, err, sizeof(err)),
+			 0); /* the old files are big enough, the new: */
+	cfg.capacity = 8 * MIB;
+	cfg.region_size = 1 * MIB;
+	assert_int_equal(open_capped(&cfg, 512 * KIB, err, sizeof(err)), 1);
+	snprintf(path, sizeof(path), "%s/l3/region-00004.dat", f->dir);
+	assert_non_null(strstr(err, "cannot preallocate"));
+	assert_non_null(strstr(err, "/l3/region-0000"));
+	assert_non_null(strstr(err, "File too large"));
+	assert_int_not_equal(stat(path, &sb), 0);
+	snprintf(path, sizeof(path), "%s/l3/region-00000.dat", f->dir);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(kvt_l3_open(&f->l3, &f->cfg), 0);
+	assert_int_equal(read_one(f, "keep", 5000), 0);
+	/* A store made by the failed start goes altogether. */
+	snprintf(fresh, sizeof(fresh), "%s/fresh", f->dir);
+	cfg.dir = fresh;
+	assert_int_equal(open_capped(&cfg, 512 * KIB, err, sizeof(err)), 1);
+	assert_non_null(strstr(err, fresh));
+	snprintf(path, sizeof(path), "%s/l3", fresh);
+	assert_int_not_equal(stat(path, &sb), 0);
+	fx_free(f);
+}
+
+/* Start-up errors name the path they are about. */
+static void test_open_errors_name_paths(void **state)
+{
+	struct fx *f = fx_new(2 * MIB, 1 * MIB, MODE_BUFFERED);
+	char path[256];
+	struct kvt_l3 *l3;
+
+	(void)state;
+	kvt_l3_close(f->l3);
+	f->l3 = NULL;
+	snprintf(path, sizeof(path), "%s/l3/lock", f->dir);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(mkdir(path, 0755), 0); /* cannot be opened O_RDWR */
+	f->err[0] = '\0';
+	assert_true(kvt_l3_open(&l3, &f->cfg) < 0);
+	assert_non_null(strstr(f->err, path));
+	assert_non_null(strstr(f->err, "Is a directory"));
+	assert_int_equal(rmdir(path), 0);
+	/* A check of a folder without a store says so, and makes none. */
+	f->cfg.read_only = 1;
+	f->cfg.dir = "/nonexistent-kvtier-dir";
+	f->err[0] = '\0';
+	assert_int_equal(kvt_l3_open(&l3, &f->cfg), KVT_ENOTFOUND);
+	assert_non_null(strstr(f->err, "/nonexistent-kvtier-dir"));
+	assert_int_equal(access("/nonexistent-kvtier-dir", F_OK), -1);
+	f->cfg.read_only = 0;
+	f->cfg.dir = f->dir;
+	fx_reopen(f);
+	fx_free(f);
+}
+
 #define MODES(fn)                                                        \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_DEFAULT),   \
 	cmocka_unit_test_prestate(fn, (void *)(intptr_t)MODE_BUFFERED),  \
@@ -1877,6 +2544,14 @@ int main(void)
 		MODES(test_deferred_removal),
 		MODES(test_ns_totals),
 		cmocka_unit_test(test_old_format_refused),
+		cmocka_unit_test(test_damaged_index),
+		cmocka_unit_test(test_index_size),
+		cmocka_unit_test(test_index_grows),
+		cmocka_unit_test(test_index_full),
+		cmocka_unit_test(test_write_failure_logged),
+		cmocka_unit_test(test_shrink_logged),
+		cmocka_unit_test(test_failed_open_cleans_up),
+		cmocka_unit_test(test_open_errors_name_paths),
 	};
 
 	int failed;

@@ -538,8 +538,17 @@ static void test_tiered_flow(void **state)
 	assert_int_equal(kvt_tm_exists(tm, &k1), 0);
 	assert_int_equal(kvt_tm_del(tm, &k1), KVT_ENOTFOUND);
 
-	/* Graceful spill, then a new manager serves everything from L3. */
-	assert_true(kvt_tm_spill(tm, 10000) > 0);
+	/*
+	 * Graceful spill, then a new manager serves everything from L3.  The
+	 * report counts blocks on L3, not blocks queued: all of them here.
+	 */
+	struct kvt_tm_spill_stats sp;
+	int spilled = kvt_tm_spill(tm, 10000, &sp);
+	assert_true(spilled > 0);
+	assert_int_equal((uint64_t)spilled, sp.written);
+	assert_int_equal(sp.written, sp.queued);
+	assert_int_equal(sp.lost, 0);
+	assert_int_equal(sp.unfinished, 0);
 	st = stats(tm);
 	assert_int_equal(st.l1.entries, 0);
 	assert_int_equal(st.l2.entries, 0);
@@ -687,6 +696,21 @@ static void test_l3_faults(void **state)
 	}
 	drain(tm);
 	assert_int_equal(kvt_tm_check(tm, NULL), 0);
+
+	/*
+	 * A spill onto a disk that fails says so: the blocks L3 refused are
+	 * lost, not written (it used to report every block it queued).
+	 */
+	struct kvt_tm_spill_stats sp;
+	faults.sync_errno = 0;
+	faults.write_fail_at = 1;
+	faults.write_errno = ENOSPC;
+	int spilled = kvt_tm_spill(tm, 10000, &sp);
+	assert_true(sp.queued > 0);
+	assert_true(sp.lost > 0);
+	assert_int_equal(sp.written + sp.lost, sp.queued);
+	assert_int_equal((uint64_t)spilled, sp.written);
+	assert_int_equal(sp.unfinished, 0);
 	kvt_tm_close(tm);
 	rm_tdir();
 }
