@@ -802,15 +802,7 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 			KVT_TM_L4_THREADS_MAX);
 		return -1;
 	}
-	if (cfg->l4_password[0] && cfg->l4_password_file[0]) {
-		fprintf(stderr, "kvtierd: give --l4-password or "
-				"--l4-password-file, not both\n");
-		return -1;
-	}
-	if (!cfg->l4_url[0] && (cfg->l4_password[0] ||
-				cfg->l4_password_file[0])) {
-		fprintf(stderr, "kvtierd: an L4 password without --l4\n");
-		return -1;
-	}
+	/* Both a password and its file are refused when L4 opens (a reload
+	 * only names L4's settings, so it need not refuse them). */
 	return 0;
 }

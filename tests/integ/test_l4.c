@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <limits.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -251,6 +252,39 @@ static size_t match(kvt_client *c, const struct blocks *b, size_t n)
 
 /* ---- two hosts -------------------------------------------------------- */
 
+/*
+ * `kvtier stats` of a host with L4: an l4 row in the table, an l4 section,
+ * and Prometheus text that tests/integ/prom_check.py accepts, with L4's
+ * families in it.
+ */
+static void stats_outputs(const struct integ_daemon *d)
+{
+	const char *kvtier = getenv("KVTIER");
+	char root[PATH_MAX], cmd[3 * PATH_MAX];
+	char *slash;
+
+	if (!kvtier || !*kvtier) {
+		print_message("skip: $KVTIER not set, stats output not checked\n");
+		return;
+	}
+	snprintf(root, sizeof(root), "%s", CL.script); /* ROOT/tests/l4cluster.sh */
+	slash = strrchr(root, '/');
+	assert_non_null(slash);
+	*slash = '\0';
+	snprintf(cmd, sizeof(cmd), "'%s' -s '%s' stats | grep -q '^l4 .*cluster' "
+		 "&& '%s' -s '%s' stats | grep -q '^L4 (cluster)'", kvtier,
+		 d->sock, kvtier, d->sock);
+	assert_int_equal(system(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "'%s' -s '%s' stats --prometheus >'%s/prom' "
+		 "&& python3 '%s/integ/prom_check.py' <'%s/prom' >/dev/null && "
+		 "grep -q '^kvtier_tier_hits_total{tier=\"l4\"} [1-9]' '%s/prom' "
+		 "&& grep -q '^kvtier_l4_errors_total ' '%s/prom' && grep -q "
+		 "'^kvtier_l4_latency_microseconds{op=\"get\",quantile=\"0.99\"} '"
+		 " '%s/prom'", kvtier, d->sock, d->dir, root, d->dir, d->dir,
+		 d->dir, d->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_two_hosts(void **state)
 {
 	static const char *const a_args[] = { "--l4-write", "put", NULL };
@@ -301,6 +335,7 @@ static void test_two_hosts(void **state)
 	g = mget_check(b, &p, 0, p.n);
 	assert_int_equal(g.hits, p.n);
 	assert_true(jstat(b, "l1", "hits") >= p.n);
+	stats_outputs(&B);
 
 	/*
 	 * PREFETCH on a third host: blocks come up from L4 into RAM.  The
