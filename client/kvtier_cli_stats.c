@@ -286,6 +286,9 @@ static void print_pool(FILE *out, const struct doc *d)
 	fprintf(out, "%-24s", "  queued");
 	for (size_t i = 0; i < sizeof(pool_lanes) / sizeof(pool_lanes[0]);
 	     i++) {
+		/* L4's lanes only where there is an L4. */
+		if (!strncmp(pool_lanes[i][0], "l4", 2) && !have_l4(d))
+			continue;
 		snprintf(path, sizeof(path), "pool.lanes.%s.queued",
 			 pool_lanes[i][0]);
 		if (get_u64(d, path, &q))
