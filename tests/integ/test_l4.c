@@ -532,7 +532,7 @@ static void test_drop(void **state)
 	assert_int_equal(kvt_drop(a, p.ns, &dropped), 0);
 	assert_int_equal(dropped, p.n);
 	/* B sees it within a few seconds and drops its copies too. */
-	assert_int_equal(wait_stat(b, "l4", "remote_drops", 1, 10000), 1);
+	assert_true(wait_stat(b, "l4", "remote_drops", 1, 10000) >= 1);
 	print_message("drop: seen by the other host after %" PRIu64 " ms\n",
 		      now_ms() - t0);
 	assert_int_equal(jstat(b, "l1", "entries"), 0);
