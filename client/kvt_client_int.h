@@ -49,6 +49,28 @@
 #include "kvtier.h"
 
 /*
+ * The daemon's arena is shared memory that threads of one process reach
+ * through one mapping (kvt_shmmap): a thread writes a PUT slot and commits
+ * it, and later another thread reads the same bytes through a lease; or a
+ * thread ends a lease and the daemon hands the same memory to another
+ * thread as a slot.  Those accesses are ordered, but by the daemon, through
+ * the sockets, which ThreadSanitizer cannot see.  Under TSan the library
+ * tells it: a thread releases the mapping after writing a slot or reading a
+ * lease (before the COMMIT or RELEASE that lets the daemon reuse it) and
+ * acquires it after the daemon handed out a slot or a lease (before
+ * touching it).  Nothing in other builds.
+ */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define KVT_CI_ARENA_ACQUIRE(map) __tsan_acquire(map)
+#define KVT_CI_ARENA_RELEASE(map) __tsan_release(map)
+#else
+#define KVT_CI_ARENA_ACQUIRE(map) ((void)(map))
+#define KVT_CI_ARENA_RELEASE(map) ((void)(map))
+#endif
+
+/*
  * Room for our own words around a daemon message of up to KVT_ERRMSG_MAX
  * bytes, or around a socket path.
  */

@@ -145,8 +145,10 @@ int kvt_ci_value_copy(kvt_client *c, const struct kvt_ci_value *v,
 {
 	if (!v->shm)
 		return kvt_ci_read_body(c, dst, v->len);
+	KVT_CI_ARENA_ACQUIRE(c->map);
 	kvt_shmmap_populate(c->map, v->shm, v->len);
 	memcpy(dst, v->shm, v->len);
+	KVT_CI_ARENA_RELEASE(c->map);
 	return lease_done(c, v->lease);
 }
 
@@ -214,8 +216,10 @@ static int put_slot(kvt_client *c, size_t len, const void *val,
 	if (kvt_shm_slot_parse(b, sizeof(b), &slot) < 0 ||
 	    slot.offset > c->shm_size || val_len > c->shm_size - slot.offset)
 		return kvt_ci_fail(c, KVT_EPROTO, "slot outside the arena");
+	KVT_CI_ARENA_ACQUIRE(c->map);
 	kvt_shmmap_populate(c->map, c->shm + slot.offset, val_len);
 	memcpy(c->shm + slot.offset, val, val_len);
+	KVT_CI_ARENA_RELEASE(c->map);
 	kvt_shm_commit_req_encode(c->sbuf + KVT_HDR_SIZE, slot.id);
 	rc = kvt_ci_request(c, KVT_OP_PUT_COMMIT, KVT_SHM_COMMIT_SIZE, NULL, 0,
 			    &rh);
