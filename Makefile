@@ -157,6 +157,7 @@ UNIT_LAYER_test_shm := proto
 UNIT_LAYER_test_size := common
 UNIT_LAYER_test_spin := common
 UNIT_LAYER_test_tm := tiers
+UNIT_LAYER_test_tm_l4 := tiers
 UNIT_LAYER_test_tm_seg := tiers
 unit_layer = $(or $(UNIT_LAYER_$(1)),$(error tests/unit/$(1).c: add UNIT_LAYER_$(1) to the Makefile))
 # The client layer links as the library does.
@@ -173,11 +174,13 @@ $(BUILD)/tests/unit/$(1): tests/unit/$(1).c $(call unit_link,$(call unit_layer,$
 endef
 $(foreach t,$(patsubst tests/unit/%.c,%,$(UNIT_SRC)),$(eval $(call unit_rule,$(t))))
 
-# Integration test programs use only the public client library.
-$(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h $(LIBKVTIER_A)
+# Integration test programs use only the public client library (and the
+# test cluster of tests/unit/l4cluster.h, for L4).
+$(BUILD)/tests/integ/%: tests/integ/%.c tests/integ/integ_harness.h \
+		tests/unit/l4cluster.h $(LIBKVTIER_A)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST-CC $<")
-	$(Q)$(CC) $(CFLAGS) $(INC_client) $(call pkgcflags,cmocka) -o $@ $< \
+	$(Q)$(CC) $(CFLAGS) $(INC_client) -Itests/unit $(call pkgcflags,cmocka) -o $@ $< \
 		$(LIBKVTIER_A) $(LDFLAGS) $(call pkglibs,cmocka) -lcrypto -lpthread
 
 # Helpers of the abuse scenarios (tests/abuse/run.sh): public client
@@ -279,7 +282,7 @@ tsan: deps
 # daemon's RSS, which under valgrind is valgrind's), integ/test_crash (kills
 # daemons with SIGKILL in a loop by design, so no leak report, and its
 # crash loop takes hours at valgrind speed), test_install.sh,
-# test_python.sh and test_bench.sh (they exercise install, Python and
+# test_python.sh, test_bench.sh and test_bench_l4.sh (they exercise install, Python and
 # throughput, not our memory handling, and take too long under valgrind).
 # Built in its own folder with -DKVT_VALGRIND, which tells memcheck that
 # bytes the kernel wrote through io_uring are defined (it cannot see them).
@@ -294,7 +297,9 @@ valgrind: deps
 # against Redis, memcached and memcpy (tests/bench/compare, which drives
 # them with $(BUILD)/tests/bench/bench_kvs and kvtier with `kvtier bench`),
 # and restoring a long context from each tier against fio, the codec and
-# memcpy (tests/bench/restore, with $(BUILD)/tests/bench/bench_restore).
+# memcpy (tests/bench/restore, with $(BUILD)/tests/bench/bench_restore), and
+# from L4 on another host against redis-benchmark on the same cluster
+# (tests/bench/l4).
 bench: deps
 	$(Q)sh scripts/deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
@@ -302,6 +307,7 @@ bench: deps
 	BUILD=$(BUILD) sh tests/bench/bench_l3.sh
 	BUILD=$(BUILD) python3 tests/bench/compare
 	BUILD=$(BUILD) python3 tests/bench/restore
+	BUILD=$(BUILD) python3 tests/bench/l4
 
 # Installation.  `make install` installs what `all` built in $(BUILD) (it
 # never rebuilds with other flags: pass the same BUILD), under

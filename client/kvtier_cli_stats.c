@@ -20,6 +20,8 @@
 #include "kvtier_errors.h"
 
 static const char *const tiers[] = { "l1", "l2", "l3" };
+/* Prometheus's tier label also names L4 (which has hits, not entries). */
+static const char *const prom_tiers[] = { "l1", "l2", "l3", "l4" };
 
 struct doc {
 	const char *json;
@@ -208,7 +210,91 @@ static void print_regions(FILE *out, const struct doc *d)
 static const char *const pool_lanes[][2] = {
 	{ "cpu", "cpu" },
 	{ "l3_write", "l3 write" },
+	{ "l4_read", "l4 read" },
+	{ "l4_write", "l4 write" },
 };
+
+/* True if the daemon has an L4 (the "l4" object says enabled). */
+static bool have_l4(const struct doc *d)
+{
+	uint64_t v;
+
+	return get_u64(d, "l4.threads", &v);
+}
+
+/*
+ * The L4 row of the tier table: the cluster's entries and bytes are not
+ * known here, its hits and their share of gets are.
+ */
+static void print_l4_row(FILE *out, const struct doc *d, bool have_gets,
+			 uint64_t gets)
+{
+	char hits[24], rate[16];
+	uint64_t nh;
+	bool hh = get_u64(d, "l4.hits", &nh);
+
+	fmt_u64(hits, sizeof(hits), hh, nh);
+	fmt_pct(rate, sizeof(rate), hh && have_gets, nh, gets);
+	fprintf(out, "%-5s %10s %12s %12s %7s %12s %9s\n", "l4", "-", "-",
+		"cluster", "-", hits, rate);
+}
+
+/* Reads l4.<name>, 0 if absent. */
+static uint64_t l4_u64(const struct doc *d, const char *name)
+{
+	char path[64];
+	uint64_t v = 0;
+
+	snprintf(path, sizeof(path), "l4.%s", name);
+	get_u64(d, path, &v);
+	return v;
+}
+
+/* What L4 did: lookups, traffic, failures, writes, latency. */
+static void print_l4(FILE *out, const struct doc *d)
+{
+	char policy[16], in[32], outb[32], q[32];
+
+	if (!have_l4(d))
+		return;
+	if (kvt_json_get_string(d->json, d->len, "l4.write", policy,
+				sizeof(policy)) != 0)
+		snprintf(policy, sizeof(policy), "-");
+	fmt_size(in, sizeof(in), true, l4_u64(d, "bytes_in"));
+	fmt_size(outb, sizeof(outb), true, l4_u64(d, "bytes_out"));
+	fmt_size(q, sizeof(q), true, l4_u64(d, "queued_bytes"));
+	fprintf(out, "\n%-24s write %s, %" PRIu64 " threads, %" PRIu64
+		     " nodes, %" PRIu64 " slots mapped\n", "L4 (cluster)",
+		policy, l4_u64(d, "threads"), l4_u64(d, "nodes"),
+		l4_u64(d, "slots_mapped"));
+	fprintf(out, "%-24s %" PRIu64 " gets in %" PRIu64 " calls, %" PRIu64
+		     " hits, %" PRIu64 " misses (%" PRIu64 " stale, %" PRIu64
+		     " corrupt, %" PRIu64 " too big)\n", "  reads",
+		l4_u64(d, "gets"), l4_u64(d, "get_calls"),
+		l4_u64(d, "hits"), l4_u64(d, "misses"),
+		l4_u64(d, "misses_stale"), l4_u64(d, "misses_corrupt"),
+		l4_u64(d, "too_big"));
+	fprintf(out, "%-24s %" PRIu64 " probed, %" PRIu64 " found\n",
+		"  match", l4_u64(d, "probes"), l4_u64(d, "probes_found"));
+	fprintf(out, "%-24s %" PRIu64 " puts (%" PRIu64 " dropped, %" PRIu64
+		     " skipped), %" PRIu64 " dels, %" PRIu64 " drops, %" PRIu64
+		     " from peers, %s queued\n", "  writes", l4_u64(d, "puts"),
+		l4_u64(d, "puts_dropped"), l4_u64(d, "puts_skipped"),
+		l4_u64(d, "dels"), l4_u64(d, "drops"),
+		l4_u64(d, "remote_drops"), q);
+	fprintf(out, "%-24s in %s, out %s\n", "  traffic", in, outb);
+	fprintf(out, "%-24s %" PRIu64 " errors, %" PRIu64 " timeouts, %" PRIu64
+		     " fast fails, %" PRIu64 " redirects, %" PRIu64
+		     " refreshes\n", "  failures", l4_u64(d, "errors"),
+		l4_u64(d, "timeouts"), l4_u64(d, "fast_fails"),
+		l4_u64(d, "redirects"), l4_u64(d, "refreshes"));
+	fprintf(out, "%-24s get p50 %" PRIu64 " us, p99 %" PRIu64
+		     " us; put p50 %" PRIu64 " us, p99 %" PRIu64 " us\n",
+		"  latency", l4_u64(d, "latency_us.get.p50"),
+		l4_u64(d, "latency_us.get.p99"),
+		l4_u64(d, "latency_us.put.p50"),
+		l4_u64(d, "latency_us.put.p99"));
+}
 
 static void print_pool(FILE *out, const struct doc *d)
 {
@@ -225,6 +311,9 @@ static void print_pool(FILE *out, const struct doc *d)
 	fprintf(out, "%-24s", "  queued");
 	for (size_t i = 0; i < sizeof(pool_lanes) / sizeof(pool_lanes[0]);
 	     i++) {
+		/* L4's lanes only where there is an L4. */
+		if (!strncmp(pool_lanes[i][0], "l4", 2) && !have_l4(d))
+			continue;
 		snprintf(path, sizeof(path), "pool.lanes.%s.queued",
 			 pool_lanes[i][0]);
 		if (get_u64(d, path, &q))
@@ -330,6 +419,8 @@ static void print_table(FILE *out, const struct doc *d)
 		"bytes", "capacity", "fill", "hits", "hit rate");
 	for (size_t i = 0; i < sizeof(tiers) / sizeof(tiers[0]); i++)
 		print_tier_row(out, d, tiers[i], have_gets, gets);
+	if (have_l4(d))
+		print_l4_row(out, d, have_gets, gets);
 	fputc('\n', out);
 
 	print_counter(out, d, "gets", "gets");
@@ -348,6 +439,7 @@ static void print_table(FILE *out, const struct doc *d)
 	fprintf(out, "%-12s %s\n", "uptime", up);
 	print_misses(out, d);
 	print_extras(out, d);
+	print_l4(out, d);
 	print_latency(out, d);
 }
 
@@ -457,6 +549,52 @@ static const struct prom_metric prom_top[] = {
 	  "counter", "Bytes read out of client memory." },
 	{ "regions.faults_contained", "regions_faults_contained_total",
 	  "counter", "Transfers that faulted on a region a client shrank." },
+	{ "l4.threads", "l4_threads", "gauge",
+	  "Threads doing L4's network I/O (absent: no L4)." },
+	{ "l4.gets", "l4_gets_total", "counter",
+	  "Blocks looked for in L4 after L1-L3 missed." },
+	{ "l4.misses", "l4_misses_total", "counter",
+	  "L4 lookups that found no usable block." },
+	{ "l4.misses_stale", "l4_misses_stale_total", "counter",
+	  "L4 blocks written before a DROP of their namespace." },
+	{ "l4.misses_corrupt", "l4_misses_corrupt_total", "counter",
+	  "L4 values that were not valid kvtier blocks (never served)." },
+	{ "l4.too_big", "l4_too_big_total", "counter",
+	  "L4 blocks over max-value-size (served as misses)." },
+	{ "l4.probes", "l4_probes_total", "counter",
+	  "MATCH keys looked for in L4." },
+	{ "l4.probes_found", "l4_probes_found_total", "counter",
+	  "MATCH keys L4 had." },
+	{ "l4.bytes_in", "l4_read_bytes_total", "counter",
+	  "Bytes read from the cluster's sockets." },
+	{ "l4.bytes_out", "l4_written_bytes_total", "counter",
+	  "Bytes written to the cluster's sockets." },
+	{ "l4.errors", "l4_errors_total", "counter",
+	  "L4 keys or namespaces whose call failed." },
+	{ "l4.timeouts", "l4_timeouts_total", "counter",
+	  "Cluster connections closed for making no progress." },
+	{ "l4.fast_fails", "l4_fast_fails_total", "counter",
+	  "L4 commands failed at once: their node was backed off." },
+	{ "l4.redirects", "l4_redirects_total", "counter",
+	  "MOVED and ASK redirects followed." },
+	{ "l4.refreshes", "l4_refreshes_total", "counter",
+	  "Cluster slot maps loaded." },
+	{ "l4.puts", "l4_puts_total", "counter", "Blocks stored in L4." },
+	{ "l4.puts_dropped", "l4_puts_dropped_total", "counter",
+	  "Blocks not written to L4: its queue was full." },
+	{ "l4.puts_skipped", "l4_puts_skipped_total", "counter",
+	  "L3 victims not written to L4: the key changed meanwhile." },
+	{ "l4.dels", "l4_dels_total", "counter",
+	  "L4 blocks deleted." },
+	{ "l4.drops", "l4_drops_total", "counter",
+	  "Namespaces dropped in L4." },
+	{ "l4.remote_drops", "l4_remote_drops_total", "counter",
+	  "Namespaces dropped here because another host dropped them." },
+	{ "l4.queued_bytes", "l4_queued_bytes", "gauge",
+	  "Bytes of blocks waiting to be written to L4." },
+	{ "l4.nodes", "l4_nodes", "gauge", "Cluster nodes known." },
+	{ "l4.slots_mapped", "l4_slots_mapped", "gauge",
+	  "Hash slots with a known master (16384: all)." },
 };
 
 static const struct prom_metric prom_tier[] = {
@@ -560,6 +698,30 @@ static void print_prom_pool(FILE *out, const struct doc *d)
 	}
 }
 
+/* L4's call latencies: quantiles as gauges (L4 keeps no sums). */
+static void print_prom_l4_latency(FILE *out, const struct doc *d)
+{
+	static const char *const ops[] = { "get", "put" };
+	static const char *const q[][2] = { { "p50", "0.5" }, { "p99", "0.99" } };
+	char path[64];
+	uint64_t v;
+
+	if (!have_l4(d))
+		return;
+	fprintf(out, "# HELP kvtier_l4_latency_microseconds Latency of L4 "
+		     "batch calls (approximate, within 12.5%%).\n"
+		     "# TYPE kvtier_l4_latency_microseconds gauge\n");
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		for (size_t k = 0; k < 2; k++) {
+			snprintf(path, sizeof(path), "l4.latency_us.%s.%s",
+				 ops[i], q[k][0]);
+			if (get_u64(d, path, &v))
+				fprintf(out, "kvtier_l4_latency_microseconds"
+					     "{op=\"%s\",quantile=\"%s\"} %"
+					     PRIu64 "\n", ops[i], q[k][1], v);
+		}
+}
+
 static void print_prometheus(FILE *out, const struct doc *d)
 {
 	const struct prom_metric *m;
@@ -576,19 +738,21 @@ static void print_prometheus(FILE *out, const struct doc *d)
 	for (size_t i = 0; i < sizeof(prom_tier) / sizeof(prom_tier[0]); i++) {
 		m = &prom_tier[i];
 		any = false;
-		for (size_t t = 0; t < sizeof(tiers) / sizeof(tiers[0]); t++) {
-			if (!get_tier_u64(d, tiers[t], m->field, &v))
+		for (size_t t = 0; t < sizeof(prom_tiers) / sizeof(prom_tiers[0]);
+		     t++) {
+			if (!get_tier_u64(d, prom_tiers[t], m->field, &v))
 				continue;
 			/* One HELP/TYPE per family, only if it has samples. */
 			if (!any)
 				prom_header(out, m);
 			any = true;
 			fprintf(out, "kvtier_%s{tier=\"%s\"} %" PRIu64 "\n",
-				m->name, tiers[t], v);
+				m->name, prom_tiers[t], v);
 		}
 	}
 	print_prom_pool(out, d);
 	print_prom_latency(out, d);
+	print_prom_l4_latency(out, d);
 }
 
 void kvt_cli_stats_rates(FILE *out, const char *prev, size_t prev_len,

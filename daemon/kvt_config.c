@@ -7,7 +7,10 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
+
+#include <openssl/sha.h>
 
 #include "kvt_frame.h"
 #include "kvt_log.h"
@@ -33,6 +36,9 @@ enum opt_kind {
 	OPT_STR,  /* text into a char array of struct kvt_config */
 	OPT_UINT0, /* like OPT_UINT, 0 allowed */
 	OPT_BACKEND, /* auto, io_uring or epoll (kvt_loop.h) */
+	OPT_SECONDS, /* 0 to 2^32 - 1 */
+	OPT_L4_WRITE, /* evict or put */
+	OPT_SECRET, /* like OPT_STR, never shown (kvt_config_value) */
 };
 
 struct opt {
@@ -46,6 +52,16 @@ struct opt {
 #define STR_OPT(name, field, help)                                           \
 	{ name, OPT_STR, offsetof(struct kvt_config, field), help,           \
 	  sizeof(((struct kvt_config *)0)->field) }
+
+/* The value's name in --help where the kind's would mislead. */
+static const char *const arg_names[][2] = {
+	{ "l4", " URL" },
+	{ "l4-password", " PASSWORD" },
+	{ "l4-password-file", " FILE" },
+	{ "l4-write", " evict|put" },
+	{ "l4-timeout", " MS" },
+	{ "l4-connect-timeout", " MS" },
+};
 
 static const struct opt opts[] = {
 	{ "socket", OPT_PATH_SOCKET, 0,
@@ -146,6 +162,34 @@ static const struct opt opts[] = {
 	{ "max-connections", OPT_UINT,
 	  offsetof(struct kvt_config, max_connections),
 	  "most client connections at once (default 4096)", 0 },
+	STR_OPT("l4", l4_url,
+		"L4: a Redis Cluster shared by every host,\n"
+		"\t\t\tredis-cluster://HOST:PORT[,HOST:PORT...] (any\n"
+		"\t\t\tnodes; the rest are found); default none"),
+	{ "l4-password", OPT_SECRET, offsetof(struct kvt_config, l4_password),
+	  "AUTH password of the cluster's nodes (visible in\n"
+	  "\t\t\tps: prefer l4-password-file)",
+	  sizeof(((struct kvt_config *)0)->l4_password) },
+	STR_OPT("l4-password-file", l4_password_file,
+		"file whose first line is that password"),
+	{ "l4-write", OPT_L4_WRITE, offsetof(struct kvt_config, l4_write),
+	  "what L4 is given: evict (blocks leaving this host:\n"
+	  "\t\t\tL3's victims, or L2's without L3; default) or put\n"
+	  "\t\t\t(every put, so peers see it at once)", 0 },
+	{ "l4-ttl", OPT_SECONDS, offsetof(struct kvt_config, l4_ttl_s),
+	  "expiry of blocks in L4 in seconds, 0 = none (default\n"
+	  "\t\t\t0; a block's own TTL applies if shorter)", 0 },
+	{ "l4-threads", OPT_UINT, offsetof(struct kvt_config, l4_threads),
+	  "threads doing L4's network I/O, 1 to 16 (default 4)", 0 },
+	{ "l4-timeout", OPT_UINT0, offsetof(struct kvt_config, l4_timeout_ms),
+	  "ms a cluster node may make no progress before its\n"
+	  "\t\t\tcommands fail (default 0: 1000)", 0 },
+	{ "l4-connect-timeout", OPT_UINT0,
+	  offsetof(struct kvt_config, l4_connect_timeout_ms),
+	  "ms to connect to a node (default 0: 500)", 0 },
+	{ "l4-queue-size", OPT_SIZE, offsetof(struct kvt_config, l4_queue_size),
+	  "blocks waiting to be written to L4 at most; more are\n"
+	  "\t\t\tnot written, and counted (default 256M)", 0 },
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -205,11 +249,17 @@ void kvt_config_defaults(struct kvt_config *cfg)
 	cfg->body_timeout_s = 10;
 	cfg->io_backend = KVT_IO_AUTO;
 	cfg->busy_poll_us = 50;
+	cfg->l4_write = KVT_TM_L4_EVICT;
+	cfg->l4_threads = 4;
+	cfg->l4_queue_size = 256ull << 20;
 }
 
-static const char *arg_name(enum opt_kind k)
+static const char *arg_name(const struct opt *o)
 {
-	switch (k) {
+	for (size_t i = 0; i < sizeof(arg_names) / sizeof(arg_names[0]); i++)
+		if (!strcmp(arg_names[i][0], o->name))
+			return arg_names[i][1];
+	switch (o->kind) {
 	case OPT_SIZE:
 		return " SIZE";
 	case OPT_LEVEL:
@@ -227,10 +277,50 @@ static const char *arg_name(enum opt_kind k)
 		return " LIST";
 	case OPT_BACKEND:
 		return " BACKEND";
+	case OPT_SECONDS:
+		return " SECONDS";
+	case OPT_L4_WRITE:
+		return " POLICY";
+	case OPT_SECRET:
+		return " SECRET";
 	case OPT_BOOL:
 		break;
 	}
 	return "";
+}
+
+/*
+ * A secret's text for kvt_config_value(): "" when unset, else a
+ * fingerprint, the first 8 bytes of SHA-256 of a key drawn at random once
+ * per process and the secret.  Two configs compare as they should (a
+ * reload sees the password change), and a log line shows nothing an
+ * offline guess could be checked against.
+ */
+static void secret_text(const char *v, char *buf, size_t cap)
+{
+	static uint8_t key[16];
+	static int have_key;
+	uint8_t in[16 + 512], d[SHA256_DIGEST_LENGTH];
+	size_t n = strlen(v);
+
+	if (!*v) {
+		buf[0] = '\0';
+		return;
+	}
+	if (!have_key) {
+		if (getrandom(key, sizeof(key), 0) != (ssize_t)sizeof(key))
+			for (size_t i = 0; i < sizeof(key); i++)
+				key[i] = (uint8_t)(rand() ^ (getpid() >> i));
+		have_key = 1;
+	}
+	if (n > sizeof(in) - sizeof(key))
+		n = sizeof(in) - sizeof(key);
+	memcpy(in, key, sizeof(key));
+	memcpy(in + sizeof(key), v, n);
+	SHA256(in, sizeof(key) + n, d);
+	memset(in, 0, sizeof(in));
+	snprintf(buf, cap, "hidden:%02x%02x%02x%02x%02x%02x%02x%02x", d[0],
+		 d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
 }
 
 /* Prints "  --flag ARG" padded to a column, then help lines aligned. */
@@ -269,7 +359,7 @@ void kvt_config_usage(FILE *f)
 		   "cannot be checked");
 	for (size_t i = 0; i < NOPTS; i++) {
 		snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
-			 arg_name(opts[i].kind));
+			 arg_name(&opts[i]));
 		usage_line(f, flag, opts[i].help);
 	}
 	usage_line(f, "-h, --help", "show this help");
@@ -334,6 +424,17 @@ void kvt_config_value(const struct kvt_config *cfg, size_t i, char *buf,
 		snprintf(buf, cap, "%s",
 			 kvt_io_backend_name(*(const int *)(const void *)p));
 		break;
+	case OPT_SECONDS:
+		snprintf(buf, cap, "%u", *(const unsigned *)(const void *)p);
+		break;
+	case OPT_L4_WRITE:
+		snprintf(buf, cap, "%s",
+			 *(const int *)(const void *)p == KVT_TM_L4_PUT ? "put"
+									: "evict");
+		break;
+	case OPT_SECRET:
+		secret_text(p, buf, cap);
+		break;
 	}
 }
 
@@ -362,13 +463,16 @@ void kvt_config_copy(struct kvt_config *dst, const struct kvt_config *src,
 	case OPT_UINT:
 	case OPT_UINT0:
 	case OPT_MODE:
+	case OPT_SECONDS:
 		n = sizeof(unsigned);
 		break;
 	case OPT_BOOL:
 	case OPT_BACKEND:
+	case OPT_L4_WRITE:
 		n = sizeof(int);
 		break;
 	case OPT_STR:
+	case OPT_SECRET:
 		n = o->cap;
 		break;
 	default:
@@ -449,7 +553,33 @@ static int apply(struct kvt_config *cfg, const struct opt *o, const char *val,
 		}
 		*(int *)((char *)cfg + o->offset) = rc;
 		return 0;
+	case OPT_L4_WRITE:
+		if (!strcmp(val, "evict"))
+			rc = KVT_TM_L4_EVICT;
+		else if (!strcmp(val, "put"))
+			rc = KVT_TM_L4_PUT;
+		else {
+			snprintf(err, errcap, "bad L4 write policy '%s' (evict "
+				 "or put)", val);
+			return -1;
+		}
+		*(int *)((char *)cfg + o->offset) = rc;
+		return 0;
+	case OPT_SECONDS: {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(val, &end, 10);
+		if (errno || end == val || *end || val[0] == '-' ||
+		    v > 0xffffffffull) {
+			snprintf(err, errcap, "bad number of seconds '%s' for "
+				 "%s (0 to 4294967295)", val, o->name);
+			return -1;
+		}
+		*(unsigned *)((char *)cfg + o->offset) = (unsigned)v;
+		return 0;
+	}
 	case OPT_STR:
+	case OPT_SECRET:
 		if (strlen(val) >= o->cap) {
 			snprintf(err, errcap, "value for %s is longer than %zu "
 				 "bytes", o->name, o->cap - 1);
@@ -675,5 +805,12 @@ int kvt_config_from_args(struct kvt_config *cfg, int argc, char **argv)
 		fprintf(stderr, "kvtierd: --max-inflight must be at least 1M\n");
 		return -1;
 	}
+	if (cfg->l4_threads > KVT_TM_L4_THREADS_MAX) {
+		fprintf(stderr, "kvtierd: --l4-threads must be 1 to %d\n",
+			KVT_TM_L4_THREADS_MAX);
+		return -1;
+	}
+	/* Both a password and its file are refused when L4 opens (a reload
+	 * only names L4's settings, so it need not refuse them). */
 	return 0;
 }

@@ -54,6 +54,16 @@ struct kvt_config {
 	int check;    /* --check: verify L3 and exit */
 	int io_backend; /* enum kvt_io_backend (kvt_loop.h) */
 	unsigned busy_poll_us; /* poll this long before sleeping; 0 never */
+	/* L4: a Redis Cluster shared by every host ("" = none). */
+	char l4_url[1024];	   /* redis-cluster://HOST:PORT,... */
+	char l4_password[512];	   /* never logged */
+	char l4_password_file[PATH_MAX];
+	int l4_write;		   /* KVT_TM_L4_EVICT or KVT_TM_L4_PUT */
+	unsigned l4_ttl_s;	   /* expiry of blocks in L4, 0 = none */
+	unsigned l4_threads;	   /* 0 = 4 */
+	unsigned l4_timeout_ms;	   /* 0 = 1000 */
+	unsigned l4_connect_timeout_ms; /* 0 = 500 */
+	uint64_t l4_queue_size;	   /* bytes of L4 writes queued, 0 = 256M */
 };
 
 /* Fills in the built-in defaults (socket: kvt_socket_default()). */

@@ -118,7 +118,9 @@ static void jnamespaces(struct jbuf *b, const struct kvt_conn_ctx *x,
 /* The tier manager's worker pool and its lanes. */
 static void jpool(struct jbuf *b, const struct kvt_tm_pool_stats *p)
 {
-	static const char *const lane[KVT_TM_LANES] = { "cpu", "l3_write" };
+	static const char *const lane[KVT_TM_LANES] = {
+		"cpu", "l3_write", "l4_read", "l4_write"
+	};
 
 	jput(b, "\"pool\":{\"workers\":%llu,\"busy_ns\":%llu,\"jobs\":%llu,"
 		"\"lanes\":{",
@@ -132,6 +134,58 @@ static void jpool(struct jbuf *b, const struct kvt_tm_pool_stats *p)
 		     (unsigned long long)p->lanes[i].busy_ns,
 		     (unsigned long long)p->lanes[i].jobs);
 	jput(b, "}},");
+}
+
+/*
+ * L4, the shared cluster: present only when configured, so that a daemon
+ * without it reports nothing to look at.  Flat counters first (a reader
+ * looking for "l4" then a field finds it), the latencies last.
+ */
+static void jl4(struct jbuf *b, const struct kvt_tm_l4_stats *l)
+{
+	if (!l->enabled)
+		return;
+	jput(b, "\"l4\":{\"enabled\":true,\"write\":\"%s\","
+		"\"threads\":%llu,\"gets\":%llu,\"get_calls\":%llu,"
+		"\"hits\":%llu,"
+		"\"misses\":%llu,\"misses_stale\":%llu,"
+		"\"misses_corrupt\":%llu,\"too_big\":%llu,"
+		"\"probes\":%llu,\"probes_found\":%llu,"
+		"\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu,"
+		"\"timeouts\":%llu,\"fast_fails\":%llu,\"redirects\":%llu,"
+		"\"refreshes\":%llu,\"connects\":%llu,\"puts\":%llu,"
+		"\"puts_dropped\":%llu,\"puts_skipped\":%llu,\"dels\":%llu,"
+		"\"drops\":%llu,\"remote_drops\":%llu,"
+		"\"queued_bytes\":%llu,\"nodes\":%llu,"
+		"\"slots_mapped\":%llu,",
+	     l->write_put ? "put" : "evict",
+	     (unsigned long long)l->threads, (unsigned long long)l->gets,
+	     (unsigned long long)l->get_calls,
+	     (unsigned long long)l->hits, (unsigned long long)l->misses,
+	     (unsigned long long)l->misses_stale,
+	     (unsigned long long)l->misses_corrupt,
+	     (unsigned long long)l->too_big, (unsigned long long)l->probes,
+	     (unsigned long long)l->probes_found,
+	     (unsigned long long)l->bytes_in,
+	     (unsigned long long)l->bytes_out, (unsigned long long)l->errors,
+	     (unsigned long long)l->timeouts,
+	     (unsigned long long)l->fast_fails,
+	     (unsigned long long)l->redirects,
+	     (unsigned long long)l->refreshes,
+	     (unsigned long long)l->connects, (unsigned long long)l->puts,
+	     (unsigned long long)l->puts_dropped,
+	     (unsigned long long)l->puts_skipped,
+	     (unsigned long long)l->dels, (unsigned long long)l->drops,
+	     (unsigned long long)l->remote_drops,
+	     (unsigned long long)l->queued_bytes,
+	     (unsigned long long)l->nodes,
+	     (unsigned long long)l->slots_mapped);
+	jput(b, "\"latency_us\":{\"get\":{\"p50\":%llu,\"p99\":%llu},"
+		"\"put\":{\"p50\":%llu,\"p99\":%llu}}},",
+	     (unsigned long long)l->get_p50_us,
+	     (unsigned long long)l->get_p99_us,
+	     (unsigned long long)l->put_p50_us,
+	     (unsigned long long)l->put_p99_us);
 }
 
 static void jtier(struct jbuf *b, const char *name,
@@ -285,6 +339,7 @@ int kvt_dstats_json(const struct kvt_conn_ctx *x, uid_t uid, char **out,
 	     (unsigned long long)ts.l3_index_map_bytes,
 	     (unsigned long long)ts.l3_index_full);
 	jpool(&b, &ts.pool);
+	jl4(&b, &ts.l4);
 	jnamespaces(&b, x, uid);
 	jshm(&b, x->shm);
 	jregions(&b, x->reg);

@@ -247,37 +247,66 @@ static void reply_count(struct kvt_conn *c, struct kvt_reply *r,
 	kvt_reply_finish(c, r, 0, 0, out, KVT_MATCH_REPLY_SIZE, NULL);
 }
 
+static void match_done(void *arg, int status, uint64_t count)
+{
+	struct get_ctx *g = arg;
+
+	if (status)
+		kvt_reply_error(g->c, g->r, status, "match failed: %s",
+				kvt_strerror(status));
+	else
+		reply_count(g->c, g->r, (uint32_t)count);
+	free(g);
+}
+
 /*
  * MATCH counts the leading keys present, stopping at the first absent one
  * (the keys of a prefix chain, so nothing after a gap is usable); like
- * EXISTS it promotes nothing.  PREFETCH, same body, starts moving each key
- * up to L1 and answers at once with how many it started.  The parser
- * bounded the key count, which bounds the time either takes on the loop.
+ * EXISTS it promotes nothing.  With L4 the keys after the local run are
+ * looked for in the cluster, so the answer may come later (match_done).
+ * PREFETCH, same body, starts moving each key up to L1 and answers at once
+ * with how many it started.  The parser bounded the key count, which
+ * bounds the time either takes on the loop.
  */
 static void handle_match(struct kvt_conn *c, struct kvt_reply *r, uint8_t op,
 			 const uint8_t *body, size_t len)
 {
 	struct kvt_match_req m;
 	struct kvt_keyref kr;
-	struct kvt_key k;
-	size_t pos = 0;
+	struct kvt_key *keys;
+	struct get_ctx *g;
+	size_t pos = 0, n = 0;
 	uint32_t count = 0;
 
 	if (!key_list_open(c, r, op, body, len, &m))
 		return;
-	while (kvt_match_req_key(&m, &pos, &kr)) {
-		key_from_ref(&k, &kr);
-		if (op == KVT_OP_PREFETCH) {
-			/* Starts work on the worker; never waits for it. */
+	if (op == KVT_OP_PREFETCH) {
+		while (kvt_match_req_key(&m, &pos, &kr)) {
+			struct kvt_key k;
+
+			key_from_ref(&k, &kr);
+			/* Starts work on the workers; never waits for it. */
 			if (kvt_tm_prefetch(c->ctx->tm, &k) == 1)
 				count++;
-			continue;
 		}
-		if (kvt_tm_exists(c->ctx->tm, &k) <= 0)
-			break;
-		count++;
+		reply_count(c, r, count);
+		return;
 	}
-	reply_count(c, r, count);
+	keys = malloc((m.count ? m.count : 1) * sizeof(*keys));
+	g = malloc(sizeof(*g));
+	if (!keys || !g) {
+		free(keys);
+		free(g);
+		kvt_reply_error(c, r, -ENOMEM, "out of memory");
+		return;
+	}
+	while (n < m.count && kvt_match_req_key(&m, &pos, &kr))
+		key_from_ref(&keys[n++], &kr);
+	g->c = c;
+	g->r = r;
+	/* The keys point into the body: the manager copies what it keeps. */
+	kvt_tm_match(c->ctx->tm, keys, n, match_done, g);
+	free(keys);
 }
 
 /* ---- pins: per connection, released when it closes ------------------ */

@@ -183,6 +183,20 @@ int main(int argc, char **argv)
 		tc.shm_threshold = cfg.shm_threshold;
 		tc.shm_prefault = cfg.shm_prefault;
 	}
+	if (cfg.l4_url[0] && !cfg.check) {
+		tc.l4_url = cfg.l4_url;
+		tc.l4_password = cfg.l4_password[0] ? cfg.l4_password : NULL;
+		tc.l4_password_file = cfg.l4_password_file[0]
+					      ? cfg.l4_password_file : NULL;
+		tc.l4_write = cfg.l4_write;
+		tc.l4_ttl_s = cfg.l4_ttl_s;
+		tc.l4_threads = cfg.l4_threads;
+		tc.l4_timeout_ms = cfg.l4_timeout_ms;
+		tc.l4_connect_timeout_ms = cfg.l4_connect_timeout_ms;
+		tc.l4_queue_max = cfg.l4_queue_size;
+		/* An L4 block larger than a client may store is not served. */
+		tc.value_max = cfg.max_value_size;
+	}
 	tc.errmsg = errmsg;
 	tc.errmsg_len = sizeof(errmsg);
 	rc = kvt_tm_open(&tm, &tc);
@@ -207,6 +221,33 @@ int main(int argc, char **argv)
 		kvt_io_backend_name(kvt_loop_backend(loop)),
 		(unsigned long long)ts.pool.workers);
 
+	if (tc.l4_url) {
+		/*
+		 * Whether the cluster answers, for the operator; either way the
+		 * daemon serves (an L4 that is down costs only L4 hits).  The
+		 * wait is bounded by one slot-map load's timeouts.
+		 */
+		unsigned wait_ms = (cfg.l4_timeout_ms ? cfg.l4_timeout_ms : 1000) +
+				   (cfg.l4_connect_timeout_ms ?
+					    cfg.l4_connect_timeout_ms : 500);
+		int l4rc = kvt_tm_l4_wait_ready(tm, wait_ms);
+
+		kvt_tm_stats(tm, &ts);
+		if (l4rc == 0)
+			kvt_log(KVT_LOG_INFO, "event=l4 url=%s write=%s ttl=%u "
+				"threads=%llu nodes=%llu slots_mapped=%llu",
+				cfg.l4_url, cfg.l4_write == KVT_TM_L4_PUT ?
+				"put" : "evict", cfg.l4_ttl_s,
+				(unsigned long long)ts.l4.threads,
+				(unsigned long long)ts.l4.nodes,
+				(unsigned long long)ts.l4.slots_mapped);
+		else
+			kvt_log(KVT_LOG_WARN, "event=l4_unreachable url=%s "
+				"error=\"%s\" hint=\"serving without L4 hits "
+				"until the cluster answers\"", cfg.l4_url,
+				l4rc == -EINPROGRESS ? "no answer yet"
+						     : kvt_strerror(l4rc));
+	}
 	if (tc.shm_size) {
 		int aerr;
 

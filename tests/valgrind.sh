@@ -40,7 +40,7 @@ export TEST_TIMEOUT=${TEST_TIMEOUT:-1200}
 # tier manager.
 # The abuse scenarios judge latency, memory and timeouts, which valgrind's
 # one-thread-at-a-time daemon distorts.
-export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll] integ/test_tiers[workers1] integ/test_oracle[workers1] integ/test_crash[workers1] integ/test_admission unit/test_l3 abuse/*}"
+export TEST_SKIP="${TEST_SKIP-integ/test_memory integ/test_crash integ/test_install.sh integ/test_python.sh integ/test_bench.sh integ/test_bench_l4.sh integ/test_server[epoll] integ/test_tiers[epoll] integ/test_limits[epoll] integ/test_systemd[epoll] integ/test_tiers[workers1] integ/test_oracle[workers1] integ/test_crash[workers1] integ/test_admission unit/test_l3 abuse/*}"
 # Smaller workloads where a test has a knob for it.
 # (test_arena maps 4 GiB instead of 64 GiB, which valgrind cannot map;
 # test_oracle runs 2000 operations instead of 60000.)

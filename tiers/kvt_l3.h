@@ -199,6 +199,15 @@ enum kvt_l3_io {
 	KVT_L3_IO_PREAD = 2, /* pread(), never io_uring */
 };
 
+/* A block of a region being reclaimed (kvt_l3_config.on_reclaim). */
+struct kvt_l3_reclaimed {
+	struct kvt_key k;    /* valid during the call */
+	uint8_t codec, dtype;
+	uint64_t raw_len, expiry;
+	const uint8_t *data; /* the stored value, len bytes, during the call */
+	size_t len;
+};
+
 struct kvt_l3_config {
 	/* Data directory; L3 uses (and creates) <dir>/l3/.  Required. */
 	const char *dir;
@@ -266,6 +275,19 @@ struct kvt_l3_config {
 	 */
 	void (*on_evict)(void *arg, const struct kvt_key *k);
 	void *evict_arg;
+	/*
+	 * Optional: called for every live, unexpired entry of a region about
+	 * to be reclaimed, before on_evict and before anything of the region
+	 * is removed or overwritten, with the entry read back from disk and
+	 * verified (struct kvt_l3_reclaimed), so the caller can keep the
+	 * block elsewhere (the manager's L4).  On the thread doing the put,
+	 * with the writer's lock held: it must not call L3.  It returns 0 to
+	 * be offered the next entry, nonzero to skip the rest of the region
+	 * (its queue is full).  Entries that fail to read or verify are
+	 * skipped.  Costs a read of the region's live bytes per reclaim.
+	 */
+	int (*on_reclaim)(void *arg, const struct kvt_l3_reclaimed *b);
+	void *reclaim_arg;
 	/*
 	 * Optional buffer that kvt_l3_open() fills with a one-line reason when
 	 * it fails (the daemon logs it): it names the file or folder and,

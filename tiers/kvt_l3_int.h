@@ -204,6 +204,8 @@ struct kvt_l3 {
 	struct kvt_l3_faults *faults;
 	void (*on_evict)(void *arg, const struct kvt_key *k);
 	void *evict_arg;
+	int (*on_reclaim)(void *arg, const struct kvt_l3_reclaimed *b);
+	void *reclaim_arg;
 	int short_pending;
 	int lockfd;
 

@@ -841,6 +841,8 @@ int kvt_l3_open(struct kvt_l3 **out, const struct kvt_l3_config *cfg)
 	l3->faults = cfg->faults;
 	l3->on_evict = cfg->on_evict;
 	l3->evict_arg = cfg->evict_arg;
+	l3->on_reclaim = cfg->on_reclaim;
+	l3->reclaim_arg = cfg->reclaim_arg;
 	l3->log = cfg->log;
 	l3->log_arg = cfg->log_arg;
 	l3->direct = !cfg->no_direct;

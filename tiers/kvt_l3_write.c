@@ -319,6 +319,72 @@ static int reclaim_chunks(struct kvt_l3 *l3, struct l3_region *r)
 }
 
 /*
+ * Offers the live blocks of region r, about to be reclaimed, to the
+ * caller's on_reclaim (kvt_l3.h), each read back whole and verified like
+ * kvt_l3_check() does, so that what is offered is exactly what was
+ * stored.  The writer holds wmu: nobody else changes r's entry list.
+ */
+static void reclaim_offer(struct kvt_l3 *l3, struct l3_region *r)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+
+	for (struct l3_ent *e = r->ents; e; e = e->rnext) {
+		struct kvt_l3_reclaimed b;
+		size_t len = (size_t)e->loc.length, done = 0;
+		int doomed;
+
+		lock(l3);
+		doomed = e->list == L3_LIST_DOOMED;
+		unlock(l3);
+		if (doomed || kvt_l3i_expired(l3, e->loc.expiry))
+			continue;
+		if (len > cap) {
+			void *p;
+
+			if (posix_memalign(&p, KVT_L3_ALIGN, len))
+				break;
+			free(buf);
+			buf = p;
+			cap = len;
+		}
+		while (done < len) {
+			/* Aligned throughout (entries are): O_DIRECT if any. */
+			int fd = r->dfd >= 0 ? r->dfd : r->fd;
+			ssize_t n = pread(fd, buf + done, len - done,
+					  (off_t)(e->loc.offset + done));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EINVAL && fd == r->dfd)
+				n = pread(r->fd, buf + done, len - done,
+					  (off_t)(e->loc.offset + done));
+			if (n <= 0)
+				break;
+			done += (size_t)n;
+		}
+		kvt_l3i_ent_key(e, &b.k.ns, &b.k.ns_len, &b.k.key,
+				&b.k.key_len);
+		if (done < len ||
+		    kvt_l3i_entry_verify(buf, &e->loc, b.k.ns, b.k.ns_len,
+					 b.k.key, b.k.key_len))
+			continue;
+		lock(l3);
+		l3->bytes_read += len;
+		unlock(l3);
+		b.codec = e->loc.codec;
+		b.dtype = e->loc.dtype;
+		b.raw_len = e->loc.raw_len;
+		b.expiry = e->loc.expiry;
+		b.data = buf;
+		b.len = (size_t)e->loc.data_len;
+		if (l3->on_reclaim(l3->reclaim_arg, &b))
+			break;
+	}
+	free(buf);
+}
+
+/*
  * Reclaims region id: its index entries are removed and its generation
  * bumped in one transaction, before any byte of it is overwritten; it
  * becomes the head (seq: the next sequence) or free (seq 0).  Then its
@@ -331,7 +397,12 @@ static int region_reclaim(struct kvt_l3 *l3, uint32_t id, int as_head)
 	struct l3_region *r = &l3->regions[id];
 	struct reclaim_arg a = { id, as_head ? l3->max_seq + 1 : 0 };
 	uint64_t old_fill = r->seq ? r->fill : 0;
-	int rc = kvt_l3i_txn_run(l3, reclaim_body, &a);
+	int rc;
+
+	/* Before anything of it goes: the caller may keep its blocks. */
+	if (l3->on_reclaim && r->seq)
+		reclaim_offer(l3, r);
+	rc = kvt_l3i_txn_run(l3, reclaim_body, &a);
 
 	/* Too large for what is left of a full map: in chunks, then. */
 	if (rc == MDB_MAP_FULL && !(rc = reclaim_chunks(l3, r)))

@@ -75,6 +75,12 @@
  * Bounds.  transit is held near transit_max bytes by the daemon's
  * backpressure on PUTs (kvt_tm_busy), with victims beyond twice that
  * dropped and counted, and promos by the number of gets in flight.
+ *
+ * L4.  Optional, below L3 (kvt_tm_l4.c): a get none of L1-L3 serves is
+ * fetched from the cluster like an L3 read; blocks leaving this host (or
+ * every put) are written there; deletes and drops follow; a peer's drop
+ * is applied here.  L4 never holds back a client: its writes wait in a
+ * bounded queue and its failures are misses.
  */
 #include <errno.h>
 #include <limits.h>
@@ -153,6 +159,10 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		set_err(cfg, "too many workers (at most 16)");
 		return KVT_EINVAL;
 	}
+	if (cfg->l4_url && cfg->l4_threads > KVT_TM_L4_THREADS_MAX) {
+		set_err(cfg, "too many L4 threads (at most 16)");
+		return KVT_EINVAL;
+	}
 	tm = calloc(1, sizeof(*tm));
 	if (!tm)
 		return -ENOMEM;
@@ -207,6 +217,10 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 	if (rc)
 		goto fail;
 	tm->ram_capacity = cfg->l1_capacity + cfg->l2_capacity;
+	/* Before L3, so that a bad URL creates no region files. */
+	rc = kvt_tmi_l4_open(tm, cfg);
+	if (rc)
+		goto fail;
 	if (cfg->l2_capacity) {
 		rc = kvt_lru_open(&tm->l2, cfg->l2_capacity);
 		if (!rc)
@@ -228,6 +242,10 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			.errmsg_len = cfg->errmsg_len,
 			.on_evict = kvt_tmi_l3_evicted,
 			.evict_arg = tm,
+			/* Evict mode: L3's victims go to L4. */
+			.on_reclaim = tm->l4 && cfg->l4_write == KVT_TM_L4_EVICT
+					      ? kvt_tmi_l4_reclaimed : NULL,
+			.reclaim_arg = tm,
 			.key_max = cfg->l3_key_max,
 			.log = cfg->log,
 			.log_arg = cfg->log_arg,
@@ -236,7 +254,7 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 		if (rc)
 			goto fail;
 	}
-	if (tm->l2 || tm->l3 || cfg->transfers) {
+	if (tm->l2 || tm->l3 || tm->l4 || cfg->transfers) {
 		rc = kvt_tmi_pool_start(tm, pool_size(cfg),
 					cfg->l2_level ? cfg->l2_level : 1);
 		if (rc)
@@ -255,6 +273,7 @@ void kvt_tm_close(struct kvt_tm *tm)
 		return;
 	/* Every job is on a queue of the pool: its stop frees them all. */
 	kvt_tmi_pool_stop(tm);
+	kvt_tmi_l4_close(tm); /* after its threads and sessions are gone */
 	kvt_tmi_jobset_free(&tm->transit);
 	kvt_tmi_jobset_free(&tm->promos);
 	kvt_tmi_hcount_free(&tm->pend_del);
@@ -294,8 +313,11 @@ int kvt_tm_event_fd(struct kvt_tm *tm)
 
 void kvt_tm_dispatch(struct kvt_tm *tm)
 {
-	if (tm && tm->pool_running)
+	if (tm && tm->pool_running) {
 		kvt_tmi_apply_done(tm);
+		/* The gets since the last dispatch go to L4 together. */
+		kvt_tmi_l4_flush(tm);
+	}
 }
 
 /* ---- blocks ------------------------------------------------------------- */
@@ -331,12 +353,18 @@ int kvt_tm_put(struct kvt_tm *tm, const struct kvt_key *k,
 	/* The new value replaces every older copy, wherever it is. */
 	kvt_tmi_forget_below(tm, k);
 	struct kvt_lru_meta m = { .raw_len = blob->len, .ctime_s = now };
-	rc = kvt_lru_put_meta(tm->l1, k, blob, expires_s, &m, NULL,
-			      kvt_tmi_l1_victim, tm);
+	struct kvt_ref *ref = NULL;
+	rc = kvt_lru_put_meta(tm->l1, k, blob, expires_s, &m,
+			      tm->l4 ? &ref : NULL, kvt_tmi_l1_victim, tm);
 	if (rc == KVT_ENOSPACE)
 		tm->rejected_too_big++;
 	else if (rc == 0)
 		kvt_tmi_reapply_pin(tm, k);
+	if (rc == 0 && tm->l4) {
+		kvt_tmi_l4_watch(tm, k);
+		kvt_tmi_l4_put(tm, k, ref);
+		kvt_ref_release(ref);
+	}
 	return rc;
 }
 
@@ -425,9 +453,13 @@ int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 		kvt_tmi_submit(tm, p);
 		return 1;
 	}
+	bool expired = state == 2 || kvt_lru_expired_count(tm->l1) != exp0 ||
+		       (tm->l2 && kvt_lru_expired_count(tm->l2) != exp2);
+	/* Not here: L4 may have it (an expired block would be there too). */
+	if (!expired && tm->l4 && kvt_tmi_l4_get(tm, k, cb, arg))
+		return 1;
 	tm->misses++;
-	if (state == 2 || kvt_lru_expired_count(tm->l1) != exp0 ||
-	    (tm->l2 && kvt_lru_expired_count(tm->l2) != exp2))
+	if (expired)
 		tm->misses_expired++;
 	else if (kvt_tmi_was_gone(tm, k))
 		tm->misses_evicted++;
@@ -468,7 +500,8 @@ int kvt_tm_prefetch(struct kvt_tm *tm, const struct kvt_key *k)
 		p->flags = TM_F_ON_L3;
 		p->atime_s = now;
 		kvt_tmi_submit(tm, p);
-	} else {
+	} else if (!tm->l4 ||
+		   !kvt_tmi_l4_get(tm, k, kvt_tmi_prefetch_done, NULL)) {
 		return 0;
 	}
 	p = kvt_tmi_jobset_find(&tm->promos, k);
@@ -487,7 +520,57 @@ int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k)
 	tm->dels++;
 	found = kvt_lru_del(tm->l1, k, tm->now_s()) == 0;
 	found |= kvt_tmi_forget_below(tm, k);
+	kvt_tmi_l4_del(tm, k); /* whether this host had it or not */
 	return found ? 0 : KVT_ENOTFOUND;
+}
+
+int kvt_tm_match(struct kvt_tm *tm, const struct kvt_key *keys, size_t n,
+		 kvt_tm_count_cb cb, void *arg)
+{
+	uint8_t *local;
+	size_t count = 0;
+
+	if (!cb)
+		return KVT_EINVAL;
+	if (!tm || (n && !keys)) {
+		cb(arg, KVT_EINVAL, 0);
+		return 0;
+	}
+	while (count < n && kvt_tm_exists(tm, &keys[count]) > 0)
+		count++;
+	if (count == n || !tm->l4) {
+		cb(arg, 0, count);
+		return 0;
+	}
+	/*
+	 * The rest is probed in L4; a key counts if it is here or there, so
+	 * which of them are here is noted now (the keys are the caller's).
+	 */
+	local = malloc(n);
+	if (!local) {
+		cb(arg, 0, count);
+		return 0;
+	}
+	local[count] = 0;
+	for (size_t i = count + 1; i < n; i++)
+		local[i] = kvt_tm_exists(tm, &keys[i]) > 0;
+	int rc = kvt_tmi_l4_match(tm, keys, n, count, local, cb, arg);
+	free(local);
+	return rc;
+}
+
+int kvt_tm_l4_wait_ready(struct kvt_tm *tm, unsigned timeout_ms)
+{
+	if (!tm || !tm->l4)
+		return KVT_EINVAL;
+	for (unsigned waited = 0;; waited += 10) {
+		if (atomic_load(&tm->l4->ready))
+			return atomic_load(&tm->l4->ready_rc);
+		if (waited >= timeout_ms)
+			return -EINPROGRESS;
+		struct timespec nap = { 0, 10 * 1000000 };
+		nanosleep(&nap, NULL);
+	}
 }
 
 int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k)
@@ -510,6 +593,24 @@ int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k)
 	return l3_state(tm, k) == 1;
 }
 
+/* Counts the L2 frames of one namespace whose block is in L1 too. */
+struct ns_in_l1 {
+	const uint8_t *ns;
+	size_t ns_len;
+	uint64_t n;
+};
+
+static void count_in_l1(void *arg, const uint8_t *ns, size_t ns_len,
+			const struct kvt_lru_ns_tot *all,
+			const struct kvt_lru_ns_tot *mark)
+{
+	struct ns_in_l1 *a = arg;
+
+	(void)all;
+	if (ns_len == a->ns_len && (!ns_len || memcmp(ns, a->ns, ns_len) == 0))
+		a->n = mark[0].entries; /* L2's mark 0 is TM_F_IN_L1 */
+}
+
 static bool job_in_ns(const struct job *j, const uint8_t *ns, size_t ns_len)
 {
 	return j->k.ns_len == ns_len &&
@@ -518,6 +619,12 @@ static bool job_in_ns(const struct job *j, const uint8_t *ns, size_t ns_len)
 
 int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 		   kvt_tm_count_cb cb, void *arg)
+{
+	return kvt_tmi_drop_ns(tm, ns, ns_len, cb, arg, true);
+}
+
+int kvt_tmi_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
+		    kvt_tm_count_cb cb, void *arg, bool to_l4)
 {
 	uint64_t n;
 	struct job *j;
@@ -528,9 +635,17 @@ int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
 		cb(arg, KVT_EINVAL, 0);
 		return 0;
 	}
+	/* Queued behind every L4 write of ns already submitted. */
+	if (to_l4)
+		kvt_tmi_l4_drop(tm, ns, ns_len);
 	n = kvt_lru_drop_ns(tm->l1, ns, ns_len);
-	if (tm->l2)
-		n += kvt_lru_drop_ns(tm->l2, ns, ns_len);
+	if (tm->l2) {
+		/* A frame whose block is in L1 too is not another block. */
+		struct ns_in_l1 dup = { ns, ns_len, 0 };
+
+		kvt_lru_ns_foreach(tm->l2, count_in_l1, &dup);
+		n += kvt_lru_drop_ns(tm->l2, ns, ns_len) - dup.n;
+	}
 	/* Blocks of ns on their way anywhere must not land. */
 	for (j = tm->transit.head; j; j = j->lnext)
 		if (!j->stale && job_in_ns(j, ns, ns_len)) {
@@ -607,7 +722,8 @@ int kvt_tm_spill(struct kvt_tm *tm, unsigned timeout_ms,
 					      TM_DEMOTE_FORCE);
 			s.queued++;
 		}
-		if (tm->jobs_pending == 0)
+		/* L4's writes are not what a restart needs: not waited for. */
+		if (tm->jobs_pending == kvt_tmi_l4_jobs(tm))
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if ((t.tv_sec - t0.tv_sec) * 1000 +

@@ -42,6 +42,17 @@ enum {
 /* Most worker threads a manager runs (kvt_tm_config.workers). */
 #define KVT_TM_WORKERS_MAX 16
 
+/* What L4 is given (kvt_tm_config.l4_write). */
+enum {
+	/* Blocks leaving this host: L3's victims (L2's without L3). */
+	KVT_TM_L4_EVICT = 0,
+	/* Every put, as it is stored (peers see it at once). */
+	KVT_TM_L4_PUT = 1,
+};
+
+/* Most L4 threads (kvt_tm_config.l4_threads). */
+#define KVT_TM_L4_THREADS_MAX 16
+
 struct kvt_tm_config {
 	uint64_t l1_capacity; /* bytes, > 0 */
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
@@ -100,6 +111,32 @@ struct kvt_tm_config {
 	 * (expiries are stored in L3 and must survive restarts).  Tests fake
 	 * it. */
 	uint64_t (*now_s)(void);
+	/*
+	 * L4 (kvt_l4.h): a Redis Cluster shared by every host's manager,
+	 * "redis-cluster://HOST:PORT[,HOST:PORT...]"; NULL = no L4.  Misses of
+	 * L1-L3 fall through to it (gets, prefetches, kvt_tm_match()); what
+	 * it is given is l4_write's choice; deletes and drops reach it; a
+	 * peer's drop is seen within about a second.  All of its I/O runs on
+	 * l4_threads threads of its own, never on the loop or the workers.
+	 */
+	const char *l4_url;
+	/* AUTH password, or a file holding it (at most one; NULL = none). */
+	const char *l4_password;
+	const char *l4_password_file;
+	int l4_write;	      /* KVT_TM_L4_EVICT (default) or _PUT */
+	uint32_t l4_ttl_s;    /* expiry of blocks in L4; 0 = none */
+	unsigned l4_threads;  /* 1 to KVT_TM_L4_THREADS_MAX; 0 = 4 */
+	/* Most ms a node may make no progress (0 = 1000), and to connect
+	 * (0 = 500): an L4 call blocks at most about their sum. */
+	unsigned l4_timeout_ms, l4_connect_timeout_ms;
+	/*
+	 * Bytes of blocks queued for L4 writes at most; more are not written
+	 * (counted in kvt_tm_l4_stats.puts_dropped).  0 = 256 MiB.
+	 */
+	uint64_t l4_queue_max;
+	/* Largest value an L4 hit may have (larger: a counted miss); 0 = no
+	 * limit but L4's own. */
+	uint64_t value_max;
 	/* Filled with a one-line reason when kvt_tm_open() fails; may be NULL. */
 	char *errmsg;
 	size_t errmsg_len;
@@ -128,7 +165,11 @@ struct kvt_tier_stats {
 enum {
 	KVT_TM_LANE_CPU = 0,
 	KVT_TM_LANE_L3_WRITE = 1,
-	KVT_TM_LANES = 2
+	/* L4's lanes, served by the L4 threads only: gets and probes in
+	 * parallel; puts, deletes and drops one at a time, in order. */
+	KVT_TM_LANE_L4_READ = 2,
+	KVT_TM_LANE_L4_WRITE = 3,
+	KVT_TM_LANES = 4
 };
 
 struct kvt_tm_lane_stats {
@@ -138,14 +179,53 @@ struct kvt_tm_lane_stats {
 };
 
 struct kvt_tm_pool_stats {
-	uint64_t workers; /* threads (0: no pool, L1 only) */
-	uint64_t busy_ns; /* sum over workers of the time spent working */
-	uint64_t jobs;	  /* jobs finished */
+	uint64_t workers; /* threads (0: no pool, L1 only); not L4's */
+	/* Sum over workers of the time spent working, and the jobs they
+	 * finished (L4's lanes count in lanes[] only: their threads mostly
+	 * wait for the network). */
+	uint64_t busy_ns;
+	uint64_t jobs;
 	struct kvt_tm_lane_stats lanes[KVT_TM_LANES];
+};
+
+/*
+ * L4 (kvt_tm_config.l4_url).  Entries and bytes are the cluster's and not
+ * known here.  Counters of gets count blocks, not calls.
+ */
+struct kvt_tm_l4_stats {
+	uint64_t enabled;  /* 1 when L4 is configured (else all 0) */
+	uint64_t write_put; /* 1: l4_write is KVT_TM_L4_PUT */
+	uint64_t threads;
+	/*
+	 * Blocks asked for, found (and within value_max), and not found:
+	 * absent, written before a DROP (stale), not a valid kvtier value
+	 * (corrupt), over value_max (too_big), or an error (errors below).
+	 */
+	uint64_t gets, hits, misses, misses_stale, misses_corrupt, too_big;
+	uint64_t get_calls; /* batch calls that fetched them */
+	uint64_t probes, probes_found; /* MATCH: keys probed, found */
+	uint64_t bytes_in, bytes_out;	/* the cluster's sockets */
+	uint64_t errors;   /* keys or namespaces whose call failed */
+	uint64_t timeouts; /* connections closed for making no progress */
+	uint64_t fast_fails; /* commands failed at once: node backed off */
+	uint64_t redirects; /* MOVED and ASK followed */
+	uint64_t refreshes; /* slot maps loaded */
+	uint64_t connects;
+	uint64_t puts;	       /* blocks stored */
+	uint64_t puts_dropped; /* not written: the queue was full */
+	uint64_t puts_skipped; /* not written: the key changed meanwhile */
+	uint64_t dels, drops;  /* deletes found / namespaces dropped */
+	/* Namespaces dropped locally because a peer dropped them. */
+	uint64_t remote_drops;
+	uint64_t queued_bytes; /* of blocks waiting to be written */
+	uint64_t nodes, slots_mapped;
+	/* Latency of whole calls (get: a batch), microseconds. */
+	uint64_t get_p50_us, get_p99_us, put_p50_us, put_p99_us;
 };
 
 struct kvt_tm_stats {
 	struct kvt_tier_stats l1, l2, l3;
+	struct kvt_tm_l4_stats l4;
 	uint64_t gets, puts, dels, misses;
 	uint64_t promotions, demotions, evictions;
 	/*
@@ -217,7 +297,10 @@ typedef void (*kvt_tm_get_cb)(void *arg, int status, struct kvt_ref *ref);
  * An L1 hit completes at once.  A block found in L2 or L3 is read back and
  * enters L1 only if it was read from there recently (scan resistance,
  * kvt_tm.c); otherwise cb gets a reference to a copy in no tier, and the
- * block stays where it was.
+ * block stays where it was.  With L4, a block in none of L1-L3 is fetched
+ * from L4 and treated like an L3 hit; gets made before the next
+ * kvt_tm_dispatch() are fetched together, in one batch.  An L4 that fails
+ * makes a miss, never an error.
  */
 int kvt_tm_get(struct kvt_tm *tm, const struct kvt_key *k, kvt_tm_get_cb cb,
 	       void *arg);
@@ -336,6 +419,9 @@ typedef void (*kvt_tm_count_cb)(void *arg, int status, uint64_t count);
  * Removes every block of namespace ns (exactly that namespace) from every
  * tier; blocks of it in motion are not stored.  cb runs exactly once, at
  * once or later from kvt_tm_dispatch() (with L3: after its index commit).
+ * With L4, the namespace is dropped there too, in the background (cb does
+ * not wait for it; meanwhile no get of ns reads L4), and every other host
+ * drops its local copies within about a second.
  * Returns 0 if cb already ran, 1 if it will run later.
  */
 int kvt_tm_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
@@ -403,6 +489,8 @@ uint64_t kvt_tm_now_s(struct kvt_tm *tm);
  * Starts moving k up to L1 in the background, if it is in a lower tier and
  * not already on its way; returns at once: 1 if a promotion started, 0 if
  * there was nothing to do (in L1 already, moving, or absent), or an error.
+ * With L4, a key in no local tier is fetched from L4 (1: whether L4 has it
+ * is known only later).
  * The first get that then finds it in L1 counts as a prefetch hit.  A
  * prefetched block always enters L1 (the admission rule of gets does not
  * apply), also when a get's read of it is already under way.
@@ -421,8 +509,33 @@ int kvt_tm_pin(struct kvt_tm *tm, const struct kvt_key *k);
 /* Drops one pin of k.  Returns 0 or KVT_ENOTFOUND (k was not pinned). */
 int kvt_tm_unpin(struct kvt_tm *tm, const struct kvt_key *k);
 
-/* Removes k from every tier.  Returns 0 or KVT_ENOTFOUND. */
+/*
+ * Removes k from every tier.  Returns 0 or KVT_ENOTFOUND (not cached
+ * here).  With L4, L4's copy is deleted too, in the background; meanwhile
+ * no get of k reads L4.
+ */
 int kvt_tm_del(struct kvt_tm *tm, const struct kvt_key *k);
+
+/*
+ * MATCH: counts the leading keys of keys[0..n) that are present, stopping
+ * at the first absent one (the blocks of a prefix: nothing after a gap is
+ * usable).  Like kvt_tm_exists() it promotes nothing.  The keys are read
+ * during the call only.  With L4, the keys after the local run are probed
+ * in L4 (a key counts if it is here or there); cb(arg, 0, count) runs
+ * exactly once, at once (0 returned) or later from kvt_tm_dispatch() (1
+ * returned).  An L4 that fails counts as absent.  Returns 0, 1, or
+ * KVT_EINVAL (cb NULL; else cb got it).
+ */
+int kvt_tm_match(struct kvt_tm *tm, const struct kvt_key *keys, size_t n,
+		 kvt_tm_count_cb cb, void *arg);
+
+/*
+ * Waits up to timeout_ms for L4's first slot-map load, made by an L4
+ * thread at open, and returns its result: 0 (the cluster answered),
+ * -EINPROGRESS (still trying), a kvt_l4_refresh() error, or KVT_EINVAL
+ * (no L4).  For the daemon's start-up log; blocks the caller.
+ */
+int kvt_tm_l4_wait_ready(struct kvt_tm *tm, unsigned timeout_ms);
 
 /* Returns 1 if k is present (in any tier, not expired), else 0. */
 int kvt_tm_exists(struct kvt_tm *tm, const struct kvt_key *k);

@@ -18,16 +18,22 @@
  *   kvt_tm_seg.c     transfers into and out of client memory (get_to,
  *                    put_from): deciding on the loop where each value is,
  *                    and the workers' copies, guarded against faults;
+ *   kvt_tm_l4.c      L4: what the loop sends there and does with what
+ *                    comes back, and the L4 threads' calls;
  *   kvt_tm_pool.c    the worker pool and its lanes: everything slow (codec
- *                    work, L3 I/O, copies of client memory) runs there,
- *                    never on the loop.
+ *                    work, L3 and L4 I/O, copies of client memory) runs
+ *                    there, never on the loop.
  * Functions shared between them carry the kvt_tmi_ ("internal") prefix.
  * Every kvt_tmi_ function runs on the loop thread unless it says otherwise.
+ * L4 is the exception to the order: kvt_tm_l4.c starts promotions and
+ * drops through kvt_tm_move.c and kvt_tm.c, and they hand it L4's jobs
+ * and the blocks that leave this host.
  */
 #ifndef KVT_TM_INT_H
 #define KVT_TM_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +41,7 @@
 #include "kvt_codec.h"
 #include "kvt_ghost.h"
 #include "kvt_l3.h"
+#include "kvt_l4.h"
 #include "kvt_lru.h"
 #include "kvt_tier.h"
 #include "kvt_tm.h"
@@ -68,6 +75,12 @@ enum job_kind {
 	JOB_SEG_FRAME,	/* an L2 frame (src) decompressed into them */
 	JOB_SEG_L3,	/* an L3 block read, verified, placed into them */
 	JOB_SEG_PUT,	/* a key's segments copied into a new block (out) */
+	JOB_L4_GET,	/* fetch a block from L4, then decompress it */
+	JOB_L4_PROBE,	/* MATCH: which keys L4 has (tm_l4_job.keys) */
+	JOB_L4_PUT,	/* (compress and) store a block in L4 */
+	JOB_L4_DEL,	/* remove a key's L4 copy */
+	JOB_L4_DROP,	/* drop a namespace in L4 (k.ns) */
+	JOB_L4_GENS,	/* from an L4 thread: namespaces a peer dropped */
 };
 
 /* A job that reads from L3 (batched by the pool, counted in reads_queued). */
@@ -86,6 +99,8 @@ static inline bool tm_job_reads_l3(enum job_kind kind)
 enum tm_lane {
 	TM_LANE_CPU,	/* codec work and L3 reads: any worker, in parallel */
 	TM_LANE_L3W,	/* L3 writes, deletes, drops: serial */
+	TM_LANE_L4R,	/* L4 gets and probes: the L4 threads, in parallel */
+	TM_LANE_L4W,	/* L4 puts, deletes, drops: the L4 threads, serial */
 	TM_LANES
 };
 
@@ -108,7 +123,12 @@ struct job {
 	struct job *next;		/* done list */
 	struct job *qnext[TM_LANES];	/* each lane's queue it is on */
 	uint64_t seq;			/* submission order */
-	bool pre_stage;	/* TO_L3: its compression is still queued */
+	bool pre_stage;	/* TO_L3, L4_PUT: its compression is still queued */
+	/*
+	 * Made by a worker, not submitted by the loop (an L3 victim for L4,
+	 * a generation poll's result): not counted in jobs_pending.
+	 */
+	bool from_pool;
 	/* Loop-owned: the transit / promos set (kvt_tm_order.c). */
 	struct job *lprev, *lnext, *hnext;
 	uint64_t hash;	/* kvt_key_hash(&k) */
@@ -134,13 +154,16 @@ struct job {
 	size_t out_len;
 	uint8_t out_codec;
 	struct waiter *waiters;
-	/* JOB_L3_DROP: completion, and blocks already dropped from RAM. */
+	/* JOB_L3_DROP: completion, and blocks already dropped from RAM
+	 * (JOB_L4_PROBE: a MATCH's completion and its local count). */
 	kvt_tm_count_cb count_cb;
 	void *count_arg;
 	uint64_t count;
 	/* JOB_SEG_*: the transfer (kvt_tm_seg.c) and the key's index in it. */
 	struct tm_xfer *xf;
 	size_t xi;
+	/* L4 jobs: what kvt_tm_l4.c keeps in them (freed with the job). */
+	struct tm_l4_job *l4;
 	uint8_t name[];	/* ns bytes then key bytes */
 };
 
@@ -191,6 +214,7 @@ struct tm_worker {
 	unsigned lanes;	/* bit l set: serves lane l (1u << TM_LANE_*) */
 	struct kvt_codec_ctx *ctx; /* its own zstd contexts */
 	struct kvt_l3_reader *reader; /* its own L3 reader (with L3) */
+	struct kvt_l4_session *l4s; /* an L4 thread's connections */
 };
 
 /* A lane's queue and counters (under the pool's mu). */
@@ -210,6 +234,7 @@ struct kvt_tm {
 	uint64_t npins, pin_cap, pins_rejected;
 	struct kvt_lru *l2; /* NULL: L2 disabled */
 	struct kvt_l3 *l3; /* NULL: L3 disabled */
+	struct tm_l4 *l4;  /* NULL: no L4 (kvt_tm_l4.c) */
 	uint64_t (*now_s)(void);
 	uint64_t l2_capacity, l3_capacity;
 	uint64_t transit_max;
@@ -428,5 +453,164 @@ void kvt_tmi_apply_done(struct kvt_tm *tm);
 void kvt_tmi_seg_run(struct tm_worker *w, struct job **run, size_t n);
 /* Applies a finished JOB_SEG_* job; the caller frees it. */
 void kvt_tmi_seg_done(struct kvt_tm *tm, struct job *j);
+
+/* The queue bytes of L4 writes (tm_l4.qbytes) when none is configured. */
+#define TM_L4_QUEUE_DEFAULT ((uint64_t)256 << 20)
+/* Most jobs in one L4 batch call (a run of an L4 lane). */
+#define TM_L4_BATCH 64
+
+/*
+ * Removes namespace ns from every local tier (kvt_tm_drop_ns()); with
+ * to_l4 also from L4.  kvt_tm.c; kvt_tm_l4.c's drops of what a peer
+ * dropped pass to_l4 false.
+ */
+int kvt_tmi_drop_ns(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len,
+		    kvt_tm_count_cb cb, void *arg, bool to_l4);
+
+/*
+ * Hands the frame an L4 put compressed (j->out) to L2 as an inclusive copy
+ * of k's L1 entry, if L1 still holds that very block (put mode: a later
+ * demotion then costs no compression).  kvt_tm_move.c.
+ */
+void kvt_tmi_keep_frame(struct kvt_tm *tm, struct job *j);
+
+/* ---- L4 (kvt_tm_l4.c) --------------------------------------------------- */
+
+/* What an L4 job carries besides the job's own fields. */
+struct tm_l4_job {
+	struct kvt_l4_block blk; /* L4_GET: the block fetched */
+	uint32_t ttl_s;		 /* L4_PUT: expiry in L4, 0 = none */
+	/* L4_PROBE: the keys after the local run, and L4's answer for each. */
+	size_t nkeys;
+	struct kvt_key *keys;
+	int *status;
+	/* L4_GENS: namespaces, each a u8 length then its bytes. */
+	uint8_t *names;
+	size_t names_len;
+	uint8_t buf[]; /* L4_PROBE: the keys' bytes */
+};
+
+/*
+ * The manager's L4 (kvt_tm_config.l4_url).  The L4 threads are workers
+ * (struct tm_worker) of their own that serve only the two L4 lanes and
+ * wait on cv, so that blocking network I/O never occupies a CPU worker;
+ * between jobs they poll the namespaces' generations about once a second.
+ */
+struct tm_l4 {
+	struct kvt_l4 *l4;
+	int write;	     /* KVT_TM_L4_EVICT or _PUT */
+	uint32_t ttl_s;	     /* of what is written, 0 = none */
+	uint64_t value_max;  /* largest hit served, 0 = no limit */
+	uint64_t qmax;	     /* bytes of queued writes at most */
+	unsigned nthreads;
+	struct tm_worker *threads;
+	pthread_cond_t cv;   /* with the pool's mu */
+	bool cv_made;
+	/* Under the pool's mu. */
+	unsigned gets_queued; /* JOB_L4_GET in the read lane */
+	unsigned gets_share;  /* how many of them a run takes */
+	uint64_t poll_at_ns;  /* the next generation poll is due */
+	bool polling;
+	/* Any thread. */
+	atomic_int ready;	/* the first slot-map load returned... */
+	atomic_int ready_rc;	/* ...with this */
+	atomic_uint_fast64_t qbytes; /* bytes held by queued writes */
+	atomic_uint_fast64_t too_big, dropped_w; /* counted by workers */
+	/* Loop thread only. */
+	struct job *staged, *staged_tail; /* gets for the next dispatch */
+	unsigned nstaged;
+	struct tm_hcount pend;	    /* key hashes: an L4 put or del queued */
+	struct tm_hcount pend_drop; /* namespace hashes: an L4 drop queued */
+	struct tm_hcount watched;   /* namespaces given to kvt_l4_watch() */
+	unsigned jobs; /* L4 jobs submitted, not yet applied */
+	uint64_t gets, probes, probes_found;
+	uint64_t puts_dropped, puts_skipped, remote_drops;
+};
+
+/*
+ * Opens L4 if the config names one (no I/O: kvt_l4_open()).  Returns 0 or
+ * an error with the reason in cfg->errmsg.
+ */
+int kvt_tmi_l4_open(struct kvt_tm *tm, const struct kvt_tm_config *cfg);
+/* After the pool stopped: frees what is staged, the sets and L4. */
+void kvt_tmi_l4_close(struct kvt_tm *tm);
+/* Frees a job's L4 part.  NULL ok.  Any thread. */
+void kvt_tmi_l4_job_free(struct tm_l4_job *x);
+/*
+ * A get (or with cb kvt_tmi_prefetch_done, a prefetch) of k that no local
+ * tier can serve: starts fetching k from L4, waiters and all, unless a
+ * write or drop of k queued for L4 makes L4's copy untrustworthy.
+ * Returns true if it did (cb runs later), false if k is simply a miss.
+ */
+bool kvt_tmi_l4_get(struct kvt_tm *tm, const struct kvt_key *k,
+		    tm_ref_fn cb, void *arg);
+/*
+ * Submits the gets staged since the last dispatch, so that one dispatch's
+ * gets reach L4 as a few batches (kvt_tm_dispatch()).
+ */
+void kvt_tmi_l4_flush(struct kvt_tm *tm);
+/*
+ * MATCH's L4 part (kvt_tm_match()): keys[0..from) are here, keys[from] is
+ * not; probes keys[from..n) in L4.  local[i] says whether key i is here.
+ * Returns 1 (cb runs later) or 0 (cb ran: no memory to ask).
+ */
+int kvt_tmi_l4_match(struct kvt_tm *tm, const struct kvt_key *keys,
+		     size_t n, size_t from, const uint8_t *local,
+		     kvt_tm_count_cb cb, void *arg);
+/* k was put (ref: its new L1 entry, not consumed): put mode writes it. */
+void kvt_tmi_l4_put(struct kvt_tm *tm, const struct kvt_key *k,
+		    struct kvt_ref *ref);
+/* A namespace was written to here: L4 watches its generation. */
+void kvt_tmi_l4_watch(struct kvt_tm *tm, const struct kvt_key *k);
+/* k was deleted: so is L4's copy, in the background. */
+void kvt_tmi_l4_del(struct kvt_tm *tm, const struct kvt_key *k);
+/* ns was dropped here: and in L4, in the background. */
+void kvt_tmi_l4_drop(struct kvt_tm *tm, const uint8_t *ns, size_t ns_len);
+/*
+ * Block v (an L1 or L2 victim) leaves this host with no copy below.  Evict
+ * mode writes it to L4 (with a reference of its own; v stays the
+ * caller's): returns true if it did, false if not (put mode, the queue
+ * full, no L4).
+ */
+bool kvt_tmi_l4_evicted(struct kvt_tm *tm, struct kvt_ref *v);
+/*
+ * Applies a finished L4 job other than a get, or a job an L4 thread or the
+ * L3 writer posted (kvt_tmi_apply_done()).  Returns true if it kept the
+ * job (queued it: an L3 victim on its way to L4), false if the caller
+ * frees it.
+ */
+bool kvt_tmi_l4_done(struct kvt_tm *tm, struct job *j);
+/*
+ * L3's on_reclaim callback (arg is tm; the L3 writer's thread): a block of
+ * a region being reclaimed becomes an L4 write, if the queue has room;
+ * the loop drops it if the key changed meanwhile.  Returns nonzero to
+ * stop the region's walk (the queue is full).
+ */
+int kvt_tmi_l4_reclaimed(void *arg, const struct kvt_l3_reclaimed *b);
+
+/* The L4 threads' side (kvt_tm_pool.c calls these on an L4 thread). */
+/* At start: the first thread loads the slot map (tm_l4.ready). */
+void kvt_tmi_l4_thread_start(struct tm_worker *w);
+/* Does the work of a run of L4 jobs of one kind from lane l. */
+void kvt_tmi_l4_run(struct tm_worker *w, enum tm_lane l, struct job **run,
+		    size_t n);
+/* Polls the generations; returns a JOB_L4_GENS job of what peers
+ * dropped, or NULL. */
+struct job *kvt_tmi_l4_poll(struct tm_worker *w);
+
+/*
+ * Puts a job made by a worker (from_pool) on the done list and wakes the
+ * loop (kvt_tm_pool.c).  Any thread but the loop's; mu not held.
+ */
+void kvt_tmi_pool_post(struct kvt_tm *tm, struct job *j);
+/* Submits a list of jobs (through job.next) at once, so that one run can
+ * take them together (kvt_tm_pool.c; the loop thread). */
+void kvt_tmi_submit_list(struct kvt_tm *tm, struct job *head);
+
+/* L4 jobs submitted and not yet applied (0 without L4). */
+unsigned kvt_tmi_l4_jobs(const struct kvt_tm *tm);
+
+/* L4's counters for kvt_tm_stats(). */
+void kvt_tmi_l4_stats(struct kvt_tm *tm, struct kvt_tm_l4_stats *st);
 
 #endif /* KVT_TM_INT_H */

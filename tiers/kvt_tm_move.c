@@ -145,6 +145,8 @@ static void reused(struct kvt_tm *tm, struct kvt_ref *v)
 static void lose(struct kvt_tm *tm, struct kvt_ref *v, struct kvt_ref *shadow)
 {
 	if (!shadow) {
+		/* It leaves this host: evict mode keeps it in L4. */
+		kvt_tmi_l4_evicted(tm, v);
 		drop_block(tm, v);
 		return;
 	}
@@ -570,13 +572,46 @@ static void demotion_done(struct kvt_tm *tm, struct job *j)
 		tm->evictions++;
 }
 
+void kvt_tmi_keep_frame(struct kvt_tm *tm, struct job *j)
+{
+	struct kvt_lru_meta m;
+	struct kvt_ref *r, *frame = NULL;
+
+	if (!tm->l2 || kvt_lru_peek(tm->l1, &j->k, tm->now_s(), &r) != 0)
+		return;
+	kvt_lru_ref_meta(r, &m);
+	/* The very block, with no copy below yet. */
+	if (kvt_ref_data(r) == kvt_ref_data(j->src) &&
+	    !(m.flags & TM_F_COPIES) &&
+	    store_output(tm, tm->l2, j, j->out_codec, j->raw_len, TM_F_IN_L1,
+			 &frame, l2_victim) == 0) {
+		/* As a promotion from L2 leaves it (promote()). */
+		kvt_lru_ref_set_flags(tm->l1, r, TM_F_ON_L2, 0);
+		kvt_lru_move(tm->l2, frame, false);
+	}
+	kvt_ref_release(frame);
+	kvt_ref_release(r);
+}
+
+/* True for the jobs of L4's lanes. */
+static bool l4_job(enum job_kind kind)
+{
+	return kind == JOB_L4_GET || kind == JOB_L4_PROBE ||
+	       kind == JOB_L4_PUT || kind == JOB_L4_DEL ||
+	       kind == JOB_L4_DROP;
+}
+
 void kvt_tmi_apply_done(struct kvt_tm *tm)
 {
 	struct job *j, *next;
 
 	for (j = kvt_tmi_pool_done(tm); j; j = next) {
 		next = j->next;
-		tm->jobs_pending--;
+		if (!j->from_pool) {
+			tm->jobs_pending--;
+			if (l4_job(j->kind))
+				tm->l4->jobs--;
+		}
 		switch (j->kind) {
 		case JOB_TO_L2:
 		case JOB_TO_L3:
@@ -584,7 +619,16 @@ void kvt_tmi_apply_done(struct kvt_tm *tm)
 			break;
 		case JOB_FROM_L2:
 		case JOB_FROM_L3:
+		case JOB_L4_GET:
 			promo_done(tm, j);
+			break;
+		case JOB_L4_PROBE:
+		case JOB_L4_PUT:
+		case JOB_L4_DEL:
+		case JOB_L4_DROP:
+		case JOB_L4_GENS:
+			if (kvt_tmi_l4_done(tm, j))
+				continue; /* queued again: not finished */
 			break;
 		case JOB_L3_DEL:
 			kvt_tmi_pending_done(tm, j);

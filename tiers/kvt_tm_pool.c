@@ -35,9 +35,20 @@
  * which workers never read.  L3 and the `gone` ghost have locks of their
  * own; L3's writer calls come only from the write lane, one at a time.
  *
- * Room for more: a lane is a queue plus whether it is serial; a lane of
- * network I/O (L4) would get threads of its own that serve only it, so
- * that blocking I/O never occupies the CPU workers.
+ * L4 has two lanes and threads of its own (tm_l4.threads, --l4-threads)
+ * that serve only them and wait on a condition variable of their own, so
+ * that a call blocked on a slow cluster never occupies a CPU worker:
+ *
+ *   L4 read lane  L4_GET (a fair share of the queued gets per run, one
+ *                 kvt_l4_get_batch) and L4_PROBE: in parallel.  A block
+ *                 fetched goes on to the CPU lane to be decompressed.
+ *   L4 write lane L4_PUT, L4_DEL, L4_DROP: serial, consecutive jobs of a
+ *                 kind in one batch call, so that a key's put and delete
+ *                 and a namespace's drop reach the cluster in order.  A raw
+ *                 block's compression is a CPU stage first, as for L3.
+ *
+ * Between jobs, and at least once a second, one L4 thread polls the
+ * namespaces' generations (kvt_tmi_l4_poll) and posts what peers dropped.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -95,6 +106,14 @@ void kvt_tmi_job_free(struct job *j)
 		return;
 	kvt_ref_release(j->src);
 	kvt_block_free(j->out);
+	kvt_tmi_l4_job_free(j->l4);
+	/* Waiters left are nobody's now (the manager is closing). */
+	while (j->waiters) {
+		struct waiter *w = j->waiters;
+
+		j->waiters = w->next;
+		free(w);
+	}
 	free(j);
 }
 
@@ -107,6 +126,14 @@ static enum tm_lane lane_of(enum job_kind kind)
 	case JOB_SEG_FRAME:
 	case JOB_SEG_PUT:
 		return TM_LANE_CPU;
+	case JOB_L4_GET:
+	case JOB_L4_PROBE:
+	case JOB_L4_GENS: /* never queued */
+		return TM_LANE_L4R;
+	case JOB_L4_PUT:
+	case JOB_L4_DEL:
+	case JOB_L4_DROP:
+		return TM_LANE_L4W;
 	case JOB_FROM_L3:
 	case JOB_SEG_L3:
 		return TM_L3_PARALLEL_READS ? TM_LANE_CPU : TM_LANE_L3W;
@@ -146,23 +173,72 @@ static struct job *q_pop(struct kvt_tm *tm, enum tm_lane l)
 	return j;
 }
 
-void kvt_tmi_submit(struct kvt_tm *tm, struct job *j)
+/* Lanes served by the L4 threads (the others: by the CPU workers). */
+#define TM_L4_LANES (1u << TM_LANE_L4R | 1u << TM_LANE_L4W)
+
+/* Wakes a thread that serves lane l (mu held). */
+static void wake_lane(struct kvt_tm *tm, enum tm_lane l)
+{
+	if ((1u << l) & TM_L4_LANES)
+		pthread_cond_signal(&tm->l4->cv);
+	else
+		pthread_cond_signal(&tm->cv);
+}
+
+/* Queues j on lane l, and on the CPU lane first if it must be compressed
+ * before its place in a serial lane comes (mu held). */
+static void queue_job(struct kvt_tm *tm, struct job *j)
 {
 	enum tm_lane l = lane_of(j->kind);
 
-	pthread_mutex_lock(&tm->mu);
-	j->seq = ++tm->seq;
-	if (j->kind == JOB_TO_L3 && j->src_codec == KVT_CODEC_RAW) {
+	if ((j->kind == JOB_TO_L3 || j->kind == JOB_L4_PUT) && j->src &&
+	    j->src_codec == KVT_CODEC_RAW) {
 		/* Compress on any worker; the write lane waits for it. */
 		j->pre_stage = true;
 		q_push(tm, TM_LANE_CPU, j);
+		wake_lane(tm, TM_LANE_CPU);
 	}
 	q_push(tm, l, j);
 	if (l == TM_LANE_CPU && tm_job_reads_l3(j->kind))
 		tm->reads_queued++;
-	pthread_cond_signal(&tm->cv);
+	if ((1u << l) & TM_L4_LANES)
+		tm->l4->jobs++; /* loop-owned: only the loop queues jobs */
+	if (j->kind == JOB_L4_GET) {
+		/*
+		 * The share of a run: the queued gets split evenly over the
+		 * L4 threads, as they stand when the last one came (a
+		 * dispatch's gets come together: one call per thread).
+		 */
+		unsigned nt = tm->l4->nthreads;
+
+		tm->l4->gets_queued++;
+		tm->l4->gets_share = (tm->l4->gets_queued + nt - 1) / nt;
+	}
+	wake_lane(tm, l);
+}
+
+void kvt_tmi_submit(struct kvt_tm *tm, struct job *j)
+{
+	pthread_mutex_lock(&tm->mu);
+	j->seq = ++tm->seq;
+	queue_job(tm, j);
 	pthread_mutex_unlock(&tm->mu);
 	tm->jobs_pending++;
+}
+
+void kvt_tmi_submit_list(struct kvt_tm *tm, struct job *head)
+{
+	pthread_mutex_lock(&tm->mu);
+	while (head) {
+		struct job *j = head;
+
+		head = j->next;
+		j->next = NULL;
+		j->seq = ++tm->seq;
+		queue_job(tm, j);
+		tm->jobs_pending++;
+	}
+	pthread_mutex_unlock(&tm->mu);
 }
 
 /* ---- the work (worker threads) ------------------------------------------ */
@@ -230,6 +306,15 @@ static int decompress_into(struct tm_worker *w, struct job *j, uint8_t codec,
 				    j->raw_len);
 }
 
+/* A block fetched from L4 (its CPU stage): decoded into a new block. */
+static void worker_from_l4(struct tm_worker *w, struct job *j)
+{
+	struct kvt_l4_block *b = &j->l4->blk;
+
+	j->status = decompress_into(w, j, b->codec, b->data, b->len);
+	kvt_l4_block_release(b);
+}
+
 static void worker_from_l3(struct tm_worker *w, struct job **jobs, size_t n)
 {
 	struct kvt_l3_read reads[TM_READ_BATCH];
@@ -265,10 +350,26 @@ static void run_jobs(struct tm_worker *w, enum tm_lane l, struct job **run,
 {
 	struct job *j = run[0];
 
+	if (l == TM_LANE_L4R || l == TM_LANE_L4W) {
+		kvt_tmi_l4_run(w, l, run, n);
+		return;
+	}
 	switch (j->kind) {
 	case JOB_TO_L2:
 		j->status = worker_compress(w, j);
 		break;
+	case JOB_L4_PUT: /* its compression stage */
+		j->status = worker_compress(w, j);
+		j->compressed = true;
+		break;
+	case JOB_L4_GET: /* its decompression stage */
+		worker_from_l4(w, j);
+		break;
+	case JOB_L4_PROBE:
+	case JOB_L4_DEL:
+	case JOB_L4_DROP:
+	case JOB_L4_GENS:
+		break; /* never on these lanes */
 	case JOB_TO_L3:
 		if (l == TM_LANE_CPU) {
 			/* The compression stage of a write. */
@@ -319,6 +420,15 @@ static size_t take_from(struct kvt_tm *tm, enum tm_lane l, struct job **run)
 
 	if (l == TM_LANE_L3W && kind == JOB_TO_L3) {
 		max = TM_L3_BATCH;
+	} else if (l == TM_LANE_L4W) {
+		max = TM_L4_BATCH;
+	} else if (l == TM_LANE_L4R && kind == JOB_L4_GET) {
+		/* A fair share of the queued gets, so all L4 threads fetch. */
+		max = tm->l4->gets_share;
+		if (max > TM_L4_BATCH)
+			max = TM_L4_BATCH;
+		if (max < 1)
+			max = 1;
 	} else if (tm_job_reads_l3(kind) && l == TM_LANE_CPU) {
 		/* A fair share of the queued reads, so all workers read. */
 		max = (tm->reads_queued + tm->nworkers - 1) / tm->nworkers;
@@ -333,15 +443,19 @@ static size_t take_from(struct kvt_tm *tm, enum tm_lane l, struct job **run)
 	       bytes < TM_L3_BATCH_BYTES) {
 		struct job *j = q->head;
 
-		/* The write lane stops at a write not yet compressed. */
-		if (l == TM_LANE_L3W && j->pre_stage)
+		/* A write lane stops at a write not yet compressed. */
+		if (q->serial && j->pre_stage)
 			break;
 		run[n++] = q_pop(tm, l);
-		bytes += j->src ? kvt_ref_len(j->src) : 0;
+		bytes += j->src ? kvt_ref_len(j->src) : j->cost;
 		if (l == TM_LANE_CPU && tm_job_reads_l3(kind))
 			tm->reads_queued--;
-		/* A compression stage is a run of its own. */
-		if (l == TM_LANE_CPU && kind == JOB_TO_L3)
+		if (l == TM_LANE_L4R && kind == JOB_L4_GET)
+			tm->l4->gets_queued--;
+		/* A compression or decompression stage is a run of its own. */
+		if (l == TM_LANE_CPU &&
+		    (kind == JOB_TO_L3 || kind == JOB_L4_PUT ||
+		     kind == JOB_L4_GET))
 			break;
 	}
 	if (q->serial)
@@ -364,7 +478,7 @@ static size_t take_run(struct kvt_tm *tm, unsigned lanes, struct job **run,
 
 		if (!(lanes & (1u << l)) || !q->head ||
 		    (q->serial && q->inside) ||
-		    (l == TM_LANE_L3W && q->head->pre_stage))
+		    (q->serial && q->head->pre_stage))
 			continue;
 		if (!best || q->head->seq < best->seq) {
 			best = q->head;
@@ -374,10 +488,11 @@ static size_t take_run(struct kvt_tm *tm, unsigned lanes, struct job **run,
 	return best ? take_from(tm, *lane, run) : 0;
 }
 
-static bool work_left(const struct kvt_tm *tm)
+/* True if a lane in mask `lanes` has jobs queued (mu held). */
+static bool work_left(const struct kvt_tm *tm, unsigned lanes)
 {
 	for (int l = 0; l < TM_LANES; l++)
-		if (tm->lanes[l].head)
+		if ((lanes & (1u << l)) && tm->lanes[l].head)
 			return true;
 	return false;
 }
@@ -404,8 +519,14 @@ static void finish_run(struct kvt_tm *tm, enum tm_lane l, struct job **run,
 	for (size_t i = 0; i < n; i++) {
 		struct job *j = run[i];
 
-		if (l == TM_LANE_CPU && j->kind == JOB_TO_L3) {
+		if (l == TM_LANE_CPU && j->pre_stage) {
 			j->pre_stage = false;
+			continue;
+		}
+		if (l == TM_LANE_L4R && j->kind == JOB_L4_GET &&
+		    j->status == 0) {
+			/* Fetched: decompressed by a CPU worker next. */
+			q_push(tm, TM_LANE_CPU, j);
 			continue;
 		}
 		if (tm->done_tail)
@@ -420,8 +541,11 @@ static void finish_run(struct kvt_tm *tm, enum tm_lane l, struct job **run,
 		q->inside--;
 	q->busy_ns += ns;
 	q->jobs += done;
-	tm->pool_busy_ns += ns;
-	tm->pool_jobs += done;
+	if (!((1u << l) & TM_L4_LANES)) {
+		/* L4 threads mostly wait on the network: not pool work. */
+		tm->pool_busy_ns += ns;
+		tm->pool_jobs += done;
+	}
 	if (done) {
 		/* Wake the loop; a full counter only means it is awake. */
 		uint64_t one = 1;
@@ -430,18 +554,93 @@ static void finish_run(struct kvt_tm *tm, enum tm_lane l, struct job **run,
 		}
 	}
 	/*
-	 * A released lane or a finished compression may have made work
-	 * runnable that no sleeping worker was told about.  (All workers
-	 * serve the same lanes, so waking any one is enough; threads of a
-	 * lane of their own would wait on a condition variable of their own.)
+	 * A released lane, a finished compression or a fetched block may
+	 * have made work runnable that no sleeping thread was told about.
+	 * (The CPU workers serve the same lanes, so waking any one is
+	 * enough; the L4 threads wait on a condition variable of their own.)
 	 */
-	if (work_left(tm))
+	if (work_left(tm, ~TM_L4_LANES))
 		pthread_cond_signal(&tm->cv);
+	if (tm->l4 && work_left(tm, TM_L4_LANES))
+		pthread_cond_signal(&tm->l4->cv);
+}
+
+/* Appends j to the done list and wakes the loop (mu held). */
+static void post_done(struct kvt_tm *tm, struct job *j)
+{
+	uint64_t one = 1;
+
+	j->next = NULL;
+	if (tm->done_tail)
+		tm->done_tail->next = j;
+	else
+		tm->done_head = j;
+	tm->done_tail = j;
+	if (write(tm->efd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, still readable. */
+	}
+}
+
+void kvt_tmi_pool_post(struct kvt_tm *tm, struct job *j)
+{
+	j->from_pool = true;
+	pthread_mutex_lock(&tm->mu);
+	post_done(tm, j);
+	pthread_mutex_unlock(&tm->mu);
+}
+
+/* How often the L4 threads poll the namespaces' generations. */
+#define TM_L4_POLL_NS (1000ull * 1000 * 1000)
+
+/*
+ * An L4 thread whose turn it is to poll the generations (mu held, and
+ * released around the poll): true if it polled.  One thread polls at a
+ * time, at most once a TM_L4_POLL_NS, busy lanes or not: a peer's DROP is
+ * seen within about a second even while gets keep every thread busy.
+ */
+static bool l4_poll_turn(struct tm_worker *w)
+{
+	struct kvt_tm *tm = w->tm;
+	struct tm_l4 *x = tm->l4;
+	struct job *j;
+
+	if (x->polling || mono_ns() < x->poll_at_ns)
+		return false;
+	x->polling = true;
+	pthread_mutex_unlock(&tm->mu);
+	j = kvt_tmi_l4_poll(w);
+	pthread_mutex_lock(&tm->mu);
+	x->polling = false;
+	x->poll_at_ns = mono_ns() + TM_L4_POLL_NS;
+	if (j) {
+		j->from_pool = true;
+		post_done(tm, j);
+	}
+	return true;
+}
+
+/* Waits for work (mu held): an L4 thread no longer than its next poll. */
+static void wait_work(struct tm_worker *w)
+{
+	struct kvt_tm *tm = w->tm;
+	struct timespec ts;
+	uint64_t at;
+
+	if (!(w->lanes & TM_L4_LANES)) {
+		pthread_cond_wait(&tm->cv, &tm->mu);
+		return;
+	}
+	at = tm->l4->poll_at_ns;
+	if (at < mono_ns() + 1000000)
+		at = mono_ns() + (tm->l4->polling ? TM_L4_POLL_NS : 1000000);
+	ts.tv_sec = (time_t)(at / 1000000000ull);
+	ts.tv_nsec = (long)(at % 1000000000ull);
+	pthread_cond_timedwait(&tm->l4->cv, &tm->mu, &ts);
 }
 
 /*
  * A worker thread: takes the oldest runnable run, does it with the lock
- * released, and hands it back.
+ * released, and hands it back.  An L4 thread also polls between runs.
  */
 static void *worker_main(void *arg)
 {
@@ -450,13 +649,23 @@ static void *worker_main(void *arg)
 	struct job *run[TM_L3_BATCH > TM_READ_BATCH ? TM_L3_BATCH
 						     : TM_READ_BATCH];
 
+	_Static_assert(TM_L4_BATCH <= TM_L3_BATCH && TM_L4_BATCH <= TM_READ_BATCH,
+		       "an L4 run fits the run array");
+
+	if (w->lanes & TM_L4_LANES)
+		kvt_tmi_l4_thread_start(w);
 	pthread_mutex_lock(&tm->mu);
 	for (;;) {
 		enum tm_lane l = TM_LANE_CPU;
 		size_t n = 0;
 
-		while (!tm->quit && !(n = take_run(tm, w->lanes, run, &l)))
-			pthread_cond_wait(&tm->cv, &tm->mu);
+		while (!tm->quit) {
+			if ((w->lanes & TM_L4_LANES) && l4_poll_turn(w))
+				continue;
+			if ((n = take_run(tm, w->lanes, run, &l)))
+				break;
+			wait_work(w);
+		}
 		if (tm->quit)
 			break;
 		pthread_mutex_unlock(&tm->mu);
@@ -490,16 +699,41 @@ int kvt_tmi_pool_start(struct kvt_tm *tm, unsigned workers, int level)
 	pthread_cond_init(&tm->cv, NULL);
 	tm->pool_running = true; /* from here on, stop() undoes it */
 	tm->lanes[TM_LANE_L3W].serial = true;
+	tm->lanes[TM_LANE_L4W].serial = true;
 	for (unsigned i = 0; i < workers; i++) {
 		tm->workers[i].tm = tm;
 		tm->workers[i].id = i;
-		/* Every worker serves both lanes (an L4 lane: its own threads). */
+		/* Every worker serves both CPU lanes (L4: its own threads). */
 		tm->workers[i].lanes = 1u << TM_LANE_CPU | 1u << TM_LANE_L3W;
 		rc = kvt_codec_ctx_new(&tm->workers[i].ctx, level);
 		if (!rc && tm->l3 && TM_L3_PARALLEL_READS)
 			rc = kvt_l3_reader_open(tm->l3, &tm->workers[i].reader);
 		if (rc)
 			return rc;
+	}
+	if (tm->l4) {
+		struct tm_l4 *x = tm->l4;
+		pthread_condattr_t ca;
+
+		/* Timed waits (the next poll) on the monotonic clock. */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&x->cv, &ca);
+		pthread_condattr_destroy(&ca);
+		x->cv_made = true;
+		x->threads = calloc(x->nthreads, sizeof(*x->threads));
+		if (!x->threads)
+			return -ENOMEM;
+		for (unsigned i = 0; i < x->nthreads; i++) {
+			struct tm_worker *t = &x->threads[i];
+
+			t->tm = tm;
+			t->id = workers + i;
+			t->lanes = TM_L4_LANES;
+			rc = kvt_l4_session_new(x->l4, &t->l4s);
+			if (rc)
+				return rc;
+		}
 	}
 	/*
 	 * Workers must never take the process's signals: the daemon reads
@@ -513,6 +747,12 @@ int kvt_tmi_pool_start(struct kvt_tm *tm, unsigned workers, int level)
 				     worker_main, &tm->workers[i]);
 		tm->workers[i].started = rc == 0;
 	}
+	for (unsigned i = 0; tm->l4 && i < tm->l4->nthreads && !rc; i++) {
+		struct tm_worker *t = &tm->l4->threads[i];
+
+		rc = -pthread_create(&t->thread, NULL, worker_main, t);
+		t->started = rc == 0;
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return rc;
 }
@@ -523,7 +763,7 @@ static void free_queue(struct job *j, enum tm_lane l, bool skip_writes)
 		struct job *next = l < TM_LANES ? j->qnext[l] : j->next;
 
 		/* A write's compression stage is freed with its write. */
-		if (!(skip_writes && j->kind == JOB_TO_L3))
+		if (!(skip_writes && j->pre_stage))
 			kvt_tmi_job_free(j);
 		j = next;
 	}
@@ -532,24 +772,49 @@ static void free_queue(struct job *j, enum tm_lane l, bool skip_writes)
 void kvt_tmi_pool_stop(struct kvt_tm *tm)
 {
 	if (tm->pool_running) {
+		struct tm_l4 *x = tm->l4;
+
 		pthread_mutex_lock(&tm->mu);
 		tm->quit = true;
 		pthread_cond_broadcast(&tm->cv);
+		if (x && x->cv_made)
+			pthread_cond_broadcast(&x->cv);
 		pthread_mutex_unlock(&tm->mu);
 		for (unsigned i = 0; i < tm->nworkers; i++)
 			if (tm->workers[i].started)
 				pthread_join(tm->workers[i].thread, NULL);
-		/* Waiters are not called: the daemon has closed its clients. */
+		/* An L4 thread in a call returns within its timeouts. */
+		for (unsigned i = 0; x && x->threads && i < x->nthreads; i++)
+			if (x->threads[i].started)
+				pthread_join(x->threads[i].thread, NULL);
+		/*
+		 * Waiters are not called: the daemon has closed its clients.
+		 * A job in the CPU lane and a serial one (a write's
+		 * compression stage) is freed from the serial lane.
+		 */
 		free_queue(tm->lanes[TM_LANE_CPU].head, TM_LANE_CPU, true);
 		free_queue(tm->lanes[TM_LANE_L3W].head, TM_LANE_L3W, false);
+		free_queue(tm->lanes[TM_LANE_L4R].head, TM_LANE_L4R, false);
+		free_queue(tm->lanes[TM_LANE_L4W].head, TM_LANE_L4W, false);
 		free_queue(tm->done_head, TM_LANES, false);
 		pthread_mutex_destroy(&tm->mu);
 		pthread_cond_destroy(&tm->cv);
+		if (x && x->cv_made)
+			pthread_cond_destroy(&x->cv);
+		if (x)
+			x->cv_made = false;
 		tm->pool_running = false;
 	}
 	for (unsigned i = 0; tm->workers && i < tm->nworkers; i++) {
 		kvt_codec_ctx_free(tm->workers[i].ctx);
 		kvt_l3_reader_close(tm->workers[i].reader);
+	}
+	if (tm->l4 && tm->l4->threads) {
+		/* Every session before kvt_l4_close() (kvt_tmi_l4_close). */
+		for (unsigned i = 0; i < tm->l4->nthreads; i++)
+			kvt_l4_session_free(tm->l4->threads[i].l4s);
+		free(tm->l4->threads);
+		tm->l4->threads = NULL;
 	}
 	free(tm->workers);
 	tm->workers = NULL;

@@ -508,4 +508,13 @@ void kvt_tm_stats(struct kvt_tm *tm, struct kvt_tm_stats *st)
 	st->pool.lanes[KVT_TM_LANE_L3_WRITE].busy_ns =
 		ps.lane_busy_ns[TM_LANE_L3W];
 	st->pool.lanes[KVT_TM_LANE_L3_WRITE].jobs = ps.lane_jobs[TM_LANE_L3W];
+	st->pool.lanes[KVT_TM_LANE_L4_READ].queued = ps.queued[TM_LANE_L4R];
+	st->pool.lanes[KVT_TM_LANE_L4_READ].busy_ns =
+		ps.lane_busy_ns[TM_LANE_L4R];
+	st->pool.lanes[KVT_TM_LANE_L4_READ].jobs = ps.lane_jobs[TM_LANE_L4R];
+	st->pool.lanes[KVT_TM_LANE_L4_WRITE].queued = ps.queued[TM_LANE_L4W];
+	st->pool.lanes[KVT_TM_LANE_L4_WRITE].busy_ns =
+		ps.lane_busy_ns[TM_LANE_L4W];
+	st->pool.lanes[KVT_TM_LANE_L4_WRITE].jobs = ps.lane_jobs[TM_LANE_L4W];
+	kvt_tmi_l4_stats(tm, &st->l4);
 }

@@ -213,6 +213,15 @@ static const struct {
 	{ "io-backend", "auto", "epoll", 0 },
 	{ "busy-poll", "50", "0", 1 },
 	{ "max-connections", "4096", "100", 1 },
+	{ "l4", "", "redis-cluster://127.0.0.1:1", 0 },
+	{ "l4-password", "", "kvt-reload-secret", 0 },
+	{ "l4-password-file", "", "/tmp/kvtier-reload-never.pw", 0 },
+	{ "l4-write", "evict", "put", 0 },
+	{ "l4-ttl", "0", "3600", 0 },
+	{ "l4-threads", "4", "2", 0 },
+	{ "l4-timeout", "0", "500", 0 },
+	{ "l4-connect-timeout", "0", "200", 0 },
+	{ "l4-queue-size", "256M", "64M", 0 },
 };
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
 
@@ -289,6 +298,9 @@ static void test_every_setting(void **state)
 		 live, restart);
 	if (!strstr(l, pat))
 		fail_msg("expected '%s':\n%s", pat, l);
+	/* The L4 password is named, never shown. */
+	if (strstr(l, "kvt-reload-secret"))
+		fail_msg("the L4 password is in the log:\n%s", l);
 	/* What needs a restart did not change: L1 is still 64M. */
 	kvt_client *c = connect_ok();
 	char *j = NULL;
