@@ -251,17 +251,25 @@ int main(int argc, char **argv)
 	if (tc.shm_size) {
 		int aerr;
 
+		/* Without --shm-prefault the arena is warmed ahead of use
+		 * (kvt_arena_warm()); either needs MADV_POPULATE_WRITE. */
 		if (kvt_tm_arena(tm, &aerr) && aerr)
-			kvt_log(KVT_LOG_WARN, "event=shm_prefault_failed "
-				"error=\"%s\" hint=\"needs Linux 5.14\"",
+			kvt_log(KVT_LOG_WARN, "event=%s error=\"%s\" "
+				"hint=\"needs Linux 5.14; fresh arena pages "
+				"are faulted in as values are written\"",
+				tc.shm_prefault ? "shm_prefault_failed"
+						: "shm_warm_failed",
 				kvt_strerror(aerr));
 		if (kvt_tm_arena(tm, NULL))
 			kvt_log(KVT_LOG_INFO, "event=shm arena=%s threshold=%s "
-				"prefault=%d",
+				"prefault=%d warm_ahead=%s",
 				kvt_size_format(tc.shm_size, b1, sizeof(b1)),
 				kvt_size_format(tc.shm_threshold, b2,
 						sizeof(b2)),
-				tc.shm_prefault);
+				tc.shm_prefault,
+				kvt_size_format(tc.shm_prefault || aerr ? 0 :
+						KVT_TM_ARENA_WARM_AHEAD,
+						b3, sizeof(b3)));
 		else
 			kvt_log(KVT_LOG_WARN, "event=shm_unavailable error=\"%s\" "
 				"fallback=socket", kvt_strerror(aerr));

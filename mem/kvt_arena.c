@@ -79,6 +79,19 @@ struct kvt_arena {
 	pthread_t prefault_tid;
 	atomic_bool prefault_stop;
 	atomic_uint_least64_t prefaulted;
+
+	/*
+	 * kvt_arena_warm(): the thread keeps pages [0, frontier + warm_ahead)
+	 * faulted in.  frontier (pages) is the highest end of any allocation
+	 * so far, under the lock; warmed (bytes from the start) is written
+	 * by the thread only.
+	 */
+	bool warming, warm_stop; /* warm_stop under the lock */
+	pthread_t warm_tid;
+	pthread_cond_t warm_cv;	 /* with lock */
+	uint64_t warm_ahead;
+	uint32_t frontier;
+	atomic_uint_least64_t warmed;
 };
 
 static unsigned size_class(uint32_t pages)
@@ -273,6 +286,14 @@ void kvt_arena_close(struct kvt_arena *a)
 		atomic_store(&a->prefault_stop, true);
 		pthread_join(a->prefault_tid, NULL);
 	}
+	if (a->warming) {
+		pthread_mutex_lock(&a->lock);
+		a->warm_stop = true;
+		pthread_cond_signal(&a->warm_cv);
+		pthread_mutex_unlock(&a->lock);
+		pthread_join(a->warm_tid, NULL);
+		pthread_cond_destroy(&a->warm_cv);
+	}
 	if (a->rec != MAP_FAILED)
 		munmap(a->rec, a->rec_bytes);
 	if (a->base != MAP_FAILED)
@@ -315,6 +336,15 @@ void *kvt_arena_alloc(struct kvt_arena *a, size_t len)
 	if (have > want)
 		add_free(a, i + want, have - want);
 	set_tags(a, i, want, REC_HEAD);
+	if (i + want > a->frontier) {
+		a->frontier = i + want;
+		/* Wake the warmer once half its lead is used up. */
+		if (a->warming &&
+		    ((uint64_t)a->frontier << a->page_shift) + a->warm_ahead / 2 >
+			    atomic_load_explicit(&a->warmed,
+						 memory_order_relaxed))
+			pthread_cond_signal(&a->warm_cv);
+	}
 	a->used_pages += want;
 	if (a->used_pages > a->peak_pages)
 		a->peak_pages = a->used_pages;
@@ -439,7 +469,7 @@ int kvt_arena_prefault(struct kvt_arena *a)
 {
 	int rc;
 
-	if (!a || a->prefaulting)
+	if (!a || a->prefaulting || a->warming)
 		return KVT_EINVAL;
 	/* One page first: kernels before 5.14 refuse the advice. */
 	if (madvise(a->base, (size_t)1 << a->page_shift, MADV_POPULATE_WRITE))
@@ -449,6 +479,71 @@ int kvt_arena_prefault(struct kvt_arena *a)
 	if (rc)
 		return -rc;
 	a->prefaulting = true;
+	return 0;
+}
+
+/* Chunk the warmer faults in per madvise() call. */
+#define ARENA_WARM_CHUNK (2u << 20)
+
+static void *warm_main(void *arg)
+{
+	struct kvt_arena *a = arg;
+	uint64_t at = 0;
+
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		uint64_t goal = ((uint64_t)a->frontier << a->page_shift) +
+				a->warm_ahead;
+		uint64_t n;
+
+		if (goal > a->size)
+			goal = a->size;
+		if (a->warm_stop)
+			break;
+		if (at >= goal) {
+			pthread_cond_wait(&a->warm_cv, &a->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&a->lock);
+		n = a->size - at < ARENA_WARM_CHUNK ? a->size - at
+						    : ARENA_WARM_CHUNK;
+		/* As kvt_arena_prefault(): keeps what pages already hold. */
+		if (madvise(a->base + at, (size_t)n, MADV_POPULATE_WRITE)) {
+			pthread_mutex_lock(&a->lock);
+			break; /* memory is short: allocations fault as usual */
+		}
+		at += n;
+		atomic_store_explicit(&a->warmed, at, memory_order_relaxed);
+		atomic_fetch_add(&a->prefaulted, n);
+		pthread_mutex_lock(&a->lock);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+int kvt_arena_warm(struct kvt_arena *a, uint64_t ahead)
+{
+	int rc;
+
+	if (!a || a->warming || a->prefaulting || ahead == 0)
+		return KVT_EINVAL;
+	/* One page first: kernels before 5.14 refuse the advice. */
+	if (madvise(a->base, (size_t)1 << a->page_shift, MADV_POPULATE_WRITE))
+		return -errno;
+	rc = pthread_cond_init(&a->warm_cv, NULL);
+	if (rc)
+		return -rc;
+	pthread_mutex_lock(&a->lock);
+	a->warm_ahead = ahead;
+	a->warm_stop = false;
+	a->warming = true;
+	pthread_mutex_unlock(&a->lock);
+	rc = pthread_create(&a->warm_tid, NULL, warm_main, a);
+	if (rc) {
+		a->warming = false;
+		pthread_cond_destroy(&a->warm_cv);
+		return -rc;
+	}
 	return 0;
 }
 

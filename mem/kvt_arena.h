@@ -63,7 +63,8 @@ struct kvt_arena_stats {
 	uint64_t fails;	       /* kvt_arena_alloc calls that found no room */
 	uint64_t free_extents; /* maximal free page runs */
 	uint64_t largest_free; /* bytes of the largest free run */
-	uint64_t prefaulted;   /* bytes faulted in by kvt_arena_prefault() */
+	uint64_t prefaulted;   /* bytes faulted in ahead of use: by
+				* kvt_arena_prefault() or kvt_arena_warm() */
 };
 
 /*
@@ -161,10 +162,29 @@ void kvt_arena_stats(struct kvt_arena *a, struct kvt_arena_stats *st);
  * wait for a page fault, which on virtual machines can cost more than the
  * copy itself; the price is that the whole arena is resident from the
  * start.  Progress is in kvt_arena_stats().prefaulted.  kvt_arena_close()
- * stops and joins the thread.  Returns 0, KVT_EINVAL (a NULL, or already
- * started), -EINVAL when the kernel lacks MADV_POPULATE_WRITE (before
+ * stops and joins the thread.  Returns 0, KVT_EINVAL (a NULL, already
+ * started, or kvt_arena_warm() running), -EINVAL when the kernel lacks MADV_POPULATE_WRITE (before
  * Linux 5.14), or another -errno.  Not thread-safe against itself.
  */
 int kvt_arena_prefault(struct kvt_arena *a);
+
+/*
+ * Keeps the pages just beyond what allocations have reached faulted in,
+ * from a background thread: the arena hands out fresh memory from its low
+ * end up, and a background thread faults in (MADV_POPULATE_WRITE, 2 MiB
+ * per call) every page below the highest allocation so far plus ahead
+ * bytes, waking when half that lead is used.  A value written into fresh
+ * arena memory then finds its pages present instead of taking a page
+ * fault per 4 KiB on the thread that writes it (the daemon's event loop
+ * receiving a PUT), while the arena's resident size stays within its peak
+ * use plus ahead, unlike kvt_arena_prefault().  Pages once faulted in stay
+ * (the arena never gives memory back), so reused memory is warm anyway.
+ * Progress counts in kvt_arena_stats().prefaulted.  kvt_arena_close()
+ * stops and joins the thread.  Returns 0, KVT_EINVAL (a NULL, ahead 0,
+ * already warming or prefaulting), -EINVAL when the kernel lacks
+ * MADV_POPULATE_WRITE (before Linux 5.14), or another -errno.  Call it
+ * before any other thread uses the arena.
+ */
+int kvt_arena_warm(struct kvt_arena *a, uint64_t ahead);
 
 #endif /* KVT_ARENA_H */

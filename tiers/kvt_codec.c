@@ -454,6 +454,53 @@ static int decode_failure(size_t r)
 }
 
 /*
+ * Decompresses the frame at the start of src (avail bytes) into c->scratch
+ * (grown if needed), with at most room bytes of content: *fsize is the
+ * frame's size and *raw what it held.  Returns 0 or KVT_ECORRUPT, -ENOMEM.
+ */
+static int frame_to_scratch(struct kvt_codec_ctx *c, const uint8_t *src,
+			    size_t avail, size_t room, size_t *fsize,
+			    size_t *raw)
+{
+	unsigned long long content;
+	size_t r;
+
+	*fsize = ZSTD_findFrameCompressedSize(src, avail);
+	if (ZSTD_isError(*fsize))
+		return KVT_ECORRUPT;
+	content = ZSTD_getFrameContentSize(src, *fsize);
+	/*
+	 * This encoder always records the content size; an unknown or
+	 * unreadable one, or one that overflows the value, is damage.
+	 */
+	if (content == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    content == ZSTD_CONTENTSIZE_ERROR || content > room)
+		return KVT_ECORRUPT;
+	if (content > c->scratch_cap) {
+		/*
+		 * Only a different encoder's larger pieces get here; the size
+		 * is bounded by the value's raw length, which the caller
+		 * vouches for.
+		 */
+		uint8_t *bigger = malloc((size_t)content);
+
+		if (!bigger)
+			return -ENOMEM;
+		free(c->scratch);
+		c->scratch = bigger;
+		c->scratch_cap = (size_t)content;
+	}
+	r = ZSTD_decompressDCtx(c->dctx, c->scratch, (size_t)content, src,
+				*fsize);
+	if (ZSTD_isError(r))
+		return decode_failure(r);
+	if (r != content)
+		return KVT_ECORRUPT;
+	*raw = r;
+	return 0;
+}
+
+/*
  * Decodes the shuffled frames of a SHUF codec: each frame goes into the
  * scratch buffer, which stays in cache, and is unshuffled from there into
  * its place in dst.
@@ -466,40 +513,11 @@ static int decompress_shuffled(struct kvt_codec_ctx *c, unsigned es,
 
 	while (in < src_len) {
 		size_t fsize, r;
-		unsigned long long content;
+		int rc = frame_to_scratch(c, src + in, src_len - in,
+					  raw_len - out, &fsize, &r);
 
-		fsize = ZSTD_findFrameCompressedSize(src + in, src_len - in);
-		if (ZSTD_isError(fsize))
-			return KVT_ECORRUPT;
-		content = ZSTD_getFrameContentSize(src + in, fsize);
-		/*
-		 * This encoder always records the content size; an unknown or
-		 * unreadable one, or one that overflows dst, is damage.
-		 */
-		if (content == ZSTD_CONTENTSIZE_UNKNOWN ||
-		    content == ZSTD_CONTENTSIZE_ERROR ||
-		    content > raw_len - out)
-			return KVT_ECORRUPT;
-		if (content > c->scratch_cap) {
-			/*
-			 * Only a different encoder's larger pieces get here;
-			 * the size is bounded by raw_len, which the caller
-			 * vouches for.
-			 */
-			uint8_t *bigger = malloc((size_t)content);
-
-			if (!bigger)
-				return -ENOMEM;
-			free(c->scratch);
-			c->scratch = bigger;
-			c->scratch_cap = (size_t)content;
-		}
-		r = ZSTD_decompressDCtx(c->dctx, c->scratch, (size_t)content,
-					src + in, fsize);
-		if (ZSTD_isError(r))
-			return decode_failure(r);
-		if (r != content)
-			return KVT_ECORRUPT;
+		if (rc)
+			return rc;
 		unshuffle(dst + out, c->scratch, r, es);
 		in += fsize;
 		out += r;
@@ -641,31 +659,11 @@ static int decompress_shuffled_v(struct kvt_codec_ctx *c, unsigned es,
 
 	while (in < src_len) {
 		size_t fsize, r;
-		unsigned long long content;
+		int rc = frame_to_scratch(c, src + in, src_len - in,
+					  raw_len - out, &fsize, &r);
 
-		fsize = ZSTD_findFrameCompressedSize(src + in, src_len - in);
-		if (ZSTD_isError(fsize))
-			return KVT_ECORRUPT;
-		content = ZSTD_getFrameContentSize(src + in, fsize);
-		if (content == ZSTD_CONTENTSIZE_UNKNOWN ||
-		    content == ZSTD_CONTENTSIZE_ERROR ||
-		    content > raw_len - out)
-			return KVT_ECORRUPT;
-		if (content > c->scratch_cap) {
-			uint8_t *bigger = malloc((size_t)content);
-
-			if (!bigger)
-				return -ENOMEM;
-			free(c->scratch);
-			c->scratch = bigger;
-			c->scratch_cap = (size_t)content;
-		}
-		r = ZSTD_decompressDCtx(c->dctx, c->scratch, (size_t)content,
-					src + in, fsize);
-		if (ZSTD_isError(r))
-			return decode_failure(r);
-		if (r != content)
-			return KVT_ECORRUPT;
+		if (rc)
+			return rc;
 		cursor_settle(&cu);
 		if (v[cu.i].iov_len - cu.off >= r) {
 			unshuffle((uint8_t *)v[cu.i].iov_base + cu.off,

@@ -207,6 +207,9 @@ int kvt_tm_open(struct kvt_tm **out, const struct kvt_tm_config *cfg)
 			kvt_mem_set_arena(tm->arena, cfg->shm_threshold);
 		if (tm->arena && cfg->shm_prefault)
 			tm->arena_err = kvt_arena_prefault(tm->arena);
+		else if (tm->arena)
+			tm->arena_err = kvt_arena_warm(tm->arena,
+						       KVT_TM_ARENA_WARM_AHEAD);
 	}
 	/* 64Ki keys each: a few MiB that cover far more blocks than fit. */
 	rc = kvt_ghost_new(&tm->gone, 65536);

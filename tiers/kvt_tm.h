@@ -53,6 +53,9 @@ enum {
 /* Most L4 threads (kvt_tm_config.l4_threads). */
 #define KVT_TM_L4_THREADS_MAX 16
 
+/* Arena bytes kept faulted in ahead of use without shm_prefault. */
+#define KVT_TM_ARENA_WARM_AHEAD ((uint64_t)32 << 20)
+
 struct kvt_tm_config {
 	uint64_t l1_capacity; /* bytes, > 0 */
 	uint64_t l2_capacity; /* bytes, 0 = disabled */
@@ -89,7 +92,13 @@ struct kvt_tm_config {
 	 */
 	uint64_t shm_size;
 	uint64_t shm_threshold;
-	/* Fault the whole arena in from a background thread (kvt_arena.h). */
+	/*
+	 * Fault the whole arena in from a background thread (kvt_arena.h).
+	 * Without it, KVT_TM_ARENA_WARM_AHEAD bytes beyond the arena's
+	 * highest allocation are kept faulted in (kvt_arena_warm()), so that
+	 * values stored in fresh memory do not take a page fault per 4 KiB on
+	 * the loop thread.
+	 */
 	int shm_prefault;
 	/*
 	 * Run the worker pool even with L1 alone (no L2, no L3), so that

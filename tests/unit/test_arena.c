@@ -688,6 +688,91 @@ static void test_prefault(void **state)
 	assert_int_equal(kvt_arena_prefault(NULL), KVT_EINVAL);
 }
 
+/* Pages of [base + from, base + to) resident (page cache of the memfd). */
+static size_t resident(struct kvt_arena *a, uint64_t from, uint64_t to)
+{
+	size_t pg = page_size(), n = (size_t)((to - from) / pg), r = 0;
+	unsigned char *v = malloc(n);
+
+	assert_non_null(v);
+	assert_int_equal(mincore(kvt_arena_base(a) + from, (size_t)(to - from),
+				 v), 0);
+	for (size_t i = 0; i < n; i++)
+		r += v[i] & 1;
+	free(v);
+	return r;
+}
+
+/* Waits up to 10 s for kvt_arena_stats().prefaulted to reach want. */
+static uint64_t wait_prefaulted(struct kvt_arena *a, uint64_t want)
+{
+	struct kvt_arena_stats st;
+
+	for (int i = 0; i < 1000; i++) {
+		kvt_arena_stats(a, &st);
+		if (st.prefaulted >= want)
+			break;
+		usleep(10000);
+	}
+	return st.prefaulted;
+}
+
+/*
+ * kvt_arena_warm() keeps the pages below the highest allocation plus its
+ * lead faulted in, follows allocations up, goes no further, and never
+ * changes what blocks hold.
+ */
+static void test_warm(void **state)
+{
+	const uint64_t size = 256ull << 20, ahead = 8ull << 20;
+	const size_t pg = page_size();
+	struct kvt_arena *a;
+	uint8_t *p, *q;
+
+	(void)state;
+	assert_int_equal(kvt_arena_open(&a, "warm", size), 0);
+	assert_int_equal(kvt_arena_warm(a, 0), KVT_EINVAL);
+	assert_int_equal(kvt_arena_warm(NULL, ahead), KVT_EINVAL);
+	p = kvt_arena_alloc(a, 1 << 20);
+	assert_non_null(p);
+	assert_ptr_equal(p, kvt_arena_base(a)); /* fresh memory from the start */
+	memset(p, 0x5a, 1 << 20);
+	assert_int_equal(kvt_arena_warm(a, ahead), 0);
+	assert_int_equal(kvt_arena_warm(a, ahead), KVT_EINVAL); /* once */
+	assert_int_equal(kvt_arena_prefault(a), KVT_EINVAL); /* not both */
+	/* The lead: 1 MiB used, pages to 9 MiB (in 2 MiB calls: 10). */
+	assert_true(wait_prefaulted(a, (1 << 20) + ahead) >= (1 << 20) + ahead);
+	usleep(100000);
+	assert_int_equal(resident(a, 0, (1 << 20) + ahead),
+			 ((1 << 20) + ahead) / pg);
+	/* ...and no further (the rest stays untouched). */
+	assert_int_equal(resident(a, 16ull << 20, size), 0);
+	/* Allocations move the frontier: 40 MiB more, so pages to 49 MiB. */
+	q = kvt_arena_alloc(a, 40u << 20);
+	assert_non_null(q);
+	assert_true(wait_prefaulted(a, (41ull << 20) + ahead) >=
+		    (41ull << 20) + ahead);
+	usleep(100000);
+	assert_int_equal(resident(a, 0, (41ull << 20) + ahead),
+			 ((41ull << 20) + ahead) / pg);
+	assert_int_equal(resident(a, 56ull << 20, size), 0);
+	for (size_t i = 0; i < (1 << 20); i++)
+		if (p[i] != 0x5a)
+			fail_msg("warming changed byte %zu", i);
+	kvt_arena_free(a, q);
+	kvt_arena_free(a, p);
+	kvt_arena_close(a); /* stops and joins the thread */
+
+	/* Closing at once, with the thread busy or waiting. */
+	assert_int_equal(kvt_arena_open(&a, "warm", size), 0);
+	assert_int_equal(kvt_arena_warm(a, size), 0);
+	kvt_arena_close(a);
+	assert_int_equal(kvt_arena_open(&a, "warm", size), 0);
+	assert_int_equal(kvt_arena_prefault(a), 0);
+	assert_int_equal(kvt_arena_warm(a, ahead), KVT_EINVAL);
+	kvt_arena_close(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -702,6 +787,7 @@ int main(void)
 		cmocka_unit_test(test_bad_free_asserts),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_prefault),
+		cmocka_unit_test(test_warm),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
