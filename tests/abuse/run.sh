@@ -34,6 +34,9 @@ export KVTIER_LIB=${KVTIER_LIB:-$KVTIER_BUILD/libkvtier.so.1}
 export PYTHONPATH="$ROOT/tests/abuse:$ROOT/client/python${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 PY=${ABUSE_PYTHON:-/usr/bin/python3}
+# Scenarios load libkvtier in Python: a sanitizer build of it needs its
+# runtime preloaded (SAN_PY_ENV, empty for an ordinary build).
+SAN_BUILD=$KVTIER_BUILD . "$ROOT/tests/integ/sanitizer_env.sh"
 verbose=0
 limit=300
 names=""
@@ -108,7 +111,8 @@ for n in $names; do
 	fi
 	t0=$(date +%s)
 	# In the background, so that a signal to run.sh is handled at once.
-	timeout -k 15 "$limit" "$PY" "$f" >"$out" 2>&1 &
+	# shellcheck disable=SC2086 # SAN_PY_ENV is words on purpose
+	timeout -k 15 "$limit" env $SAN_PY_ENV "$PY" "$f" >"$out" 2>&1 &
 	child=$!
 	wait "$child"
 	rc=$?
