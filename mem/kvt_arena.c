@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -438,6 +439,23 @@ size_t kvt_arena_alloc_size(struct kvt_arena *a, const void *p)
 	return n;
 }
 
+/*
+ * Starts one of the arena's threads with every signal blocked: a process
+ * (the daemon) that reads its signals from a signalfd must never have one
+ * delivered to a thread it does not know of (SIGTERM would kill it).
+ */
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
@@ -475,7 +493,7 @@ int kvt_arena_prefault(struct kvt_arena *a)
 	if (madvise(a->base, (size_t)1 << a->page_shift, MADV_POPULATE_WRITE))
 		return -errno;
 	atomic_init(&a->prefault_stop, false);
-	rc = pthread_create(&a->prefault_tid, NULL, prefault_main, a);
+	rc = start_thread(&a->prefault_tid, prefault_main, a);
 	if (rc)
 		return -rc;
 	a->prefaulting = true;
@@ -538,7 +556,7 @@ int kvt_arena_warm(struct kvt_arena *a, uint64_t ahead)
 	a->warm_stop = false;
 	a->warming = true;
 	pthread_mutex_unlock(&a->lock);
-	rc = pthread_create(&a->warm_tid, NULL, warm_main, a);
+	rc = start_thread(&a->warm_tid, warm_main, a);
 	if (rc) {
 		a->warming = false;
 		pthread_cond_destroy(&a->warm_cv);

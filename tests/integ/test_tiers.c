@@ -432,11 +432,49 @@ static int teardown(void **state)
 	return 0;
 }
 
+/*
+ * The arena's threads (warming ahead of use by default, prefaulting with
+ * --shm-prefault) never take the daemon's signals: SIGTERM is a graceful
+ * stop, exit 0, not a death by the signal's default action.
+ */
+static void test_stop_with_arena_threads(void **state)
+{
+	static const char *const warm[] = { "--l1-size", "64M", NULL };
+	static const char *const prefault[] = { "--l1-size", "64M",
+						"--shm-size", "4G",
+						"--shm-prefault", NULL };
+	const char *const *runs[] = { warm, prefault };
+	uint8_t *v = malloc(BLOCK);
+
+	(void)state;
+	assert_non_null(v);
+	for (unsigned r = 0; r < 2; r++) {
+		kvt_client *c;
+
+		assert_int_equal(integ_start(&D, runs[r]), 0);
+		c = connect_ok();
+		for (unsigned i = 0; i < 8; i++) {
+			char key[32];
+
+			key_of(key, sizeof(key), i);
+			make_block(v, i);
+			assert_int_equal(kvt_put(c, "t", key, strlen(key), v,
+						 BLOCK, NULL), 0);
+		}
+		kvt_close(c);
+		assert_int_equal(integ_stop_sig(&D, SIGTERM), 0);
+		integ_cleanup(&D);
+	}
+	free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_flow_restart_corrupt, teardown),
 		cmocka_unit_test_teardown(test_disabled_tiers, teardown),
+		cmocka_unit_test_teardown(test_stop_with_arena_threads,
+					  teardown),
 		cmocka_unit_test_teardown(test_pins_die_with_connection,
 					  teardown),
 	};
