@@ -172,6 +172,13 @@ static void arm_recv(struct kvt_conn *c)
 		}
 		p = c->rbuf + c->rlen;
 		room = KVT_RBUF_SIZE - c->rlen;
+		/*
+		 * After a large body, expect another: read little more than
+		 * its header into rbuf, so that the value itself goes
+		 * straight into the body instead of being copied there.
+		 */
+		if (c->last_big && c->rlen == 0)
+			room = KVT_HDR_SIZE + KVT_HEAD_READ;
 	}
 	/*
 	 * recvmsg, not recv: a REGISTER's descriptor (SCM_RIGHTS) arrives
@@ -562,6 +569,7 @@ static int body_begin(struct kvt_conn *c)
 	size_t len = h->body_len;
 
 	c->body_len = len;
+	c->last_big = len >= KVT_DIRECT_MIN;
 	c->body_have = c->body_cap = 0;
 	c->mem_counted = false;
 	if (len <= KVT_RBUF_SIZE) {
@@ -754,6 +762,7 @@ static void process_input(struct kvt_conn *c)
 			}
 			/* rc 0: c waits, resumed by wake_mem_waiters */
 		} else if (ev == KVT_DEC_FRAME) {
+			c->last_big = false; /* a frame with no body */
 			complete_frame(c);
 		}
 	}

@@ -64,6 +64,13 @@
 /* Read buffer per connection; bodies larger than this are read in place. */
 #define KVT_RBUF_SIZE (64 * 1024)
 /*
+ * After a frame with a body of KVT_DIRECT_MIN bytes or more, the next recv
+ * into rbuf takes at most a header and KVT_HEAD_READ bytes, so that a
+ * following value of that size is received in place, not copied.
+ */
+#define KVT_DIRECT_MIN (16 * 1024)
+#define KVT_HEAD_READ 1024
+/*
  * A large body's first reservation under max-inflight, and the least it
  * grows by (see "Bodies and max-inflight" above).  4 MiB covers the
  * common K/V block sizes (2 MiB for a 16-token Llama-3-8B block) in one
@@ -251,6 +258,7 @@ struct kvt_conn {
 	unsigned pending;  /* unfinished replies (KVT_PENDING_MAX) */
 	bool recv_armed;
 	bool recv_direct; /* the armed recv writes into body, not rbuf */
+	bool last_big;	  /* the last body had KVT_DIRECT_MIN bytes or more */
 	bool close_after; /* close once the reply queue is sent */
 	uint64_t recv_armed_ns; /* when the armed recv was started */
 	struct kvt_decoder dec;
