@@ -16,6 +16,7 @@
 #include <inttypes.h>
 
 #include "integ_harness.h"
+#include "integ_stats.h"
 #include "kvtier.h"
 
 #define BLOCK (2u << 20)
@@ -27,23 +28,6 @@ static const char *const tiers[] = {
 	"--l1-size", "72M", "--l2-size", "8M", "--l3-size", "512M",
 	"--l3-region-size", "16M", "--workers", "2", NULL
 };
-
-static uint64_t jnum(const char *json, const char *obj, const char *name)
-{
-	uint64_t v = 0;
-
-	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
-	return v;
-}
-
-static char *stats(kvt_client *c)
-{
-	char *json = NULL;
-	size_t n;
-
-	assert_int_equal(kvt_stats_json(c, &json, &n), 0);
-	return json;
-}
 
 static void settle(kvt_client *c)
 {

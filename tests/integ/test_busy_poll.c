@@ -20,18 +20,10 @@
 #include <sys/uio.h>
 
 #include "integ_harness.h"
+#include "integ_stats.h"
 #include "kvtier.h"
 
 static struct integ_daemon D;
-
-static char *stats(kvt_client *c)
-{
-	char *json = NULL;
-	size_t n;
-
-	assert_int_equal(kvt_stats_json(c, &json, &n), 0);
-	return json;
-}
 
 static uint64_t poll_stat(const char *json, const char *name)
 {

@@ -17,6 +17,7 @@
 #include <limits.h>
 
 #include "integ_harness.h"
+#include "integ_stats.h"
 #include "kvtier.h"
 
 #define NBLOCKS 72
@@ -57,24 +58,6 @@ static unsigned count_of(const char *hay, const char *needle)
 	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
 		n++;
 	return n;
-}
-
-/* Parses one unsigned number field "name":N, inside object obj if set. */
-static uint64_t jnum(const char *json, const char *obj, const char *name)
-{
-	uint64_t v = 0;
-
-	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
-	return v;
-}
-
-static char *stats(kvt_client *c)
-{
-	char *json = NULL;
-	size_t n;
-
-	assert_int_equal(kvt_stats_json(c, &json, &n), 0);
-	return json;
 }
 
 static kvt_client *connect_ok(void)

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 
 #include "integ_harness.h"
+#include "integ_stats.h"
 #include "kvtier.h"
 
 #define NTHREADS 8
@@ -391,15 +392,6 @@ static int check_get(const struct op *g, const struct key_writes *kw,
 		return -1;
 	}
 	return 0;
-}
-
-/* Parses one unsigned number field "name":N out of flat JSON text. */
-static uint64_t jnum(const char *json, const char *obj, const char *name)
-{
-	uint64_t v = 0;
-
-	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
-	return v;
 }
 
 /* Waits until the daemon has no blocks in motion (at most 60 s). */

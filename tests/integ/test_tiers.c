@@ -13,6 +13,7 @@
 #include <fcntl.h>
 
 #include "integ_harness.h"
+#include "integ_stats.h"
 #include "kvtier.h"
 
 #define NBLOCKS 96
@@ -54,24 +55,6 @@ static kvt_client *connect_ok(void)
 	kvt_client *c = NULL;
 	assert_int_equal(kvt_connect(&c, D.sock), 0);
 	return c;
-}
-
-/* Parses one unsigned number field "name":N out of flat JSON text. */
-static uint64_t jnum(const char *json, const char *obj, const char *name)
-{
-	uint64_t v = 0;
-
-	assert_int_equal(integ_json_u64(json, obj, name, &v), 0);
-	return v;
-}
-
-static char *stats(kvt_client *c)
-{
-	char *json = NULL;
-	size_t n;
-
-	assert_int_equal(kvt_stats_json(c, &json, &n), 0);
-	return json;
 }
 
 /* Reads every block; returns hits; fails on any wrong byte. */
