@@ -275,6 +275,20 @@ static void test_fork_while_connecting(void **state)
 	int bad = 0, code = 0, forks;
 
 	(void)state;
+#ifdef __SANITIZE_ADDRESS__
+	/*
+	 * GCC 12's AddressSanitizer does not hold its allocator's locks
+	 * across fork(): a child forked while the churning thread is inside
+	 * malloc deadlocks in ASan's calloc before it reaches kvtier (seen:
+	 * 3 of 5 runs, the child's stack in SizeClassAllocator64::
+	 * GetFromAllocator).  glibc's malloc is fork-safe, so the test runs
+	 * in make test and make tsan; under ASan it says so and skips.
+	 */
+	print_message("skipped under AddressSanitizer: its allocator is not "
+		      "fork-safe with other threads allocating (GCC 12)\n");
+	kvt_close(c);
+	skip();
+#endif
 	/* Only the churning thread's connections hold the mapping. */
 	kvt_close(c);
 	assert_int_equal(pthread_create(&th, NULL, churn_main, &ch), 0);
